@@ -1,0 +1,361 @@
+//! The run configuration: one TOML file, parsed strictly (unknown keys are errors) and validated once into
+//! types the rest of the code trusts.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::ConfigError;
+
+/// A whole run: what to learn, with which model, how to train and what to analyze.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub task: TaskConfig,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// Which task, with its own parameters (see `tasks/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TaskConfig {
+    /// Tokens `a b =`, answer (a + b) mod p at `=` (Power et al. 2022; Nanda et al. 2023).
+    ModularAddition {
+        p: usize,
+        /// Fraction of all p² pairs that goes to the train split; the rest is the test split.
+        train_fraction: f64,
+    },
+    /// A random token sequence of length `seq_len` followed by its exact repeat (Olsson et al. 2022).
+    Induction {
+        /// Size of the random-token vocabulary.
+        vocab: usize,
+        /// Length n of the random half; the model sees 2n tokens.
+        seq_len: usize,
+        /// Number of sequences in the fixed test split.
+        #[serde(default = "default_induction_test_size")]
+        test_size: usize,
+    },
+}
+
+fn default_induction_test_size() -> usize {
+    512
+}
+
+/// Activation function of the MLP, named as TransformerLens names it (`act_fn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Relu,
+    /// The exact (erf) GELU, TransformerLens `"gelu"`.
+    Gelu,
+}
+
+/// Normalization before each sublayer and before the unembedding (TransformerLens `normalization_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    None,
+    /// LayerNorm with learned weight and bias, eps 1e-5 (TransformerLens `"LN"`).
+    Ln,
+}
+
+/// The transformer's shape; `n_ctx` and the vocabulary come from the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// Defaults to `d_model / n_heads`.
+    #[serde(default)]
+    pub d_head: Option<usize>,
+    /// Ignored (and may be absent) when `attn_only`.
+    #[serde(default)]
+    pub d_mlp: Option<usize>,
+    #[serde(default = "default_act")]
+    pub act_fn: Activation,
+    #[serde(default = "default_norm")]
+    pub normalization: Normalization,
+    #[serde(default)]
+    pub attn_only: bool,
+    /// Standard deviation of the weight init is `init_range / sqrt(d_model)`; TransformerLens uses 0.8.
+    #[serde(default = "default_init_range")]
+    pub init_range: f64,
+}
+
+fn default_act() -> Activation {
+    Activation::Relu
+}
+fn default_norm() -> Normalization {
+    Normalization::None
+}
+fn default_init_range() -> f64 {
+    0.8
+}
+
+/// Learning-rate schedule after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    Constant,
+    /// Cosine decay from `lr` to `lr * min_lr_ratio` at the last step.
+    Cosine,
+}
+
+/// AdamW (decoupled weight decay, Loshchilov & Hutter 2019), as `torch.optim.AdamW`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub lr: f64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Applied to every parameter, as in Nanda et al.'s grokking setup.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Linear warmup from 0 to `lr` over this many steps.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    #[serde(default = "default_schedule")]
+    pub schedule: LrSchedule,
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    /// Clip the global gradient norm (all parameters together, as `torch.nn.utils.clip_grad_norm_`).
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_schedule() -> LrSchedule {
+    LrSchedule::Constant
+}
+
+/// Steps, batches, seed and the checkpoint schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub steps: u64,
+    /// Examples per step; absent means full batch (the whole train split every step).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    pub seed: u64,
+    /// Write the training loss to `metrics/train.jsonl` every this many steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    pub checkpoints: CheckpointConfig,
+}
+
+fn default_log_every() -> u64 {
+    10
+}
+
+/// When to save: step 0, powers of two up to `log_spaced_until`, every `every` steps, and the last step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    pub every: u64,
+    #[serde(default)]
+    pub log_spaced_until: u64,
+}
+
+/// Every-checkpoint analysis settings (used with `--analyze`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Number of examples in the fixed probe set.
+    #[serde(default = "default_probe_size")]
+    pub probe_size: usize,
+    #[serde(default)]
+    pub probe_seed: u64,
+}
+
+fn default_probe_size() -> usize {
+    512
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self { probe_size: default_probe_size(), probe_seed: 0 }
+    }
+}
+
+/// Full-split evaluation cadence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate the full splits every this many steps (0: only at checkpoints that are multiples of nothing, i.e. never).
+    #[serde(default)]
+    pub every: u64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { every: 0 }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|e| e.with_path(path))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: None, message: e.message().to_owned() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The canonical TOML text of this config (what is frozen into the run directory).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, why: String| Err(ConfigError::Invalid { path: None, field: field.to_owned(), why });
+        match &self.task {
+            TaskConfig::ModularAddition { p, train_fraction } => {
+                if *p < 2 {
+                    return invalid("task.p", format!("must be at least 2, got {p}"));
+                }
+                if !(*train_fraction > 0.0 && *train_fraction < 1.0) {
+                    return invalid("task.train_fraction", format!("must be in (0, 1), got {train_fraction}"));
+                }
+                let n_train = (train_fraction * (p * p) as f64).round() as usize;
+                if n_train == 0 || n_train >= p * p {
+                    return invalid(
+                        "task.train_fraction",
+                        format!("gives an empty train or test split ({n_train} of {} pairs)", p * p),
+                    );
+                }
+            }
+            TaskConfig::Induction { vocab, seq_len, test_size } => {
+                if *vocab < 2 {
+                    return invalid("task.vocab", format!("must be at least 2, got {vocab}"));
+                }
+                if *seq_len < 3 {
+                    return invalid("task.seq_len", format!("must be at least 3, got {seq_len}"));
+                }
+                if *test_size == 0 {
+                    return invalid("task.test_size", "must be positive (the test split is empty)".into());
+                }
+            }
+        }
+        let m = &self.model;
+        if m.n_layers == 0 {
+            return invalid("model.n_layers", "must be at least 1".into());
+        }
+        if m.d_model == 0 || m.n_heads == 0 {
+            return invalid("model.d_model", "d_model and n_heads must be positive".into());
+        }
+        if m.d_head.is_none() && m.d_model % m.n_heads != 0 {
+            return invalid(
+                "model.d_model",
+                format!("must be divisible by n_heads ({} % {} != 0) or d_head must be given", m.d_model, m.n_heads),
+            );
+        }
+        if m.d_head == Some(0) {
+            return invalid("model.d_head", "must be positive".into());
+        }
+        if !m.attn_only && m.d_mlp.unwrap_or(0) == 0 {
+            return invalid("model.d_mlp", "must be positive unless attn_only = true".into());
+        }
+        if !(m.init_range > 0.0) {
+            return invalid("model.init_range", format!("must be positive, got {}", m.init_range));
+        }
+        let o = &self.optim;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return invalid("optim.lr", format!("must be positive, got {}", o.lr));
+        }
+        for (name, beta) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return invalid(name, format!("must be in [0, 1), got {beta}"));
+            }
+        }
+        if !(o.eps > 0.0) {
+            return invalid("optim.eps", format!("must be positive, got {}", o.eps));
+        }
+        if !(o.weight_decay >= 0.0) {
+            return invalid("optim.weight_decay", format!("must be non-negative, got {}", o.weight_decay));
+        }
+        if !(0.0..=1.0).contains(&o.min_lr_ratio) {
+            return invalid("optim.min_lr_ratio", format!("must be in [0, 1], got {}", o.min_lr_ratio));
+        }
+        if let Some(c) = o.grad_clip {
+            if !(c > 0.0) {
+                return invalid("optim.grad_clip", format!("must be positive, got {c}"));
+            }
+        }
+        let t = &self.train;
+        if t.steps == 0 {
+            return invalid("train.steps", "must be at least 1".into());
+        }
+        if t.batch_size == Some(0) {
+            return invalid("train.batch_size", "must be positive (omit it for full batch)".into());
+        }
+        if matches!(self.task, TaskConfig::Induction { .. }) && t.batch_size.is_none() {
+            return invalid("train.batch_size", "is required for induction (its train stream is unbounded)".into());
+        }
+        if t.log_every == 0 {
+            return invalid("train.log_every", "must be at least 1".into());
+        }
+        if t.checkpoints.every == 0 {
+            return invalid("train.checkpoints.every", "must be at least 1".into());
+        }
+        if self.analysis.probe_size == 0 {
+            return invalid("analysis.probe_size", "must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Width of one attention head.
+    pub fn d_head(&self) -> usize {
+        self.model.d_head.unwrap_or(self.model.d_model / self.model.n_heads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CI: &str = include_str!("../../examples/ci.toml");
+
+    #[test]
+    fn example_ci_config_parses() {
+        let c = Config::parse(CI).unwrap();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c, "canonical TOML round-trips");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = Config::parse(&CI.replace("[model]", "[model]\nwidth = 3")).unwrap_err();
+        assert!(err.to_string().contains("width"), "{err}");
+    }
+
+    #[test]
+    fn d_model_not_divisible_by_heads_is_rejected() {
+        let text = CI.replace("n_heads = 4", "n_heads = 3");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.to_string().contains("divisible"), "{err}");
+    }
+}

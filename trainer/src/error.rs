@@ -1,0 +1,72 @@
+//! The trainer's error kinds; each carries the path, step or field it is about.
+
+use std::path::{Path, PathBuf};
+
+/// A config that cannot be read, parsed or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// TOML syntax, an unknown key, a missing key or a wrong type.
+    #[error("invalid config{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Parse { path: Option<PathBuf>, message: String },
+    /// A value out of its allowed range.
+    #[error("invalid config{}: {field} {why}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Invalid { path: Option<PathBuf>, field: String, why: String },
+}
+
+impl ConfigError {
+    /// Attaches the config file's path to a parse or validation error.
+    pub fn with_path(self, path: &Path) -> Self {
+        match self {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: Some(path.to_owned()), message },
+            ConfigError::Invalid { field, why, .. } => ConfigError::Invalid { path: Some(path.to_owned()), field, why },
+            other => other,
+        }
+    }
+}
+
+/// A checkpoint that cannot be written, found or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Disk I/O failed.
+    #[error("checkpoint {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// No checkpoint directory for the requested step.
+    #[error("no checkpoint for step {step} in {dir}")]
+    Missing { dir: PathBuf, step: u64 },
+    /// The run directory holds no complete checkpoint at all.
+    #[error("no complete checkpoint in {dir}")]
+    NoneFound { dir: PathBuf },
+    /// A file is truncated or altered: its hash differs from the one recorded at save time.
+    #[error("checkpoint {path} is corrupt: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    /// burn could not save or load a record.
+    #[error("checkpoint {path}: {message}")]
+    Record { path: PathBuf, message: String },
+}
+
+/// What can stop a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The run directory cannot be created, read or resumed.
+    #[error("run directory {path}: {why}")]
+    RunDir { path: PathBuf, why: String },
+    /// Writing a log file failed.
+    #[error("writing {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The loss became NaN or infinite.
+    #[error("loss is not finite ({loss}) at step {step}")]
+    NonFiniteLoss { step: u64, loss: f32 },
+    /// A checkpoint plugin failed.
+    #[error("checkpoint plugin failed at step {step}: {message}")]
+    Plugin { step: u64, message: String },
+    /// A tensor could not be copied to the host.
+    #[error("reading a tensor back to the host: {0}")]
+    Host(String),
+}

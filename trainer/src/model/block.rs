@@ -1,0 +1,69 @@
+//! One transformer block: attention then (unless attention-only) MLP, each added to the residual stream.
+
+use burn::prelude::*;
+
+use super::attention::Attention;
+use super::layer_norm::{self, LayerNorm};
+use super::mlp::Mlp;
+use crate::config::Activation;
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub ln1: Option<LayerNorm>,
+    pub attn: Attention,
+    pub ln2: Option<LayerNorm>,
+    pub mlp: Option<Mlp>,
+}
+
+/// Which query positions a block computes.
+#[derive(Clone)]
+pub enum Queries {
+    /// Every position, under the causal mask.
+    All,
+    /// Only `positions` [q] (keys and values still come from every position); `mask` [q, k] hides each
+    /// query's future.
+    At { positions: Tensor<1, Int>, mask: Tensor<2, Bool> },
+}
+
+/// Every activation of one block, TransformerLens shapes; `pos` is the number of query positions computed.
+pub struct BlockActs {
+    /// [batch, pos, d_model] (all positions, whatever the queries)
+    pub resid_pre: Tensor<3>,
+    pub pattern: Tensor<4>,
+    pub z: Tensor<4>,
+    pub attn_out: Tensor<3>,
+    pub resid_mid: Tensor<3>,
+    pub mlp_post: Option<Tensor<3>>,
+    pub mlp_out: Option<Tensor<3>>,
+    pub resid_post: Tensor<3>,
+}
+
+impl Block {
+    /// `resid_pre` [batch, pos, d_model] → this block's activations.
+    pub fn forward(&self, resid_pre: Tensor<3>, queries: &Queries, act_fn: Activation) -> BlockActs {
+        let [_, n_pos, _] = resid_pre.dims();
+        let attn_in = layer_norm::maybe(&self.ln1, resid_pre.clone());
+        let (x_q, resid_q, mask) = match queries {
+            Queries::All => {
+                let mask = Tensor::<2, Bool>::tril_mask([n_pos, n_pos], 0, &resid_pre.device());
+                (attn_in.clone(), resid_pre.clone(), mask)
+            }
+            Queries::At { positions, mask } => (
+                attn_in.clone().select(1, positions.clone()),
+                resid_pre.clone().select(1, positions.clone()),
+                mask.clone(),
+            ),
+        };
+        let attn = self.attn.forward(x_q, attn_in, mask);
+        let resid_mid = resid_q + attn.out.clone();
+        let (mlp_post, mlp_out, resid_post) = match &self.mlp {
+            Some(mlp) => {
+                let (post, out) = mlp.forward(layer_norm::maybe(&self.ln2, resid_mid.clone()), act_fn);
+                let resid_post = resid_mid.clone() + out.clone();
+                (Some(post), Some(out), resid_post)
+            }
+            None => (None, None, resid_mid.clone()),
+        };
+        BlockActs { resid_pre, pattern: attn.pattern, z: attn.z, attn_out: attn.out, resid_mid, mlp_post, mlp_out, resid_post }
+    }
+}

@@ -1,0 +1,79 @@
+//! The capture forward's result: every hook point, on the device, and its copy to host memory.
+
+use burn::prelude::*;
+
+use super::block::BlockActs;
+use super::hook::HookName;
+
+/// All activations of one forward pass, TransformerLens shapes.
+pub struct Capture {
+    /// `hook_embed` [batch, pos, d_model]
+    pub embed: Tensor<3>,
+    /// `hook_pos_embed` [batch, pos, d_model]
+    pub pos_embed: Tensor<3>,
+    pub blocks: Vec<BlockActs>,
+    /// `logits` [batch, pos, d_vocab_out]
+    pub logits: Tensor<3>,
+    pub attn_only: bool,
+}
+
+/// A host copy of one activation: row-major `f32` values with their shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostArray {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostArray {
+    /// Copies a device tensor to host memory.
+    pub fn from_tensor<const D: usize>(tensor: Tensor<D>) -> Result<Self, String> {
+        let shape = tensor.dims().to_vec();
+        let data = tensor.into_data().try_into_vec_as::<f32>().map_err(|e| format!("{e:?}"))?;
+        Ok(Self { shape, data })
+    }
+}
+
+/// One hook point's tensor, whatever its rank.
+pub enum HookTensor<'a> {
+    Rank3(&'a Tensor<3>),
+    Rank4(&'a Tensor<4>),
+}
+
+impl Capture {
+    /// Every hook point with its name, in forward order. Attention-only models have no `hook_resid_mid` or
+    /// MLP hooks, as in TransformerLens.
+    pub fn hooks(&self) -> Vec<(HookName, HookTensor<'_>)> {
+        use HookTensor::{Rank3, Rank4};
+        let mut hooks = vec![(HookName::Embed, Rank3(&self.embed)), (HookName::PosEmbed, Rank3(&self.pos_embed))];
+        for (l, b) in self.blocks.iter().enumerate() {
+            hooks.push((HookName::ResidPre(l), Rank3(&b.resid_pre)));
+            hooks.push((HookName::Pattern(l), Rank4(&b.pattern)));
+            hooks.push((HookName::Z(l), Rank4(&b.z)));
+            hooks.push((HookName::AttnOut(l), Rank3(&b.attn_out)));
+            if !self.attn_only {
+                hooks.push((HookName::ResidMid(l), Rank3(&b.resid_mid)));
+            }
+            if let (Some(post), Some(out)) = (&b.mlp_post, &b.mlp_out) {
+                hooks.push((HookName::MlpPost(l), Rank3(post)));
+                hooks.push((HookName::MlpOut(l), Rank3(out)));
+            }
+            hooks.push((HookName::ResidPost(l), Rank3(&b.resid_post)));
+        }
+        hooks.push((HookName::Logits, Rank3(&self.logits)));
+        hooks
+    }
+
+    /// Host copies of every hook point.
+    pub fn to_host(&self) -> Result<Vec<(HookName, HostArray)>, String> {
+        self.hooks()
+            .into_iter()
+            .map(|(name, t)| {
+                let host = match t {
+                    HookTensor::Rank3(t) => HostArray::from_tensor(t.clone()),
+                    HookTensor::Rank4(t) => HostArray::from_tensor(t.clone()),
+                }?;
+                Ok((name, host))
+            })
+            .collect()
+    }
+}

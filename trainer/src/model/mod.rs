@@ -1,0 +1,203 @@
+//! The decoder-only transformer of SPEC §4 with TransformerLens parameter names and shapes. Module paths
+//! (`embed.W_E`, `blocks.0.attn.W_Q`, …) are TransformerLens state-dict keys, so exports need no renaming.
+//!
+//! Three forwards share one block implementation: [`Transformer::forward`] (logits at every position),
+//! [`Transformer::forward_answers`] (training: the last block and the unembedding only at the answer
+//! positions) and [`Transformer::capture`] (every hook point, for analysis).
+#![allow(non_snake_case)]
+
+mod attention;
+mod block;
+mod capture;
+mod hook;
+mod init;
+mod layer_norm;
+mod mlp;
+
+pub use attention::Attention;
+pub use block::{Block, BlockActs, Queries};
+pub use capture::{Capture, HostArray};
+pub use hook::HookName;
+pub use layer_norm::LayerNorm;
+pub use mlp::Mlp;
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use crate::config::{Activation, Config, Normalization};
+use crate::rng::SplitMix64;
+use crate::tasks::Task;
+
+/// The model's shape, resolved from the config and the task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelDims {
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub d_head: usize,
+    pub d_mlp: Option<usize>,
+    pub d_vocab: usize,
+    pub d_vocab_out: usize,
+    pub n_ctx: usize,
+    pub act_fn: Activation,
+    pub normalization: Normalization,
+    pub attn_only: bool,
+    pub init_range: f64,
+}
+
+impl ModelDims {
+    pub fn new(config: &Config, task: &dyn Task) -> Self {
+        let m = &config.model;
+        Self {
+            n_layers: m.n_layers,
+            d_model: m.d_model,
+            n_heads: m.n_heads,
+            d_head: config.d_head(),
+            d_mlp: if m.attn_only { None } else { m.d_mlp },
+            d_vocab: task.d_vocab(),
+            d_vocab_out: task.d_vocab_out(),
+            n_ctx: task.seq_len(),
+            act_fn: m.act_fn,
+            normalization: m.normalization,
+            attn_only: m.attn_only,
+            init_range: m.init_range,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Embed {
+    /// [d_vocab, d_model]
+    pub W_E: Param<Tensor<2>>,
+}
+
+#[derive(Module, Debug)]
+pub struct PosEmbed {
+    /// [n_ctx, d_model]
+    pub W_pos: Param<Tensor<2>>,
+}
+
+#[derive(Module, Debug)]
+pub struct Unembed {
+    /// [d_model, d_vocab_out]
+    pub W_U: Param<Tensor<2>>,
+    pub b_U: Param<Tensor<1>>,
+}
+
+#[derive(Module, Debug)]
+pub struct Transformer {
+    pub embed: Embed,
+    pub pos_embed: PosEmbed,
+    pub blocks: Vec<Block>,
+    pub ln_final: Option<LayerNorm>,
+    pub unembed: Unembed,
+    #[module(skip)]
+    pub dims: ModelDims,
+}
+
+impl Transformer {
+    /// A freshly initialized model: weights Normal(0, (init_range/√d_model)²), biases 0, LayerNorm weights 1
+    /// (TransformerLens' default initialization), drawn from `seed` only.
+    pub fn new(dims: &ModelDims, seed: u64, device: &Device) -> Self {
+        let rng = &mut SplitMix64::derived(seed, "init", 0);
+        let std = dims.init_range / (dims.d_model as f64).sqrt();
+        let d = dims.d_model;
+        let ln = || (dims.normalization == Normalization::Ln).then(|| LayerNorm::new(d, device));
+        let embed = Embed { W_E: init::normal(rng, [dims.d_vocab, d], std, device) };
+        let pos_embed = PosEmbed { W_pos: init::normal(rng, [dims.n_ctx, d], std, device) };
+        let blocks = (0..dims.n_layers)
+            .map(|_| Block {
+                ln1: ln(),
+                attn: Attention::new(rng, d, dims.n_heads, dims.d_head, std, device),
+                ln2: if dims.attn_only { None } else { ln() },
+                mlp: dims.d_mlp.map(|d_mlp| Mlp::new(rng, d, d_mlp, std, device)),
+            })
+            .collect();
+        let unembed = Unembed {
+            W_U: init::normal(rng, [d, dims.d_vocab_out], std, device),
+            b_U: init::constant([dims.d_vocab_out], 0.0, device),
+        };
+        Self { embed, pos_embed, blocks, ln_final: ln(), unembed, dims: dims.clone() }
+    }
+
+    /// `tokens` [batch, pos] → (`hook_embed`, `hook_pos_embed`), both [batch, pos, d_model].
+    fn embed(&self, tokens: Tensor<2, Int>) -> (Tensor<3>, Tensor<3>) {
+        let [batch, pos] = tokens.dims();
+        let d = self.dims.d_model;
+        let embed = self.embed.W_E.val().select(0, tokens.reshape([batch * pos])).reshape([batch, pos, d]);
+        let pos_embed = self.pos_embed.W_pos.val().slice(s![0..pos, ..]).unsqueeze::<3>().expand([batch, pos, d]);
+        (embed, pos_embed)
+    }
+
+    /// Final LayerNorm (if any) and unembedding: [batch, pos, d_model] → [batch, pos, d_vocab_out].
+    fn unembed(&self, resid: Tensor<3>) -> Tensor<3> {
+        let [batch, pos, d] = resid.dims();
+        let x = layer_norm::maybe(&self.ln_final, resid).reshape([batch * pos, d]);
+        let logits = x.matmul(self.unembed.W_U.val()) + self.unembed.b_U.val().unsqueeze();
+        logits.reshape([batch, pos, self.dims.d_vocab_out])
+    }
+
+    /// Logits at every position: `tokens` [batch, pos] → [batch, pos, d_vocab_out].
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let (embed, pos_embed) = self.embed(tokens);
+        let mut resid = embed + pos_embed;
+        for block in &self.blocks {
+            resid = block.forward(resid, &Queries::All, self.dims.act_fn).resid_post;
+        }
+        self.unembed(resid)
+    }
+
+    /// Logits only at `answers` (training): `tokens` [batch, pos] → [batch, answers, d_vocab_out]. Nothing
+    /// after the last block's keys and values depends on other positions, so the last block's queries, MLP
+    /// and the unembedding run only there. Equal to `forward` at those positions up to float rounding.
+    pub fn forward_answers(&self, tokens: Tensor<2, Int>, answers: &Queries) -> Tensor<3> {
+        let (embed, pos_embed) = self.embed(tokens);
+        let mut resid = embed + pos_embed;
+        let last = self.blocks.len() - 1;
+        for (l, block) in self.blocks.iter().enumerate() {
+            let queries = if l == last { answers } else { &Queries::All };
+            resid = block.forward(resid, queries, self.dims.act_fn).resid_post;
+        }
+        self.unembed(resid)
+    }
+
+    /// Every hook point of SPEC §4 under its TransformerLens name (see [`Capture`]).
+    pub fn capture(&self, tokens: Tensor<2, Int>) -> Capture {
+        let (embed, pos_embed) = self.embed(tokens);
+        let mut resid = embed.clone() + pos_embed.clone();
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let acts = block.forward(resid, &Queries::All, self.dims.act_fn);
+            resid = acts.resid_post.clone();
+            blocks.push(acts);
+        }
+        Capture { embed, pos_embed, logits: self.unembed(resid), blocks, attn_only: self.dims.attn_only }
+    }
+
+    /// The [`Queries`] for a fixed set of answer positions in sequences of length `n_ctx`.
+    pub fn answer_queries(&self, answers: &[usize], device: &Device) -> Queries {
+        let n_ctx = self.dims.n_ctx;
+        let positions: Vec<i64> = answers.iter().map(|&p| p as i64).collect();
+        let hidden: Vec<bool> = answers.iter().flat_map(|&q| (0..n_ctx).map(move |k| k > q)).collect();
+        Queries::At {
+            positions: Tensor::from_data(TensorData::new(positions, [answers.len()]), device),
+            mask: Tensor::from_data(TensorData::new(hidden, [answers.len(), n_ctx]), device),
+        }
+    }
+}
+
+/// Mean cross-entropy of `logits` [batch, answers, vocab] against `targets` [batch, answers].
+pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let log_probs = log_softmax(logits, 2);
+    log_probs.gather(2, targets.unsqueeze_dim::<3>(2)).mean().neg()
+}
+
+/// Token ids as a device tensor [n, len].
+pub fn int_tensor(values: &[u32], n: usize, len: usize, device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = values.iter().map(|&v| i64::from(v)).collect();
+    Tensor::from_data(TensorData::new(data, [n, len]), device)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,46 @@
+//! The hook the training loop calls at every checkpoint save, with the live model: no weights are reloaded.
+
+use burn::prelude::*;
+
+use crate::model::Transformer;
+use crate::tasks::Task;
+
+/// What a plugin may fail with; the loop stops and reports it with the step.
+pub type PluginError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything the loop knows at a checkpoint save.
+pub struct CheckpointEvent<'a> {
+    /// Optimizer updates done so far.
+    pub step: u64,
+    /// The live model, on the training device (autodiff-enabled; use `model.valid()` for inference).
+    pub model: &'a Transformer,
+    pub device: &'a Device,
+    pub task: &'a dyn Task,
+    /// Learning rate of the update that produced this step (0 at step 0).
+    pub lr: f64,
+    /// Mean training loss of the last logged step at or before this one.
+    pub train_loss: Option<f32>,
+    pub tokens_seen: u64,
+    /// Seconds since this process started training.
+    pub wall_s: f64,
+}
+
+/// Called by the training loop at every checkpoint save, in step order. On resume the loop calls it again
+/// for the checkpoint it resumed from, so a plugin can rewrite anything it wrote at or after that step.
+pub trait CheckpointPlugin {
+    fn on_checkpoint(&mut self, event: &CheckpointEvent<'_>) -> Result<(), PluginError>;
+
+    /// Called once after the last checkpoint; a plugin with background work drains it here.
+    fn finish(&mut self) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+/// The plugin of a run without `--analyze`.
+pub struct NoPlugin;
+
+impl CheckpointPlugin for NoPlugin {
+    fn on_checkpoint(&mut self, _: &CheckpointEvent<'_>) -> Result<(), PluginError> {
+        Ok(())
+    }
+}

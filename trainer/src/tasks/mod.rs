@@ -1,0 +1,160 @@
+//! Tasks: what the model learns. Each task is one file implementing [`Task`]: its vocabulary, deterministic
+//! train/test (and optional OOD) splits from a seed, the answer positions where the loss counts, named key
+//! positions and named probe targets.
+
+mod induction;
+mod modular_addition;
+
+pub use induction::Induction;
+pub use modular_addition::ModularAddition;
+
+use crate::config::TaskConfig;
+use crate::rng::SplitMix64;
+
+/// Which fixed split of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+    Ood,
+}
+
+impl Split {
+    pub const ALL: [Split; 3] = [Split::Train, Split::Test, Split::Ood];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::Ood => "ood",
+        }
+    }
+}
+
+/// A block of examples. `tokens` is `[n, seq_len]` row-major; `targets` is `[n, n_answers]`, the correct
+/// next token at each of the task's answer positions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Examples {
+    pub n: usize,
+    pub seq_len: usize,
+    pub tokens: Vec<u32>,
+    pub n_answers: usize,
+    pub targets: Vec<u32>,
+}
+
+impl Examples {
+    /// The examples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Examples {
+        let mut tokens = Vec::with_capacity(indices.len() * self.seq_len);
+        let mut targets = Vec::with_capacity(indices.len() * self.n_answers);
+        for &i in indices {
+            tokens.extend_from_slice(&self.tokens[i * self.seq_len..(i + 1) * self.seq_len]);
+            targets.extend_from_slice(&self.targets[i * self.n_answers..(i + 1) * self.n_answers]);
+        }
+        Examples { n: indices.len(), seq_len: self.seq_len, tokens, n_answers: self.n_answers, targets }
+    }
+
+    /// Token `pos` of example `i`.
+    pub fn token(&self, i: usize, pos: usize) -> u32 {
+        self.tokens[i * self.seq_len + pos]
+    }
+}
+
+/// A named per-example integer: a key position (a sequence index) or a probe target (a class label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labeled {
+    pub name: &'static str,
+    /// For a target, labels lie in `0..n_classes`; for a key position, `n_classes` is the sequence length.
+    pub n_classes: usize,
+    pub values: Vec<u32>,
+}
+
+/// An algorithmic task the model is trained on.
+pub trait Task: Send + Sync {
+    /// The config name (`modular-addition`, `induction`).
+    fn name(&self) -> &'static str;
+    /// Input vocabulary size (TransformerLens `d_vocab`).
+    fn d_vocab(&self) -> usize;
+    /// Output vocabulary size (TransformerLens `d_vocab_out`).
+    fn d_vocab_out(&self) -> usize;
+    /// Tokens per example (TransformerLens `n_ctx`).
+    fn seq_len(&self) -> usize;
+    /// Positions whose next-token logits count in the loss, the same for every example.
+    fn answer_positions(&self) -> &[usize];
+    /// A fixed split, or `None` if the task has no such split.
+    fn split(&self, split: Split) -> Option<Examples>;
+    /// The examples of training step `step`: a pure function of the seed and the step, so that a resumed run
+    /// sees exactly the batches an uninterrupted one would. `None` batch size means the whole train split.
+    fn train_batch(&self, step: u64, batch_size: Option<usize>) -> Examples;
+    /// Where the data stream stands after `step` steps, for the checkpoint's record.
+    fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor;
+    /// Named key positions of each example (e.g. `a`, `b`, `eq`).
+    fn key_positions(&self, examples: &Examples) -> Vec<Labeled>;
+    /// Named probe targets of each example (e.g. `a`, `b`, `sum`).
+    fn probe_targets(&self, examples: &Examples) -> Vec<Labeled>;
+}
+
+/// Position of the training data stream: epoch and offset into that epoch's shuffled order for a finite
+/// split, or the number of sequences drawn for a generated stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataCursor {
+    pub epoch: u64,
+    pub offset: u64,
+}
+
+/// Builds the task a config names; `seed` fixes its splits and data stream.
+pub fn build(config: &TaskConfig, seed: u64) -> Box<dyn Task> {
+    match *config {
+        TaskConfig::ModularAddition { p, train_fraction } => Box::new(ModularAddition::new(p, train_fraction, seed)),
+        TaskConfig::Induction { vocab, seq_len, test_size } => {
+            Box::new(Induction::new(vocab, seq_len, test_size, seed))
+        }
+    }
+}
+
+/// Minibatch of a finite split: epoch `e` visits the split in its own seeded shuffled order, and step `s`
+/// takes the `batch` items that follow the previous step's, running over into the next epoch.
+pub(crate) fn finite_minibatch(n: usize, batch: usize, seed: u64, step: u64) -> Vec<usize> {
+    let start = step as u128 * batch as u128;
+    let mut out = Vec::with_capacity(batch);
+    let mut epoch = u64::MAX;
+    let mut order = Vec::new();
+    for k in 0..batch as u128 {
+        let pos = start + k;
+        let e = (pos / n as u128) as u64;
+        if e != epoch {
+            epoch = e;
+            order = (0..n).collect();
+            SplitMix64::derived(seed, "epoch-order", e).shuffle(&mut order);
+        }
+        out.push(order[(pos % n as u128) as usize]);
+    }
+    out
+}
+
+/// Cursor of [`finite_minibatch`] after `step` steps.
+pub(crate) fn finite_cursor(n: usize, batch: Option<usize>, step: u64) -> DataCursor {
+    let batch = batch.unwrap_or(n) as u128;
+    let pos = step as u128 * batch;
+    DataCursor { epoch: (pos / n as u128) as u64, offset: (pos % n as u128) as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minibatches_cover_each_epoch_exactly_once() {
+        // 10 items, batch 4: steps 0..5 draw 20 items = two full epochs.
+        let mut seen = vec![0; 10];
+        for step in 0..5 {
+            for i in finite_minibatch(10, 4, 3, step) {
+                seen[i] += 1;
+            }
+        }
+        assert_eq!(seen, vec![2; 10]);
+        assert_eq!(finite_cursor(10, Some(4), 5), DataCursor { epoch: 2, offset: 0 });
+        assert_eq!(finite_cursor(10, Some(4), 3), DataCursor { epoch: 1, offset: 2 });
+    }
+}
