@@ -1,1 +1,40 @@
-fn main() {}
+//! `formation`: train small transformers and watch mechanisms form. This binary only parses the command line,
+//! picks the device and turns errors into one sentence and an exit code; the work lives in the library crates.
+
+mod commands;
+mod device;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "formation", version, about = "Train small transformers and watch mechanisms form.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a TOML config, saving checkpoints on its schedule.
+    Train(commands::train::Args),
+    /// Export a checkpoint as TransformerLens safetensors + HookedTransformerConfig JSON.
+    Export(commands::export::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => commands::train::run(args),
+        Command::Export(args) => commands::export::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {}", one_sentence(&err));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes as one line, most general first.
+fn one_sentence(err: &anyhow::Error) -> String {
+    err.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+}

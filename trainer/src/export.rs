@@ -1,1 +1,116 @@
-//! todo
+//! Export to TransformerLens: `model.safetensors` with TransformerLens state-dict names and shapes (our module
+//! paths already are those names) and `config.json` with the matching `HookedTransformerConfig` fields.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::json;
+
+use crate::config::{Activation, Normalization};
+use crate::model::Transformer;
+
+/// Every float parameter of a module, keyed by its dotted path, as (shape, row-major values).
+pub fn named_parameters<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    struct Collect {
+        path: Vec<String>,
+        out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    }
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_owned());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let tensor = param.val();
+            let shape = tensor.dims().to_vec();
+            let values = tensor.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+            self.out.insert(self.path.join("."), (shape, values));
+        }
+    }
+    let mut collect = Collect { path: vec![], out: BTreeMap::new() };
+    module.visit(&mut collect);
+    collect.out
+}
+
+/// The `HookedTransformerConfig` fields that make TransformerLens build this exact model.
+pub fn hooked_transformer_config(model: &Transformer) -> serde_json::Value {
+    let d = &model.dims;
+    json!({
+        "n_layers": d.n_layers,
+        "d_model": d.d_model,
+        "n_ctx": d.n_ctx,
+        "d_head": d.d_head,
+        "n_heads": d.n_heads,
+        "d_mlp": d.d_mlp,
+        "d_vocab": d.d_vocab,
+        "d_vocab_out": d.d_vocab_out,
+        "act_fn": match d.act_fn { Activation::Relu => "relu", Activation::Gelu => "gelu" },
+        "normalization_type": match d.normalization { Normalization::None => None, Normalization::Ln => Some("LN") },
+        "attn_only": d.attn_only,
+        "positional_embedding_type": "standard",
+        "eps": crate::model::layer_norm_eps(),
+        "default_prepend_bos": false,
+        "tokenizer_name": null,
+    })
+}
+
+/// Writes `model.safetensors` and `config.json` into `out_dir`.
+pub fn export(model: &Transformer, out_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    let params = named_parameters(model);
+    let bytes: BTreeMap<&String, Vec<u8>> =
+        params.iter().map(|(name, (_, values))| (name, values.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
+    let views: Vec<(String, TensorView<'_>)> = params
+        .iter()
+        .map(|(name, (shape, _))| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), &bytes[name]).map_err(std::io::Error::other)?;
+            Ok((name.clone(), view))
+        })
+        .collect::<std::io::Result<_>>()?;
+    safetensors::serialize_to_file(views, None, &out_dir.join("model.safetensors")).map_err(std::io::Error::other)?;
+    let config = serde_json::to_vec_pretty(&hooked_transformer_config(model)).map_err(std::io::Error::other)?;
+    std::fs::write(out_dir.join("config.json"), config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Activation, Normalization};
+    use crate::model::ModelDims;
+
+    #[test]
+    fn parameter_names_are_transformer_lens_state_dict_keys() {
+        let dims = ModelDims {
+            n_layers: 2,
+            d_model: 8,
+            n_heads: 2,
+            d_head: 4,
+            d_mlp: Some(16),
+            d_vocab: 5,
+            d_vocab_out: 4,
+            n_ctx: 3,
+            act_fn: Activation::Relu,
+            normalization: Normalization::Ln,
+            attn_only: false,
+            init_range: 0.8,
+        };
+        let model = Transformer::new(&dims, 0, &crate::test_device());
+        let params = named_parameters(&model);
+        let shape = |name: &str| params.get(name).map(|(s, _)| s.clone());
+        assert_eq!(shape("embed.W_E"), Some(vec![5, 8]));
+        assert_eq!(shape("pos_embed.W_pos"), Some(vec![3, 8]));
+        assert_eq!(shape("blocks.1.attn.W_Q"), Some(vec![2, 8, 4]));
+        assert_eq!(shape("blocks.0.attn.W_O"), Some(vec![2, 4, 8]));
+        assert_eq!(shape("blocks.0.attn.b_Q"), Some(vec![2, 4]));
+        assert_eq!(shape("blocks.0.ln1.w"), Some(vec![8]));
+        assert_eq!(shape("blocks.0.mlp.W_in"), Some(vec![8, 16]));
+        assert_eq!(shape("ln_final.b"), Some(vec![8]));
+        assert_eq!(shape("unembed.W_U"), Some(vec![8, 4]));
+        assert_eq!(params.len(), 2 + 2 * (8 + 4 + 4) + 2 + 2, "{:?}", params.keys().collect::<Vec<_>>());
+    }
+}

@@ -1,1 +1,168 @@
-//! todo
+//! The run directory: `config.toml` (frozen copy), `run.json` (manifest), `checkpoints/`, `metrics/`.
+//! Created only after the config validated; resumed only under the identical config.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::sha256_bytes;
+use crate::config::Config;
+use crate::error::TrainError;
+use crate::model::ModelDims;
+
+/// Version of the run-directory layout and manifest; a run dir from another version is refused.
+pub const RUN_SCHEMA_VERSION: u32 = 1;
+
+/// `run.json`: what this run is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    /// `{task}-s{seed}-{first 8 hex of the config hash}`: the same config and seed give the same id.
+    pub run_id: String,
+    pub formation_version: String,
+    pub burn_version: String,
+    pub task: String,
+    pub seed: u64,
+    pub steps: u64,
+    pub checkpoint_steps: Vec<u64>,
+    pub config_sha256: String,
+    pub model: ModelDims,
+    pub n_params: usize,
+    pub device: String,
+}
+
+/// Paths inside one run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn train_log(&self) -> PathBuf {
+        self.root.join("metrics").join("train.jsonl")
+    }
+    pub fn eval_log(&self) -> PathBuf {
+        self.root.join("metrics").join("eval.jsonl")
+    }
+
+    /// Creates a fresh run directory; refuses one that already holds a run.
+    pub fn create(&self, config: &Config, manifest: &Manifest) -> Result<(), TrainError> {
+        if self.manifest().exists() || self.checkpoints().exists() {
+            return Err(self.error("already holds a run; pass --resume to continue it or choose another --out"));
+        }
+        let io = |path: PathBuf| move |source| TrainError::Io { path, source };
+        for dir in [self.root.clone(), self.checkpoints(), self.root.join("metrics")] {
+            fs::create_dir_all(&dir).map_err(io(dir.clone()))?;
+        }
+        write_atomic(&self.config(), config.to_toml().as_bytes())?;
+        write_atomic(&self.manifest(), &serde_json::to_vec_pretty(manifest).expect("manifest serializes"))?;
+        Ok(())
+    }
+
+    /// Reads the manifest, refusing another schema version.
+    pub fn read_manifest(&self) -> Result<Manifest, TrainError> {
+        let text = fs::read_to_string(self.manifest()).map_err(|e| self.error(&format!("cannot read run.json: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| self.error(&format!("run.json is not valid JSON: {e}")))?;
+        let version = value.get("schema_version").and_then(|v| v.as_u64());
+        if version != Some(u64::from(RUN_SCHEMA_VERSION)) {
+            return Err(self.error(&format!(
+                "was written with run schema version {version:?}; this build reads version {RUN_SCHEMA_VERSION}"
+            )));
+        }
+        serde_json::from_value(value).map_err(|e| self.error(&format!("run.json does not match its schema: {e}")))
+    }
+
+    /// Reads the frozen config of this run.
+    pub fn read_config(&self) -> Result<Config, TrainError> {
+        Ok(Config::load(&self.config())?)
+    }
+
+    /// Checks that `config` is the one this run was started with.
+    pub fn check_same_config(&self, config: &Config) -> Result<(), TrainError> {
+        let frozen = self.read_config()?;
+        if &frozen != config {
+            let (a, b) = (frozen.to_toml(), config.to_toml());
+            let first_diff = a.lines().zip(b.lines()).find(|(x, y)| x != y).map(|(x, y)| format!(" (run has `{x}`, given `{y}`)"));
+            return Err(self.error(&format!(
+                "was trained with a different config{}; resume with the run's own config.toml",
+                first_diff.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    fn error(&self, why: &str) -> TrainError {
+        TrainError::RunDir { path: self.root.clone(), why: why.to_owned() }
+    }
+}
+
+/// SHA-256 of a config's canonical TOML.
+pub fn config_sha256(config: &Config) -> String {
+    sha256_bytes(config.to_toml().as_bytes())
+}
+
+/// Writes a file whole: to a temporary sibling, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp");
+    let io = |source| TrainError::Io { path: path.to_owned(), source };
+    let mut file = fs::File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+/// An append-only JSON-lines file: each row is written whole with one `write` and flushed.
+pub struct JsonlWriter {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl JsonlWriter {
+    /// Opens `path` for appending, first dropping every row whose `step` is `from_step` or later (rows a resumed
+    /// run will write again) and any torn last line.
+    pub fn open_from(path: &Path, from_step: u64) -> Result<Self, TrainError> {
+        let io = |source| TrainError::Io { path: path.to_owned(), source };
+        if path.exists() {
+            let text = fs::read_to_string(path).map_err(io)?;
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v.get("step")?.as_u64())
+                        .is_some_and(|s| s < from_step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            if kept.len() != text.len() {
+                write_atomic(path, kept.as_bytes())?;
+            }
+        }
+        let file = fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        Ok(Self { path: path.to_owned(), file })
+    }
+
+    /// Appends one row.
+    pub fn write<T: Serialize>(&mut self, row: &T) -> Result<(), TrainError> {
+        let mut line = serde_json::to_vec(row).expect("row serializes");
+        line.push(b'\n');
+        let io = |source| TrainError::Io { path: self.path.clone(), source };
+        self.file.write_all(&line).map_err(io)?;
+        self.file.flush().map_err(io)
+    }
+}

@@ -1,1 +1,277 @@
-//! todo
+//! The training loop. It reads top to bottom: learning rate, checkpoint (+ evaluation + plugin), forward on
+//! the step's batch, log, backward, optional global-norm clipping, AdamW update.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use serde::Serialize;
+
+use crate::checkpoint::{self, CheckpointState, RngState};
+use crate::config::{Config, OptimConfig};
+use crate::error::{CheckpointError, TrainError};
+use crate::eval::{SplitScore, evaluate};
+use crate::model::{ModelDims, Transformer, cross_entropy, int_tensor};
+use crate::plugin::{CheckpointEvent, CheckpointPlugin};
+use crate::run_dir::{JsonlWriter, Manifest, RUN_SCHEMA_VERSION, RunDir, config_sha256};
+use crate::schedule::{checkpoint_steps, learning_rate};
+use crate::tasks::{self, Split, Task};
+
+/// One line of the progress display.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Training starts (or resumes) at `start` of `total` steps.
+    Start { start: u64, total: u64 },
+    /// A logged step.
+    Step { step: u64, loss: f32, lr: f64 },
+    /// A checkpoint was saved (and the plugin called).
+    Checkpoint { step: u64, eval: Option<EvalRow> },
+}
+
+/// A row of `metrics/train.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+struct TrainRow {
+    step: u64,
+    loss: f32,
+    lr: f64,
+    tokens_seen: u64,
+}
+
+/// A row of `metrics/eval.jsonl`: loss and accuracy on each full split the task has.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRow {
+    pub step: u64,
+    pub train: Option<SplitScore>,
+    pub test: Option<SplitScore>,
+    pub ood: Option<SplitScore>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub run_id: String,
+    pub steps: u64,
+    pub final_eval: Option<EvalRow>,
+    pub wall_s: f64,
+}
+
+/// Everything one call to [`train`] needs.
+pub struct TrainJob<'a> {
+    pub config: &'a Config,
+    pub run: &'a RunDir,
+    /// Continue the run in `run` from its last checkpoint instead of starting a new one.
+    pub resume: bool,
+    /// The plain (non-autodiff) device; training uses its autodiff view.
+    pub device: Device,
+    pub device_name: String,
+}
+
+/// Trains the model of `job.config`, saving checkpoints on schedule and calling `plugin` at each one.
+pub fn train(
+    job: TrainJob<'_>,
+    plugin: &mut dyn CheckpointPlugin,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Summary, TrainError> {
+    let config = job.config;
+    let total = config.train.steps;
+    let batch_size = config.train.batch_size;
+    let task = tasks::build(&config.task, config.train.seed);
+    let dims = ModelDims::new(config, task.as_ref());
+    let infer_device = job.device.clone().without_autodiff();
+    let train_device = job.device.clone().autodiff();
+    let schedule = checkpoint_steps(&config.train.checkpoints, total);
+    let config_hash = config_sha256(config);
+
+    let mut model = Transformer::new(&dims, config.train.seed, &train_device);
+    let mut optim = make_optimizer(&config.optim);
+    let manifest = Manifest {
+        schema_version: RUN_SCHEMA_VERSION,
+        run_id: format!("{}-s{}-{}", task.name(), config.train.seed, &config_hash[..8]),
+        formation_version: env!("CARGO_PKG_VERSION").to_owned(),
+        burn_version: "0.22.1".to_owned(),
+        task: task.name().to_owned(),
+        seed: config.train.seed,
+        steps: total,
+        checkpoint_steps: schedule.clone(),
+        config_sha256: config_hash.clone(),
+        model: dims.clone(),
+        n_params: model.num_params(),
+        device: job.device_name.clone(),
+    };
+    let start = if job.resume {
+        let on_disk = job.run.read_manifest()?;
+        job.run.check_same_config(config)?;
+        let last = *checkpoint::list(&job.run.checkpoints())?
+            .last()
+            .ok_or_else(|| CheckpointError::NoneFound { dir: job.run.checkpoints() })?;
+        let (loaded, loaded_optim, state) =
+            checkpoint::load(&checkpoint::step_dir(&job.run.checkpoints(), last), model, optim)?;
+        if state.data_cursor != task.data_cursor(state.step, batch_size) || state.config_sha256 != on_disk.config_sha256 {
+            return Err(CheckpointError::Corrupt {
+                path: checkpoint::step_dir(&job.run.checkpoints(), last),
+                why: "its data cursor or config hash does not match this run".into(),
+            }
+            .into());
+        }
+        (model, optim) = (loaded, loaded_optim);
+        state.step
+    } else {
+        job.run.create(config, &manifest)?;
+        0
+    };
+
+    let mut train_log = JsonlWriter::open_from(&job.run.train_log(), start)?;
+    let mut eval_log = JsonlWriter::open_from(&job.run.eval_log(), start)?;
+    let splits: Vec<(Split, tasks::Examples)> =
+        Split::ALL.iter().filter_map(|&s| task.split(s).map(|e| (s, e))).collect();
+    let queries = model.answer_queries(task.answer_positions(), &train_device);
+    let full_batch = batch_size.is_none().then(|| batch_tensors(task.as_ref(), 0, None, &train_device));
+    let checkpoint_set: BTreeSet<u64> = schedule.iter().copied().collect();
+    let examples_per_step = batch_size.unwrap_or_else(|| task.train_batch(0, None).n) as u64;
+    let tokens_per_step = examples_per_step * task.seq_len() as u64;
+    let clock = Instant::now();
+    let (mut last_loss, mut last_lr, mut final_eval) = (None, 0.0, None);
+    progress(Progress::Start { start, total });
+
+    for step in start..=total {
+        if checkpoint_set.contains(&step) {
+            if !(job.resume && step == start) {
+                let state = CheckpointState {
+                    format: 0,
+                    step,
+                    rng: RngState { seed: config.train.seed, next_step: step },
+                    data_cursor: task.data_cursor(step, batch_size),
+                    tokens_seen: step * tokens_per_step,
+                    config_sha256: config_hash.clone(),
+                    files: Default::default(),
+                };
+                checkpoint::save(&job.run.checkpoints(), &model, &optim, state)?;
+            }
+            let eval_due = step == total || (config.eval.every > 0 && step % config.eval.every == 0);
+            let eval = if eval_due {
+                let row = evaluate_splits(&model.valid(), task.as_ref(), &splits, step, &infer_device)?;
+                eval_log.write(&row)?;
+                Some(row)
+            } else {
+                None
+            };
+            let event = CheckpointEvent {
+                step,
+                model: &model,
+                device: &job.device,
+                task: task.as_ref(),
+                lr: last_lr,
+                train_loss: last_loss,
+                tokens_seen: step * tokens_per_step,
+                wall_s: clock.elapsed().as_secs_f64(),
+            };
+            plugin.on_checkpoint(&event).map_err(|e| TrainError::Plugin { step, message: e.to_string() })?;
+            if step == total {
+                final_eval = eval.clone();
+            }
+            progress(Progress::Checkpoint { step, eval });
+        }
+        if step == total {
+            break;
+        }
+
+        let lr = learning_rate(&config.optim, step, total);
+        let (tokens, targets) = match &full_batch {
+            Some(batch) => batch.clone(),
+            None => batch_tensors(task.as_ref(), step, batch_size, &train_device),
+        };
+        let loss = cross_entropy(model.forward_answers(tokens, &queries), targets);
+        if step % config.train.log_every == 0 {
+            let value = loss.clone().into_scalar::<f32>();
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss { step, loss: value });
+            }
+            train_log.write(&TrainRow { step, loss: value, lr, tokens_seen: step * tokens_per_step })?;
+            last_loss = Some(value);
+            progress(Progress::Step { step, loss: value, lr });
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if let Some(max_norm) = config.optim.grad_clip {
+            clip_global_norm(&model, &mut grads, max_norm);
+        }
+        model = optim.step(lr, model, grads);
+        last_lr = lr;
+    }
+    plugin.finish().map_err(|e| TrainError::Plugin { step: total, message: e.to_string() })?;
+    Ok(Summary { run_id: manifest.run_id, steps: total, final_eval, wall_s: clock.elapsed().as_secs_f64() })
+}
+
+/// AdamW as `torch.optim.AdamW(lr, betas, eps, weight_decay)`, decaying every parameter.
+pub fn make_optimizer(optim: &OptimConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_beta_1(optim.beta1 as f32)
+        .with_beta_2(optim.beta2 as f32)
+        .with_epsilon(optim.eps as f32)
+        .with_weight_decay(optim.weight_decay as f32)
+        .init()
+}
+
+/// Token and target tensors of training step `step`.
+fn batch_tensors(task: &dyn Task, step: u64, batch_size: Option<usize>, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let batch = task.train_batch(step, batch_size);
+    (
+        int_tensor(&batch.tokens, batch.n, batch.seq_len, device),
+        int_tensor(&batch.targets, batch.n, batch.n_answers, device),
+    )
+}
+
+/// Loss and accuracy on every full split of the task.
+fn evaluate_splits(
+    model: &Transformer,
+    task: &dyn Task,
+    splits: &[(Split, tasks::Examples)],
+    step: u64,
+    device: &Device,
+) -> Result<EvalRow, TrainError> {
+    let mut row = EvalRow { step, train: None, test: None, ood: None };
+    for (split, examples) in splits {
+        let score = evaluate(model, examples, task.answer_positions(), device).map_err(TrainError::Host)?;
+        match split {
+            Split::Train => row.train = Some(score),
+            Split::Test => row.test = Some(score),
+            Split::Ood => row.ood = Some(score),
+        }
+    }
+    Ok(row)
+}
+
+/// Scales all gradients together so that their global L2 norm is at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_` (burn's own clipping works per parameter tensor).
+fn clip_global_norm(model: &Transformer, grads: &mut GradientsParams, max_norm: f64) {
+    struct SquaredNorm<'a> {
+        grads: &'a GradientsParams,
+        sum: f64,
+    }
+    impl ModuleVisitor for SquaredNorm<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                self.sum += f64::from(g.square().sum().into_scalar::<f32>());
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, g * self.factor);
+            }
+        }
+    }
+    let mut norm = SquaredNorm { grads, sum: 0.0 };
+    model.visit(&mut norm);
+    let total = norm.sum.sqrt();
+    if total > max_norm {
+        // torch adds 1e-6 to the norm before dividing.
+        model.visit(&mut Scale { grads, factor: max_norm / (total + 1e-6) });
+    }
+}

@@ -19,6 +19,11 @@ pub use block::{Block, BlockActs, Queries};
 pub use capture::{Capture, HostArray};
 pub use hook::HookName;
 pub use layer_norm::LayerNorm;
+
+/// The LayerNorm epsilon (TransformerLens `eps`).
+pub fn layer_norm_eps() -> f64 {
+    layer_norm::EPS
+}
 pub use mlp::Mlp;
 
 use burn::module::Param;

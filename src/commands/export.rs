@@ -1,0 +1,45 @@
+//! `formation export RUN_DIR --step S [--out DIR]`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use trainer::checkpoint;
+use trainer::model::{ModelDims, Transformer};
+use trainer::run_dir::RunDir;
+use trainer::tasks;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A run directory written by `formation train`.
+    run_dir: PathBuf,
+    /// The checkpoint step to export.
+    #[arg(long)]
+    step: u64,
+    /// Output directory (default: RUN_DIR/export/step_NNNNNN).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let run = RunDir::new(&args.run_dir);
+    run.read_manifest()?;
+    let config = run.read_config()?;
+    let task = tasks::build(&config.task, config.train.seed);
+    let dims = ModelDims::new(&config, task.as_ref());
+    let dir = checkpoint::step_dir(&run.checkpoints(), args.step);
+    if !dir.exists() {
+        let available = checkpoint::list(&run.checkpoints())?;
+        anyhow::bail!(
+            "no checkpoint for step {} in {} (available: {:?})",
+            args.step,
+            run.checkpoints().display(),
+            available
+        );
+    }
+    let (device, _) = crate::device::pick();
+    let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
+    let out = args.out.unwrap_or_else(|| args.run_dir.join("export").join(checkpoint::step_dir_name(args.step)));
+    trainer::export::export(&model, &out).with_context(|| format!("writing {}", out.display()))?;
+    println!("exported step {} to {}", args.step, out.display());
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Progress display: a bar with step, loss, steps/s and ETA on a terminal, plain log lines otherwise.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use trainer::train_loop::Progress;
+
+pub struct Display {
+    bar: Option<ProgressBar>,
+    clock: Instant,
+    start: u64,
+    last_line: Instant,
+}
+
+impl Display {
+    pub fn new() -> Self {
+        Self { bar: None, clock: Instant::now(), start: 0, last_line: Instant::now() }
+    }
+
+    pub fn update(&mut self, event: Progress) {
+        match event {
+            Progress::Start { start, total } => {
+                self.start = start;
+                self.clock = Instant::now();
+                if std::io::stderr().is_terminal() {
+                    let bar = ProgressBar::new(total).with_position(start);
+                    bar.set_style(
+                        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}")
+                            .expect("valid template"),
+                    );
+                    self.bar = Some(bar);
+                } else {
+                    eprintln!("training steps {start}..{total}");
+                }
+            }
+            Progress::Step { step, loss, lr } => match &self.bar {
+                Some(bar) => {
+                    bar.set_position(step);
+                    bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}"));
+                }
+                None if self.last_line.elapsed().as_secs_f64() >= 5.0 => {
+                    self.last_line = Instant::now();
+                    let rate = (step - self.start) as f64 / self.clock.elapsed().as_secs_f64().max(1e-9);
+                    eprintln!("step {step}  loss {loss:.4}  lr {lr:.2e}  {rate:.1} steps/s");
+                }
+                None => {}
+            },
+            Progress::Checkpoint { step, eval } => {
+                let accuracy = eval
+                    .map(|e| {
+                        let fmt = |name: &str, s: Option<trainer::eval::SplitScore>| {
+                            s.map(|s| format!("  {name} acc {:.3} loss {:.4}", s.accuracy, s.loss)).unwrap_or_default()
+                        };
+                        format!("{}{}{}", fmt("train", e.train), fmt("test", e.test), fmt("ood", e.ood))
+                    })
+                    .unwrap_or_default();
+                let line = format!("checkpoint {step}{accuracy}");
+                match &self.bar {
+                    Some(bar) => {
+                        bar.set_position(step);
+                        if !accuracy.is_empty() {
+                            bar.println(line);
+                        }
+                    }
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
