@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::CheckpointError;
+use crate::export::named_parameters;
 use crate::model::Transformer;
 use crate::tasks::DataCursor;
 
@@ -34,6 +35,9 @@ pub struct CheckpointState {
     pub tokens_seen: u64,
     /// SHA-256 of the frozen config this checkpoint was trained under.
     pub config_sha256: String,
+    /// SHA-256 of the weights' values (see [`weights_sha256`]): equal hashes mean bit-identical weights,
+    /// whatever the process (burn's parameter ids inside `model.bpk` differ between processes).
+    pub weights_sha256: String,
     /// SHA-256 of each file in the checkpoint directory.
     pub files: BTreeMap<String, String>,
 }
@@ -80,6 +84,7 @@ pub fn save(
     let optim_path = tmp.join(OPTIM_FILE);
     optim.save(&optim_path).map_err(record_err(&optim_path))?;
     state.format = FORMAT;
+    state.weights_sha256 = weights_sha256(model);
     state.files = BTreeMap::new();
     for name in [MODEL_FILE, OPTIM_FILE] {
         state.files.insert(name.to_owned(), sha256_file(&tmp.join(name))?);
@@ -163,6 +168,21 @@ pub fn list(checkpoints: &Path) -> Result<Vec<u64>, CheckpointError> {
         .collect();
     steps.sort_unstable();
     Ok(steps)
+}
+
+/// SHA-256 over every parameter in path order: its path, shape and little-endian `f32` values.
+pub fn weights_sha256(model: &Transformer) -> String {
+    let mut hasher = Sha256::new();
+    for (name, (shape, values)) in named_parameters(model) {
+        hasher.update(name.as_bytes());
+        for dim in shape {
+            hasher.update((dim as u64).to_le_bytes());
+        }
+        for v in values {
+            hasher.update(v.to_le_bytes());
+        }
+    }
+    hex(&hasher.finalize())
 }
 
 /// Hex SHA-256 of a file's bytes.

@@ -145,6 +145,7 @@ pub fn train(
                     data_cursor: task.data_cursor(step, batch_size),
                     tokens_seen: step * tokens_per_step,
                     config_sha256: config_hash.clone(),
+                    weights_sha256: String::new(),
                     files: Default::default(),
                 };
                 checkpoint::save(&job.run.checkpoints(), &model, &optim, state)?;
