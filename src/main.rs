@@ -20,6 +20,8 @@ enum Command {
     Train(commands::train::Args),
     /// Export a checkpoint as TransformerLens safetensors + HookedTransformerConfig JSON.
     Export(commands::export::Args),
+    /// Benchmarks (printed as Markdown tables for BENCHMARKS.md).
+    Bench(commands::bench::Args),
 }
 
 fn main() {
@@ -27,6 +29,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", one_sentence(&err));

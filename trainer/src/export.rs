@@ -10,7 +10,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
 
 use crate::config::{Activation, Normalization};
-use crate::model::Transformer;
+use crate::model::{Transformer, int_tensor};
+use crate::tasks::Examples;
 
 /// Every float parameter of a module, keyed by its dotted path, as (shape, row-major values).
 pub fn named_parameters<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
@@ -59,22 +60,49 @@ pub fn hooked_transformer_config(model: &Transformer) -> serde_json::Value {
     })
 }
 
-/// Writes `model.safetensors` and `config.json` into `out_dir`.
-pub fn export(model: &Transformer, out_dir: &Path) -> std::io::Result<()> {
+/// Writes `model.safetensors`, `config.json` and `sample.safetensors` into `out_dir`. The sample holds
+/// `tokens` [n, n_ctx] (int64) and our `logits` [n, n_ctx, d_vocab_out] on them, so a reader can check that
+/// its copy of the model computes the same thing.
+pub fn export(model: &Transformer, sample: &Examples, out_dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(out_dir)?;
-    let params = named_parameters(model);
-    let bytes: BTreeMap<&String, Vec<u8>> =
-        params.iter().map(|(name, (_, values))| (name, values.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
-    let views: Vec<(String, TensorView<'_>)> = params
+    let params: Vec<NamedBytes> = named_parameters(model)
+        .into_iter()
+        .map(|(name, (shape, values))| (name, Dtype::F32, shape, f32_bytes(&values)))
+        .collect();
+    write_safetensors(&out_dir.join("model.safetensors"), &params)?;
+    let config = serde_json::to_vec_pretty(&hooked_transformer_config(model)).map_err(std::io::Error::other)?;
+    std::fs::write(out_dir.join("config.json"), config)?;
+
+    let device = model.devices().into_iter().next().unwrap_or_default();
+    let tokens = int_tensor(&sample.tokens, sample.n, sample.seq_len, &device);
+    let logits = model.valid().forward(tokens);
+    let shape = logits.dims().to_vec();
+    let logits = logits.into_data().try_into_vec_as::<f32>().map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let token_bytes: Vec<u8> = sample.tokens.iter().flat_map(|&t| i64::from(t).to_le_bytes()).collect();
+    let sample = [
+        ("tokens".to_owned(), Dtype::I64, vec![sample.n, sample.seq_len], token_bytes),
+        ("logits".to_owned(), Dtype::F32, shape, f32_bytes(&logits)),
+    ];
+    write_safetensors(&out_dir.join("sample.safetensors"), &sample)
+}
+
+/// A tensor to write: name, dtype, shape, little-endian bytes.
+type NamedBytes = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes named tensors as a safetensors file.
+fn write_safetensors(path: &Path, tensors: &[NamedBytes]) -> std::io::Result<()> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, (shape, _))| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), &bytes[name]).map_err(std::io::Error::other)?;
+        .map(|(name, dtype, shape, bytes)| {
+            let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(std::io::Error::other)?;
             Ok((name.clone(), view))
         })
         .collect::<std::io::Result<_>>()?;
-    safetensors::serialize_to_file(views, None, &out_dir.join("model.safetensors")).map_err(std::io::Error::other)?;
-    let config = serde_json::to_vec_pretty(&hooked_transformer_config(model)).map_err(std::io::Error::other)?;
-    std::fs::write(out_dir.join("config.json"), config)
+    safetensors::serialize_to_file(views, None, path).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::checkpoint::{self, CheckpointState, RngState};
 use crate::config::{Config, OptimConfig};
 use crate::error::{CheckpointError, TrainError};
 use crate::eval::{SplitScore, evaluate};
-use crate::model::{ModelDims, Transformer, cross_entropy, int_tensor};
+use crate::model::{ModelDims, Queries, Transformer, cross_entropy, int_tensor};
 use crate::plugin::{CheckpointEvent, CheckpointPlugin};
 use crate::run_dir::{JsonlWriter, Manifest, RUN_SCHEMA_VERSION, RunDir, config_sha256};
 use crate::schedule::{checkpoint_steps, learning_rate};
@@ -183,7 +183,8 @@ pub fn train(
             Some(batch) => batch.clone(),
             None => batch_tensors(task.as_ref(), step, batch_size, &train_device),
         };
-        let loss = cross_entropy(model.forward_answers(tokens, &queries), targets);
+        let (updated, loss) = train_step(model, &mut optim, tokens, targets, &queries, lr, config.optim.grad_clip);
+        model = updated;
         if step % config.train.log_every == 0 {
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
@@ -193,15 +194,29 @@ pub fn train(
             last_loss = Some(value);
             progress(Progress::Step { step, loss: value, lr });
         }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        if let Some(max_norm) = config.optim.grad_clip {
-            clip_global_norm(&model, &mut grads, max_norm);
-        }
-        model = optim.step(lr, model, grads);
         last_lr = lr;
     }
     plugin.finish().map_err(|e| TrainError::Plugin { step: total, message: e.to_string() })?;
     Ok(Summary { run_id: manifest.run_id, steps: total, final_eval, wall_s: clock.elapsed().as_secs_f64() })
+}
+
+/// One optimizer update: loss at the answer positions, backward, optional global-norm clipping, AdamW.
+/// Returns the updated model and the loss before the update.
+pub fn train_step(
+    model: Transformer,
+    optim: &mut ModuleOptimizer,
+    tokens: Tensor<2, Int>,
+    targets: Tensor<2, Int>,
+    answers: &Queries,
+    lr: f64,
+    grad_clip: Option<f64>,
+) -> (Transformer, Tensor<1>) {
+    let loss = cross_entropy(model.forward_answers(tokens, answers), targets);
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    if let Some(max_norm) = grad_clip {
+        clip_global_norm(&model, &mut grads, max_norm);
+    }
+    (optim.step(lr, model, grads), loss)
 }
 
 /// AdamW as `torch.optim.AdamW(lr, betas, eps, weight_decay)`, decaying every parameter.
@@ -215,7 +230,7 @@ pub fn make_optimizer(optim: &OptimConfig) -> ModuleOptimizer {
 }
 
 /// Token and target tensors of training step `step`.
-fn batch_tensors(task: &dyn Task, step: u64, batch_size: Option<usize>, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+pub fn batch_tensors(task: &dyn Task, step: u64, batch_size: Option<usize>, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let batch = task.train_batch(step, batch_size);
     (
         int_tensor(&batch.tokens, batch.n, batch.seq_len, device),
