@@ -5,6 +5,10 @@ mod commands;
 mod device;
 mod progress;
 
+// burn allocates fresh buffers for every op; mimalloc reuses them instead of going back to the kernel.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
