@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (device, device_name) = crate::device::pick();
     let mut display = Display::new();
     let summary = train(
-        TrainJob { config: &config, run: &run, resume, device, device_name: device_name.to_owned() },
+        TrainJob { config: &config, run: &run, resume, device, device_name: device_name.to_owned(), probe_set_sha256: None },
         &mut NoPlugin,
         &mut |p| display.update(p),
     )

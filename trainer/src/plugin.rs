@@ -3,7 +3,9 @@
 use burn::prelude::*;
 
 use crate::model::Transformer;
+use crate::run_dir::{Manifest, RunDir};
 use crate::tasks::Task;
+use crate::train_loop::EvalRow;
 
 /// What a plugin may fail with; the loop stops and reports it with the step.
 pub type PluginError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,11 +25,35 @@ pub struct CheckpointEvent<'a> {
     pub tokens_seen: u64,
     /// Seconds since this process started training.
     pub wall_s: f64,
+    /// Full-split evaluation, on `eval.every` checkpoints and the last one.
+    pub eval: Option<&'a EvalRow>,
+}
+
+/// What the loop tells a plugin before the first step.
+pub struct StartEvent<'a> {
+    pub run: &'a RunDir,
+    pub manifest: &'a Manifest,
+    /// The step training starts from (0, or the checkpoint a resume continues from).
+    pub start_step: u64,
+    pub resume: bool,
 }
 
 /// Called by the training loop at every checkpoint save, in step order. On resume the loop calls it again
 /// for the checkpoint it resumed from, so a plugin can rewrite anything it wrote at or after that step.
 pub trait CheckpointPlugin {
+    /// On resume, before a checkpoint is chosen: the first scheduled step whose output this plugin lacks (a
+    /// kill can stop it behind the trainer). The loop resumes from the last checkpoint at or before it.
+    fn first_missing_step(&mut self, run: &RunDir, schedule: &[u64]) -> Result<Option<u64>, PluginError> {
+        let _ = (run, schedule);
+        Ok(None)
+    }
+
+    /// Called once, after the run directory exists (or was verified) and before the first step.
+    fn on_start(&mut self, event: &StartEvent<'_>) -> Result<(), PluginError> {
+        let _ = event;
+        Ok(())
+    }
+
     fn on_checkpoint(&mut self, event: &CheckpointEvent<'_>) -> Result<(), PluginError>;
 
     /// Called once after the last checkpoint; a plugin with background work drains it here.

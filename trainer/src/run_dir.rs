@@ -31,6 +31,10 @@ pub struct Manifest {
     pub model: ModelDims,
     pub n_params: usize,
     pub device: String,
+    /// SHA-256 of the fixed probe set's content (runs with `--analyze`); a probe set that hashes otherwise is
+    /// refused.
+    #[serde(default)]
+    pub probe_set_sha256: Option<String>,
 }
 
 /// Paths inside one run directory.

@@ -14,7 +14,7 @@ use crate::config::{Config, OptimConfig};
 use crate::error::{CheckpointError, TrainError};
 use crate::eval::{SplitScore, evaluate};
 use crate::model::{ModelDims, Queries, Transformer, cross_entropy, int_tensor};
-use crate::plugin::{CheckpointEvent, CheckpointPlugin};
+use crate::plugin::{CheckpointEvent, CheckpointPlugin, StartEvent};
 use crate::run_dir::{JsonlWriter, Manifest, RUN_SCHEMA_VERSION, RunDir, config_sha256};
 use crate::schedule::{checkpoint_steps, learning_rate};
 use crate::tasks::{self, Split, Task};
@@ -66,6 +66,8 @@ pub struct TrainJob<'a> {
     /// The plain (non-autodiff) device; training uses its autodiff view.
     pub device: Device,
     pub device_name: String,
+    /// Content hash of the probe set, recorded in the manifest of a new run (`--analyze`).
+    pub probe_set_sha256: Option<String>,
 }
 
 /// Trains the model of `job.config`, saving checkpoints on schedule and calling `plugin` at each one.
@@ -99,12 +101,18 @@ pub fn train(
         model: dims.clone(),
         n_params: model.num_params(),
         device: job.device_name.clone(),
+        probe_set_sha256: job.probe_set_sha256.clone(),
     };
-    let start = if job.resume {
+    let plugin_err = |step| move |e: crate::plugin::PluginError| TrainError::Plugin { step, message: e.to_string() };
+    let (start, manifest) = if job.resume {
         let on_disk = job.run.read_manifest()?;
         job.run.check_same_config(config)?;
-        let last = *checkpoint::list(&job.run.checkpoints())?
-            .last()
+        let saved = checkpoint::list(&job.run.checkpoints())?;
+        let needed = plugin.first_missing_step(job.run, &schedule).map_err(plugin_err(0))?;
+        let last = *saved
+            .iter()
+            .rev()
+            .find(|&&s| needed.is_none_or(|n| s <= n))
             .ok_or_else(|| CheckpointError::NoneFound { dir: job.run.checkpoints() })?;
         let (loaded, loaded_optim, state) =
             checkpoint::load(&checkpoint::step_dir(&job.run.checkpoints(), last), model, optim)?;
@@ -116,11 +124,13 @@ pub fn train(
             .into());
         }
         (model, optim) = (loaded, loaded_optim);
-        state.step
+        (state.step, on_disk)
     } else {
         job.run.create(config, &manifest)?;
-        0
+        (0, manifest)
     };
+    let start_event = StartEvent { run: job.run, manifest: &manifest, start_step: start, resume: job.resume };
+    plugin.on_start(&start_event).map_err(plugin_err(start))?;
 
     let mut train_log = JsonlWriter::open_from(&job.run.train_log(), start)?;
     let mut eval_log = JsonlWriter::open_from(&job.run.eval_log(), start)?;
@@ -159,6 +169,7 @@ pub fn train(
                 None
             };
             let event = CheckpointEvent {
+                eval: eval.as_ref(),
                 step,
                 model: &model,
                 device: &job.device,
@@ -168,7 +179,7 @@ pub fn train(
                 tokens_seen: step * tokens_per_step,
                 wall_s: clock.elapsed().as_secs_f64(),
             };
-            plugin.on_checkpoint(&event).map_err(|e| TrainError::Plugin { step, message: e.to_string() })?;
+            plugin.on_checkpoint(&event).map_err(plugin_err(step))?;
             if step == total {
                 final_eval = eval.clone();
             }
@@ -196,7 +207,7 @@ pub fn train(
         }
         last_lr = lr;
     }
-    plugin.finish().map_err(|e| TrainError::Plugin { step: total, message: e.to_string() })?;
+    plugin.finish().map_err(plugin_err(total))?;
     Ok(Summary { run_id: manifest.run_id, steps: total, final_eval, wall_s: clock.elapsed().as_secs_f64() })
 }
 

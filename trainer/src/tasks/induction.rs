@@ -79,19 +79,24 @@ impl Task for Induction {
         };
         let n = self.half as isize;
         vec![
-            Labeled { name: "cur", n_classes: seq_len, values: at(0) },
-            Labeled { name: "prev_occ", n_classes: seq_len, values: at(-n) },
-            Labeled { name: "after_prev", n_classes: seq_len, values: at(1 - n) },
+            Labeled { name: "cur".into(), n_classes: seq_len, values: at(0) },
+            Labeled { name: "prev_occ".into(), n_classes: seq_len, values: at(-n) },
+            Labeled { name: "after_prev".into(), n_classes: seq_len, values: at(1 - n) },
         ]
+    }
+    fn probe_pool(&self, seed: u64, size: usize) -> Vec<(Split, Examples)> {
+        // Fresh draws are held-out samples of the same distribution as the test split.
+        let fresh = self.generate(&mut SplitMix64::derived(seed, "induction-probe", 0), 2 * size);
+        vec![(Split::Test, self.test.clone()), (Split::Test, fresh)]
     }
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled> {
         let at = |shift: isize| -> Vec<u32> {
             (0..examples.n).map(|i| examples.token(i, (self.cur(i) as isize + shift) as usize)).collect()
         };
         vec![
-            Labeled { name: "cur_token", n_classes: self.vocab, values: at(0) },
-            Labeled { name: "prev_token", n_classes: self.vocab, values: at(-1) },
-            Labeled { name: "next_token", n_classes: self.vocab, values: at(1) },
+            Labeled { name: "cur_token".into(), n_classes: self.vocab, values: at(0) },
+            Labeled { name: "prev_token".into(), n_classes: self.vocab, values: at(-1) },
+            Labeled { name: "next_token".into(), n_classes: self.vocab, values: at(1) },
         ]
     }
 }

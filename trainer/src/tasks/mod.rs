@@ -64,7 +64,7 @@ impl Examples {
 /// A named per-example integer: a key position (a sequence index) or a probe target (a class label).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labeled {
-    pub name: &'static str,
+    pub name: String,
     /// For a target, labels lie in `0..n_classes`; for a key position, `n_classes` is the sequence length.
     pub n_classes: usize,
     pub values: Vec<u32>,
@@ -93,6 +93,12 @@ pub trait Task: Send + Sync {
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled>;
     /// Named probe targets of each example (e.g. `a`, `b`, `sum`).
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled>;
+    /// Candidate examples for a probe set of `size`, each block with the split it came from. The default is
+    /// every fixed split; tasks with a generated stream add fresh draws from `seed`.
+    fn probe_pool(&self, seed: u64, size: usize) -> Vec<(Split, Examples)> {
+        let _ = (seed, size);
+        Split::ALL.iter().filter_map(|&s| self.split(s).map(|e| (s, e))).collect()
+    }
 }
 
 /// Position of the training data stream: epoch and offset into that epoch's shuffled order for a finite

@@ -72,15 +72,15 @@ impl Task for ModularAddition {
         ["a", "b", "eq"]
             .into_iter()
             .enumerate()
-            .map(|(pos, name)| Labeled { name, n_classes: 3, values: vec![pos as u32; examples.n] })
+            .map(|(pos, name)| Labeled { name: name.into(), n_classes: 3, values: vec![pos as u32; examples.n] })
             .collect()
     }
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled> {
         let column = |pos: usize| (0..examples.n).map(|i| examples.token(i, pos)).collect();
         vec![
-            Labeled { name: "a", n_classes: self.p, values: column(0) },
-            Labeled { name: "b", n_classes: self.p, values: column(1) },
-            Labeled { name: "sum", n_classes: self.p, values: examples.targets.clone() },
+            Labeled { name: "a".into(), n_classes: self.p, values: column(0) },
+            Labeled { name: "b".into(), n_classes: self.p, values: column(1) },
+            Labeled { name: "sum".into(), n_classes: self.p, values: examples.targets.clone() },
         ]
     }
 }
