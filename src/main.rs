@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Train a model from a TOML config, saving checkpoints on its schedule.
     Train(commands::train::Args),
+    /// Write the fixed probe set of a config to an HDF5 file.
+    ProbeSet(commands::probe_set::Args),
     /// Export a checkpoint as TransformerLens safetensors + HookedTransformerConfig JSON.
     Export(commands::export::Args),
     /// Benchmarks (printed as Markdown tables for BENCHMARKS.md).
@@ -33,6 +35,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::ProbeSet(args) => commands::probe_set::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(err) = result {

@@ -1,6 +1,8 @@
 //! Progress display: a bar with step, loss, steps/s and ETA on a terminal, plain log lines otherwise.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,11 +13,21 @@ pub struct Display {
     clock: Instant,
     start: u64,
     last_line: Instant,
+    queue: Option<Arc<AtomicUsize>>,
 }
 
 impl Display {
     pub fn new() -> Self {
-        Self { bar: None, clock: Instant::now(), start: 0, last_line: Instant::now() }
+        Self { bar: None, clock: Instant::now(), start: 0, last_line: Instant::now(), queue: None }
+    }
+
+    /// Shows the analysis queue depth next to the loss.
+    pub fn watch_queue(&mut self, depth: Arc<AtomicUsize>) {
+        self.queue = Some(depth);
+    }
+
+    fn queue_text(&self) -> String {
+        self.queue.as_ref().map(|q| format!("  queue {}", q.load(Ordering::Relaxed))).unwrap_or_default()
     }
 
     pub fn update(&mut self, event: Progress) {
@@ -37,12 +49,12 @@ impl Display {
             Progress::Step { step, loss, lr } => match &self.bar {
                 Some(bar) => {
                     bar.set_position(step);
-                    bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}"));
+                    bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}{}", self.queue_text()));
                 }
                 None if self.last_line.elapsed().as_secs_f64() >= 5.0 => {
                     self.last_line = Instant::now();
                     let rate = (step - self.start) as f64 / self.clock.elapsed().as_secs_f64().max(1e-9);
-                    eprintln!("step {step}  loss {loss:.4}  lr {lr:.2e}  {rate:.1} steps/s");
+                    eprintln!("step {step}  loss {loss:.4}  lr {lr:.2e}  {rate:.1} steps/s{}", self.queue_text());
                 }
                 None => {}
             },

@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod export;
+pub mod probe_set;
 pub mod train;

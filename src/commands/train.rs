@@ -1,11 +1,15 @@
-//! `formation train CONFIG [--out DIR] [--resume DIR]`.
+//! `formation train CONFIG [--analyze] [--out DIR] [--resume DIR]`.
 
 use std::path::PathBuf;
 
+use analysis::AnalyzePlugin;
+use analysis::plugin::probe_set_path;
 use anyhow::{Context, bail};
+use probes::ProbeSet;
 use trainer::Config;
-use trainer::plugin::NoPlugin;
+use trainer::plugin::{CheckpointPlugin, NoPlugin};
 use trainer::run_dir::RunDir;
+use trainer::tasks;
 use trainer::train_loop::{TrainJob, train};
 
 use crate::progress::Display;
@@ -14,6 +18,9 @@ use crate::progress::Display;
 pub struct Args {
     /// The run's TOML config (see examples/).
     config: PathBuf,
+    /// Analyze every checkpoint in-loop (probe set, metrics, analysis/checkpoint_metrics.jsonl + activations.h5).
+    #[arg(long)]
+    analyze: bool,
     /// Run directory to create (default: runs/<config file stem>).
     #[arg(long, conflicts_with = "resume")]
     out: Option<PathBuf>,
@@ -40,12 +47,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let run = RunDir::new(&root);
     let (device, device_name) = crate::device::pick();
     let mut display = Display::new();
-    let summary = train(
-        TrainJob { config: &config, run: &run, resume, device, device_name: device_name.to_owned(), probe_set_sha256: None },
-        &mut NoPlugin,
-        &mut |p| display.update(p),
-    )
-    .with_context(|| format!("training {}", root.display()))?;
+    let (mut plugin, probe_set_sha256): (Box<dyn CheckpointPlugin>, _) = if args.analyze {
+        let probe = probe_set(&config, &run, resume)?;
+        let hash = probe.sha256();
+        let plugin = AnalyzePlugin::new(config.analysis.clone(), probe, &device);
+        display.watch_queue(plugin.queue_depth());
+        (Box::new(plugin), Some(hash))
+    } else {
+        (Box::new(NoPlugin), None)
+    };
+    let job = TrainJob { config: &config, run: &run, resume, device, device_name: device_name.to_owned(), probe_set_sha256 };
+    let summary = train(job, plugin.as_mut(), &mut |p| display.update(p))
+        .with_context(|| format!("training {}", root.display()))?;
     display.finish();
     let accuracy = summary
         .final_eval
@@ -63,4 +76,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         root.display()
     );
     Ok(())
+}
+
+/// The probe set of this run: on resume the run's own, verified against its manifest; otherwise the file the
+/// config names, or a fresh one generated from the task and `analysis.probe_seed`.
+fn probe_set(config: &Config, run: &RunDir, resume: bool) -> anyhow::Result<ProbeSet> {
+    let task = tasks::build(&config.task, config.train.seed);
+    let (path, set) = if resume {
+        let manifest = run.read_manifest()?;
+        let hash = manifest.probe_set_sha256.with_context(|| {
+            format!("cannot resume {} with --analyze: it was started without --analyze", run.root.display())
+        })?;
+        let path = probe_set_path(run);
+        (path.clone(), ProbeSet::load_pinned(&path, &hash)?)
+    } else if let Some(path) = &config.analysis.probe_set {
+        (path.clone(), ProbeSet::load(path)?)
+    } else {
+        return Ok(ProbeSet::generate(task.as_ref(), config.analysis.probe_size, config.analysis.probe_seed));
+    };
+    set.check_matches(task.as_ref(), &path)?;
+    Ok(set)
 }

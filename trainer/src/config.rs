@@ -178,20 +178,70 @@ pub struct CheckpointConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
-    /// Number of examples in the fixed probe set.
+    /// Number of examples in the fixed probe set (capped at the task's pool size).
     #[serde(default = "default_probe_size")]
     pub probe_size: usize,
     #[serde(default)]
     pub probe_seed: u64,
+    /// Use this probe-set file (from `formation probe-set`) instead of generating one.
+    #[serde(default)]
+    pub probe_set: Option<std::path::PathBuf>,
+    /// What `analysis/activations.h5` stores per checkpoint.
+    #[serde(default = "default_store")]
+    pub store: Vec<StoreItem>,
+    /// Capacity of the bounded channel to the sidecar, in checkpoints; the trainer waits when it is full.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// What a failing analysis does to training.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// One kind of array stored per checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreItem {
+    /// The residual stream at every layer boundary, at the key positions: [example, key, d_model].
+    ResidualAtKeys,
+    /// Attention patterns of every layer at the key query positions: [example, head, key, k].
+    PatternsAtKeys,
+    /// Logits at the answer positions: [example, answer, d_vocab_out].
+    LogitsAtAnswers,
+    /// Every hook point in full (large).
+    AllHooks,
+}
+
+/// Whether an analysis failure stops training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Training stops with the analysis error.
+    #[default]
+    Stop,
+    /// Training goes on without analysis after a loud warning.
+    Warn,
 }
 
 fn default_probe_size() -> usize {
     512
 }
+fn default_store() -> Vec<StoreItem> {
+    vec![StoreItem::ResidualAtKeys, StoreItem::PatternsAtKeys]
+}
+fn default_queue() -> usize {
+    4
+}
 
 impl Default for AnalysisConfig {
     fn default() -> Self {
-        Self { probe_size: default_probe_size(), probe_seed: 0 }
+        Self {
+            probe_size: default_probe_size(),
+            probe_seed: 0,
+            probe_set: None,
+            store: default_store(),
+            queue: default_queue(),
+            on_error: OnError::Stop,
+        }
     }
 }
 
@@ -324,6 +374,9 @@ impl Config {
         }
         if self.analysis.probe_size == 0 {
             return invalid("analysis.probe_size", "must be positive".into());
+        }
+        if self.analysis.queue == 0 {
+            return invalid("analysis.queue", "must be at least 1".into());
         }
         Ok(())
     }

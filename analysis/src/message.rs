@@ -1,0 +1,48 @@
+//! What crosses the bounded channel from the trainer thread to the sidecar: host arrays only.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use trainer::model::HostArray;
+use trainer::train_loop::EvalRow;
+
+/// One checkpoint's captured activations and the trainer's view of that moment.
+pub struct CheckpointMessage {
+    pub step: u64,
+    pub tokens_seen: u64,
+    pub wall_s: f64,
+    pub lr: f64,
+    pub train_loss: Option<f32>,
+    pub eval: Option<EvalRow>,
+    /// `logits` [n, seq, d_vocab_out] over the whole probe set.
+    pub logits: HostArray,
+    /// Arrays to store, by dataset name (a TransformerLens hook name), with their axis names.
+    pub stored: Vec<StoredArray>,
+    pub capture_ms: f64,
+    /// Set by the trainer as soon as the send returns (the sidecar waits for it before writing the row).
+    pub send_stats: Arc<OnceLock<SendStats>>,
+    pub sent_at: Instant,
+}
+
+/// How the send went, seen from the trainer thread.
+#[derive(Debug, Clone, Copy)]
+pub struct SendStats {
+    /// Time blocked waiting for room in the channel (backpressure), ms.
+    pub queue_ms: f64,
+    /// Messages in the channel right after the send.
+    pub queue_depth: usize,
+}
+
+/// One array for `activations.h5`.
+pub struct StoredArray {
+    pub name: String,
+    /// Comma-separated axis names, e.g. `example,key_position,d_model`.
+    pub axes: String,
+    pub array: HostArray,
+}
+
+/// The sidecar's private message enum: work, or the explicit end.
+pub(crate) enum Message {
+    Checkpoint(Box<CheckpointMessage>),
+    End,
+}

@@ -1,0 +1,3 @@
+//! Metrics: pure functions over host arrays (`f32` slices with explicit shapes). Nothing here sees a device.
+
+pub mod behavior;

@@ -1,0 +1,51 @@
+//! One row of `analysis/checkpoint_metrics.jsonl` (documented field by field in `docs/schema.md`). Nested
+//! objects, so `pandas.json_normalize` flattens them into columns like `behavior.accuracy`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use trainer::eval::SplitScore;
+
+use crate::metrics::behavior::Behavior;
+
+/// Version of the row schema and of the analysis file layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Row {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub step: u64,
+    pub tokens_seen: u64,
+    /// Seconds since the training process started (a resumed run restarts this clock).
+    pub wall_s: f64,
+    /// Learning rate of the update that produced this step (0 at step 0).
+    pub lr: f64,
+    /// Mean training-batch loss at the last logged step at or before this one.
+    pub train_loss: Option<f32>,
+    pub behavior: Behavior,
+    /// Loss and accuracy per full split, only on evaluation steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<BTreeMap<String, SplitScore>>,
+    /// Residual-stream probes (filled by later metric families; empty until then).
+    pub residual: BTreeMap<String, serde_json::Value>,
+    pub heads: BTreeMap<String, serde_json::Value>,
+    pub mlp: BTreeMap<String, serde_json::Value>,
+    pub dynamics: BTreeMap<String, serde_json::Value>,
+    pub timing: Timing,
+}
+
+/// Where the analysis time went, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// Trainer thread: capture forward over the probe set and the copy to host.
+    pub capture_ms: f64,
+    /// Trainer thread: waiting for room in the bounded channel (backpressure).
+    pub queue_ms: f64,
+    /// Messages waiting in the channel right after this one was sent (0: the sidecar had already taken it).
+    pub queue_depth: usize,
+    /// Sidecar thread: metrics and writing this checkpoint's arrays.
+    pub sidecar_ms: f64,
+}

@@ -1,0 +1,145 @@
+//! The sidecar thread: receives [`CheckpointMessage`]s over a bounded channel, computes every metric from host
+//! arrays, writes the arrays to HDF5 and then the row to JSONL. It owns everything it carries between
+//! checkpoints. Dropping the handle sends the end message and joins; [`Sidecar::finish`] does the same and
+//! returns the thread's result.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use probes::ProbeSet;
+use trainer::run_dir::JsonlWriter;
+
+use crate::error::AnalysisError;
+use crate::message::{CheckpointMessage, Message};
+use crate::metrics::behavior::{BehaviorInput, behavior};
+use crate::row::{Row, SCHEMA_VERSION, Timing};
+use crate::sinks::hdf5::ActivationStore;
+
+/// What the sidecar thread owns.
+pub struct SidecarState {
+    pub run_id: String,
+    pub probe: Arc<ProbeSet>,
+    /// For induction, the length of the random half (enables the in-context score).
+    pub induction_half: Option<usize>,
+    pub jsonl: JsonlWriter,
+    pub store: ActivationStore,
+}
+
+/// Handle of the running sidecar thread.
+pub struct Sidecar {
+    sender: Sender<Message>,
+    handle: Option<JoinHandle<Result<(), AnalysisError>>>,
+}
+
+impl Sidecar {
+    /// Starts the thread with a channel of `capacity` checkpoints.
+    pub fn spawn(state: SidecarState, capacity: usize) -> Result<Self, AnalysisError> {
+        let (sender, receiver) = bounded(capacity);
+        let handle = std::thread::Builder::new()
+            .name("formation-sidecar".into())
+            .spawn(move || run(state, receiver))
+            .map_err(|e| AnalysisError::SidecarGone(format!("cannot start the thread: {e}")))?;
+        Ok(Self { sender, handle: Some(handle) })
+    }
+
+    /// Sends one checkpoint, waiting while the channel is full. Returns the wait in ms and the queue depth.
+    pub fn send(&mut self, message: CheckpointMessage) -> Result<(f64, usize), AnalysisError> {
+        let start = Instant::now();
+        if self.sender.send(Message::Checkpoint(Box::new(message))).is_err() {
+            // The thread ended early: its result says why.
+            return Err(self.join().err().unwrap_or(AnalysisError::SidecarGone("it exited".into())));
+        }
+        Ok((start.elapsed().as_secs_f64() * 1e3, self.sender.len()))
+    }
+
+    /// Messages waiting in the channel.
+    pub fn depth(&self) -> usize {
+        self.sender.len()
+    }
+
+    /// Lets the sidecar drain the channel, ends it and returns its result.
+    pub fn finish(mut self) -> Result<(), AnalysisError> {
+        let _ = self.sender.send(Message::End);
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), AnalysisError> {
+        match self.handle.take() {
+            Some(handle) => handle.join().unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into());
+                Err(AnalysisError::SidecarGone(why))
+            }),
+            None => Err(AnalysisError::SidecarGone("it already ended".into())),
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if self.handle.is_some() {
+            let _ = self.sender.send(Message::End);
+            let _ = self.join();
+        }
+    }
+}
+
+fn run(mut state: SidecarState, receiver: Receiver<Message>) -> Result<(), AnalysisError> {
+    for message in receiver {
+        match message {
+            Message::Checkpoint(checkpoint) => process(&mut state, *checkpoint)?,
+            Message::End => break,
+        }
+    }
+    Ok(())
+}
+
+/// Metrics, arrays, then the row: the row is the commit point of a checkpoint's analysis.
+fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), AnalysisError> {
+    let start = Instant::now();
+    let probe = &state.probe;
+    let splits: Vec<&'static str> = probe.splits.iter().map(|s| s.name()).collect();
+    let behavior = behavior(&BehaviorInput {
+        logits: &message.logits.data,
+        vocab: message.logits.shape[2],
+        tokens: &probe.examples.tokens,
+        seq_len: probe.examples.seq_len,
+        answer_positions: &probe.answer_positions,
+        answer_targets: &probe.examples.targets,
+        splits: &splits,
+        induction_half: state.induction_half,
+    });
+    state.store.write(message.step, &message.stored)?;
+    let sidecar_ms = start.elapsed().as_secs_f64() * 1e3;
+    let sent = *message.send_stats.wait();
+    let eval = message.eval.map(|e| {
+        [("train", e.train), ("test", e.test), ("ood", e.ood)]
+            .into_iter()
+            .filter_map(|(name, score)| Some((name.to_owned(), score?)))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let row = Row {
+        schema_version: SCHEMA_VERSION,
+        run_id: state.run_id.clone(),
+        step: message.step,
+        tokens_seen: message.tokens_seen,
+        wall_s: message.wall_s,
+        lr: message.lr,
+        train_loss: message.train_loss,
+        behavior,
+        eval,
+        residual: BTreeMap::new(),
+        heads: BTreeMap::new(),
+        mlp: BTreeMap::new(),
+        dynamics: BTreeMap::new(),
+        timing: Timing { capture_ms: message.capture_ms, queue_ms: sent.queue_ms, queue_depth: sent.queue_depth, sidecar_ms },
+    };
+    state.jsonl.write(&row)?;
+    Ok(())
+}
