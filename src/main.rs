@@ -12,7 +12,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "formation", version, about = "Train small transformers and watch mechanisms form.")]
+#[command(
+    name = "formation",
+    version,
+    about = "Train small transformers and watch mechanisms form."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,5 +50,8 @@ fn main() {
 
 /// The error and its causes as one line, most general first.
 fn one_sentence(err: &anyhow::Error) -> String {
-    err.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+    err.chain()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }

@@ -18,7 +18,13 @@ pub struct Display {
 
 impl Display {
     pub fn new() -> Self {
-        Self { bar: None, clock: Instant::now(), start: 0, last_line: Instant::now(), queue: None }
+        Self {
+            bar: None,
+            clock: Instant::now(),
+            start: 0,
+            last_line: Instant::now(),
+            queue: None,
+        }
     }
 
     /// Shows the analysis queue depth next to the loss.
@@ -27,7 +33,10 @@ impl Display {
     }
 
     fn queue_text(&self) -> String {
-        self.queue.as_ref().map(|q| format!("  queue {}", q.load(Ordering::Relaxed))).unwrap_or_default()
+        self.queue
+            .as_ref()
+            .map(|q| format!("  queue {}", q.load(Ordering::Relaxed)))
+            .unwrap_or_default()
     }
 
     pub fn update(&mut self, event: Progress) {
@@ -38,8 +47,10 @@ impl Display {
                 if std::io::stderr().is_terminal() {
                     let bar = ProgressBar::new(total).with_position(start);
                     bar.set_style(
-                        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}")
-                            .expect("valid template"),
+                        ProgressStyle::with_template(
+                            "{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}",
+                        )
+                        .expect("valid template"),
                     );
                     self.bar = Some(bar);
                 } else {
@@ -53,8 +64,12 @@ impl Display {
                 }
                 None if self.last_line.elapsed().as_secs_f64() >= 5.0 => {
                     self.last_line = Instant::now();
-                    let rate = (step - self.start) as f64 / self.clock.elapsed().as_secs_f64().max(1e-9);
-                    eprintln!("step {step}  loss {loss:.4}  lr {lr:.2e}  {rate:.1} steps/s{}", self.queue_text());
+                    let rate =
+                        (step - self.start) as f64 / self.clock.elapsed().as_secs_f64().max(1e-9);
+                    eprintln!(
+                        "step {step}  loss {loss:.4}  lr {lr:.2e}  {rate:.1} steps/s{}",
+                        self.queue_text()
+                    );
                 }
                 None => {}
             },
@@ -62,9 +77,15 @@ impl Display {
                 let accuracy = eval
                     .map(|e| {
                         let fmt = |name: &str, s: Option<trainer::eval::SplitScore>| {
-                            s.map(|s| format!("  {name} acc {:.3} loss {:.4}", s.accuracy, s.loss)).unwrap_or_default()
+                            s.map(|s| format!("  {name} acc {:.3} loss {:.4}", s.accuracy, s.loss))
+                                .unwrap_or_default()
                         };
-                        format!("{}{}{}", fmt("train", e.train), fmt("test", e.test), fmt("ood", e.ood))
+                        format!(
+                            "{}{}{}",
+                            fmt("train", e.train),
+                            fmt("test", e.test),
+                            fmt("ood", e.ood)
+                        )
                     })
                     .unwrap_or_default();
                 let line = format!("checkpoint {step}{accuracy}");

@@ -1,87 +1,17 @@
 //! End-to-end tests of the real `formation` binary on the CI-sized configs, each in a fresh temp directory.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn formation(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_formation")).args(args).current_dir(cwd).output().expect("binary runs")
-}
-
-fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name).to_string_lossy().into_owned()
-}
-
-fn ok(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "formation failed\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// The command failed with exactly one line on stderr, `error: …`; returns that line.
-fn one_error(output: Output) -> String {
-    assert!(!output.status.success(), "expected failure, got success");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one error line expected, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    lines[0].to_owned()
-}
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every row parses"))
-        .collect()
-}
-
-fn losses(run: &Path) -> Vec<(u64, u32)> {
-    jsonl(&run.join("metrics/train.jsonl"))
-        .iter()
-        .map(|r| (r["step"].as_u64().unwrap(), (r["loss"].as_f64().unwrap() as f32).to_bits()))
-        .collect()
-}
-
-/// The hash of the weights' values recorded in a checkpoint (model.bpk also holds per-process parameter ids).
-fn weights_sha256(run: &Path, step: &str) -> String {
-    let state: serde_json::Value =
-        serde_json::from_slice(&read(run.join(format!("checkpoints/step_{step}/state.json")))).unwrap();
-    let hash = state["weights_sha256"].as_str().unwrap().to_owned();
-    assert_eq!(hash.len(), 64, "a SHA-256 is recorded");
-    hash
-}
-
-fn read(path: PathBuf) -> Vec<u8> {
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every file under `dir` with its bytes, sorted by path.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.clone(), read(path)));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use common::*;
 
 #[test]
 fn same_config_and_seed_give_bit_identical_losses_and_weights() {
     let tmp = tempfile::tempdir().unwrap();
     for run in ["a", "b"] {
-        ok(formation(&["train", &example("ci.toml"), "--out", run], tmp.path()));
+        ok(formation(
+            &["train", &example("ci.toml"), "--out", run],
+            tmp.path(),
+        ));
     }
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     assert!(losses(&a).len() >= 12);
@@ -92,27 +22,55 @@ fn same_config_and_seed_give_bit_identical_losses_and_weights() {
 #[test]
 fn resume_from_a_middle_checkpoint_reproduces_the_straight_run_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(formation(&["train", &example("ci.toml"), "--out", "straight"], tmp.path()));
-    ok(formation(&["train", &example("ci.toml"), "--out", "resumed"], tmp.path()));
+    ok(formation(
+        &["train", &example("ci.toml"), "--out", "straight"],
+        tmp.path(),
+    ));
+    ok(formation(
+        &["train", &example("ci.toml"), "--out", "resumed"],
+        tmp.path(),
+    ));
     // Make "resumed" look like a run killed right after its step-20 checkpoint: later checkpoints gone,
     // logs holding rows past it.
     let resumed = tmp.path().join("resumed");
     for step in ["000040", "000060"] {
         std::fs::remove_dir_all(resumed.join("checkpoints").join(format!("step_{step}"))).unwrap();
     }
-    ok(formation(&["train", &example("ci.toml"), "--resume", "resumed"], tmp.path()));
+    ok(formation(
+        &["train", &example("ci.toml"), "--resume", "resumed"],
+        tmp.path(),
+    ));
     let straight = tmp.path().join("straight");
-    assert_eq!(losses(&straight), losses(&resumed), "no duplicate, missing or different loss rows");
+    assert_eq!(
+        losses(&straight),
+        losses(&resumed),
+        "no duplicate, missing or different loss rows"
+    );
     for step in ["000040", "000060"] {
-        assert_eq!(weights_sha256(&straight, step), weights_sha256(&resumed, step), "step {step}");
+        assert_eq!(
+            weights_sha256(&straight, step),
+            weights_sha256(&resumed, step),
+            "step {step}"
+        );
     }
-    assert_eq!(jsonl(&straight.join("metrics/eval.jsonl")), jsonl(&resumed.join("metrics/eval.jsonl")));
+    assert_eq!(
+        jsonl(&straight.join("metrics/eval.jsonl")),
+        jsonl(&resumed.join("metrics/eval.jsonl"))
+    );
 }
 
 #[test]
 fn small_modular_addition_reaches_train_accuracy_099() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(formation(&["train", &example("modular-addition-small.toml"), "--out", "run"], tmp.path()));
+    ok(formation(
+        &[
+            "train",
+            &example("modular-addition-small.toml"),
+            "--out",
+            "run",
+        ],
+        tmp.path(),
+    ));
     let evals = jsonl(&tmp.path().join("run/metrics/eval.jsonl"));
     let last = evals.last().unwrap();
     let train = last["train"]["accuracy"].as_f64().unwrap();
@@ -125,19 +83,45 @@ fn small_modular_addition_reaches_train_accuracy_099() {
 fn invalid_configs_fail_with_one_clear_error_and_create_nothing() {
     let ci = std::fs::read_to_string(example("ci.toml")).unwrap();
     let cases = [
-        ("unknown key", ci.replace("[model]", "[model]\nwidth = 7"), "width"),
-        ("heads", ci.replace("n_heads = 4", "n_heads = 3"), "divisible by n_heads"),
+        (
+            "unknown key",
+            ci.replace("[model]", "[model]\nwidth = 7"),
+            "width",
+        ),
+        (
+            "heads",
+            ci.replace("n_heads = 4", "n_heads = 3"),
+            "divisible by n_heads",
+        ),
         ("p < 2", ci.replace("p = 23", "p = 1"), "task.p"),
-        ("empty split", ci.replace("train_fraction = 0.5", "train_fraction = 0.0001"), "empty"),
-        ("unknown task", ci.replace("modular-addition", "sorting"), "sorting"),
-        ("bad toml", ci.replace("[model]", "[model"), "invalid config"),
+        (
+            "empty split",
+            ci.replace("train_fraction = 0.5", "train_fraction = 0.0001"),
+            "empty",
+        ),
+        (
+            "unknown task",
+            ci.replace("modular-addition", "sorting"),
+            "sorting",
+        ),
+        (
+            "bad toml",
+            ci.replace("[model]", "[model"),
+            "invalid config",
+        ),
     ];
     for (what, text, expected) in cases {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("bad.toml"), text).unwrap();
-        let line = one_error(formation(&["train", "bad.toml", "--out", "run"], tmp.path()));
+        let line = one_error(formation(
+            &["train", "bad.toml", "--out", "run"],
+            tmp.path(),
+        ));
         assert!(line.contains(expected), "{what}: {line}");
-        assert!(!tmp.path().join("run").exists(), "{what}: run directory created");
+        assert!(
+            !tmp.path().join("run").exists(),
+            "{what}: run directory created"
+        );
         assert!(!tmp.path().join("runs").exists(), "{what}: runs/ created");
     }
 }
@@ -145,11 +129,19 @@ fn invalid_configs_fail_with_one_clear_error_and_create_nothing() {
 #[test]
 fn resuming_under_a_changed_config_is_refused_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(formation(&["train", &example("ci.toml"), "--out", "run"], tmp.path()));
+    ok(formation(
+        &["train", &example("ci.toml"), "--out", "run"],
+        tmp.path(),
+    ));
     let before = snapshot(&tmp.path().join("run"));
-    let changed = std::fs::read_to_string(example("ci.toml")).unwrap().replace("lr = 3e-3", "lr = 1e-3");
+    let changed = std::fs::read_to_string(example("ci.toml"))
+        .unwrap()
+        .replace("lr = 3e-3", "lr = 1e-3");
     std::fs::write(tmp.path().join("changed.toml"), changed).unwrap();
-    let line = one_error(formation(&["train", "changed.toml", "--resume", "run"], tmp.path()));
+    let line = one_error(formation(
+        &["train", "changed.toml", "--resume", "run"],
+        tmp.path(),
+    ));
     assert!(line.contains("different config"), "{line}");
     assert_eq!(before, snapshot(&tmp.path().join("run")));
 }
@@ -157,9 +149,15 @@ fn resuming_under_a_changed_config_is_refused_and_changes_nothing() {
 #[test]
 fn starting_over_an_existing_run_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(formation(&["train", &example("ci.toml"), "--out", "run"], tmp.path()));
+    ok(formation(
+        &["train", &example("ci.toml"), "--out", "run"],
+        tmp.path(),
+    ));
     let before = snapshot(&tmp.path().join("run"));
-    let line = one_error(formation(&["train", &example("ci.toml"), "--out", "run"], tmp.path()));
+    let line = one_error(formation(
+        &["train", &example("ci.toml"), "--out", "run"],
+        tmp.path(),
+    ));
     assert!(line.contains("already holds a run"), "{line}");
     assert_eq!(before, snapshot(&tmp.path().join("run")));
 }
@@ -167,19 +165,31 @@ fn starting_over_an_existing_run_is_refused() {
 #[test]
 fn truncated_or_corrupt_checkpoints_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(formation(&["train", &example("ci.toml"), "--out", "run"], tmp.path()));
+    ok(formation(
+        &["train", &example("ci.toml"), "--out", "run"],
+        tmp.path(),
+    ));
     let model = tmp.path().join("run/checkpoints/step_000060/model.bpk");
     let bytes = read(model.clone());
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    let line = one_error(formation(&["train", &example("ci.toml"), "--resume", "run"], tmp.path()));
-    assert!(line.contains("corrupt") && line.contains("step_000060"), "{line}");
+    let line = one_error(formation(
+        &["train", &example("ci.toml"), "--resume", "run"],
+        tmp.path(),
+    ));
+    assert!(
+        line.contains("corrupt") && line.contains("step_000060"),
+        "{line}"
+    );
     let line = one_error(formation(&["export", "run", "--step", "60"], tmp.path()));
     assert!(line.contains("corrupt"), "{line}");
 
     let state = tmp.path().join("run/checkpoints/step_000040/state.json");
     std::fs::write(&state, "{ not json").unwrap();
     let line = one_error(formation(&["export", "run", "--step", "40"], tmp.path()));
-    assert!(line.contains("corrupt") && line.contains("state.json"), "{line}");
+    assert!(
+        line.contains("corrupt") && line.contains("state.json"),
+        "{line}"
+    );
 
     let line = one_error(formation(&["export", "run", "--step", "41"], tmp.path()));
     assert!(line.contains("no checkpoint for step 41"), "{line}");
@@ -188,9 +198,16 @@ fn truncated_or_corrupt_checkpoints_are_refused() {
 #[test]
 fn export_writes_transformer_lens_safetensors_and_config() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(formation(&["train", &example("ci.toml"), "--out", "run"], tmp.path()));
-    ok(formation(&["export", "run", "--step", "60", "--out", "tl"], tmp.path()));
-    let config: serde_json::Value = serde_json::from_slice(&read(tmp.path().join("tl/config.json"))).unwrap();
+    ok(formation(
+        &["train", &example("ci.toml"), "--out", "run"],
+        tmp.path(),
+    ));
+    ok(formation(
+        &["export", "run", "--step", "60", "--out", "tl"],
+        tmp.path(),
+    ));
+    let config: serde_json::Value =
+        serde_json::from_slice(&read(tmp.path().join("tl/config.json"))).unwrap();
     assert_eq!(config["d_model"], 32);
     assert_eq!(config["d_vocab"], 24);
     assert_eq!(config["d_vocab_out"], 23);
@@ -199,7 +216,13 @@ fn export_writes_transformer_lens_safetensors_and_config() {
     let st = read(tmp.path().join("tl/model.safetensors"));
     let header_len = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&st[8..8 + header_len]).unwrap();
-    assert_eq!(header["blocks.0.attn.W_Q"]["shape"], serde_json::json!([4, 32, 8]));
-    assert_eq!(header["blocks.0.mlp.W_in"]["shape"], serde_json::json!([32, 64]));
+    assert_eq!(
+        header["blocks.0.attn.W_Q"]["shape"],
+        serde_json::json!([4, 32, 8])
+    );
+    assert_eq!(
+        header["blocks.0.mlp.W_in"]["shape"],
+        serde_json::json!([32, 64])
+    );
     assert_eq!(header["unembed.W_U"]["shape"], serde_json::json!([32, 23]));
 }

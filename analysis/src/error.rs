@@ -26,6 +26,9 @@ pub enum AnalysisError {
 
 impl AnalysisError {
     pub fn hdf5(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
-        AnalysisError::Hdf5 { path: path.to_owned(), message: e.to_string() }
+        AnalysisError::Hdf5 {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
     }
 }

@@ -74,7 +74,11 @@ impl AnalyzePlugin {
     }
 
     /// Capture, gather, copy to host: everything the trainer thread pays for one checkpoint.
-    fn capture(&self, model: &Transformer, step: u64) -> Result<(HostArray, Vec<StoredArray>), AnalysisError> {
+    fn capture(
+        &self,
+        model: &Transformer,
+        step: u64,
+    ) -> Result<(HostArray, Vec<StoredArray>), AnalysisError> {
         let host = |e: String| AnalysisError::Host { step, message: e };
         let model = model.valid();
         let capture = model.capture(self.tokens.clone());
@@ -83,45 +87,82 @@ impl AnalyzePlugin {
         Ok((logits, stored))
     }
 
-    fn stored_arrays(&self, model: &Transformer, capture: &Capture) -> Result<Vec<StoredArray>, String> {
+    fn stored_arrays(
+        &self,
+        model: &Transformer,
+        capture: &Capture,
+    ) -> Result<Vec<StoredArray>, String> {
         let e = &self.probe.examples;
         let keys = &self.probe.key_positions;
         let n_keys = keys.len();
         let (n, seq_len) = (e.n, e.seq_len);
         // Index [example, key] of each key position, for gathers along the position axis.
-        let key_index: Vec<i64> = (0..n).flat_map(|i| keys.iter().map(move |k| i64::from(k.values[i]))).collect();
-        let key_index = Tensor::<2, Int>::from_data(TensorData::new(key_index, [n, n_keys]), &self.device);
+        let key_index: Vec<i64> = (0..n)
+            .flat_map(|i| keys.iter().map(move |k| i64::from(k.values[i])))
+            .collect();
+        let key_index =
+            Tensor::<2, Int>::from_data(TensorData::new(key_index, [n, n_keys]), &self.device);
         let mut out = vec![];
         for item in &self.config.store {
             match item {
                 StoreItem::ResidualAtKeys => {
                     let d_model = model.dims.d_model;
-                    let index = key_index.clone().unsqueeze_dim::<3>(2).expand([n, n_keys, d_model]);
+                    let index = key_index
+                        .clone()
+                        .unsqueeze_dim::<3>(2)
+                        .expand([n, n_keys, d_model]);
                     for (name, resid) in residual_boundaries(capture) {
                         let array = HostArray::from_tensor(resid.gather(1, index.clone()))?;
-                        out.push(StoredArray { name: name.to_string(), axes: "example,key_position,d_model".into(), array });
+                        out.push(StoredArray {
+                            name: name.to_string(),
+                            axes: "example,key_position,d_model".into(),
+                            array,
+                        });
                     }
                 }
                 StoreItem::PatternsAtKeys => {
                     let n_heads = model.dims.n_heads;
-                    let index =
-                        key_index.clone().unsqueeze_dims::<4>(&[1, 3]).expand([n, n_heads, n_keys, seq_len]);
+                    let index = key_index
+                        .clone()
+                        .unsqueeze_dims::<4>(&[1, 3])
+                        .expand([n, n_heads, n_keys, seq_len]);
                     for (l, block) in capture.blocks.iter().enumerate() {
-                        let array = HostArray::from_tensor(block.pattern.clone().gather(2, index.clone()))?;
+                        let array =
+                            HostArray::from_tensor(block.pattern.clone().gather(2, index.clone()))?;
                         let name = HookName::Pattern(l).to_string();
-                        out.push(StoredArray { name, axes: "example,head,key_position,k".into(), array });
+                        out.push(StoredArray {
+                            name,
+                            axes: "example,head,key_position,k".into(),
+                            array,
+                        });
                     }
                 }
                 StoreItem::LogitsAtAnswers => {
-                    let answers: Vec<i64> = self.probe.answer_positions.iter().map(|&p| p as i64).collect();
+                    let answers: Vec<i64> = self
+                        .probe
+                        .answer_positions
+                        .iter()
+                        .map(|&p| p as i64)
+                        .collect();
                     let count = answers.len();
-                    let index = Tensor::<1, Int>::from_data(TensorData::new(answers, [count]), &self.device);
+                    let index = Tensor::<1, Int>::from_data(
+                        TensorData::new(answers, [count]),
+                        &self.device,
+                    );
                     let array = HostArray::from_tensor(capture.logits.clone().select(1, index))?;
-                    out.push(StoredArray { name: "logits".into(), axes: "example,answer,d_vocab_out".into(), array });
+                    out.push(StoredArray {
+                        name: "logits".into(),
+                        axes: "example,answer,d_vocab_out".into(),
+                        array,
+                    });
                 }
                 StoreItem::AllHooks => {
                     for (name, array) in capture.to_host()? {
-                        out.push(StoredArray { name: name.to_string(), axes: hook_axes(name).into(), array });
+                        out.push(StoredArray {
+                            name: name.to_string(),
+                            axes: hook_axes(name).into(),
+                            array,
+                        });
                     }
                 }
             }
@@ -155,7 +196,10 @@ fn residual_boundaries(capture: &Capture) -> Vec<(HookName, Tensor<3>)> {
         }
     }
     if let Some(last) = capture.blocks.last() {
-        out.push((HookName::ResidPost(capture.blocks.len() - 1), last.resid_post.clone()));
+        out.push((
+            HookName::ResidPost(capture.blocks.len() - 1),
+            last.resid_post.clone(),
+        ));
     }
     out
 }
@@ -172,32 +216,57 @@ fn hook_axes(name: HookName) -> &'static str {
 }
 
 impl CheckpointPlugin for AnalyzePlugin {
-    fn first_missing_step(&mut self, run: &RunDir, schedule: &[u64]) -> Result<Option<u64>, PluginError> {
+    fn first_missing_step(
+        &mut self,
+        run: &RunDir,
+        schedule: &[u64],
+    ) -> Result<Option<u64>, PluginError> {
         let done = existing_steps(&metrics_path(run));
         Ok(schedule.iter().copied().find(|s| !done.contains(s)))
     }
 
     fn on_start(&mut self, event: &StartEvent<'_>) -> Result<(), PluginError> {
         let hash = event.manifest.probe_set_sha256.clone().ok_or_else(|| {
-            format!("run {} was started without --analyze (no probe set pinned in run.json)", event.run.root.display())
+            format!(
+                "run {} was started without --analyze (no probe set pinned in run.json)",
+                event.run.root.display()
+            )
         })?;
         let probe_path = probe_set_path(event.run);
         if event.resume {
             ProbeSet::load_pinned(&probe_path, &hash)?;
         } else {
             let dir = event.run.root.join("probes");
-            std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::Io { path: dir, message: e.to_string() })?;
+            std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::Io {
+                path: dir,
+                message: e.to_string(),
+            })?;
             self.probe.save(&probe_path)?;
         }
         let analysis = analysis_dir(event.run);
-        std::fs::create_dir_all(&analysis).map_err(|e| AnalysisError::Io { path: analysis.clone(), message: e.to_string() })?;
-        let key_names: Vec<&str> = self.probe.key_positions.iter().map(|k| k.name.as_str()).collect();
+        std::fs::create_dir_all(&analysis).map_err(|e| AnalysisError::Io {
+            path: analysis.clone(),
+            message: e.to_string(),
+        })?;
+        let key_names: Vec<&str> = self
+            .probe
+            .key_positions
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
         let state = SidecarState {
             run_id: event.manifest.run_id.clone(),
             probe: self.probe.clone(),
             induction_half: self.induction_half,
-            jsonl: JsonlWriter::open_from(&metrics_path(event.run), event.start_step).map_err(AnalysisError::from)?,
-            store: ActivationStore::open(&analysis, &event.manifest.run_id, &hash, &key_names, event.start_step)?,
+            jsonl: JsonlWriter::open_from(&metrics_path(event.run), event.start_step)
+                .map_err(AnalysisError::from)?,
+            store: ActivationStore::open(
+                &analysis,
+                &event.manifest.run_id,
+                &hash,
+                &key_names,
+                event.start_step,
+            )?,
         };
         self.sidecar = Some(Sidecar::spawn(state, self.config.queue)?);
         Ok(())
@@ -227,11 +296,17 @@ impl CheckpointPlugin for AnalyzePlugin {
             sent_at: Instant::now(),
         };
         let Some(sidecar) = self.sidecar.as_mut() else {
-            return self.fail(event.step, AnalysisError::SidecarGone("it was never started".into()));
+            return self.fail(
+                event.step,
+                AnalysisError::SidecarGone("it was never started".into()),
+            );
         };
         match sidecar.send(message) {
             Ok((queue_ms, queue_depth)) => {
-                let _ = send_stats.set(SendStats { queue_ms, queue_depth });
+                let _ = send_stats.set(SendStats {
+                    queue_ms,
+                    queue_depth,
+                });
                 self.depth.store(queue_depth, Ordering::Relaxed);
                 Ok(())
             }

@@ -42,15 +42,25 @@ impl Sidecar {
             .name("formation-sidecar".into())
             .spawn(move || run(state, receiver))
             .map_err(|e| AnalysisError::SidecarGone(format!("cannot start the thread: {e}")))?;
-        Ok(Self { sender, handle: Some(handle) })
+        Ok(Self {
+            sender,
+            handle: Some(handle),
+        })
     }
 
     /// Sends one checkpoint, waiting while the channel is full. Returns the wait in ms and the queue depth.
     pub fn send(&mut self, message: CheckpointMessage) -> Result<(f64, usize), AnalysisError> {
         let start = Instant::now();
-        if self.sender.send(Message::Checkpoint(Box::new(message))).is_err() {
+        if self
+            .sender
+            .send(Message::Checkpoint(Box::new(message)))
+            .is_err()
+        {
             // The thread ended early: its result says why.
-            return Err(self.join().err().unwrap_or(AnalysisError::SidecarGone("it exited".into())));
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or(AnalysisError::SidecarGone("it exited".into())));
         }
         Ok((start.elapsed().as_secs_f64() * 1e3, self.sender.len()))
     }
@@ -138,7 +148,12 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         heads: BTreeMap::new(),
         mlp: BTreeMap::new(),
         dynamics: BTreeMap::new(),
-        timing: Timing { capture_ms: message.capture_ms, queue_ms: sent.queue_ms, queue_depth: sent.queue_depth, sidecar_ms },
+        timing: Timing {
+            capture_ms: message.capture_ms,
+            queue_ms: sent.queue_ms,
+            queue_depth: sent.queue_depth,
+            sidecar_ms,
+        },
     };
     state.jsonl.write(&row)?;
     Ok(())

@@ -25,8 +25,14 @@ pub enum ProbeSetError {
     #[error("probe set {path} does not match the config: {why}")]
     Mismatch { path: PathBuf, why: String },
     /// The content hash differs from the one pinned in the run manifest.
-    #[error("probe set {path} has SHA-256 {actual} but the run manifest pins {expected}; it was changed after the run started")]
-    HashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error(
+        "probe set {path} has SHA-256 {actual} but the run manifest pins {expected}; it was changed after the run started"
+    )]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// A fixed probe set.
@@ -50,7 +56,11 @@ impl ProbeSet {
     /// random examples up to `size`. Items are kept in pool order.
     pub fn generate(task: &dyn Task, size: usize, seed: u64) -> Self {
         let pool = task.probe_pool(seed, size);
-        let mut all = Examples { seq_len: task.seq_len(), n_answers: task.answer_positions().len(), ..Default::default() };
+        let mut all = Examples {
+            seq_len: task.seq_len(),
+            n_answers: task.answer_positions().len(),
+            ..Default::default()
+        };
         let mut splits = vec![];
         for (split, block) in &pool {
             all.tokens.extend_from_slice(&block.tokens);
@@ -125,11 +135,28 @@ impl ProbeSet {
                 h.update(v.to_le_bytes());
             }
         };
-        field(&format!("task:{}", self.task), &[self.d_vocab as u32, self.examples.seq_len as u32]);
+        field(
+            &format!("task:{}", self.task),
+            &[self.d_vocab as u32, self.examples.seq_len as u32],
+        );
         field("tokens", &self.examples.tokens);
         field("answer_targets", &self.examples.targets);
-        field("answer_positions", &self.answer_positions.iter().map(|&p| p as u32).collect::<Vec<_>>());
-        field("split", &self.splits.iter().map(|&s| split_code(s)).collect::<Vec<_>>());
+        field(
+            "answer_positions",
+            &self
+                .answer_positions
+                .iter()
+                .map(|&p| p as u32)
+                .collect::<Vec<_>>(),
+        );
+        field(
+            "split",
+            &self
+                .splits
+                .iter()
+                .map(|&s| split_code(s))
+                .collect::<Vec<_>>(),
+        );
         for (kind, list) in [("key", &self.key_positions), ("target", &self.targets)] {
             for l in list {
                 field(&format!("{kind}:{}:{}", l.name, l.n_classes), &l.values);
@@ -140,9 +167,18 @@ impl ProbeSet {
 
     /// Checks that this probe set was made for `task`.
     pub fn check_matches(&self, task: &dyn Task, path: &Path) -> Result<(), ProbeSetError> {
-        let mismatch = |why: String| Err(ProbeSetError::Mismatch { path: path.to_owned(), why });
+        let mismatch = |why: String| {
+            Err(ProbeSetError::Mismatch {
+                path: path.to_owned(),
+                why,
+            })
+        };
         if self.task != task.name() {
-            return mismatch(format!("it is for task `{}`, the config trains `{}`", self.task, task.name()));
+            return mismatch(format!(
+                "it is for task `{}`, the config trains `{}`",
+                self.task,
+                task.name()
+            ));
         }
         if self.d_vocab != task.d_vocab() || self.examples.seq_len != task.seq_len() {
             return mismatch(format!(
@@ -156,7 +192,12 @@ impl ProbeSet {
         if self.answer_positions != task.answer_positions() {
             return mismatch("its answer positions differ from the task's".into());
         }
-        if let Some(bad) = self.examples.tokens.iter().find(|&&t| t as usize >= task.d_vocab()) {
+        if let Some(bad) = self
+            .examples
+            .tokens
+            .iter()
+            .find(|&&t| t as usize >= task.d_vocab())
+        {
             return mismatch(format!("token {bad} is outside the vocabulary"));
         }
         Ok(())
@@ -166,7 +207,10 @@ impl ProbeSet {
     pub fn save(&self, path: &Path) -> Result<(), ProbeSetError> {
         let tmp = path.with_extension("h5.tmp");
         self.write_hdf5(&tmp).map_err(|e| hdf5_err(path, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| ProbeSetError::Hdf5 { path: path.to_owned(), message: e.to_string() })
+        std::fs::rename(&tmp, path).map_err(|e| ProbeSetError::Hdf5 {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     fn write_hdf5(&self, path: &Path) -> hdf5::Result<()> {
@@ -179,13 +223,19 @@ impl ProbeSet {
         write_u32(&file, "answer_positions", &answers, &[answers.len()])?;
         let splits: Vec<u32> = self.splits.iter().map(|&s| split_code(s)).collect();
         write_u32(&file, "split", &splits, &[n])?;
-        for (group, list) in [("key_positions", &self.key_positions), ("targets", &self.targets)] {
+        for (group, list) in [
+            ("key_positions", &self.key_positions),
+            ("targets", &self.targets),
+        ] {
             let g = file.create_group(group)?;
             let names: Vec<&str> = list.iter().map(|l| l.name.as_str()).collect();
             write_str_attr(&g, "order", &names.join(","))?;
             for l in list {
                 write_u32(&g, &l.name, &l.values, &[n])?;
-                g.dataset(&l.name)?.new_attr::<u64>().create("n_classes")?.write_scalar(&(l.n_classes as u64))?;
+                g.dataset(&l.name)?
+                    .new_attr::<u64>()
+                    .create("n_classes")?
+                    .write_scalar(&(l.n_classes as u64))?;
             }
         }
         let attr_u64 = |name: &str, v: u64| file.new_attr::<u64>().create(name)?.write_scalar(&v);
@@ -202,47 +252,93 @@ impl ProbeSet {
     /// Reads a probe set written by [`ProbeSet::save`].
     pub fn load(path: &Path) -> Result<Self, ProbeSetError> {
         if !path.exists() {
-            return Err(ProbeSetError::Invalid { path: path.to_owned(), why: "no such file".into() });
+            return Err(ProbeSetError::Invalid {
+                path: path.to_owned(),
+                why: "no such file".into(),
+            });
         }
-        let invalid = |why: String| ProbeSetError::Invalid { path: path.to_owned(), why };
+        let invalid = |why: String| ProbeSetError::Invalid {
+            path: path.to_owned(),
+            why,
+        };
         let file = hdf5::File::open(path).map_err(|e| hdf5_err(path, e))?;
         let read_u64 = |name: &str| -> Result<u64, ProbeSetError> {
-            file.attr(name).and_then(|a| a.read_scalar::<u64>()).map_err(|e| invalid(format!("attribute {name}: {e}")))
+            file.attr(name)
+                .and_then(|a| a.read_scalar::<u64>())
+                .map_err(|e| invalid(format!("attribute {name}: {e}")))
         };
         if read_u64("format")? != u64::from(FORMAT) {
-            return Err(invalid(format!("format {} (this build reads {FORMAT})", read_u64("format")?)));
+            return Err(invalid(format!(
+                "format {} (this build reads {FORMAT})",
+                read_u64("format")?
+            )));
         }
-        let task = read_str_attr(&file, "task").map_err(|e| invalid(format!("attribute task: {e}")))?;
+        let task =
+            read_str_attr(&file, "task").map_err(|e| invalid(format!("attribute task: {e}")))?;
         let read = |name: &str| -> Result<(Vec<u32>, Vec<usize>), ProbeSetError> {
-            let ds = file.dataset(name).map_err(|e| invalid(format!("dataset {name}: {e}")))?;
-            let values = ds.read_raw::<u32>().map_err(|e| invalid(format!("dataset {name}: {e}")))?;
+            let ds = file
+                .dataset(name)
+                .map_err(|e| invalid(format!("dataset {name}: {e}")))?;
+            let values = ds
+                .read_raw::<u32>()
+                .map_err(|e| invalid(format!("dataset {name}: {e}")))?;
             Ok((values, ds.shape()))
         };
         let (tokens, shape) = read("tokens")?;
         let (targets, target_shape) = read("answer_targets")?;
         let (answers, _) = read("answer_positions")?;
         let (split_codes, _) = read("split")?;
-        if shape.len() != 2 || target_shape.len() != 2 || target_shape[0] != shape[0] || split_codes.len() != shape[0] {
+        if shape.len() != 2
+            || target_shape.len() != 2
+            || target_shape[0] != shape[0]
+            || split_codes.len() != shape[0]
+        {
             return Err(invalid("dataset shapes are inconsistent".into()));
         }
         let n = shape[0];
         let splits = split_codes
             .iter()
-            .map(|&c| Split::ALL.get(c as usize).copied().ok_or_else(|| invalid(format!("unknown split code {c}"))))
+            .map(|&c| {
+                Split::ALL
+                    .get(c as usize)
+                    .copied()
+                    .ok_or_else(|| invalid(format!("unknown split code {c}")))
+            })
             .collect::<Result<_, _>>()?;
         let mut lists = vec![];
         for group in ["key_positions", "targets"] {
-            let g = file.group(group).map_err(|e| invalid(format!("group {group}: {e}")))?;
+            let g = file
+                .group(group)
+                .map_err(|e| invalid(format!("group {group}: {e}")))?;
             let mut list = vec![];
-            let order = read_str_attr(&g, "order").map_err(|e| invalid(format!("{group} order: {e}")))?;
-            for name in order.split(',').filter(|s| !s.is_empty()).map(str::to_owned) {
-                let ds = g.dataset(&name).map_err(|e| invalid(format!("{group}/{name}: {e}")))?;
-                let values = ds.read_raw::<u32>().map_err(|e| invalid(format!("{group}/{name}: {e}")))?;
-                let n_classes = ds.attr("n_classes").and_then(|a| a.read_scalar::<u64>()).map_err(|e| invalid(e.to_string()))?;
+            let order =
+                read_str_attr(&g, "order").map_err(|e| invalid(format!("{group} order: {e}")))?;
+            for name in order
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+            {
+                let ds = g
+                    .dataset(&name)
+                    .map_err(|e| invalid(format!("{group}/{name}: {e}")))?;
+                let values = ds
+                    .read_raw::<u32>()
+                    .map_err(|e| invalid(format!("{group}/{name}: {e}")))?;
+                let n_classes = ds
+                    .attr("n_classes")
+                    .and_then(|a| a.read_scalar::<u64>())
+                    .map_err(|e| invalid(e.to_string()))?;
                 if values.len() != n {
-                    return Err(invalid(format!("{group}/{name} has {} values for {n} examples", values.len())));
+                    return Err(invalid(format!(
+                        "{group}/{name} has {} values for {n} examples",
+                        values.len()
+                    )));
                 }
-                list.push(Labeled { name, n_classes: n_classes as usize, values });
+                list.push(Labeled {
+                    name,
+                    n_classes: n_classes as usize,
+                    values,
+                });
             }
             lists.push(list);
         }
@@ -252,7 +348,13 @@ impl ProbeSet {
             task,
             d_vocab: read_u64("d_vocab")? as usize,
             seed: read_u64("seed")?,
-            examples: Examples { n, seq_len: shape[1], tokens, n_answers: target_shape[1], targets },
+            examples: Examples {
+                n,
+                seq_len: shape[1],
+                tokens,
+                n_answers: target_shape[1],
+                targets,
+            },
             answer_positions: answers.iter().map(|&p| p as usize).collect(),
             splits,
             key_positions,
@@ -266,7 +368,11 @@ impl ProbeSet {
         let set = Self::load(path)?;
         let actual = set.sha256();
         if actual != expected {
-            return Err(ProbeSetError::HashMismatch { path: path.to_owned(), expected: expected.to_owned(), actual });
+            return Err(ProbeSetError::HashMismatch {
+                path: path.to_owned(),
+                expected: expected.to_owned(),
+                actual,
+            });
         }
         Ok(set)
     }
@@ -281,7 +387,10 @@ fn split_code(split: Split) -> u32 {
 }
 
 fn hdf5_err(path: &Path, e: hdf5::Error) -> ProbeSetError {
-    ProbeSetError::Hdf5 { path: path.to_owned(), message: e.to_string() }
+    ProbeSetError::Hdf5 {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
 }
 
 fn write_u32(group: &hdf5::Group, name: &str, values: &[u32], shape: &[usize]) -> hdf5::Result<()> {
@@ -297,12 +406,21 @@ fn write_u32(group: &hdf5::Group, name: &str, values: &[u32], shape: &[usize]) -
 }
 
 fn write_str_attr(location: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
-    let value: hdf5::types::VarLenUnicode = value.parse().map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string()))?;
-    location.new_attr::<hdf5::types::VarLenUnicode>().create(name)?.write_scalar(&value)
+    let value: hdf5::types::VarLenUnicode = value
+        .parse()
+        .map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string()))?;
+    location
+        .new_attr::<hdf5::types::VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&value)
 }
 
 fn read_str_attr(location: &hdf5::Location, name: &str) -> hdf5::Result<String> {
-    Ok(location.attr(name)?.read_scalar::<hdf5::types::VarLenUnicode>()?.as_str().to_owned())
+    Ok(location
+        .attr(name)?
+        .read_scalar::<hdf5::types::VarLenUnicode>()?
+        .as_str()
+        .to_owned())
 }
 
 #[cfg(test)]
@@ -317,7 +435,12 @@ mod tests {
         assert_eq!(set.len(), 100);
         for target in &set.targets {
             let seen: BTreeSet<u32> = target.values.iter().copied().collect();
-            assert_eq!(seen.len(), 23, "target {} covers all 23 values", target.name);
+            assert_eq!(
+                seen.len(),
+                23,
+                "target {} covers all 23 values",
+                target.name
+            );
         }
         assert!(set.splits.contains(&Split::Train) && set.splits.contains(&Split::Test));
     }
@@ -343,8 +466,14 @@ mod tests {
         set.save(&path).unwrap();
         let back = ProbeSet::load_pinned(&path, &set.sha256()).unwrap();
         assert_eq!(back, set);
-        assert!(matches!(ProbeSet::load_pinned(&path, "00"), Err(ProbeSetError::HashMismatch { .. })));
+        assert!(matches!(
+            ProbeSet::load_pinned(&path, "00"),
+            Err(ProbeSetError::HashMismatch { .. })
+        ));
         let other = ModularAddition::new(13, 0.5, 0);
-        assert!(matches!(back.check_matches(&other, &path), Err(ProbeSetError::Mismatch { .. })));
+        assert!(matches!(
+            back.check_matches(&other, &path),
+            Err(ProbeSetError::Mismatch { .. })
+        ));
     }
 }

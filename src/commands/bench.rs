@@ -61,8 +61,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         let (a, b) = (median(&mut ours), median(&mut theirs));
-        let ratio = if theirs.is_empty() { "-".to_owned() } else { format!("{:.2}", a / b) };
-        let b = if theirs.is_empty() { "-".to_owned() } else { format!("{b:.1}") };
+        let ratio = if theirs.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", a / b)
+        };
+        let b = if theirs.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{b:.1}")
+        };
         println!("| {} | {a:.1} | {b} | {ratio} |", config_path.display());
     }
     Ok(())
@@ -78,7 +86,9 @@ fn time_ours(config: &Config, warmup: usize, steps: usize) -> anyhow::Result<Vec
     let mut optim = make_optimizer(&config.optim);
     let queries = model.answer_queries(task.answer_positions(), &device);
     let batch_size = config.train.batch_size;
-    let full = batch_size.is_none().then(|| batch_tensors(task.as_ref(), 0, None, &device));
+    let full = batch_size
+        .is_none()
+        .then(|| batch_tensors(task.as_ref(), 0, None, &device));
     let mut times = vec![];
     for step in 0..(warmup + steps) as u64 {
         let start = Instant::now();
@@ -87,7 +97,15 @@ fn time_ours(config: &Config, warmup: usize, steps: usize) -> anyhow::Result<Vec
             None => batch_tensors(task.as_ref(), step, batch_size, &device),
         };
         let lr = learning_rate(&config.optim, step, config.train.steps);
-        let (updated, loss) = train_step(model, &mut optim, tokens, targets, &queries, lr, config.optim.grad_clip);
+        let (updated, loss) = train_step(
+            model,
+            &mut optim,
+            tokens,
+            targets,
+            &queries,
+            lr,
+            config.optim.grad_clip,
+        );
         model = updated;
         loss.into_scalar::<f32>();
         if step >= warmup as u64 {
@@ -103,17 +121,30 @@ fn time_torch(args: &TrainArgs, config: &PathBuf) -> anyhow::Result<Vec<f64>> {
     let output = Command::new(&args.python)
         .arg(&script)
         .arg(config)
-        .args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string(), "--threads", "2"])
+        .args([
+            "--steps",
+            &args.steps.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+            "--threads",
+            "2",
+        ])
         .output()
         .with_context(|| format!("running {} {}", args.python, script.display()))?;
     if !output.status.success() {
         bail!(
             "the PyTorch reference failed (pass --no-torch to skip it): {}",
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
     }
-    let line: serde_json::Value = serde_json::from_slice(&output.stdout).context("reading the PyTorch timings")?;
-    let times = line["ms_per_step"].as_array().context("no ms_per_step in the PyTorch output")?;
+    let line: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("reading the PyTorch timings")?;
+    let times = line["ms_per_step"]
+        .as_array()
+        .context("no ms_per_step in the PyTorch output")?;
     Ok(times.iter().filter_map(|t| t.as_f64()).collect())
 }
 

@@ -38,11 +38,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let (device, _) = crate::device::pick();
     let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
-    let out = args.out.unwrap_or_else(|| args.run_dir.join("export").join(checkpoint::step_dir_name(args.step)));
+    let out = args.out.unwrap_or_else(|| {
+        args.run_dir
+            .join("export")
+            .join(checkpoint::step_dir_name(args.step))
+    });
     // A few test-split examples (or train, for tasks without a test split) with our logits on them.
-    let examples = task.split(tasks::Split::Test).unwrap_or_else(|| task.train_batch(0, Some(8)));
+    let examples = task
+        .split(tasks::Split::Test)
+        .unwrap_or_else(|| task.train_batch(0, Some(8)));
     let sample = examples.select(&(0..examples.n.min(8)).collect::<Vec<_>>());
-    trainer::export::export(&model, &sample, &out).with_context(|| format!("writing {}", out.display()))?;
+    trainer::export::export(&model, &sample, &out)
+        .with_context(|| format!("writing {}", out.display()))?;
     println!("exported step {} to {}", args.step, out.display());
     Ok(())
 }

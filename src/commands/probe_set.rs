@@ -18,8 +18,17 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     let task = tasks::build(&config.task, config.train.seed);
-    let set = ProbeSet::generate(task.as_ref(), config.analysis.probe_size, config.analysis.probe_seed);
+    let set = ProbeSet::generate(
+        task.as_ref(),
+        config.analysis.probe_size,
+        config.analysis.probe_seed,
+    );
     set.save(&args.out)?;
-    println!("wrote {} examples to {} (sha256 {})", set.len(), args.out.display(), set.sha256());
+    println!(
+        "wrote {} examples to {} (sha256 {})",
+        set.len(),
+        args.out.display(),
+        set.sha256()
+    );
     Ok(())
 }

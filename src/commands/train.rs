@@ -34,13 +34,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (root, resume) = match (&args.resume, &args.out) {
         (Some(dir), _) => {
             if !dir.join("run.json").exists() {
-                bail!("cannot resume {}: it is not a run directory (no run.json)", dir.display());
+                bail!(
+                    "cannot resume {}: it is not a run directory (no run.json)",
+                    dir.display()
+                );
             }
             (dir.clone(), true)
         }
         (None, Some(out)) => (out.clone(), false),
         (None, None) => {
-            let stem = args.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or("run".into());
+            let stem = args
+                .config
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or("run".into());
             (PathBuf::from("runs").join(stem), false)
         }
     };
@@ -56,15 +63,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         (Box::new(NoPlugin), None)
     };
-    let job = TrainJob { config: &config, run: &run, resume, device, device_name: device_name.to_owned(), probe_set_sha256 };
+    let job = TrainJob {
+        config: &config,
+        run: &run,
+        resume,
+        device,
+        device_name: device_name.to_owned(),
+        probe_set_sha256,
+    };
     let summary = train(job, plugin.as_mut(), &mut |p| display.update(p))
         .with_context(|| format!("training {}", root.display()))?;
     display.finish();
     let accuracy = summary
         .final_eval
         .map(|e| {
-            let acc = |s: Option<trainer::eval::SplitScore>| s.map(|s| format!("{:.4}", s.accuracy)).unwrap_or("-".into());
-            format!(", final train accuracy {}, test accuracy {}", acc(e.train), acc(e.test))
+            let acc = |s: Option<trainer::eval::SplitScore>| {
+                s.map(|s| format!("{:.4}", s.accuracy))
+                    .unwrap_or("-".into())
+            };
+            format!(
+                ", final train accuracy {}, test accuracy {}",
+                acc(e.train),
+                acc(e.test)
+            )
         })
         .unwrap_or_default();
     println!(
@@ -85,14 +106,21 @@ fn probe_set(config: &Config, run: &RunDir, resume: bool) -> anyhow::Result<Prob
     let (path, set) = if resume {
         let manifest = run.read_manifest()?;
         let hash = manifest.probe_set_sha256.with_context(|| {
-            format!("cannot resume {} with --analyze: it was started without --analyze", run.root.display())
+            format!(
+                "cannot resume {} with --analyze: it was started without --analyze",
+                run.root.display()
+            )
         })?;
         let path = probe_set_path(run);
         (path.clone(), ProbeSet::load_pinned(&path, &hash)?)
     } else if let Some(path) = &config.analysis.probe_set {
         (path.clone(), ProbeSet::load(path)?)
     } else {
-        return Ok(ProbeSet::generate(task.as_ref(), config.analysis.probe_size, config.analysis.probe_seed));
+        return Ok(ProbeSet::generate(
+            task.as_ref(),
+            config.analysis.probe_size,
+            config.analysis.probe_seed,
+        ));
     };
     set.check_matches(task.as_ref(), &path)?;
     Ok(set)

@@ -33,6 +33,10 @@ pub struct CheckpointState {
     pub rng: RngState,
     pub data_cursor: DataCursor,
     pub tokens_seen: u64,
+    /// Learning rate of the update that produced this step, and the last logged training loss: what the
+    /// loop reports at this checkpoint, restored on resume so reports do not depend on where a run resumed.
+    pub lr: f64,
+    pub last_train_loss: Option<f32>,
     /// SHA-256 of the frozen config this checkpoint was trained under.
     pub config_sha256: String,
     /// SHA-256 of the weights' values (see [`weights_sha256`]): equal hashes mean bit-identical weights,
@@ -77,54 +81,83 @@ pub fn save(
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let record_err = |path: &Path| {
         let path = path.to_owned();
-        move |e: burn::store::RecordError| CheckpointError::Record { path, message: e.to_string() }
+        move |e: burn::store::RecordError| CheckpointError::Record {
+            path,
+            message: e.to_string(),
+        }
     };
     let model_path = tmp.join(MODEL_FILE);
-    model.clone().save_file(&model_path).map_err(record_err(&model_path))?;
+    model
+        .clone()
+        .save_file(&model_path)
+        .map_err(record_err(&model_path))?;
     let optim_path = tmp.join(OPTIM_FILE);
     optim.save(&optim_path).map_err(record_err(&optim_path))?;
     state.format = FORMAT;
     state.weights_sha256 = weights_sha256(model);
     state.files = BTreeMap::new();
     for name in [MODEL_FILE, OPTIM_FILE] {
-        state.files.insert(name.to_owned(), sha256_file(&tmp.join(name))?);
+        state
+            .files
+            .insert(name.to_owned(), sha256_file(&tmp.join(name))?);
     }
     let state_path = tmp.join(STATE_FILE);
     let json = serde_json::to_vec_pretty(&state).expect("checkpoint state serializes");
     fs::write(&state_path, json).map_err(io(&state_path))?;
     for name in [MODEL_FILE, OPTIM_FILE, STATE_FILE] {
         let path = tmp.join(name);
-        fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
+        fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&path))?;
     }
     if final_dir.exists() {
         fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
     fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    fs::File::open(checkpoints).and_then(|d| d.sync_all()).map_err(io(checkpoints))?;
+    fs::File::open(checkpoints)
+        .and_then(|d| d.sync_all())
+        .map_err(io(checkpoints))?;
     Ok(final_dir)
 }
 
 /// Reads and verifies `state.json` of the checkpoint in `dir` (every file's hash must match).
 pub fn read_state(dir: &Path) -> Result<CheckpointState, CheckpointError> {
     let state_path = dir.join(STATE_FILE);
-    let text = fs::read_to_string(&state_path).map_err(|source| CheckpointError::Io { path: state_path.clone(), source })?;
-    let state: CheckpointState = serde_json::from_str(&text)
-        .map_err(|e| CheckpointError::Corrupt { path: state_path.clone(), why: format!("unreadable state.json: {e}") })?;
+    let text = fs::read_to_string(&state_path).map_err(|source| CheckpointError::Io {
+        path: state_path.clone(),
+        source,
+    })?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
+            path: state_path.clone(),
+            why: format!("unreadable state.json: {e}"),
+        })?;
     if state.format != FORMAT {
         return Err(CheckpointError::Corrupt {
             path: state_path,
-            why: format!("checkpoint format {} (this build reads {FORMAT})", state.format),
+            why: format!(
+                "checkpoint format {} (this build reads {FORMAT})",
+                state.format
+            ),
         });
     }
     for name in [MODEL_FILE, OPTIM_FILE] {
         let path = dir.join(name);
-        let expected = state.files.get(name).ok_or_else(|| CheckpointError::Corrupt {
-            path: state_path.clone(),
-            why: format!("no hash recorded for {name}"),
-        })?;
+        let expected = state
+            .files
+            .get(name)
+            .ok_or_else(|| CheckpointError::Corrupt {
+                path: state_path.clone(),
+                why: format!("no hash recorded for {name}"),
+            })?;
         let actual = sha256_file(&path)?;
         if &actual != expected {
-            return Err(CheckpointError::Corrupt { path, why: "its SHA-256 differs from the one recorded at save time (truncated or modified)".into() });
+            return Err(CheckpointError::Corrupt {
+                path,
+                why:
+                    "its SHA-256 differs from the one recorded at save time (truncated or modified)"
+                        .into(),
+            });
         }
     }
     Ok(state)
@@ -137,21 +170,34 @@ pub fn load(
     optim: ModuleOptimizer,
 ) -> Result<(Transformer, ModuleOptimizer, CheckpointState), CheckpointError> {
     let state = read_state(dir)?;
-    let record_err = |path: PathBuf| move |e: burn::store::RecordError| CheckpointError::Corrupt { path, why: e.to_string() };
+    let record_err = |path: PathBuf| {
+        move |e: burn::store::RecordError| CheckpointError::Corrupt {
+            path,
+            why: e.to_string(),
+        }
+    };
     let model_path = dir.join(MODEL_FILE);
-    let model = model.try_load_file(&model_path).map_err(record_err(model_path))?;
+    let model = model
+        .try_load_file(&model_path)
+        .map_err(record_err(model_path))?;
     let optim_path = dir.join(OPTIM_FILE);
     let optim = optim.load(&optim_path).map_err(record_err(optim_path))?;
     Ok((model, optim, state))
 }
 
 /// Loads only the weights of the verified checkpoint in `dir`.
-pub fn load_model(dir: &Path, model: Transformer) -> Result<(Transformer, CheckpointState), CheckpointError> {
+pub fn load_model(
+    dir: &Path,
+    model: Transformer,
+) -> Result<(Transformer, CheckpointState), CheckpointError> {
     let state = read_state(dir)?;
     let path = dir.join(MODEL_FILE);
     let model = model
         .try_load_file(&path)
-        .map_err(|e| CheckpointError::Corrupt { path: path.clone(), why: e.to_string() })?;
+        .map_err(|e| CheckpointError::Corrupt {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
     Ok((model, state))
 }
 
@@ -160,7 +206,12 @@ pub fn list(checkpoints: &Path) -> Result<Vec<u64>, CheckpointError> {
     let entries = match fs::read_dir(checkpoints) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(source) => return Err(CheckpointError::Io { path: checkpoints.to_owned(), source }),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: checkpoints.to_owned(),
+                source,
+            });
+        }
     };
     let mut steps: Vec<u64> = entries
         .filter_map(|e| e.ok())
@@ -187,11 +238,17 @@ pub fn weights_sha256(model: &Transformer) -> String {
 
 /// Hex SHA-256 of a file's bytes.
 pub fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
-    let mut file = fs::File::open(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
+    let mut file = fs::File::open(path).map_err(|source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buf).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
+        let n = file.read(&mut buf).map_err(|source| CheckpointError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         if n == 0 {
             break;
         }

@@ -1,5 +1,7 @@
 //! The run configuration: one TOML file, parsed strictly (unknown keys are errors) and validated once into
 //! types the rest of the code trusts.
+// `!(x > 0.0)` on purpose: it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -246,32 +248,30 @@ impl Default for AnalysisConfig {
 }
 
 /// Full-split evaluation cadence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Evaluate the full splits every this many steps (0: only at checkpoints that are multiples of nothing, i.e. never).
+    /// Evaluate the full splits at checkpoints that are multiples of this many steps (0: only at the last step).
     #[serde(default)]
     pub every: u64,
-}
-
-impl Default for EvalConfig {
-    fn default() -> Self {
-        Self { every: 0 }
-    }
 }
 
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| e.with_path(path))
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: None, message: e.message().to_owned() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.message().to_owned(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -282,24 +282,40 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &str, why: String| Err(ConfigError::Invalid { path: None, field: field.to_owned(), why });
+        let invalid = |field: &str, why: String| {
+            Err(ConfigError::Invalid {
+                path: None,
+                field: field.to_owned(),
+                why,
+            })
+        };
         match &self.task {
             TaskConfig::ModularAddition { p, train_fraction } => {
                 if *p < 2 {
                     return invalid("task.p", format!("must be at least 2, got {p}"));
                 }
                 if !(*train_fraction > 0.0 && *train_fraction < 1.0) {
-                    return invalid("task.train_fraction", format!("must be in (0, 1), got {train_fraction}"));
+                    return invalid(
+                        "task.train_fraction",
+                        format!("must be in (0, 1), got {train_fraction}"),
+                    );
                 }
                 let n_train = (train_fraction * (p * p) as f64).round() as usize;
                 if n_train == 0 || n_train >= p * p {
                     return invalid(
                         "task.train_fraction",
-                        format!("gives an empty train or test split ({n_train} of {} pairs)", p * p),
+                        format!(
+                            "gives an empty train or test split ({n_train} of {} pairs)",
+                            p * p
+                        ),
                     );
                 }
             }
-            TaskConfig::Induction { vocab, seq_len, test_size } => {
+            TaskConfig::Induction {
+                vocab,
+                seq_len,
+                test_size,
+            } => {
                 if *vocab < 2 {
                     return invalid("task.vocab", format!("must be at least 2, got {vocab}"));
                 }
@@ -307,7 +323,10 @@ impl Config {
                     return invalid("task.seq_len", format!("must be at least 3, got {seq_len}"));
                 }
                 if *test_size == 0 {
-                    return invalid("task.test_size", "must be positive (the test split is empty)".into());
+                    return invalid(
+                        "task.test_size",
+                        "must be positive (the test split is empty)".into(),
+                    );
                 }
             }
         }
@@ -316,22 +335,34 @@ impl Config {
             return invalid("model.n_layers", "must be at least 1".into());
         }
         if m.d_model == 0 || m.n_heads == 0 {
-            return invalid("model.d_model", "d_model and n_heads must be positive".into());
-        }
-        if m.d_head.is_none() && m.d_model % m.n_heads != 0 {
             return invalid(
                 "model.d_model",
-                format!("must be divisible by n_heads ({} % {} != 0) or d_head must be given", m.d_model, m.n_heads),
+                "d_model and n_heads must be positive".into(),
+            );
+        }
+        if m.d_head.is_none() && !m.d_model.is_multiple_of(m.n_heads) {
+            return invalid(
+                "model.d_model",
+                format!(
+                    "must be divisible by n_heads ({} % {} != 0) or d_head must be given",
+                    m.d_model, m.n_heads
+                ),
             );
         }
         if m.d_head == Some(0) {
             return invalid("model.d_head", "must be positive".into());
         }
         if !m.attn_only && m.d_mlp.unwrap_or(0) == 0 {
-            return invalid("model.d_mlp", "must be positive unless attn_only = true".into());
+            return invalid(
+                "model.d_mlp",
+                "must be positive unless attn_only = true".into(),
+            );
         }
         if !(m.init_range > 0.0) {
-            return invalid("model.init_range", format!("must be positive, got {}", m.init_range));
+            return invalid(
+                "model.init_range",
+                format!("must be positive, got {}", m.init_range),
+            );
         }
         let o = &self.optim;
         if !(o.lr > 0.0 && o.lr.is_finite()) {
@@ -346,25 +377,37 @@ impl Config {
             return invalid("optim.eps", format!("must be positive, got {}", o.eps));
         }
         if !(o.weight_decay >= 0.0) {
-            return invalid("optim.weight_decay", format!("must be non-negative, got {}", o.weight_decay));
+            return invalid(
+                "optim.weight_decay",
+                format!("must be non-negative, got {}", o.weight_decay),
+            );
         }
         if !(0.0..=1.0).contains(&o.min_lr_ratio) {
-            return invalid("optim.min_lr_ratio", format!("must be in [0, 1], got {}", o.min_lr_ratio));
+            return invalid(
+                "optim.min_lr_ratio",
+                format!("must be in [0, 1], got {}", o.min_lr_ratio),
+            );
         }
-        if let Some(c) = o.grad_clip {
-            if !(c > 0.0) {
-                return invalid("optim.grad_clip", format!("must be positive, got {c}"));
-            }
+        if let Some(c) = o.grad_clip
+            && !(c > 0.0)
+        {
+            return invalid("optim.grad_clip", format!("must be positive, got {c}"));
         }
         let t = &self.train;
         if t.steps == 0 {
             return invalid("train.steps", "must be at least 1".into());
         }
         if t.batch_size == Some(0) {
-            return invalid("train.batch_size", "must be positive (omit it for full batch)".into());
+            return invalid(
+                "train.batch_size",
+                "must be positive (omit it for full batch)".into(),
+            );
         }
         if matches!(self.task, TaskConfig::Induction { .. }) && t.batch_size.is_none() {
-            return invalid("train.batch_size", "is required for induction (its train stream is unbounded)".into());
+            return invalid(
+                "train.batch_size",
+                "is required for induction (its train stream is unbounded)".into(),
+            );
         }
         if t.log_every == 0 {
             return invalid("train.log_every", "must be at least 1".into());
@@ -383,7 +426,9 @@ impl Config {
 
     /// Width of one attention head.
     pub fn d_head(&self) -> usize {
-        self.model.d_head.unwrap_or(self.model.d_model / self.model.n_heads)
+        self.model
+            .d_head
+            .unwrap_or(self.model.d_model / self.model.n_heads)
     }
 }
 
@@ -396,7 +441,11 @@ mod tests {
     #[test]
     fn example_ci_config_parses() {
         let c = Config::parse(CI).unwrap();
-        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c, "canonical TOML round-trips");
+        assert_eq!(
+            Config::parse(&c.to_toml()).unwrap(),
+            c,
+            "canonical TOML round-trips"
+        );
     }
 
     #[test]

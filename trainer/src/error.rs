@@ -7,21 +7,38 @@ use std::path::{Path, PathBuf};
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// TOML syntax, an unknown key, a missing key or a wrong type.
     #[error("invalid config{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
-    Parse { path: Option<PathBuf>, message: String },
+    Parse {
+        path: Option<PathBuf>,
+        message: String,
+    },
     /// A value out of its allowed range.
     #[error("invalid config{}: {field} {why}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
-    Invalid { path: Option<PathBuf>, field: String, why: String },
+    Invalid {
+        path: Option<PathBuf>,
+        field: String,
+        why: String,
+    },
 }
 
 impl ConfigError {
     /// Attaches the config file's path to a parse or validation error.
     pub fn with_path(self, path: &Path) -> Self {
         match self {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: Some(path.to_owned()), message },
-            ConfigError::Invalid { field, why, .. } => ConfigError::Invalid { path: Some(path.to_owned()), field, why },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: Some(path.to_owned()),
+                message,
+            },
+            ConfigError::Invalid { field, why, .. } => ConfigError::Invalid {
+                path: Some(path.to_owned()),
+                field,
+                why,
+            },
             other => other,
         }
     }
@@ -32,7 +49,10 @@ impl ConfigError {
 pub enum CheckpointError {
     /// Disk I/O failed.
     #[error("checkpoint {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// No checkpoint directory for the requested step.
     #[error("no checkpoint for step {step} in {dir}")]
     Missing { dir: PathBuf, step: u64 },
@@ -59,7 +79,10 @@ pub enum TrainError {
     RunDir { path: PathBuf, why: String },
     /// Writing a log file failed.
     #[error("writing {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The loss became NaN or infinite.
     #[error("loss is not finite ({loss}) at step {step}")]
     NonFiniteLoss { step: u64, loss: f32 },

@@ -16,7 +16,12 @@ pub struct SplitScore {
 }
 
 /// Evaluates `model` (use an inference copy, `model.valid()`) on `examples`; `device` must not be autodiff.
-pub fn evaluate(model: &Transformer, examples: &Examples, answers: &[usize], device: &Device) -> Result<SplitScore, String> {
+pub fn evaluate(
+    model: &Transformer,
+    examples: &Examples,
+    answers: &[usize],
+    device: &Device,
+) -> Result<SplitScore, String> {
     let queries = model.answer_queries(answers, device);
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     let mut start = 0;
@@ -33,5 +38,8 @@ pub fn evaluate(model: &Transformer, examples: &Examples, answers: &[usize], dev
         start += idx.len();
     }
     let total = (examples.n * examples.n_answers) as f64;
-    Ok(SplitScore { loss: loss_sum / total, accuracy: correct as f64 / total })
+    Ok(SplitScore {
+        loss: loss_sum / total,
+        accuracy: correct as f64 / total,
+    })
 }

@@ -29,11 +29,17 @@ pub fn named_parameters<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, 
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let tensor = param.val();
             let shape = tensor.dims().to_vec();
-            let values = tensor.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+            let values = tensor
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap_or_default();
             self.out.insert(self.path.join("."), (shape, values));
         }
     }
-    let mut collect = Collect { path: vec![], out: BTreeMap::new() };
+    let mut collect = Collect {
+        path: vec![],
+        out: BTreeMap::new(),
+    };
     module.visit(&mut collect);
     collect.out
 }
@@ -70,17 +76,30 @@ pub fn export(model: &Transformer, sample: &Examples, out_dir: &Path) -> std::io
         .map(|(name, (shape, values))| (name, Dtype::F32, shape, f32_bytes(&values)))
         .collect();
     write_safetensors(&out_dir.join("model.safetensors"), &params)?;
-    let config = serde_json::to_vec_pretty(&hooked_transformer_config(model)).map_err(std::io::Error::other)?;
+    let config = serde_json::to_vec_pretty(&hooked_transformer_config(model))
+        .map_err(std::io::Error::other)?;
     std::fs::write(out_dir.join("config.json"), config)?;
 
     let device = model.devices().into_iter().next().unwrap_or_default();
     let tokens = int_tensor(&sample.tokens, sample.n, sample.seq_len, &device);
     let logits = model.valid().forward(tokens);
     let shape = logits.dims().to_vec();
-    let logits = logits.into_data().try_into_vec_as::<f32>().map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    let token_bytes: Vec<u8> = sample.tokens.iter().flat_map(|&t| i64::from(t).to_le_bytes()).collect();
+    let logits = logits
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let token_bytes: Vec<u8> = sample
+        .tokens
+        .iter()
+        .flat_map(|&t| i64::from(t).to_le_bytes())
+        .collect();
     let sample = [
-        ("tokens".to_owned(), Dtype::I64, vec![sample.n, sample.seq_len], token_bytes),
+        (
+            "tokens".to_owned(),
+            Dtype::I64,
+            vec![sample.n, sample.seq_len],
+            token_bytes,
+        ),
         ("logits".to_owned(), Dtype::F32, shape, f32_bytes(&logits)),
     ];
     write_safetensors(&out_dir.join("sample.safetensors"), &sample)
@@ -98,7 +117,8 @@ fn write_safetensors(path: &Path, tensors: &[NamedBytes]) -> std::io::Result<()>
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(std::io::Error::other)?;
+            let view =
+                TensorView::new(*dtype, shape.clone(), bytes).map_err(std::io::Error::other)?;
             Ok((name.clone(), view))
         })
         .collect::<std::io::Result<_>>()?;
@@ -139,6 +159,11 @@ mod tests {
         assert_eq!(shape("blocks.0.mlp.W_in"), Some(vec![8, 16]));
         assert_eq!(shape("ln_final.b"), Some(vec![8]));
         assert_eq!(shape("unembed.W_U"), Some(vec![8, 4]));
-        assert_eq!(params.len(), 2 + 2 * (8 + 4 + 4) + 2 + 2, "{:?}", params.keys().collect::<Vec<_>>());
+        assert_eq!(
+            params.len(),
+            2 + 2 * (8 + 4 + 4) + 2 + 2,
+            "{:?}",
+            params.keys().collect::<Vec<_>>()
+        );
     }
 }

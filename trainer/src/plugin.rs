@@ -43,7 +43,11 @@ pub struct StartEvent<'a> {
 pub trait CheckpointPlugin {
     /// On resume, before a checkpoint is chosen: the first scheduled step whose output this plugin lacks (a
     /// kill can stop it behind the trainer). The loop resumes from the last checkpoint at or before it.
-    fn first_missing_step(&mut self, run: &RunDir, schedule: &[u64]) -> Result<Option<u64>, PluginError> {
+    fn first_missing_step(
+        &mut self,
+        run: &RunDir,
+        schedule: &[u64],
+    ) -> Result<Option<u64>, PluginError> {
         let _ = (run, schedule);
         Ok(None)
     }

@@ -66,29 +66,40 @@ impl RunDir {
     /// Creates a fresh run directory; refuses one that already holds a run.
     pub fn create(&self, config: &Config, manifest: &Manifest) -> Result<(), TrainError> {
         if self.manifest().exists() || self.checkpoints().exists() {
-            return Err(self.error("already holds a run; pass --resume to continue it or choose another --out"));
+            return Err(self.error(
+                "already holds a run; pass --resume to continue it or choose another --out",
+            ));
         }
         let io = |path: PathBuf| move |source| TrainError::Io { path, source };
-        for dir in [self.root.clone(), self.checkpoints(), self.root.join("metrics")] {
+        for dir in [
+            self.root.clone(),
+            self.checkpoints(),
+            self.root.join("metrics"),
+        ] {
             fs::create_dir_all(&dir).map_err(io(dir.clone()))?;
         }
         write_atomic(&self.config(), config.to_toml().as_bytes())?;
-        write_atomic(&self.manifest(), &serde_json::to_vec_pretty(manifest).expect("manifest serializes"))?;
+        write_atomic(
+            &self.manifest(),
+            &serde_json::to_vec_pretty(manifest).expect("manifest serializes"),
+        )?;
         Ok(())
     }
 
     /// Reads the manifest, refusing another schema version.
     pub fn read_manifest(&self) -> Result<Manifest, TrainError> {
-        let text = fs::read_to_string(self.manifest()).map_err(|e| self.error(&format!("cannot read run.json: {e}")))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| self.error(&format!("run.json is not valid JSON: {e}")))?;
+        let text = fs::read_to_string(self.manifest())
+            .map_err(|e| self.error(&format!("cannot read run.json: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| self.error(&format!("run.json is not valid JSON: {e}")))?;
         let version = value.get("schema_version").and_then(|v| v.as_u64());
         if version != Some(u64::from(RUN_SCHEMA_VERSION)) {
             return Err(self.error(&format!(
                 "was written with run schema version {version:?}; this build reads version {RUN_SCHEMA_VERSION}"
             )));
         }
-        serde_json::from_value(value).map_err(|e| self.error(&format!("run.json does not match its schema: {e}")))
+        serde_json::from_value(value)
+            .map_err(|e| self.error(&format!("run.json does not match its schema: {e}")))
     }
 
     /// Reads the frozen config of this run.
@@ -101,7 +112,11 @@ impl RunDir {
         let frozen = self.read_config()?;
         if &frozen != config {
             let (a, b) = (frozen.to_toml(), config.to_toml());
-            let first_diff = a.lines().zip(b.lines()).find(|(x, y)| x != y).map(|(x, y)| format!(" (run has `{x}`, given `{y}`)"));
+            let first_diff = a
+                .lines()
+                .zip(b.lines())
+                .find(|(x, y)| x != y)
+                .map(|(x, y)| format!(" (run has `{x}`, given `{y}`)"));
             return Err(self.error(&format!(
                 "was trained with a different config{}; resume with the run's own config.toml",
                 first_diff.unwrap_or_default()
@@ -111,7 +126,10 @@ impl RunDir {
     }
 
     fn error(&self, why: &str) -> TrainError {
-        TrainError::RunDir { path: self.root.clone(), why: why.to_owned() }
+        TrainError::RunDir {
+            path: self.root.clone(),
+            why: why.to_owned(),
+        }
     }
 }
 
@@ -123,7 +141,10 @@ pub fn config_sha256(config: &Config) -> String {
 /// Writes a file whole: to a temporary sibling, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     let tmp = path.with_extension("tmp");
-    let io = |source| TrainError::Io { path: path.to_owned(), source };
+    let io = |source| TrainError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = fs::File::create(&tmp).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
@@ -140,7 +161,10 @@ impl JsonlWriter {
     /// Opens `path` for appending, first dropping every row whose `step` is `from_step` or later (rows a resumed
     /// run will write again) and any torn last line.
     pub fn open_from(path: &Path, from_step: u64) -> Result<Self, TrainError> {
-        let io = |source| TrainError::Io { path: path.to_owned(), source };
+        let io = |source| TrainError::Io {
+            path: path.to_owned(),
+            source,
+        };
         if path.exists() {
             let text = fs::read_to_string(path).map_err(io)?;
             let kept: String = text
@@ -157,15 +181,25 @@ impl JsonlWriter {
                 write_atomic(path, kept.as_bytes())?;
             }
         }
-        let file = fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-        Ok(Self { path: path.to_owned(), file })
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
     }
 
     /// Appends one row.
     pub fn write<T: Serialize>(&mut self, row: &T) -> Result<(), TrainError> {
         let mut line = serde_json::to_vec(row).expect("row serializes");
         line.push(b'\n');
-        let io = |source| TrainError::Io { path: self.path.clone(), source };
+        let io = |source| TrainError::Io {
+            path: self.path.clone(),
+            source,
+        };
         self.file.write_all(&line).map_err(io)?;
         self.file.flush().map_err(io)
     }

@@ -41,9 +41,18 @@ mod tests {
 
     #[test]
     fn schedule_is_log_spaced_early_then_linear() {
-        let c = CheckpointConfig { every: 100, log_spaced_until: 64 };
-        assert_eq!(checkpoint_steps(&c, 250), vec![0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 250]);
-        let c = CheckpointConfig { every: 5, log_spaced_until: 0 };
+        let c = CheckpointConfig {
+            every: 100,
+            log_spaced_until: 64,
+        };
+        assert_eq!(
+            checkpoint_steps(&c, 250),
+            vec![0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 250]
+        );
+        let c = CheckpointConfig {
+            every: 5,
+            log_spaced_until: 0,
+        };
         assert_eq!(checkpoint_steps(&c, 10), vec![0, 5, 10]);
     }
 

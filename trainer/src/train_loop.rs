@@ -90,7 +90,12 @@ pub fn train(
     let mut optim = make_optimizer(&config.optim);
     let manifest = Manifest {
         schema_version: RUN_SCHEMA_VERSION,
-        run_id: format!("{}-s{}-{}", task.name(), config.train.seed, &config_hash[..8]),
+        run_id: format!(
+            "{}-s{}-{}",
+            task.name(),
+            config.train.seed,
+            &config_hash[..8]
+        ),
         formation_version: env!("CARGO_PKG_VERSION").to_owned(),
         burn_version: "0.22.1".to_owned(),
         task: task.name().to_owned(),
@@ -103,20 +108,35 @@ pub fn train(
         device: job.device_name.clone(),
         probe_set_sha256: job.probe_set_sha256.clone(),
     };
-    let plugin_err = |step| move |e: crate::plugin::PluginError| TrainError::Plugin { step, message: e.to_string() };
+    let mut resumed_report = (0.0, None);
+    let plugin_err = |step| {
+        move |e: crate::plugin::PluginError| TrainError::Plugin {
+            step,
+            message: e.to_string(),
+        }
+    };
     let (start, manifest) = if job.resume {
         let on_disk = job.run.read_manifest()?;
         job.run.check_same_config(config)?;
         let saved = checkpoint::list(&job.run.checkpoints())?;
-        let needed = plugin.first_missing_step(job.run, &schedule).map_err(plugin_err(0))?;
+        let needed = plugin
+            .first_missing_step(job.run, &schedule)
+            .map_err(plugin_err(0))?;
         let last = *saved
             .iter()
             .rev()
             .find(|&&s| needed.is_none_or(|n| s <= n))
-            .ok_or_else(|| CheckpointError::NoneFound { dir: job.run.checkpoints() })?;
-        let (loaded, loaded_optim, state) =
-            checkpoint::load(&checkpoint::step_dir(&job.run.checkpoints(), last), model, optim)?;
-        if state.data_cursor != task.data_cursor(state.step, batch_size) || state.config_sha256 != on_disk.config_sha256 {
+            .ok_or_else(|| CheckpointError::NoneFound {
+                dir: job.run.checkpoints(),
+            })?;
+        let (loaded, loaded_optim, state) = checkpoint::load(
+            &checkpoint::step_dir(&job.run.checkpoints(), last),
+            model,
+            optim,
+        )?;
+        if state.data_cursor != task.data_cursor(state.step, batch_size)
+            || state.config_sha256 != on_disk.config_sha256
+        {
             return Err(CheckpointError::Corrupt {
                 path: checkpoint::step_dir(&job.run.checkpoints(), last),
                 why: "its data cursor or config hash does not match this run".into(),
@@ -124,25 +144,35 @@ pub fn train(
             .into());
         }
         (model, optim) = (loaded, loaded_optim);
+        resumed_report = (state.lr, state.last_train_loss);
         (state.step, on_disk)
     } else {
         job.run.create(config, &manifest)?;
         (0, manifest)
     };
-    let start_event = StartEvent { run: job.run, manifest: &manifest, start_step: start, resume: job.resume };
+    let start_event = StartEvent {
+        run: job.run,
+        manifest: &manifest,
+        start_step: start,
+        resume: job.resume,
+    };
     plugin.on_start(&start_event).map_err(plugin_err(start))?;
 
     let mut train_log = JsonlWriter::open_from(&job.run.train_log(), start)?;
     let mut eval_log = JsonlWriter::open_from(&job.run.eval_log(), start)?;
-    let splits: Vec<(Split, tasks::Examples)> =
-        Split::ALL.iter().filter_map(|&s| task.split(s).map(|e| (s, e))).collect();
+    let splits: Vec<(Split, tasks::Examples)> = Split::ALL
+        .iter()
+        .filter_map(|&s| task.split(s).map(|e| (s, e)))
+        .collect();
     let queries = model.answer_queries(task.answer_positions(), &train_device);
-    let full_batch = batch_size.is_none().then(|| batch_tensors(task.as_ref(), 0, None, &train_device));
+    let full_batch = batch_size
+        .is_none()
+        .then(|| batch_tensors(task.as_ref(), 0, None, &train_device));
     let checkpoint_set: BTreeSet<u64> = schedule.iter().copied().collect();
     let examples_per_step = batch_size.unwrap_or_else(|| task.train_batch(0, None).n) as u64;
     let tokens_per_step = examples_per_step * task.seq_len() as u64;
     let clock = Instant::now();
-    let (mut last_loss, mut last_lr, mut final_eval) = (None, 0.0, None);
+    let ((mut last_lr, mut last_loss), mut final_eval) = (resumed_report, None);
     progress(Progress::Start { start, total });
 
     for step in start..=total {
@@ -151,18 +181,25 @@ pub fn train(
                 let state = CheckpointState {
                     format: 0,
                     step,
-                    rng: RngState { seed: config.train.seed, next_step: step },
+                    rng: RngState {
+                        seed: config.train.seed,
+                        next_step: step,
+                    },
                     data_cursor: task.data_cursor(step, batch_size),
                     tokens_seen: step * tokens_per_step,
+                    lr: last_lr,
+                    last_train_loss: last_loss,
                     config_sha256: config_hash.clone(),
                     weights_sha256: String::new(),
                     files: Default::default(),
                 };
                 checkpoint::save(&job.run.checkpoints(), &model, &optim, state)?;
             }
-            let eval_due = step == total || (config.eval.every > 0 && step % config.eval.every == 0);
+            let eval_due =
+                step == total || (config.eval.every > 0 && step % config.eval.every == 0);
             let eval = if eval_due {
-                let row = evaluate_splits(&model.valid(), task.as_ref(), &splits, step, &infer_device)?;
+                let row =
+                    evaluate_splits(&model.valid(), task.as_ref(), &splits, step, &infer_device)?;
                 eval_log.write(&row)?;
                 Some(row)
             } else {
@@ -194,21 +231,43 @@ pub fn train(
             Some(batch) => batch.clone(),
             None => batch_tensors(task.as_ref(), step, batch_size, &train_device),
         };
-        let (updated, loss) = train_step(model, &mut optim, tokens, targets, &queries, lr, config.optim.grad_clip);
+        let (updated, loss) = train_step(
+            model,
+            &mut optim,
+            tokens,
+            targets,
+            &queries,
+            lr,
+            config.optim.grad_clip,
+        );
         model = updated;
         if step % config.train.log_every == 0 {
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss { step, loss: value });
             }
-            train_log.write(&TrainRow { step, loss: value, lr, tokens_seen: step * tokens_per_step })?;
+            train_log.write(&TrainRow {
+                step,
+                loss: value,
+                lr,
+                tokens_seen: step * tokens_per_step,
+            })?;
             last_loss = Some(value);
-            progress(Progress::Step { step, loss: value, lr });
+            progress(Progress::Step {
+                step,
+                loss: value,
+                lr,
+            });
         }
         last_lr = lr;
     }
     plugin.finish().map_err(plugin_err(total))?;
-    Ok(Summary { run_id: manifest.run_id, steps: total, final_eval, wall_s: clock.elapsed().as_secs_f64() })
+    Ok(Summary {
+        run_id: manifest.run_id,
+        steps: total,
+        final_eval,
+        wall_s: clock.elapsed().as_secs_f64(),
+    })
 }
 
 /// One optimizer update: loss at the answer positions, backward, optional global-norm clipping, AdamW.
@@ -241,7 +300,12 @@ pub fn make_optimizer(optim: &OptimConfig) -> ModuleOptimizer {
 }
 
 /// Token and target tensors of training step `step`.
-pub fn batch_tensors(task: &dyn Task, step: u64, batch_size: Option<usize>, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+pub fn batch_tensors(
+    task: &dyn Task,
+    step: u64,
+    batch_size: Option<usize>,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let batch = task.train_batch(step, batch_size);
     (
         int_tensor(&batch.tokens, batch.n, batch.seq_len, device),
@@ -257,9 +321,15 @@ fn evaluate_splits(
     step: u64,
     device: &Device,
 ) -> Result<EvalRow, TrainError> {
-    let mut row = EvalRow { step, train: None, test: None, ood: None };
+    let mut row = EvalRow {
+        step,
+        train: None,
+        test: None,
+        ood: None,
+    };
     for (split, examples) in splits {
-        let score = evaluate(model, examples, task.answer_positions(), device).map_err(TrainError::Host)?;
+        let score =
+            evaluate(model, examples, task.answer_positions(), device).map_err(TrainError::Host)?;
         match split {
             Split::Train => row.train = Some(score),
             Split::Test => row.test = Some(score),
@@ -299,6 +369,9 @@ fn clip_global_norm(model: &Transformer, grads: &mut GradientsParams, max_norm: 
     let total = norm.sum.sqrt();
     if total > max_norm {
         // torch adds 1e-6 to the norm before dividing.
-        model.visit(&mut Scale { grads, factor: max_norm / (total + 1e-6) });
+        model.visit(&mut Scale {
+            grads,
+            factor: max_norm / (total + 1e-6),
+        });
     }
 }

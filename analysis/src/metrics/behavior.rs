@@ -16,8 +16,16 @@ pub struct Prediction {
 /// Scores one row of logits against its target.
 pub fn predict(logits: &[f32], target: usize) -> Prediction {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_sum_exp = f64::from(max) + logits.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln();
-    let argmax = logits.iter().enumerate().fold(0, |best, (i, &l)| if l > logits[best] { i } else { best });
+    let log_sum_exp = f64::from(max)
+        + logits
+            .iter()
+            .map(|&l| f64::from(l - max).exp())
+            .sum::<f64>()
+            .ln();
+    let argmax = logits
+        .iter()
+        .enumerate()
+        .fold(0, |best, (i, &l)| if l > logits[best] { i } else { best });
     let best_other = logits
         .iter()
         .enumerate()
@@ -69,7 +77,8 @@ pub struct BehaviorInput<'a> {
 pub fn behavior(input: &BehaviorInput<'_>) -> Behavior {
     let n = input.tokens.len() / input.seq_len;
     let n_answers = input.answer_positions.len();
-    let row = |i: usize, t: usize| &input.logits[(i * input.seq_len + t) * input.vocab..][..input.vocab];
+    let row =
+        |i: usize, t: usize| &input.logits[(i * input.seq_len + t) * input.vocab..][..input.vocab];
     let (mut loss, mut correct, mut margin) = (0.0, 0usize, 0.0);
     let mut per_position = vec![0usize; n_answers];
     let mut per_split: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
@@ -105,7 +114,10 @@ pub fn behavior(input: &BehaviorInput<'_>) -> Behavior {
             .zip(&per_position)
             .map(|(t, &c)| (format!("pos_{t}"), c as f64 / n.max(1) as f64))
             .collect(),
-        split_accuracy: per_split.into_iter().map(|(s, (c, k))| (s.to_owned(), c as f64 / k as f64)).collect(),
+        split_accuracy: per_split
+            .into_iter()
+            .map(|(s, (c, k))| (s.to_owned(), c as f64 / k as f64))
+            .collect(),
         in_context_score,
     }
 }

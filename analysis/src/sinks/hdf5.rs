@@ -44,7 +44,10 @@ impl ActivationStore {
         let mut steps = BTreeSet::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step_").and_then(|s| s.strip_suffix(".h5")).and_then(|s| s.parse::<u64>().ok());
+            let step = name
+                .strip_prefix("step_")
+                .and_then(|s| s.strip_suffix(".h5"))
+                .and_then(|s| s.parse::<u64>().ok());
             match step {
                 Some(step) if step < from_step => {
                     steps.insert(step);
@@ -69,7 +72,8 @@ impl ActivationStore {
         let name = group_name(step);
         let path = self.dir.join(format!("{name}.h5"));
         let tmp = self.dir.join(format!(".{name}.h5.tmp"));
-        self.write_step_file(&tmp, step, arrays).map_err(|e| AnalysisError::hdf5(&path, e))?;
+        self.write_step_file(&tmp, step, arrays)
+            .map_err(|e| AnalysisError::hdf5(&path, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
         self.steps.insert(step);
         self.write_index()?;
@@ -82,17 +86,24 @@ impl ActivationStore {
         file.new_attr::<u64>().create("step")?.write_scalar(&step)?;
         for stored in arrays {
             let shape = &stored.array.shape;
-            let view = ArrayViewD::from_shape(IxDyn(shape), &stored.array.data).map_err(|e| hdf5::Error::from(e.to_string()))?;
+            let view = ArrayViewD::from_shape(IxDyn(shape), &stored.array.data)
+                .map_err(|e| hdf5::Error::from(e.to_string()))?;
             let mut chunk = shape.clone();
             chunk[0] = chunk[0].clamp(1, CHUNK_EXAMPLES);
-            let mut builder = file.new_dataset_builder().obj_track_times(false).chunk(chunk);
+            let mut builder = file
+                .new_dataset_builder()
+                .obj_track_times(false)
+                .chunk(chunk);
             if hdf5::filters::deflate_available() {
                 builder = builder.shuffle().deflate(4);
             }
             let ds = builder.with_data(&view).create(stored.name.as_str())?;
             write_str_attr(&ds, "axes", &stored.axes)?;
             let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-            ds.new_attr::<u64>().shape(dims.len()).create("shape")?.write_raw(&dims)?;
+            ds.new_attr::<u64>()
+                .shape(dims.len())
+                .create("shape")?
+                .write_raw(&dims)?;
         }
         file.flush()?;
         Ok(())
@@ -118,7 +129,9 @@ impl ActivationStore {
         write_str_attr(file, "run_id", &self.run_id)?;
         write_str_attr(file, "probe_set_sha256", &self.probe_set_sha256)?;
         write_str_attr(file, "key_positions", &self.key_positions)?;
-        file.new_attr::<u64>().create("schema_version")?.write_scalar(&u64::from(SCHEMA_VERSION))
+        file.new_attr::<u64>()
+            .create("schema_version")?
+            .write_scalar(&u64::from(SCHEMA_VERSION))
     }
 }
 
@@ -128,13 +141,20 @@ pub fn group_name(step: u64) -> String {
 }
 
 fn write_str_attr(location: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
-    let value: hdf5::types::VarLenUnicode =
-        value.parse().map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string()))?;
-    location.new_attr::<hdf5::types::VarLenUnicode>().create(name)?.write_scalar(&value)
+    let value: hdf5::types::VarLenUnicode = value
+        .parse()
+        .map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string()))?;
+    location
+        .new_attr::<hdf5::types::VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&value)
 }
 
 fn io(path: &Path, e: std::io::Error) -> AnalysisError {
-    AnalysisError::Io { path: path.to_owned(), message: e.to_string() }
+    AnalysisError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -143,22 +163,40 @@ mod tests {
     use trainer::model::HostArray;
 
     fn array(name: &str, value: f32) -> StoredArray {
-        StoredArray { name: name.into(), axes: "example,d".into(), array: HostArray { shape: vec![3, 2], data: vec![value; 6] } }
+        StoredArray {
+            name: name.into(),
+            axes: "example,d".into(),
+            array: HostArray {
+                shape: vec![3, 2],
+                data: vec![value; 6],
+            },
+        }
     }
 
     #[test]
     fn steps_are_reachable_through_the_index_and_a_resume_drops_later_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = ActivationStore::open(dir.path(), "run", "abc", &["a"], 0).unwrap();
-        store.write(0, &[array("blocks.0.hook_resid_pre", 1.0)]).unwrap();
-        store.write(10, &[array("blocks.0.hook_resid_pre", 2.0)]).unwrap();
+        store
+            .write(0, &[array("blocks.0.hook_resid_pre", 1.0)])
+            .unwrap();
+        store
+            .write(10, &[array("blocks.0.hook_resid_pre", 2.0)])
+            .unwrap();
         let index = hdf5::File::open(dir.path().join("activations.h5")).unwrap();
-        let values = index.dataset("step_000010/blocks.0.hook_resid_pre").unwrap().read_raw::<f32>().unwrap();
+        let values = index
+            .dataset("step_000010/blocks.0.hook_resid_pre")
+            .unwrap()
+            .read_raw::<f32>()
+            .unwrap();
         assert_eq!(values, vec![2.0; 6]);
         drop(index);
         let store = ActivationStore::open(dir.path(), "run", "abc", &["a"], 10).unwrap();
         assert_eq!(store.steps, BTreeSet::from([0]));
         let index = hdf5::File::open(dir.path().join("activations.h5")).unwrap();
-        assert_eq!(index.member_names().unwrap(), vec!["step_000000".to_owned()]);
+        assert_eq!(
+            index.member_names().unwrap(),
+            vec!["step_000000".to_owned()]
+        );
     }
 }

@@ -7,8 +7,15 @@ use std::path::Path;
 
 /// Steps of the complete rows already in `path` (a torn last line is ignored).
 pub fn existing_steps(path: &Path) -> BTreeSet<u64> {
-    let Ok(text) = std::fs::read_to_string(path) else { return BTreeSet::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return BTreeSet::new();
+    };
     text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?.get("step")?.as_u64())
+        .filter_map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()?
+                .get("step")?
+                .as_u64()
+        })
         .collect()
 }

@@ -35,7 +35,14 @@ pub struct AttentionActs {
 }
 
 impl Attention {
-    pub fn new(rng: &mut SplitMix64, d_model: usize, n_heads: usize, d_head: usize, std: f64, device: &Device) -> Self {
+    pub fn new(
+        rng: &mut SplitMix64,
+        d_model: usize,
+        n_heads: usize,
+        d_head: usize,
+        std: f64,
+        device: &Device,
+    ) -> Self {
         Self {
             W_Q: init::normal(rng, [n_heads, d_model, d_head], std, device),
             W_K: init::normal(rng, [n_heads, d_model, d_head], std, device),
@@ -62,8 +69,16 @@ impl Attention {
         let pattern = softmax(scores.mask_fill(hidden, f32::NEG_INFINITY), 3);
         let z = pattern.clone().matmul(v).swap_dims(1, 2); // [batch, q, head, d_head]
         let w_o = self.W_O.val().reshape([n_heads * d_head, d_model]);
-        let out = z.clone().reshape([batch * n_q, n_heads * d_head]).matmul(w_o) + self.b_O.val().unsqueeze();
-        AttentionActs { pattern, z, out: out.reshape([batch, n_q, d_model]) }
+        let out = z
+            .clone()
+            .reshape([batch * n_q, n_heads * d_head])
+            .matmul(w_o)
+            + self.b_O.val().unsqueeze();
+        AttentionActs {
+            pattern,
+            z,
+            out: out.reshape([batch, n_q, d_model]),
+        }
     }
 }
 

@@ -17,12 +17,16 @@ pub struct Block {
 
 /// Which query positions a block computes.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // built once per run, never in a hot collection
 pub enum Queries {
     /// Every position, under the causal mask.
     All,
     /// Only `positions` [q] (keys and values still come from every position); `mask` [q, k] hides each
     /// query's future.
-    At { positions: Tensor<1, Int>, mask: Tensor<2, Bool> },
+    At {
+        positions: Tensor<1, Int>,
+        mask: Tensor<2, Bool>,
+    },
 }
 
 /// Every activation of one block, TransformerLens shapes; `pos` is the number of query positions computed.
@@ -40,7 +44,12 @@ pub struct BlockActs {
 
 impl Block {
     /// `resid_pre` [batch, pos, d_model] → this block's activations.
-    pub fn forward(&self, resid_pre: Tensor<3>, queries: &Queries, act_fn: Activation) -> BlockActs {
+    pub fn forward(
+        &self,
+        resid_pre: Tensor<3>,
+        queries: &Queries,
+        act_fn: Activation,
+    ) -> BlockActs {
         let [_, n_pos, _] = resid_pre.dims();
         let attn_in = layer_norm::maybe(&self.ln1, resid_pre.clone());
         let (x_q, resid_q, mask) = match queries {
@@ -58,12 +67,22 @@ impl Block {
         let resid_mid = resid_q + attn.out.clone();
         let (mlp_post, mlp_out, resid_post) = match &self.mlp {
             Some(mlp) => {
-                let (post, out) = mlp.forward(layer_norm::maybe(&self.ln2, resid_mid.clone()), act_fn);
+                let (post, out) =
+                    mlp.forward(layer_norm::maybe(&self.ln2, resid_mid.clone()), act_fn);
                 let resid_post = resid_mid.clone() + out.clone();
                 (Some(post), Some(out), resid_post)
             }
             None => (None, None, resid_mid.clone()),
         };
-        BlockActs { resid_pre, pattern: attn.pattern, z: attn.z, attn_out: attn.out, resid_mid, mlp_post, mlp_out, resid_post }
+        BlockActs {
+            resid_pre,
+            pattern: attn.pattern,
+            z: attn.z,
+            attn_out: attn.out,
+            resid_mid,
+            mlp_post,
+            mlp_out,
+            resid_post,
+        }
     }
 }

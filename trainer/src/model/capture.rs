@@ -28,7 +28,10 @@ impl HostArray {
     /// Copies a device tensor to host memory.
     pub fn from_tensor<const D: usize>(tensor: Tensor<D>) -> Result<Self, String> {
         let shape = tensor.dims().to_vec();
-        let data = tensor.into_data().try_into_vec_as::<f32>().map_err(|e| format!("{e:?}"))?;
+        let data = tensor
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| format!("{e:?}"))?;
         Ok(Self { shape, data })
     }
 }
@@ -44,7 +47,10 @@ impl Capture {
     /// MLP hooks, as in TransformerLens.
     pub fn hooks(&self) -> Vec<(HookName, HookTensor<'_>)> {
         use HookTensor::{Rank3, Rank4};
-        let mut hooks = vec![(HookName::Embed, Rank3(&self.embed)), (HookName::PosEmbed, Rank3(&self.pos_embed))];
+        let mut hooks = vec![
+            (HookName::Embed, Rank3(&self.embed)),
+            (HookName::PosEmbed, Rank3(&self.pos_embed)),
+        ];
         for (l, b) in self.blocks.iter().enumerate() {
             hooks.push((HookName::ResidPre(l), Rank3(&b.resid_pre)));
             hooks.push((HookName::Pattern(l), Rank4(&b.pattern)));

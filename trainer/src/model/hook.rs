@@ -53,9 +53,15 @@ mod tests {
 
     #[test]
     fn names_match_transformer_lens() {
-        assert_eq!(HookName::Pattern(1).to_string(), "blocks.1.attn.hook_pattern");
+        assert_eq!(
+            HookName::Pattern(1).to_string(),
+            "blocks.1.attn.hook_pattern"
+        );
         assert_eq!(HookName::MlpPost(0).to_string(), "blocks.0.mlp.hook_post");
-        assert_eq!(HookName::ResidPost(2).to_string(), "blocks.2.hook_resid_post");
+        assert_eq!(
+            HookName::ResidPost(2).to_string(),
+            "blocks.2.hook_resid_post"
+        );
         assert_eq!(HookName::Embed.to_string(), "hook_embed");
     }
 }

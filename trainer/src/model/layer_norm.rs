@@ -15,7 +15,10 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(d_model: usize, device: &Device) -> Self {
-        Self { w: init::constant([d_model], 1.0, device), b: init::constant([d_model], 0.0, device) }
+        Self {
+            w: init::constant([d_model], 1.0, device),
+            b: init::constant([d_model], 0.0, device),
+        }
     }
 
     /// [batch, pos, d_model] → same shape.

@@ -18,7 +18,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(rng: &mut SplitMix64, d_model: usize, d_mlp: usize, std: f64, device: &Device) -> Self {
+    pub fn new(
+        rng: &mut SplitMix64,
+        d_model: usize,
+        d_mlp: usize,
+        std: f64,
+        device: &Device,
+    ) -> Self {
         Self {
             W_in: init::normal(rng, [d_model, d_mlp], std, device),
             b_in: init::constant([d_mlp], 0.0, device),
@@ -31,12 +37,16 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>, act_fn: Activation) -> (Tensor<3>, Tensor<3>) {
         let [batch, pos, d_model] = x.dims();
         let d_mlp = self.b_in.dims()[0];
-        let pre = x.reshape([batch * pos, d_model]).matmul(self.W_in.val()) + self.b_in.val().unsqueeze();
+        let pre =
+            x.reshape([batch * pos, d_model]).matmul(self.W_in.val()) + self.b_in.val().unsqueeze();
         let post = match act_fn {
             Activation::Relu => relu(pre),
             Activation::Gelu => gelu(pre),
         };
         let out = post.clone().matmul(self.W_out.val()) + self.b_out.val().unsqueeze();
-        (post.reshape([batch, pos, d_mlp]), out.reshape([batch, pos, d_model]))
+        (
+            post.reshape([batch, pos, d_mlp]),
+            out.reshape([batch, pos, d_model]),
+        )
     }
 }

@@ -109,8 +109,12 @@ impl Transformer {
         let std = dims.init_range / (dims.d_model as f64).sqrt();
         let d = dims.d_model;
         let ln = || (dims.normalization == Normalization::Ln).then(|| LayerNorm::new(d, device));
-        let embed = Embed { W_E: init::normal(rng, [dims.d_vocab, d], std, device) };
-        let pos_embed = PosEmbed { W_pos: init::normal(rng, [dims.n_ctx, d], std, device) };
+        let embed = Embed {
+            W_E: init::normal(rng, [dims.d_vocab, d], std, device),
+        };
+        let pos_embed = PosEmbed {
+            W_pos: init::normal(rng, [dims.n_ctx, d], std, device),
+        };
         let blocks = (0..dims.n_layers)
             .map(|_| Block {
                 ln1: ln(),
@@ -123,15 +127,33 @@ impl Transformer {
             W_U: init::normal(rng, [d, dims.d_vocab_out], std, device),
             b_U: init::constant([dims.d_vocab_out], 0.0, device),
         };
-        Self { embed, pos_embed, blocks, ln_final: ln(), unembed, dims: dims.clone() }
+        Self {
+            embed,
+            pos_embed,
+            blocks,
+            ln_final: ln(),
+            unembed,
+            dims: dims.clone(),
+        }
     }
 
     /// `tokens` [batch, pos] → (`hook_embed`, `hook_pos_embed`), both [batch, pos, d_model].
     fn embed(&self, tokens: Tensor<2, Int>) -> (Tensor<3>, Tensor<3>) {
         let [batch, pos] = tokens.dims();
         let d = self.dims.d_model;
-        let embed = self.embed.W_E.val().select(0, tokens.reshape([batch * pos])).reshape([batch, pos, d]);
-        let pos_embed = self.pos_embed.W_pos.val().slice(s![0..pos, ..]).unsqueeze::<3>().expand([batch, pos, d]);
+        let embed = self
+            .embed
+            .W_E
+            .val()
+            .select(0, tokens.reshape([batch * pos]))
+            .reshape([batch, pos, d]);
+        let pos_embed = self
+            .pos_embed
+            .W_pos
+            .val()
+            .slice(s![0..pos, ..])
+            .unsqueeze::<3>()
+            .expand([batch, pos, d]);
         (embed, pos_embed)
     }
 
@@ -148,7 +170,9 @@ impl Transformer {
         let (embed, pos_embed) = self.embed(tokens);
         let mut resid = embed + pos_embed;
         for block in &self.blocks {
-            resid = block.forward(resid, &Queries::All, self.dims.act_fn).resid_post;
+            resid = block
+                .forward(resid, &Queries::All, self.dims.act_fn)
+                .resid_post;
         }
         self.unembed(resid)
     }
@@ -177,14 +201,23 @@ impl Transformer {
             resid = acts.resid_post.clone();
             blocks.push(acts);
         }
-        Capture { embed, pos_embed, logits: self.unembed(resid), blocks, attn_only: self.dims.attn_only }
+        Capture {
+            embed,
+            pos_embed,
+            logits: self.unembed(resid),
+            blocks,
+            attn_only: self.dims.attn_only,
+        }
     }
 
     /// The [`Queries`] for a fixed set of answer positions in sequences of length `n_ctx`.
     pub fn answer_queries(&self, answers: &[usize], device: &Device) -> Queries {
         let n_ctx = self.dims.n_ctx;
         let positions: Vec<i64> = answers.iter().map(|&p| p as i64).collect();
-        let hidden: Vec<bool> = answers.iter().flat_map(|&q| (0..n_ctx).map(move |k| k > q)).collect();
+        let hidden: Vec<bool> = answers
+            .iter()
+            .flat_map(|&q| (0..n_ctx).map(move |k| k > q))
+            .collect();
         Queries::At {
             positions: Tensor::from_data(TensorData::new(positions, [answers.len()]), device),
             mask: Tensor::from_data(TensorData::new(hidden, [answers.len(), n_ctx]), device),
@@ -195,7 +228,10 @@ impl Transformer {
 /// Mean cross-entropy of `logits` [batch, answers, vocab] against `targets` [batch, answers].
 pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let log_probs = log_softmax(logits, 2);
-    log_probs.gather(2, targets.unsqueeze_dim::<3>(2)).mean().neg()
+    log_probs
+        .gather(2, targets.unsqueeze_dim::<3>(2))
+        .mean()
+        .neg()
 }
 
 /// Token ids as a device tensor [n, len].

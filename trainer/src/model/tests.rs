@@ -32,7 +32,11 @@ fn host<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
 
 fn max_abs_diff<const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    host(a).iter().zip(host(b)).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    host(a)
+        .iter()
+        .zip(host(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn all_variants() -> Vec<ModelDims> {
@@ -75,10 +79,18 @@ fn residual_stream_identities_hold() {
     for d in all_variants() {
         let model = Transformer::new(&d, 3, &device);
         let c = model.capture(tokens(&device));
-        assert!(max_abs_diff(&c.blocks[0].resid_pre, &(c.embed.clone() + c.pos_embed.clone())) < 1e-6);
+        assert!(
+            max_abs_diff(
+                &c.blocks[0].resid_pre,
+                &(c.embed.clone() + c.pos_embed.clone())
+            ) < 1e-6
+        );
         for (l, b) in c.blocks.iter().enumerate() {
             assert!(max_abs_diff(&b.resid_mid, &(b.resid_pre.clone() + b.attn_out.clone())) < 1e-6);
-            let mlp_out = b.mlp_out.clone().unwrap_or_else(|| b.attn_out.clone().zeros_like());
+            let mlp_out = b
+                .mlp_out
+                .clone()
+                .unwrap_or_else(|| b.attn_out.clone().zeros_like());
             assert!(max_abs_diff(&b.resid_post, &(b.resid_mid.clone() + mlp_out)) < 1e-6);
             if let Some(next) = c.blocks.get(l + 1) {
                 assert_eq!(host(&next.resid_pre), host(&b.resid_post));
@@ -100,7 +112,10 @@ fn patterns_are_causal_and_rows_sum_to_one() {
             let query = row % q;
             let values = &p[row * k..(row + 1) * k];
             assert!((values.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-            assert!(values[query + 1..].iter().all(|&v| v == 0.0), "no attention to the future");
+            assert!(
+                values[query + 1..].iter().all(|&v| v == 0.0),
+                "no attention to the future"
+            );
         }
     }
 }
@@ -135,15 +150,30 @@ fn hook_names_and_shapes_follow_transformer_lens() {
     let device = crate::test_device();
     let model = Transformer::new(&dims(Normalization::Ln, false, 2), 6, &device);
     let hooks = model.capture(tokens(&device)).to_host().unwrap();
-    let find = |name: &str| hooks.iter().find(|(h, _)| h.to_string() == name).map(|(_, a)| a.shape.clone());
+    let find = |name: &str| {
+        hooks
+            .iter()
+            .find(|(h, _)| h.to_string() == name)
+            .map(|(_, a)| a.shape.clone())
+    };
     assert_eq!(find("hook_embed"), Some(vec![3, 6, 16]));
     assert_eq!(find("blocks.1.attn.hook_pattern"), Some(vec![3, 4, 6, 6]));
     assert_eq!(find("blocks.0.attn.hook_z"), Some(vec![3, 6, 4, 4]));
     assert_eq!(find("blocks.1.mlp.hook_post"), Some(vec![3, 6, 32]));
     assert_eq!(find("logits"), Some(vec![3, 6, 10]));
     let attn_only = Transformer::new(&dims(Normalization::None, true, 1), 6, &device);
-    let names: Vec<String> = attn_only.capture(tokens(&device)).hooks().iter().map(|(h, _)| h.to_string()).collect();
-    assert!(!names.iter().any(|n| n.contains("mlp") || n.contains("resid_mid")), "{names:?}");
+    let names: Vec<String> = attn_only
+        .capture(tokens(&device))
+        .hooks()
+        .iter()
+        .map(|(h, _)| h.to_string())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("mlp") || n.contains("resid_mid")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -153,6 +183,12 @@ fn same_seed_same_weights() {
     let a = Transformer::new(&d, 9, &device);
     let b = Transformer::new(&d, 9, &device);
     let c = Transformer::new(&d, 10, &device);
-    assert_eq!(host(&a.blocks[0].attn.W_Q.val()), host(&b.blocks[0].attn.W_Q.val()));
-    assert_ne!(host(&a.blocks[0].attn.W_Q.val()), host(&c.blocks[0].attn.W_Q.val()));
+    assert_eq!(
+        host(&a.blocks[0].attn.W_Q.val()),
+        host(&b.blocks[0].attn.W_Q.val())
+    );
+    assert_ne!(
+        host(&a.blocks[0].attn.W_Q.val()),
+        host(&c.blocks[0].attn.W_Q.val())
+    );
 }

@@ -17,8 +17,17 @@ impl Induction {
     pub fn new(vocab: usize, half: usize, test_size: usize, seed: u64) -> Self {
         // Position t predicts token t + 1; the repeat's tokens 1..n are x_1..x_{n-1}, predicted at n..2n-2.
         let answers = (half..2 * half - 1).collect();
-        let mut task = Self { vocab, half, seed, answers, test: Examples::default() };
-        task.test = task.generate(&mut SplitMix64::derived(seed, "induction-test", 0), test_size);
+        let mut task = Self {
+            vocab,
+            half,
+            seed,
+            answers,
+            test: Examples::default(),
+        };
+        task.test = task.generate(
+            &mut SplitMix64::derived(seed, "induction-test", 0),
+            test_size,
+        );
         task
     }
 
@@ -27,12 +36,20 @@ impl Induction {
         let mut tokens = Vec::with_capacity(n * seq_len);
         let mut targets = Vec::with_capacity(n * self.answers.len());
         for _ in 0..n {
-            let first: Vec<u32> = (0..self.half).map(|_| rng.below(self.vocab) as u32).collect();
+            let first: Vec<u32> = (0..self.half)
+                .map(|_| rng.below(self.vocab) as u32)
+                .collect();
             tokens.extend_from_slice(&first);
             tokens.extend_from_slice(&first);
             targets.extend(self.answers.iter().map(|&t| first[t + 1 - self.half]));
         }
-        Examples { n, seq_len, tokens, n_answers: self.answers.len(), targets }
+        Examples {
+            n,
+            seq_len,
+            tokens,
+            n_answers: self.answers.len(),
+            targets,
+        }
     }
 
     /// The key query position `cur` of example `i`: a repeat position, spread evenly over n+1..=2n-2 so that
@@ -67,36 +84,73 @@ impl Task for Induction {
     fn train_batch(&self, step: u64, batch_size: Option<usize>) -> Examples {
         // Config validation guarantees a batch size for this unbounded stream.
         let batch = batch_size.unwrap_or(1);
-        self.generate(&mut SplitMix64::derived(self.seed, "induction-train", step), batch)
+        self.generate(
+            &mut SplitMix64::derived(self.seed, "induction-train", step),
+            batch,
+        )
     }
     fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor {
-        DataCursor { epoch: 0, offset: step * batch_size.unwrap_or(1) as u64 }
+        DataCursor {
+            epoch: 0,
+            offset: step * batch_size.unwrap_or(1) as u64,
+        }
     }
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled> {
         let seq_len = self.seq_len();
         let at = |shift: isize| -> Vec<u32> {
-            (0..examples.n).map(|i| (self.cur(i) as isize + shift) as u32).collect()
+            (0..examples.n)
+                .map(|i| (self.cur(i) as isize + shift) as u32)
+                .collect()
         };
         let n = self.half as isize;
         vec![
-            Labeled { name: "cur".into(), n_classes: seq_len, values: at(0) },
-            Labeled { name: "prev_occ".into(), n_classes: seq_len, values: at(-n) },
-            Labeled { name: "after_prev".into(), n_classes: seq_len, values: at(1 - n) },
+            Labeled {
+                name: "cur".into(),
+                n_classes: seq_len,
+                values: at(0),
+            },
+            Labeled {
+                name: "prev_occ".into(),
+                n_classes: seq_len,
+                values: at(-n),
+            },
+            Labeled {
+                name: "after_prev".into(),
+                n_classes: seq_len,
+                values: at(1 - n),
+            },
         ]
     }
     fn probe_pool(&self, seed: u64, size: usize) -> Vec<(Split, Examples)> {
         // Fresh draws are held-out samples of the same distribution as the test split.
-        let fresh = self.generate(&mut SplitMix64::derived(seed, "induction-probe", 0), 2 * size);
+        let fresh = self.generate(
+            &mut SplitMix64::derived(seed, "induction-probe", 0),
+            2 * size,
+        );
         vec![(Split::Test, self.test.clone()), (Split::Test, fresh)]
     }
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled> {
         let at = |shift: isize| -> Vec<u32> {
-            (0..examples.n).map(|i| examples.token(i, (self.cur(i) as isize + shift) as usize)).collect()
+            (0..examples.n)
+                .map(|i| examples.token(i, (self.cur(i) as isize + shift) as usize))
+                .collect()
         };
         vec![
-            Labeled { name: "cur_token".into(), n_classes: self.vocab, values: at(0) },
-            Labeled { name: "prev_token".into(), n_classes: self.vocab, values: at(-1) },
-            Labeled { name: "next_token".into(), n_classes: self.vocab, values: at(1) },
+            Labeled {
+                name: "cur_token".into(),
+                n_classes: self.vocab,
+                values: at(0),
+            },
+            Labeled {
+                name: "prev_token".into(),
+                n_classes: self.vocab,
+                values: at(-1),
+            },
+            Labeled {
+                name: "next_token".into(),
+                n_classes: self.vocab,
+                values: at(1),
+            },
         ]
     }
 }
@@ -139,7 +193,11 @@ mod tests {
             assert!((9..=14).contains(&cur));
             assert_eq!(e.token(i, cur as usize), e.token(i, prev as usize));
             assert_eq!(after, prev + 1);
-            assert_eq!(targets[2].values[i], e.token(i, after as usize), "next_token = token after prev_occ");
+            assert_eq!(
+                targets[2].values[i],
+                e.token(i, after as usize),
+                "next_token = token after prev_occ"
+            );
         }
     }
 

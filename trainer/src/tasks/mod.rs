@@ -52,7 +52,13 @@ impl Examples {
             tokens.extend_from_slice(&self.tokens[i * self.seq_len..(i + 1) * self.seq_len]);
             targets.extend_from_slice(&self.targets[i * self.n_answers..(i + 1) * self.n_answers]);
         }
-        Examples { n: indices.len(), seq_len: self.seq_len, tokens, n_answers: self.n_answers, targets }
+        Examples {
+            n: indices.len(),
+            seq_len: self.seq_len,
+            tokens,
+            n_answers: self.n_answers,
+            targets,
+        }
     }
 
     /// Token `pos` of example `i`.
@@ -97,7 +103,10 @@ pub trait Task: Send + Sync {
     /// every fixed split; tasks with a generated stream add fresh draws from `seed`.
     fn probe_pool(&self, seed: u64, size: usize) -> Vec<(Split, Examples)> {
         let _ = (seed, size);
-        Split::ALL.iter().filter_map(|&s| self.split(s).map(|e| (s, e))).collect()
+        Split::ALL
+            .iter()
+            .filter_map(|&s| self.split(s).map(|e| (s, e)))
+            .collect()
     }
 }
 
@@ -112,10 +121,14 @@ pub struct DataCursor {
 /// Builds the task a config names; `seed` fixes its splits and data stream.
 pub fn build(config: &TaskConfig, seed: u64) -> Box<dyn Task> {
     match *config {
-        TaskConfig::ModularAddition { p, train_fraction } => Box::new(ModularAddition::new(p, train_fraction, seed)),
-        TaskConfig::Induction { vocab, seq_len, test_size } => {
-            Box::new(Induction::new(vocab, seq_len, test_size, seed))
+        TaskConfig::ModularAddition { p, train_fraction } => {
+            Box::new(ModularAddition::new(p, train_fraction, seed))
         }
+        TaskConfig::Induction {
+            vocab,
+            seq_len,
+            test_size,
+        } => Box::new(Induction::new(vocab, seq_len, test_size, seed)),
     }
 }
 
@@ -143,7 +156,10 @@ pub(crate) fn finite_minibatch(n: usize, batch: usize, seed: u64, step: u64) -> 
 pub(crate) fn finite_cursor(n: usize, batch: Option<usize>, step: u64) -> DataCursor {
     let batch = batch.unwrap_or(n) as u128;
     let pos = step as u128 * batch;
-    DataCursor { epoch: (pos / n as u128) as u64, offset: (pos % n as u128) as u64 }
+    DataCursor {
+        epoch: (pos / n as u128) as u64,
+        offset: (pos % n as u128) as u64,
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +176,19 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![2; 10]);
-        assert_eq!(finite_cursor(10, Some(4), 5), DataCursor { epoch: 2, offset: 0 });
-        assert_eq!(finite_cursor(10, Some(4), 3), DataCursor { epoch: 1, offset: 2 });
+        assert_eq!(
+            finite_cursor(10, Some(4), 5),
+            DataCursor {
+                epoch: 2,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            finite_cursor(10, Some(4), 3),
+            DataCursor {
+                epoch: 1,
+                offset: 2
+            }
+        );
     }
 }

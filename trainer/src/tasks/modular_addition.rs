@@ -20,7 +20,12 @@ impl ModularAddition {
         SplitMix64::derived(seed, "modular-addition-split", 0).shuffle(&mut pairs);
         let n_train = (train_fraction * (p * p) as f64).round() as usize;
         let (train, test) = pairs.split_at(n_train);
-        Self { p, seed, train: Self::examples(p, train), test: Self::examples(p, test) }
+        Self {
+            p,
+            seed,
+            train: Self::examples(p, train),
+            test: Self::examples(p, test),
+        }
     }
 
     /// Examples for pair indices `a * p + b`.
@@ -32,7 +37,13 @@ impl ModularAddition {
             tokens.extend([a as u32, b as u32, p as u32]);
             targets.push(((a + b) % p) as u32);
         }
-        Examples { n: pairs.len(), seq_len: 3, tokens, n_answers: 1, targets }
+        Examples {
+            n: pairs.len(),
+            seq_len: 3,
+            tokens,
+            n_answers: 1,
+            targets,
+        }
     }
 }
 
@@ -62,7 +73,10 @@ impl Task for ModularAddition {
     fn train_batch(&self, step: u64, batch_size: Option<usize>) -> Examples {
         match batch_size {
             None => self.train.clone(),
-            Some(batch) => self.train.select(&finite_minibatch(self.train.n, batch, self.seed, step)),
+            Some(batch) => {
+                self.train
+                    .select(&finite_minibatch(self.train.n, batch, self.seed, step))
+            }
         }
     }
     fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor {
@@ -72,15 +86,31 @@ impl Task for ModularAddition {
         ["a", "b", "eq"]
             .into_iter()
             .enumerate()
-            .map(|(pos, name)| Labeled { name: name.into(), n_classes: 3, values: vec![pos as u32; examples.n] })
+            .map(|(pos, name)| Labeled {
+                name: name.into(),
+                n_classes: 3,
+                values: vec![pos as u32; examples.n],
+            })
             .collect()
     }
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled> {
         let column = |pos: usize| (0..examples.n).map(|i| examples.token(i, pos)).collect();
         vec![
-            Labeled { name: "a".into(), n_classes: self.p, values: column(0) },
-            Labeled { name: "b".into(), n_classes: self.p, values: column(1) },
-            Labeled { name: "sum".into(), n_classes: self.p, values: examples.targets.clone() },
+            Labeled {
+                name: "a".into(),
+                n_classes: self.p,
+                values: column(0),
+            },
+            Labeled {
+                name: "b".into(),
+                n_classes: self.p,
+                values: column(1),
+            },
+            Labeled {
+                name: "sum".into(),
+                n_classes: self.p,
+                values: examples.targets.clone(),
+            },
         ]
     }
 }

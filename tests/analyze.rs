@@ -1,0 +1,345 @@
+//! End-to-end tests of `formation train --analyze`: outputs, schema, determinism, probe-set pinning, and a real
+//! SIGKILL of the real binary followed by `--resume`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The CI config stretched to 3000 steps with a checkpoint every 50 (65 checkpoints, a few seconds).
+fn long_ci_config(dir: &Path) -> String {
+    let text = std::fs::read_to_string(example("ci.toml")).unwrap();
+    let text = text
+        .replace("steps = 60", "steps = 3000")
+        .replace("every = 20\nlog_spaced", "every = 50\nlog_spaced");
+    assert!(text.contains("every = 50"));
+    let path = dir.join("long.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A row without the fields that measure time (`wall_s`, `timing`).
+fn without_timing(row: &serde_json::Value) -> serde_json::Value {
+    let mut row = row.clone();
+    let object = row.as_object_mut().unwrap();
+    object.remove("wall_s");
+    object.remove("timing");
+    row
+}
+
+/// Equal row counts and rows equal apart from timing; on failure shows only the first differing pair.
+fn assert_same_rows(a: &[serde_json::Value], b: &[serde_json::Value]) {
+    assert_eq!(a.len(), b.len(), "row counts");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(without_timing(x), without_timing(y), "first differing row");
+    }
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    jsonl(&run.join("analysis/checkpoint_metrics.jsonl"))
+}
+
+fn scheduled_steps(run: &Path) -> Vec<u64> {
+    let manifest: serde_json::Value = serde_json::from_slice(&read(run.join("run.json"))).unwrap();
+    manifest["checkpoint_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect()
+}
+
+/// Every complete line parses, and every step with a row has a readable HDF5 group.
+fn check_consistent_after_kill(run: &Path) -> usize {
+    let text =
+        std::fs::read_to_string(run.join("analysis/checkpoint_metrics.jsonl")).unwrap_or_default();
+    let complete: Vec<&str> = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .collect();
+    let file = hdf5::File::open(run.join("analysis/activations.h5"))
+        .expect("the index opens after a kill");
+    for line in &complete {
+        let row: serde_json::Value =
+            serde_json::from_str(line).expect("every completed row parses");
+        let group = format!("step_{:06}", row["step"].as_u64().unwrap());
+        let ds = file
+            .dataset(&format!("{group}/blocks.0.hook_resid_pre"))
+            .expect("its arrays are readable");
+        assert!(!ds.read_raw::<f32>().unwrap().is_empty());
+    }
+    complete.len()
+}
+
+/// Starts a run (or resume) and SIGKILLs it once its metrics file has at least `rows` rows.
+fn kill_after_rows(args: &[&str], cwd: &Path, run: &Path, rows: usize) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_formation"))
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let count = std::fs::read_to_string(run.join("analysis/checkpoint_metrics.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if count >= rows || Instant::now() > deadline {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            panic!("the run finished before {rows} rows: make the test config longer");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[test]
+fn sigkill_at_several_points_then_resume_gives_exactly_the_uninterrupted_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = long_ci_config(tmp.path());
+    ok(formation(
+        &["train", &config, "--analyze", "--out", "straight"],
+        tmp.path(),
+    ));
+    let straight = tmp.path().join("straight");
+
+    let killed = tmp.path().join("killed");
+    kill_after_rows(
+        &["train", &config, "--analyze", "--out", "killed"],
+        tmp.path(),
+        &killed,
+        5,
+    );
+    let first = check_consistent_after_kill(&killed);
+    for rows in [first + 15, first + 35] {
+        kill_after_rows(
+            &["train", &config, "--analyze", "--resume", "killed"],
+            tmp.path(),
+            &killed,
+            rows,
+        );
+        check_consistent_after_kill(&killed);
+    }
+    ok(formation(
+        &["train", &config, "--analyze", "--resume", "killed"],
+        tmp.path(),
+    ));
+
+    let (a, b) = (metrics(&straight), metrics(&killed));
+    let steps: Vec<u64> = b.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        steps,
+        scheduled_steps(&straight),
+        "one row per scheduled checkpoint, none missing or repeated"
+    );
+    assert_same_rows(&a, &b);
+    assert_eq!(losses(&straight), losses(&killed));
+    let index = hdf5::File::open(killed.join("analysis/activations.h5")).unwrap();
+    assert_eq!(index.member_names().unwrap().len(), steps.len());
+}
+
+#[test]
+fn analyze_is_deterministic_and_does_not_perturb_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (run, analyze) in [("a", true), ("b", true), ("plain", false)] {
+        let mut args = vec!["train", "EX", "--out", run];
+        let config = example("ci.toml");
+        args[1] = &config;
+        if analyze {
+            args.push("--analyze");
+        }
+        ok(formation(&args, tmp.path()));
+    }
+    let (a, b) = (
+        metrics(&tmp.path().join("a")),
+        metrics(&tmp.path().join("b")),
+    );
+    assert_eq!(a.len(), scheduled_steps(&tmp.path().join("a")).len());
+    assert_same_rows(&a, &b);
+    assert_eq!(
+        losses(&tmp.path().join("a")),
+        losses(&tmp.path().join("plain")),
+        "--analyze leaves training alone"
+    );
+    assert_eq!(
+        weights_sha256(&tmp.path().join("a"), "000060"),
+        weights_sha256(&tmp.path().join("plain"), "000060")
+    );
+}
+
+/// The documented fields: (dotted pattern with `{…}` wildcards, optional).
+fn documented_fields() -> Vec<(Vec<String>, bool)> {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema.md"))
+        .unwrap();
+    let table = doc
+        .split("<!-- schema-table")
+        .nth(1)
+        .expect("the schema table marker");
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with("| `"))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let field = cells[1].trim_matches('`');
+            (
+                field.split('.').map(str::to_owned).collect(),
+                cells[4].contains("*optional*"),
+            )
+        })
+        .collect()
+}
+
+fn matches(pattern: &[String], path: &[String]) -> bool {
+    pattern.len() == path.len()
+        && pattern.iter().zip(path).all(|(p, s)| {
+            if let (Some(open), true) = (p.find('{'), p.ends_with('}')) {
+                s.starts_with(&p[..open])
+            } else {
+                p == s
+            }
+        })
+}
+
+/// Leaf paths of a row; empty objects count as leaves.
+fn leaves(
+    value: &serde_json::Value,
+    prefix: Vec<String>,
+    out: &mut Vec<(Vec<String>, serde_json::Value)>,
+) {
+    match value.as_object() {
+        Some(object) if !object.is_empty() => {
+            for (k, v) in object {
+                let mut p = prefix.clone();
+                p.push(k.clone());
+                leaves(v, p, out);
+            }
+        }
+        _ => out.push((prefix, value.clone())),
+    }
+}
+
+#[test]
+fn every_row_of_real_runs_matches_the_documented_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let induction = std::fs::read_to_string(example("induction.toml"))
+        .unwrap()
+        .replace("steps = 1500", "steps = 30");
+    std::fs::write(tmp.path().join("induction.toml"), induction).unwrap();
+    ok(formation(
+        &["train", &example("ci.toml"), "--analyze", "--out", "ma"],
+        tmp.path(),
+    ));
+    ok(formation(
+        &["train", "induction.toml", "--analyze", "--out", "ind"],
+        tmp.path(),
+    ));
+    let fields = documented_fields();
+    assert!(fields.len() > 15, "the table was read");
+    let mut seen_optional = BTreeMap::new();
+    for run in ["ma", "ind"] {
+        for row in metrics(&tmp.path().join(run)) {
+            let mut paths = vec![];
+            leaves(&row, vec![], &mut paths);
+            for (path, value) in &paths {
+                let Some((pattern, _)) = fields.iter().find(|(f, _)| matches(f, path)) else {
+                    panic!("{run}: undocumented field {}", path.join("."));
+                };
+                assert!(
+                    value.is_number() || value.is_string() || value.is_null() || value.is_object(),
+                    "{path:?}"
+                );
+                seen_optional.insert(pattern.join("."), ());
+            }
+            for (pattern, optional) in &fields {
+                if !optional {
+                    assert!(
+                        paths.iter().any(|(p, _)| matches(pattern, p)),
+                        "{run}: missing {}",
+                        pattern.join(".")
+                    );
+                }
+            }
+            assert_eq!(row["schema_version"], 1);
+        }
+    }
+    for field in ["behavior.in_context_score", "eval.{split}.loss"] {
+        assert!(
+            seen_optional.contains_key(field),
+            "{field} appears in some row"
+        );
+    }
+}
+
+#[test]
+fn probe_set_file_is_pinned_and_a_changed_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(formation(
+        &["probe-set", &example("ci.toml"), "--out", "probe.h5"],
+        tmp.path(),
+    ));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let config = std::fs::read_to_string(example("ci.toml")).unwrap()
+        + "\n[analysis]\nprobe_set = \"probe.h5\"\n";
+    std::fs::write(tmp.path().join("pinned.toml"), config).unwrap();
+    ok(formation(
+        &["train", "pinned.toml", "--analyze", "--out", "run"],
+        tmp.path(),
+    ));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read(tmp.path().join("run/run.json"))).unwrap();
+    let hash = manifest["probe_set_sha256"].as_str().unwrap();
+    assert!(
+        printed.contains(hash),
+        "the run pins the file's hash: {printed}"
+    );
+
+    // Another probe set in place of the run's own: resume refuses it and changes nothing.
+    let other =
+        std::fs::read_to_string(example("ci.toml")).unwrap() + "\n[analysis]\nprobe_seed = 9\n";
+    std::fs::write(tmp.path().join("other.toml"), other).unwrap();
+    ok(formation(
+        &[
+            "probe-set",
+            "other.toml",
+            "--out",
+            "run/probes/probe_set.h5",
+        ],
+        tmp.path(),
+    ));
+    let before = snapshot(&tmp.path().join("run"));
+    let line = one_error(formation(
+        &["train", "pinned.toml", "--analyze", "--resume", "run"],
+        tmp.path(),
+    ));
+    assert!(
+        line.contains("SHA-256") && line.contains("probe_set.h5"),
+        "{line}"
+    );
+    assert_eq!(before, snapshot(&tmp.path().join("run")));
+
+    // A probe set made for another task is refused before anything is created.
+    let induction = std::fs::read_to_string(example("induction.toml")).unwrap();
+    std::fs::write(tmp.path().join("ind.toml"), induction + "\n").unwrap();
+    ok(formation(
+        &["probe-set", "ind.toml", "--out", "ind.h5"],
+        tmp.path(),
+    ));
+    let wrong = std::fs::read_to_string(example("ci.toml")).unwrap()
+        + "\n[analysis]\nprobe_set = \"ind.h5\"\n";
+    std::fs::write(tmp.path().join("wrong.toml"), wrong).unwrap();
+    let line = one_error(formation(
+        &["train", "wrong.toml", "--analyze", "--out", "run2"],
+        tmp.path(),
+    ));
+    assert!(line.contains("does not match the config"), "{line}");
+    assert!(!tmp.path().join("run2").exists());
+}
