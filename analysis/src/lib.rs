@@ -9,6 +9,7 @@ pub mod message;
 pub mod metrics;
 pub mod plugin;
 pub mod row;
+pub mod selection;
 pub mod sidecar;
 pub mod sinks;
 

@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use trainer::model::HostArray;
+use trainer::model::{HookName, HostArray};
 use trainer::train_loop::EvalRow;
 
 /// One checkpoint's captured activations and the trainer's view of that moment.
@@ -14,10 +14,8 @@ pub struct CheckpointMessage {
     pub lr: f64,
     pub train_loss: Option<f32>,
     pub eval: Option<EvalRow>,
-    /// `logits` [n, seq, d_vocab_out] over the whole probe set.
-    pub logits: HostArray,
-    /// Arrays to store, by dataset name (a TransformerLens hook name), with their axis names.
-    pub stored: Vec<StoredArray>,
+    /// Full host copies of the hooks the metrics and the store need (always `logits` [n, seq, d_vocab_out]).
+    pub hooks: Vec<(HookName, HostArray)>,
     pub capture_ms: f64,
     /// Set by the trainer as soon as the send returns (the sidecar waits for it before writing the row).
     pub send_stats: Arc<OnceLock<SendStats>>,

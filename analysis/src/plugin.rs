@@ -10,13 +10,14 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::prelude::*;
 use probes::ProbeSet;
-use trainer::config::{AnalysisConfig, OnError, StoreItem};
-use trainer::model::{Capture, HookName, HostArray, Transformer, int_tensor};
+use trainer::config::{AnalysisConfig, OnError};
+use trainer::model::{HookName, HookTensor, HostArray, Transformer, int_tensor};
 use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent};
 use trainer::run_dir::{JsonlWriter, RunDir};
 
 use crate::error::AnalysisError;
-use crate::message::{CheckpointMessage, SendStats, StoredArray};
+use crate::message::{CheckpointMessage, SendStats};
+use crate::selection::needed;
 use crate::sidecar::{Sidecar, SidecarState};
 use crate::sinks::hdf5::ActivationStore;
 use crate::sinks::jsonl::existing_steps;
@@ -40,7 +41,6 @@ pub fn probe_set_path(run: &RunDir) -> PathBuf {
 pub struct AnalyzePlugin {
     config: AnalysisConfig,
     probe: Arc<ProbeSet>,
-    device: Device,
     tokens: Tensor<2, Int>,
     induction_half: Option<usize>,
     sidecar: Option<Sidecar>,
@@ -59,7 +59,6 @@ impl AnalyzePlugin {
         Self {
             config,
             probe: Arc::new(probe),
-            device,
             tokens,
             induction_half,
             sidecar: None,
@@ -73,101 +72,27 @@ impl AnalyzePlugin {
         self.depth.clone()
     }
 
-    /// Capture, gather, copy to host: everything the trainer thread pays for one checkpoint.
+    /// Capture forward and copies to host: everything the trainer thread pays for one checkpoint.
     fn capture(
         &self,
         model: &Transformer,
         step: u64,
-    ) -> Result<(HostArray, Vec<StoredArray>), AnalysisError> {
-        let host = |e: String| AnalysisError::Host { step, message: e };
-        let model = model.valid();
-        let capture = model.capture(self.tokens.clone());
-        let logits = HostArray::from_tensor(capture.logits.clone()).map_err(host)?;
-        let stored = self.stored_arrays(&model, &capture).map_err(host)?;
-        Ok((logits, stored))
-    }
-
-    fn stored_arrays(
-        &self,
-        model: &Transformer,
-        capture: &Capture,
-    ) -> Result<Vec<StoredArray>, String> {
-        let e = &self.probe.examples;
-        let keys = &self.probe.key_positions;
-        let n_keys = keys.len();
-        let (n, seq_len) = (e.n, e.seq_len);
-        // Index [example, key] of each key position, for gathers along the position axis.
-        let key_index: Vec<i64> = (0..n)
-            .flat_map(|i| keys.iter().map(move |k| i64::from(k.values[i])))
-            .collect();
-        let key_index =
-            Tensor::<2, Int>::from_data(TensorData::new(key_index, [n, n_keys]), &self.device);
-        let mut out = vec![];
-        for item in &self.config.store {
-            match item {
-                StoreItem::ResidualAtKeys => {
-                    let d_model = model.dims.d_model;
-                    let index = key_index
-                        .clone()
-                        .unsqueeze_dim::<3>(2)
-                        .expand([n, n_keys, d_model]);
-                    for (name, resid) in residual_boundaries(capture) {
-                        let array = HostArray::from_tensor(resid.gather(1, index.clone()))?;
-                        out.push(StoredArray {
-                            name: name.to_string(),
-                            axes: "example,key_position,d_model".into(),
-                            array,
-                        });
-                    }
-                }
-                StoreItem::PatternsAtKeys => {
-                    let n_heads = model.dims.n_heads;
-                    let index = key_index
-                        .clone()
-                        .unsqueeze_dims::<4>(&[1, 3])
-                        .expand([n, n_heads, n_keys, seq_len]);
-                    for (l, block) in capture.blocks.iter().enumerate() {
-                        let array =
-                            HostArray::from_tensor(block.pattern.clone().gather(2, index.clone()))?;
-                        let name = HookName::Pattern(l).to_string();
-                        out.push(StoredArray {
-                            name,
-                            axes: "example,head,key_position,k".into(),
-                            array,
-                        });
-                    }
-                }
-                StoreItem::LogitsAtAnswers => {
-                    let answers: Vec<i64> = self
-                        .probe
-                        .answer_positions
-                        .iter()
-                        .map(|&p| p as i64)
-                        .collect();
-                    let count = answers.len();
-                    let index = Tensor::<1, Int>::from_data(
-                        TensorData::new(answers, [count]),
-                        &self.device,
-                    );
-                    let array = HostArray::from_tensor(capture.logits.clone().select(1, index))?;
-                    out.push(StoredArray {
-                        name: "logits".into(),
-                        axes: "example,answer,d_vocab_out".into(),
-                        array,
-                    });
-                }
-                StoreItem::AllHooks => {
-                    for (name, array) in capture.to_host()? {
-                        out.push(StoredArray {
-                            name: name.to_string(),
-                            axes: hook_axes(name).into(),
-                            array,
-                        });
-                    }
-                }
+    ) -> Result<Vec<(HookName, HostArray)>, AnalysisError> {
+        let capture = model.valid().capture(self.tokens.clone());
+        let mut hooks = vec![];
+        for (name, tensor) in capture.hooks() {
+            if needed(&self.config.store, name) {
+                let array = match tensor {
+                    HookTensor::Rank3(t) => HostArray::from_tensor(t.clone()),
+                    HookTensor::Rank4(t) => HostArray::from_tensor(t.clone()),
+                };
+                hooks.push((
+                    name,
+                    array.map_err(|message| AnalysisError::Host { step, message })?,
+                ));
             }
         }
-        Ok(out)
+        Ok(hooks)
     }
 
     fn fail(&mut self, step: u64, error: AnalysisError) -> Result<(), PluginError> {
@@ -183,35 +108,6 @@ impl AnalyzePlugin {
                 Ok(())
             }
         }
-    }
-}
-
-/// The residual stream at every layer boundary: `resid_pre` and `resid_mid` of each block, final `resid_post`.
-fn residual_boundaries(capture: &Capture) -> Vec<(HookName, Tensor<3>)> {
-    let mut out = vec![];
-    for (l, block) in capture.blocks.iter().enumerate() {
-        out.push((HookName::ResidPre(l), block.resid_pre.clone()));
-        if !capture.attn_only {
-            out.push((HookName::ResidMid(l), block.resid_mid.clone()));
-        }
-    }
-    if let Some(last) = capture.blocks.last() {
-        out.push((
-            HookName::ResidPost(capture.blocks.len() - 1),
-            last.resid_post.clone(),
-        ));
-    }
-    out
-}
-
-/// Axis names of a full hook array.
-fn hook_axes(name: HookName) -> &'static str {
-    match name {
-        HookName::Pattern(_) => "example,head,q,k",
-        HookName::Z(_) => "example,pos,head,d_head",
-        HookName::MlpPost(_) => "example,pos,d_mlp",
-        HookName::Logits => "example,pos,d_vocab_out",
-        _ => "example,pos,d_model",
     }
 }
 
@@ -260,6 +156,7 @@ impl CheckpointPlugin for AnalyzePlugin {
             induction_half: self.induction_half,
             jsonl: JsonlWriter::open_from(&metrics_path(event.run), event.start_step)
                 .map_err(AnalysisError::from)?,
+            store_items: self.config.store.clone(),
             store: ActivationStore::open(
                 &analysis,
                 &event.manifest.run_id,
@@ -277,8 +174,8 @@ impl CheckpointPlugin for AnalyzePlugin {
             return Ok(());
         }
         let start = Instant::now();
-        let (logits, stored) = match self.capture(event.model, event.step) {
-            Ok(arrays) => arrays,
+        let hooks = match self.capture(event.model, event.step) {
+            Ok(hooks) => hooks,
             Err(e) => return self.fail(event.step, e),
         };
         let send_stats = Arc::new(OnceLock::new());
@@ -289,8 +186,7 @@ impl CheckpointPlugin for AnalyzePlugin {
             lr: event.lr,
             train_loss: event.train_loss,
             eval: event.eval.cloned(),
-            logits,
-            stored,
+            hooks,
             capture_ms: start.elapsed().as_secs_f64() * 1e3,
             send_stats: send_stats.clone(),
             sent_at: Instant::now(),

@@ -10,12 +10,15 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use probes::ProbeSet;
+use trainer::config::StoreItem;
+use trainer::model::HookName;
 use trainer::run_dir::JsonlWriter;
 
 use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, Message};
 use crate::metrics::behavior::{BehaviorInput, behavior};
 use crate::row::{Row, SCHEMA_VERSION, Timing};
+use crate::selection::stored_arrays;
 use crate::sinks::hdf5::ActivationStore;
 
 /// What the sidecar thread owns.
@@ -26,6 +29,7 @@ pub struct SidecarState {
     pub induction_half: Option<usize>,
     pub jsonl: JsonlWriter,
     pub store: ActivationStore,
+    pub store_items: Vec<StoreItem>,
 }
 
 /// Handle of the running sidecar thread.
@@ -115,9 +119,15 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
     let start = Instant::now();
     let probe = &state.probe;
     let splits: Vec<&'static str> = probe.splits.iter().map(|s| s.name()).collect();
+    let logits = message
+        .hooks
+        .iter()
+        .find(|(name, _)| *name == HookName::Logits)
+        .map(|(_, array)| array)
+        .ok_or_else(|| AnalysisError::SidecarGone("a message without logits".into()))?;
     let behavior = behavior(&BehaviorInput {
-        logits: &message.logits.data,
-        vocab: message.logits.shape[2],
+        logits: &logits.data,
+        vocab: logits.shape[2],
         tokens: &probe.examples.tokens,
         seq_len: probe.examples.seq_len,
         answer_positions: &probe.answer_positions,
@@ -125,7 +135,13 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         splits: &splits,
         induction_half: state.induction_half,
     });
-    state.store.write(message.step, &message.stored)?;
+    let stored = stored_arrays(
+        &state.store_items,
+        &message.hooks,
+        &probe.key_positions,
+        &probe.answer_positions,
+    );
+    state.store.write(message.step, &stored)?;
     let sidecar_ms = start.elapsed().as_secs_f64() * 1e3;
     let sent = *message.send_stats.wait();
     let eval = message.eval.map(|e| {

@@ -23,6 +23,21 @@ pub struct Args {
 enum What {
     /// Training step time vs the PyTorch reference script.
     Train(TrainArgs),
+    /// Wall time of `train --analyze` vs `train`, and where the analysis time goes.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Configs to measure, each with its own checkpoint schedule.
+    #[arg(required = true)]
+    configs: Vec<PathBuf>,
+    /// Train only this many steps (the schedule's checkpoints up to there); default: the config's steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Alternating rounds (train, train --analyze, …).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 #[derive(clap::Args)]
@@ -48,7 +63,13 @@ struct TrainArgs {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let What::Train(args) = args.what;
+    match args.what {
+        What::Train(args) => bench_train(args),
+        What::Analyze(args) => bench_analyze(args),
+    }
+}
+
+fn bench_train(args: TrainArgs) -> anyhow::Result<()> {
     println!("| config | formation ms/step | PyTorch ms/step | ratio (formation / PyTorch) |");
     println!("|---|---|---|---|");
     for config_path in &args.configs {
@@ -154,4 +175,103 @@ fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
+    println!(
+        "| config | steps | checkpoints | train s | train --analyze s | ratio | trainer-blocking ms/checkpoint \
+         (capture + copy + send) | sidecar ms/checkpoint | HDF5 bytes/checkpoint |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for path in &args.configs {
+        let mut config = Config::load(path)?;
+        if let Some(steps) = args.steps {
+            config.train.steps = steps.min(config.train.steps);
+        }
+        let (mut plain, mut analyzed, mut last) = (vec![], vec![], None);
+        for round in 0..args.rounds {
+            plain.push(timed_run(&config, false, round)?.0);
+            let (wall, stats) = timed_run(&config, true, round)?;
+            analyzed.push(wall);
+            last = stats;
+        }
+        let stats = last.context("no analysis statistics")?;
+        let (a, b) = (median(&mut plain), median(&mut analyzed));
+        println!(
+            "| {} | {} | {} | {a:.2} | {b:.2} | {:.3} | {:.1} | {:.1} | {:.0} |",
+            path.display(),
+            config.train.steps,
+            stats.checkpoints,
+            b / a,
+            stats.blocking_ms,
+            stats.sidecar_ms,
+            stats.bytes
+        );
+    }
+    Ok(())
+}
+
+/// Per-checkpoint means of an analyzed run.
+struct AnalysisStats {
+    checkpoints: usize,
+    blocking_ms: f64,
+    sidecar_ms: f64,
+    bytes: f64,
+}
+
+/// Trains `config` in a scratch directory; returns the wall time (including draining the sidecar).
+fn timed_run(
+    config: &Config,
+    analyze: bool,
+    round: usize,
+) -> anyhow::Result<(f64, Option<AnalysisStats>)> {
+    let dir = std::env::temp_dir().join(format!(
+        "formation-bench-{}-{round}-{analyze}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = trainer::run_dir::RunDir::new(&dir);
+    let (device, device_name) = crate::device::pick();
+    let start = Instant::now();
+    let (mut plugin, hash): (Box<dyn trainer::plugin::CheckpointPlugin>, _) = if analyze {
+        let (plugin, hash) = crate::commands::train::analyze_plugin(config, &run, false, &device)?;
+        (Box::new(plugin), Some(hash))
+    } else {
+        (Box::new(trainer::plugin::NoPlugin), None)
+    };
+    let job = trainer::train_loop::TrainJob {
+        config,
+        run: &run,
+        resume: false,
+        device,
+        device_name: device_name.to_owned(),
+        probe_set_sha256: hash,
+    };
+    trainer::train_loop::train(job, plugin.as_mut(), &mut |_| {})?;
+    let wall = start.elapsed().as_secs_f64();
+    let stats = analyze.then(|| analysis_stats(&dir)).transpose()?;
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok((wall, stats))
+}
+
+fn analysis_stats(dir: &std::path::Path) -> anyhow::Result<AnalysisStats> {
+    let text = std::fs::read_to_string(dir.join("analysis/checkpoint_metrics.jsonl"))?;
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let mean = |f: &dyn Fn(&serde_json::Value) -> f64| {
+        rows.iter().map(f).sum::<f64>() / rows.len().max(1) as f64
+    };
+    let timing = |r: &serde_json::Value, k: &str| r["timing"][k].as_f64().unwrap_or(0.0);
+    let mut bytes = 0u64;
+    for entry in std::fs::read_dir(dir.join("analysis/activations"))?.flatten() {
+        bytes += entry.metadata()?.len();
+    }
+    Ok(AnalysisStats {
+        checkpoints: rows.len(),
+        blocking_ms: mean(&|r| timing(r, "capture_ms") + timing(r, "queue_ms")),
+        sidecar_ms: mean(&|r| timing(r, "sidecar_ms")),
+        bytes: bytes as f64 / rows.len().max(1) as f64,
+    })
 }

@@ -54,14 +54,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let run = RunDir::new(&root);
     let (device, device_name) = crate::device::pick();
     let mut display = Display::new();
-    let (mut plugin, probe_set_sha256): (Box<dyn CheckpointPlugin>, _) = if args.analyze {
-        let probe = probe_set(&config, &run, resume)?;
-        let hash = probe.sha256();
-        let plugin = AnalyzePlugin::new(config.analysis.clone(), probe, &device);
+    let (mut plugin, probe_set_sha256) = if args.analyze {
+        let (plugin, hash) = analyze_plugin(&config, &run, resume, &device)?;
         display.watch_queue(plugin.queue_depth());
-        (Box::new(plugin), Some(hash))
+        (Box::new(plugin) as Box<dyn CheckpointPlugin>, Some(hash))
     } else {
-        (Box::new(NoPlugin), None)
+        (Box::new(NoPlugin) as Box<dyn CheckpointPlugin>, None)
     };
     let job = TrainJob {
         config: &config,
@@ -97,6 +95,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         root.display()
     );
     Ok(())
+}
+
+/// The `--analyze` plugin of a run and the content hash of its probe set.
+pub fn analyze_plugin(
+    config: &Config,
+    run: &RunDir,
+    resume: bool,
+    device: &burn::prelude::Device,
+) -> anyhow::Result<(AnalyzePlugin, String)> {
+    let probe = probe_set(config, run, resume)?;
+    let hash = probe.sha256();
+    Ok((
+        AnalyzePlugin::new(config.analysis.clone(), probe, device),
+        hash,
+    ))
 }
 
 /// The probe set of this run: on resume the run's own, verified against its manifest; otherwise the file the

@@ -16,7 +16,7 @@ mod mlp;
 
 pub use attention::Attention;
 pub use block::{Block, BlockActs, Queries};
-pub use capture::{Capture, HostArray};
+pub use capture::{Capture, HookTensor, HostArray};
 pub use hook::HookName;
 pub use layer_norm::LayerNorm;
 

@@ -1,0 +1,236 @@
+//! What `activations.h5` keeps of each checkpoint: host-side selections of the captured arrays (pure functions,
+//! run on the sidecar so the trainer thread only copies).
+
+use trainer::config::StoreItem;
+use trainer::model::{HookName, HostArray};
+use trainer::tasks::Labeled;
+
+use crate::message::StoredArray;
+
+/// `array` [n, seq, d] at each example's key positions → [n, keys, d].
+pub fn at_key_positions(array: &HostArray, keys: &[Labeled]) -> HostArray {
+    let (n, seq, d) = (array.shape[0], array.shape[1], array.shape[2]);
+    let mut data = Vec::with_capacity(n * keys.len() * d);
+    for i in 0..n {
+        for key in keys {
+            let t = key.values[i] as usize;
+            data.extend_from_slice(&array.data[(i * seq + t) * d..][..d]);
+        }
+    }
+    HostArray {
+        shape: vec![n, keys.len(), d],
+        data,
+    }
+}
+
+/// `pattern` [n, head, q, k] at each example's key query positions → [n, head, keys, k].
+pub fn at_key_queries(pattern: &HostArray, keys: &[Labeled]) -> HostArray {
+    let (n, heads, q, k) = (
+        pattern.shape[0],
+        pattern.shape[1],
+        pattern.shape[2],
+        pattern.shape[3],
+    );
+    let mut data = Vec::with_capacity(n * heads * keys.len() * k);
+    for i in 0..n {
+        for h in 0..heads {
+            for key in keys {
+                let t = key.values[i] as usize;
+                data.extend_from_slice(&pattern.data[((i * heads + h) * q + t) * k..][..k]);
+            }
+        }
+    }
+    HostArray {
+        shape: vec![n, heads, keys.len(), k],
+        data,
+    }
+}
+
+/// `array` [n, seq, d] at the same `positions` for every example → [n, positions, d].
+pub fn at_positions(array: &HostArray, positions: &[usize]) -> HostArray {
+    let (n, seq, d) = (array.shape[0], array.shape[1], array.shape[2]);
+    let mut data = Vec::with_capacity(n * positions.len() * d);
+    for i in 0..n {
+        for &t in positions {
+            data.extend_from_slice(&array.data[(i * seq + t) * d..][..d]);
+        }
+    }
+    HostArray {
+        shape: vec![n, positions.len(), d],
+        data,
+    }
+}
+
+/// The hooks the trainer must copy for `store` (the logits are always copied: behavior needs them).
+pub fn needed(store: &[StoreItem], name: HookName) -> bool {
+    store.iter().any(|item| match item {
+        StoreItem::ResidualAtKeys => {
+            matches!(
+                name,
+                HookName::ResidPre(_) | HookName::ResidMid(_) | HookName::ResidPost(_)
+            )
+        }
+        StoreItem::PatternsAtKeys => matches!(name, HookName::Pattern(_)),
+        StoreItem::LogitsAtAnswers => false,
+        StoreItem::AllHooks => true,
+    }) || name == HookName::Logits
+}
+
+/// Builds the stored arrays of one checkpoint from its copied hooks.
+pub fn stored_arrays(
+    store: &[StoreItem],
+    hooks: &[(HookName, HostArray)],
+    keys: &[Labeled],
+    answers: &[usize],
+) -> Vec<StoredArray> {
+    let mut out = vec![];
+    let stored = |name: String, axes: &str, array| StoredArray {
+        name,
+        axes: axes.into(),
+        array,
+    };
+    for item in store {
+        match item {
+            StoreItem::ResidualAtKeys => {
+                // Layer boundaries: resid_pre and resid_mid of every block, and the final resid_post.
+                let last_post = hooks
+                    .iter()
+                    .filter(|(h, _)| matches!(h, HookName::ResidPost(_)))
+                    .map(|(h, _)| *h)
+                    .max();
+                for (name, array) in hooks {
+                    if matches!(name, HookName::ResidPre(_) | HookName::ResidMid(_))
+                        || Some(*name) == last_post
+                    {
+                        let axes = "example,key_position,d_model";
+                        out.push(stored(
+                            name.to_string(),
+                            axes,
+                            at_key_positions(array, keys),
+                        ));
+                    }
+                }
+            }
+            StoreItem::PatternsAtKeys => {
+                for (name, array) in hooks
+                    .iter()
+                    .filter(|(h, _)| matches!(h, HookName::Pattern(_)))
+                {
+                    out.push(stored(
+                        name.to_string(),
+                        "example,head,key_position,k",
+                        at_key_queries(array, keys),
+                    ));
+                }
+            }
+            StoreItem::LogitsAtAnswers => {
+                if let Some((_, logits)) = hooks.iter().find(|(h, _)| *h == HookName::Logits) {
+                    out.push(stored(
+                        "logits".into(),
+                        "example,answer,d_vocab_out",
+                        at_positions(logits, answers),
+                    ));
+                }
+            }
+            StoreItem::AllHooks => {
+                for (name, array) in hooks {
+                    out.push(stored(name.to_string(), hook_axes(*name), array.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Axis names of a full hook array.
+fn hook_axes(name: HookName) -> &'static str {
+    match name {
+        HookName::Pattern(_) => "example,head,q,k",
+        HookName::Z(_) => "example,pos,head,d_head",
+        HookName::MlpPost(_) => "example,pos,d_mlp",
+        HookName::Logits => "example,pos,d_vocab_out",
+        _ => "example,pos,d_model",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, values: Vec<u32>) -> Labeled {
+        Labeled {
+            name: name.into(),
+            n_classes: 4,
+            values,
+        }
+    }
+
+    #[test]
+    fn key_positions_are_gathered_per_example() {
+        // n 2, seq 3, d 2: value = 100·i + 10·t + j.
+        let data = (0..2).flat_map(|i| {
+            (0..3).flat_map(move |t| (0..2).map(move |j| (100 * i + 10 * t + j) as f32))
+        });
+        let array = HostArray {
+            shape: vec![2, 3, 2],
+            data: data.collect(),
+        };
+        let got = at_key_positions(&array, &[key("x", vec![2, 0]), key("y", vec![1, 1])]);
+        assert_eq!(got.shape, vec![2, 2, 2]);
+        // example 0: t=2 → [20, 21], t=1 → [10, 11]; example 1: t=0 → [100, 101], t=1 → [110, 111]
+        assert_eq!(got.data, vec![20., 21., 10., 11., 100., 101., 110., 111.]);
+    }
+
+    #[test]
+    fn key_query_rows_are_gathered_per_example_and_head() {
+        // n 1, head 2, q 2, k 2: value = 10·h + 2·q + k.
+        let data = (0..2).flat_map(|h| {
+            (0..2).flat_map(move |q| (0..2).map(move |k| (10 * h + 2 * q + k) as f32))
+        });
+        let pattern = HostArray {
+            shape: vec![1, 2, 2, 2],
+            data: data.collect(),
+        };
+        let got = at_key_queries(&pattern, &[key("x", vec![1])]);
+        assert_eq!(got.shape, vec![1, 2, 1, 2]);
+        assert_eq!(got.data, vec![2., 3., 12., 13.]);
+    }
+
+    #[test]
+    fn residual_store_keeps_every_boundary_and_only_the_last_resid_post() {
+        let array = HostArray {
+            shape: vec![1, 2, 1],
+            data: vec![0.0, 1.0],
+        };
+        let hooks: Vec<(HookName, HostArray)> = [
+            HookName::ResidPre(0),
+            HookName::ResidMid(0),
+            HookName::ResidPost(0),
+            HookName::ResidPre(1),
+            HookName::ResidMid(1),
+            HookName::ResidPost(1),
+        ]
+        .into_iter()
+        .map(|h| (h, array.clone()))
+        .collect();
+        let names: Vec<String> = stored_arrays(
+            &[StoreItem::ResidualAtKeys],
+            &hooks,
+            &[key("x", vec![1])],
+            &[1],
+        )
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "blocks.0.hook_resid_pre",
+                "blocks.0.hook_resid_mid",
+                "blocks.1.hook_resid_pre",
+                "blocks.1.hook_resid_mid",
+                "blocks.1.hook_resid_post"
+            ]
+        );
+    }
+}
