@@ -174,3 +174,92 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
     state.jsonl.write(&row)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+    use trainer::model::HostArray;
+    use trainer::tasks::{ModularAddition, Task};
+
+    use crate::message::SendStats;
+
+    fn message(step: u64, probe: &ProbeSet) -> CheckpointMessage {
+        let e = &probe.examples;
+        let vocab = 5;
+        let logits = HostArray {
+            shape: vec![e.n, e.seq_len, vocab],
+            data: vec![0.0; e.n * e.seq_len * vocab],
+        };
+        let send_stats = Arc::new(OnceLock::new());
+        let _ = send_stats.set(SendStats {
+            queue_ms: 0.0,
+            queue_depth: 0,
+        });
+        CheckpointMessage {
+            step,
+            tokens_seen: 0,
+            wall_s: 0.0,
+            lr: 0.0,
+            train_loss: None,
+            eval: None,
+            hooks: vec![(HookName::Logits, logits)],
+            capture_ms: 0.0,
+            send_stats,
+            sent_at: Instant::now(),
+        }
+    }
+
+    fn spawn(dir: &std::path::Path, probe: &Arc<ProbeSet>) -> Sidecar {
+        let state = SidecarState {
+            run_id: "r".into(),
+            probe: probe.clone(),
+            induction_half: None,
+            jsonl: JsonlWriter::open_from(&dir.join("rows.jsonl"), 0).unwrap(),
+            store: ActivationStore::open(dir, "r", "h", &["a"], 0).unwrap(),
+            store_items: vec![StoreItem::LogitsAtAnswers],
+        };
+        Sidecar::spawn(state, 2).unwrap()
+    }
+
+    #[test]
+    fn rows_are_written_in_order_and_finish_drains_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = ModularAddition::new(5, 0.5, 0);
+        let probe = Arc::new(ProbeSet::generate(&task as &dyn Task, 10, 0));
+        let mut sidecar = spawn(dir.path(), &probe);
+        for step in [0, 1, 2, 4, 8] {
+            sidecar.send(message(step, &probe)).unwrap();
+        }
+        sidecar.finish().unwrap();
+        let steps = crate::sinks::jsonl::existing_steps(&dir.path().join("rows.jsonl"));
+        assert_eq!(steps.into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn a_sidecar_failure_reaches_the_trainer() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = ModularAddition::new(5, 0.5, 0);
+        let probe = Arc::new(ProbeSet::generate(&task as &dyn Task, 10, 0));
+        let mut sidecar = spawn(dir.path(), &probe);
+        // Sabotage: the per-checkpoint directory becomes a file, so the HDF5 write fails.
+        std::fs::remove_dir_all(dir.path().join("activations")).unwrap();
+        std::fs::write(dir.path().join("activations"), b"not a directory").unwrap();
+        let mut error = None;
+        for step in 0..10 {
+            if let Err(e) = sidecar.send(message(step, &probe)) {
+                error = Some(e);
+                break;
+            }
+        }
+        let error = match error {
+            Some(e) => e,
+            None => sidecar.finish().unwrap_err(),
+        };
+        assert!(error.to_string().contains("HDF5"), "{error}");
+        assert!(
+            crate::sinks::jsonl::existing_steps(&dir.path().join("rows.jsonl")).is_empty(),
+            "no row without its arrays"
+        );
+    }
+}
