@@ -375,3 +375,97 @@ fn clip_global_norm(model: &Transformer, grads: &mut GradientsParams, max_norm: 
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::PluginError;
+
+    /// Records every call the loop makes.
+    #[derive(Default)]
+    struct Recorder {
+        starts: Vec<(u64, bool)>,
+        steps: Vec<u64>,
+        evals: Vec<u64>,
+        finished: usize,
+    }
+
+    impl CheckpointPlugin for Recorder {
+        fn on_start(&mut self, event: &StartEvent<'_>) -> Result<(), PluginError> {
+            self.starts.push((event.start_step, event.resume));
+            Ok(())
+        }
+        fn on_checkpoint(&mut self, event: &CheckpointEvent<'_>) -> Result<(), PluginError> {
+            assert_eq!(
+                event.model.dims.d_model, 32,
+                "the live model is handed over"
+            );
+            self.steps.push(event.step);
+            if let Some(eval) = event.eval {
+                self.evals.push(eval.step);
+            }
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), PluginError> {
+            self.finished += 1;
+            Ok(())
+        }
+    }
+
+    fn job<'a>(config: &'a Config, run: &'a RunDir, resume: bool) -> TrainJob<'a> {
+        TrainJob {
+            config,
+            run,
+            resume,
+            device: crate::test_device(),
+            device_name: "test".into(),
+            probe_set_sha256: None,
+        }
+    }
+
+    #[test]
+    fn plugin_is_called_at_exactly_the_scheduled_steps_in_order() {
+        let config = Config::parse(include_str!("../../examples/ci.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let mut recorder = Recorder::default();
+        train(job(&config, &run, false), &mut recorder, &mut |_| {}).unwrap();
+        assert_eq!(recorder.starts, vec![(0, false)]);
+        assert_eq!(recorder.steps, vec![0, 1, 2, 4, 8, 20, 40, 60]);
+        assert_eq!(
+            recorder.evals,
+            vec![0, 20, 40, 60],
+            "eval.every = 20, and the last step"
+        );
+        assert_eq!(recorder.finished, 1);
+
+        // A resume calls it again from the checkpoint it continues from.
+        std::fs::remove_dir_all(checkpoint::step_dir(&run.checkpoints(), 60)).unwrap();
+        let mut recorder = Recorder::default();
+        train(job(&config, &run, true), &mut recorder, &mut |_| {}).unwrap();
+        assert_eq!(recorder.starts, vec![(40, true)]);
+        assert_eq!(recorder.steps, vec![40, 60]);
+    }
+
+    #[test]
+    fn a_failing_plugin_stops_training_with_its_step() {
+        struct Failing;
+        impl CheckpointPlugin for Failing {
+            fn on_checkpoint(&mut self, event: &CheckpointEvent<'_>) -> Result<(), PluginError> {
+                if event.step == 4 {
+                    Err("probe exploded".into())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+        let config = Config::parse(include_str!("../../examples/ci.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let err = train(job(&config, &run, false), &mut Failing, &mut |_| {}).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "checkpoint plugin failed at step 4: probe exploded"
+        );
+    }
+}
