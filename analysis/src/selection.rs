@@ -61,7 +61,7 @@ pub fn at_positions(array: &HostArray, positions: &[usize]) -> HostArray {
     }
 }
 
-/// The hooks the trainer must copy for `store` (the logits are always copied: behavior needs them).
+/// The hooks the trainer must copy for `store` (logits and patterns always: behavior and head metrics need them).
 pub fn needed(store: &[StoreItem], name: HookName) -> bool {
     store.iter().any(|item| match item {
         StoreItem::ResidualAtKeys => {
@@ -70,10 +70,10 @@ pub fn needed(store: &[StoreItem], name: HookName) -> bool {
                 HookName::ResidPre(_) | HookName::ResidMid(_) | HookName::ResidPost(_)
             )
         }
-        StoreItem::PatternsAtKeys => matches!(name, HookName::Pattern(_)),
+        StoreItem::PatternsAtKeys => false,
         StoreItem::LogitsAtAnswers => false,
         StoreItem::AllHooks => true,
-    }) || name == HookName::Logits
+    }) || matches!(name, HookName::Logits | HookName::Pattern(_))
 }
 
 /// Builds the stored arrays of one checkpoint from its copied hooks.

@@ -17,6 +17,7 @@ use trainer::run_dir::JsonlWriter;
 use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, Message};
 use crate::metrics::behavior::{BehaviorInput, behavior};
+use crate::metrics::heads::{HeadInput, head_metrics};
 use crate::row::{Row, SCHEMA_VERSION, Timing};
 use crate::selection::stored_arrays;
 use crate::sinks::hdf5::ActivationStore;
@@ -135,6 +136,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         splits: &splits,
         induction_half: state.induction_half,
     });
+    let heads = heads_row(&message.hooks, probe, state.induction_half);
     let stored = stored_arrays(
         &state.store_items,
         &message.hooks,
@@ -161,7 +163,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         behavior,
         eval,
         residual: BTreeMap::new(),
-        heads: BTreeMap::new(),
+        heads,
         mlp: BTreeMap::new(),
         dynamics: BTreeMap::new(),
         timing: Timing {
@@ -173,6 +175,31 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
     };
     state.jsonl.write(&row)?;
     Ok(())
+}
+
+/// Head metrics of every layer, keyed `L{layer}H{head}`.
+fn heads_row(
+    hooks: &[(HookName, trainer::model::HostArray)],
+    probe: &ProbeSet,
+    induction_half: Option<usize>,
+) -> BTreeMap<String, serde_json::Value> {
+    let keys: Vec<(&str, &[u32])> = probe.key_positions.iter().map(|k| (k.name.as_str(), k.values.as_slice())).collect();
+    let mut out = BTreeMap::new();
+    for (name, pattern) in hooks {
+        let HookName::Pattern(layer) = name else { continue };
+        let metrics = head_metrics(&HeadInput {
+            pattern: &pattern.data,
+            n_heads: pattern.shape[1],
+            seq_len: pattern.shape[2],
+            tokens: &probe.examples.tokens,
+            keys: &keys,
+            induction_half,
+        });
+        for (h, m) in metrics.into_iter().enumerate() {
+            out.insert(format!("L{layer}H{h}"), serde_json::to_value(m).unwrap_or_default());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
 //! Metrics: pure functions over host arrays (`f32` slices with explicit shapes). Nothing here sees a device.
 
 pub mod behavior;
+pub mod heads;
