@@ -42,7 +42,7 @@ pub struct AnalyzePlugin {
     config: AnalysisConfig,
     probe: Arc<ProbeSet>,
     tokens: Tensor<2, Int>,
-    induction_half: Option<usize>,
+    induction_repeat: Option<Vec<usize>>,
     sidecar: Option<Sidecar>,
     /// Queue depth after the last send, for the progress display.
     depth: Arc<AtomicUsize>,
@@ -55,12 +55,12 @@ impl AnalyzePlugin {
         let device = device.clone().without_autodiff();
         let e = &probe.examples;
         let tokens = int_tensor(&e.tokens, e.n, e.seq_len, &device);
-        let induction_half = (probe.task == "induction").then_some(e.seq_len / 2);
+        let induction_repeat = induction_repeat(&probe);
         Self {
             config,
             probe: Arc::new(probe),
             tokens,
-            induction_half,
+            induction_repeat,
             sidecar: None,
             depth: Arc::new(AtomicUsize::new(0)),
             disabled: false,
@@ -111,6 +111,22 @@ impl AnalyzePlugin {
     }
 }
 
+/// For an induction probe set, each example's repeat length: the distance from `cur` back to `prev_occ`.
+fn induction_repeat(probe: &ProbeSet) -> Option<Vec<usize>> {
+    if probe.task != "induction" {
+        return None;
+    }
+    let key = |name: &str| probe.key_positions.iter().find(|k| k.name == name);
+    let (cur, prev) = (key("cur")?, key("prev_occ")?);
+    Some(
+        cur.values
+            .iter()
+            .zip(&prev.values)
+            .map(|(c, p)| (c - p) as usize)
+            .collect(),
+    )
+}
+
 impl CheckpointPlugin for AnalyzePlugin {
     fn first_missing_step(
         &mut self,
@@ -153,7 +169,7 @@ impl CheckpointPlugin for AnalyzePlugin {
         let state = SidecarState {
             run_id: event.manifest.run_id.clone(),
             probe: self.probe.clone(),
-            induction_half: self.induction_half,
+            induction_repeat: self.induction_repeat.clone(),
             jsonl: JsonlWriter::open_from(&metrics_path(event.run), event.start_step)
                 .map_err(AnalysisError::from)?,
             store_items: self.config.store.clone(),

@@ -26,8 +26,8 @@ use crate::sinks::hdf5::ActivationStore;
 pub struct SidecarState {
     pub run_id: String,
     pub probe: Arc<ProbeSet>,
-    /// For induction, the length of the random half (enables the in-context score).
-    pub induction_half: Option<usize>,
+    /// For induction, each probe example's repeat length (enables the induction-only metrics).
+    pub induction_repeat: Option<Vec<usize>>,
     pub jsonl: JsonlWriter,
     pub store: ActivationStore,
     pub store_items: Vec<StoreItem>,
@@ -134,9 +134,9 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         answer_positions: &probe.answer_positions,
         answer_targets: &probe.examples.targets,
         splits: &splits,
-        induction_half: state.induction_half,
+        induction_repeat: state.induction_repeat.as_deref(),
     });
-    let heads = heads_row(&message.hooks, probe, state.induction_half);
+    let heads = heads_row(&message.hooks, probe, state.induction_repeat.as_deref());
     let stored = stored_arrays(
         &state.store_items,
         &message.hooks,
@@ -181,22 +181,31 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
 fn heads_row(
     hooks: &[(HookName, trainer::model::HostArray)],
     probe: &ProbeSet,
-    induction_half: Option<usize>,
+    induction_repeat: Option<&[usize]>,
 ) -> BTreeMap<String, serde_json::Value> {
-    let keys: Vec<(&str, &[u32])> = probe.key_positions.iter().map(|k| (k.name.as_str(), k.values.as_slice())).collect();
+    let keys: Vec<(&str, &[u32])> = probe
+        .key_positions
+        .iter()
+        .map(|k| (k.name.as_str(), k.values.as_slice()))
+        .collect();
     let mut out = BTreeMap::new();
     for (name, pattern) in hooks {
-        let HookName::Pattern(layer) = name else { continue };
+        let HookName::Pattern(layer) = name else {
+            continue;
+        };
         let metrics = head_metrics(&HeadInput {
             pattern: &pattern.data,
             n_heads: pattern.shape[1],
             seq_len: pattern.shape[2],
             tokens: &probe.examples.tokens,
             keys: &keys,
-            induction_half,
+            induction_repeat,
         });
         for (h, m) in metrics.into_iter().enumerate() {
-            out.insert(format!("L{layer}H{h}"), serde_json::to_value(m).unwrap_or_default());
+            out.insert(
+                format!("L{layer}H{h}"),
+                serde_json::to_value(m).unwrap_or_default(),
+            );
         }
     }
     out
@@ -241,7 +250,7 @@ mod tests {
         let state = SidecarState {
             run_id: "r".into(),
             probe: probe.clone(),
-            induction_half: None,
+            induction_repeat: None,
             jsonl: JsonlWriter::open_from(&dir.join("rows.jsonl"), 0).unwrap(),
             store: ActivationStore::open(dir, "r", "h", &["a"], 0).unwrap(),
             store_items: vec![StoreItem::LogitsAtAnswers],

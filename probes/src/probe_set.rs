@@ -61,15 +61,27 @@ impl ProbeSet {
             n_answers: task.answer_positions().len(),
             ..Default::default()
         };
-        let mut splits = vec![];
+        let (mut splits, mut keys, mut targets) =
+            (vec![], Vec::<Labeled>::new(), Vec::<Labeled>::new());
+        // Key positions and targets per block: a task may derive them from an example's index in its block.
         for (split, block) in &pool {
             all.tokens.extend_from_slice(&block.tokens);
             all.targets.extend_from_slice(&block.targets);
             all.n += block.n;
             splits.extend(std::iter::repeat_n(*split, block.n));
+            for (list, new) in [
+                (&mut keys, task.key_positions(block)),
+                (&mut targets, task.probe_targets(block)),
+            ] {
+                if list.is_empty() {
+                    *list = new;
+                } else {
+                    for (l, n) in list.iter_mut().zip(new) {
+                        l.values.extend(n.values);
+                    }
+                }
+            }
         }
-        let keys = task.key_positions(&all);
-        let targets = task.probe_targets(&all);
         let mut order: Vec<usize> = (0..all.n).collect();
         SplitMix64::derived(seed, "probe-set", 0).shuffle(&mut order);
         let size = size.min(all.n);
@@ -447,7 +459,7 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_seeded() {
-        let task = Induction::new(16, 6, 32, 1);
+        let task = Induction::new(16, 6, 3, 32, 1);
         let a = ProbeSet::generate(&task, 50, 3);
         assert_eq!(a, ProbeSet::generate(&task, 50, 3));
         assert_eq!(a.sha256(), ProbeSet::generate(&task, 50, 3).sha256());
@@ -458,7 +470,7 @@ mod tests {
     fn hdf5_round_trip_keeps_content_and_hash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("probe_set.h5");
-        let induction = ProbeSet::generate(&Induction::new(16, 6, 32, 1), 40, 2);
+        let induction = ProbeSet::generate(&Induction::new(16, 6, 3, 32, 1), 40, 2);
         induction.save(&path).unwrap();
         assert_eq!(ProbeSet::load(&path).unwrap(), induction);
         let task = ModularAddition::new(11, 0.5, 0);

@@ -36,8 +36,11 @@ pub enum TaskConfig {
     Induction {
         /// Size of the random-token vocabulary.
         vocab: usize,
-        /// Length n of the random half; the model sees 2n tokens.
+        /// Half the sequence length n: the model sees 2n tokens.
         seq_len: usize,
+        /// Shortest repeated block (default n / 2); lengths run over min_repeat..=n.
+        #[serde(default)]
+        min_repeat: Option<usize>,
         /// Number of sequences in the fixed test split.
         #[serde(default = "default_induction_test_size")]
         test_size: usize,
@@ -314,6 +317,7 @@ impl Config {
             TaskConfig::Induction {
                 vocab,
                 seq_len,
+                min_repeat,
                 test_size,
             } => {
                 if *vocab < 2 {
@@ -321,6 +325,13 @@ impl Config {
                 }
                 if *seq_len < 3 {
                     return invalid("task.seq_len", format!("must be at least 3, got {seq_len}"));
+                }
+                let min_repeat = min_repeat.unwrap_or(seq_len / 2);
+                if min_repeat < 3 || min_repeat > *seq_len {
+                    return invalid(
+                        "task.min_repeat",
+                        format!("must be in 3..=seq_len ({seq_len}), got {min_repeat}"),
+                    );
                 }
                 if *test_size == 0 {
                     return invalid(

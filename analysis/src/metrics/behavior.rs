@@ -52,8 +52,9 @@ pub struct Behavior {
     pub per_position_accuracy: BTreeMap<String, f64>,
     /// Accuracy of the probe items drawn from each split (`train`, `test`, `ood`).
     pub split_accuracy: BTreeMap<String, f64>,
-    /// Induction only: mean loss on the repeat minus mean loss on the first half (negative once the model
-    /// copies from context; Olsson et al. 2022's in-context learning score, on our sequences).
+    /// Induction only: mean loss at the answer positions (inside the second copy) minus mean loss predicting
+    /// the first copy's tokens 1..h (unpredictable there); negative once the model copies from context
+    /// (Olsson et al. 2022's in-context learning score, on our sequences).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub in_context_score: Option<f64>,
 }
@@ -69,8 +70,8 @@ pub struct BehaviorInput<'a> {
     pub answer_targets: &'a [u32],
     /// Split name of each example.
     pub splits: &'a [&'static str],
-    /// For induction, the length n of the random half (positions 0..n-1 predict tokens 1..n-1).
-    pub induction_half: Option<usize>,
+    /// For induction, each example's repeat length h: its two copies are the last 2h tokens.
+    pub induction_repeat: Option<&'a [usize]>,
 }
 
 /// Computes [`Behavior`] from full-sequence logits.
@@ -95,14 +96,17 @@ pub fn behavior(input: &BehaviorInput<'_>) -> Behavior {
         }
     }
     let total = (n * n_answers).max(1) as f64;
-    let in_context_score = input.induction_half.map(|half| {
-        let mut first = 0.0;
-        for i in 0..n {
-            for t in 0..half - 1 {
+    let in_context_score = input.induction_repeat.map(|repeat| {
+        let (mut first, mut count) = (0.0, 0usize);
+        for (i, &h) in repeat.iter().enumerate().take(n) {
+            // The first copy starts at seq_len − 2h; its positions 0..h−1 predict its tokens 1..h.
+            let start = input.seq_len - 2 * h;
+            for t in start..start + h - 1 {
                 first += predict(row(i, t), input.tokens[i * input.seq_len + t + 1] as usize).loss;
+                count += 1;
             }
         }
-        loss / total - first / (n * (half - 1)).max(1) as f64
+        loss / total - first / count.max(1) as f64
     });
     Behavior {
         loss: loss / total,
@@ -160,7 +164,7 @@ mod tests {
             answer_positions: &[1],
             answer_targets: &[0, 0],
             splits: &["train", "test"],
-            induction_half: None,
+            induction_repeat: None,
         });
         assert_eq!(b.accuracy, 0.5);
         assert!((b.logit_margin - 1.0).abs() < 1e-9);
@@ -173,8 +177,8 @@ mod tests {
 
     #[test]
     fn in_context_score_is_repeat_loss_minus_first_half_loss() {
-        // One induction example, half 2: tokens [0, 1, 0, 1], vocab 2, answer position 2 (predicts token 1).
-        // First half: t=0 predicts token 1 with uniform logits → ln 2. Repeat: t=2 predicts 1 with [0, 10].
+        // One induction example, repeat length 2: tokens [0, 1, 0, 1], vocab 2, answer position 2 (predicts 1).
+        // First copy: t=0 predicts token 1 with uniform logits → ln 2. Repeat: t=2 predicts 1 with [0, 10].
         let mut logits = vec![0.0; 8];
         logits[2 * 2 + 1] = 10.0;
         let b = behavior(&BehaviorInput {
@@ -185,7 +189,7 @@ mod tests {
             answer_positions: &[2],
             answer_targets: &[1],
             splits: &["test"],
-            induction_half: Some(2),
+            induction_repeat: Some(&[2]),
         });
         let repeat = (1.0f64 + (-10.0f64).exp()).ln();
         assert!((b.in_context_score.unwrap() - (repeat - 2f64.ln())).abs() < 1e-9);

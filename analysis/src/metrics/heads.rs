@@ -3,14 +3,21 @@
 
 /// Entropy, in nats, of one attention row: H(a) = −Σ a_k ln a_k (zero terms skipped).
 pub fn attention_entropy(row: &[f32]) -> f64 {
-    -row.iter().filter(|&&a| a > 0.0).map(|&a| f64::from(a) * f64::from(a).ln()).sum::<f64>()
+    -row.iter()
+        .filter(|&&a| a > 0.0)
+        .map(|&a| f64::from(a) * f64::from(a).ln())
+        .sum::<f64>()
 }
 
 /// TransformerLens `head_detector`'s "mul" score with its defaults: Σ(A ⊙ P) / ΣA over the whole `[T, T]`
 /// pattern, all query rows included (a perfect previous-token head scores (T−1)/T).
 pub fn detector_score(pattern: &[f32], detection: &[f32]) -> f64 {
     let total: f64 = pattern.iter().map(|&a| f64::from(a)).sum();
-    let hit: f64 = pattern.iter().zip(detection).map(|(&a, &p)| f64::from(a * p)).sum();
+    let hit: f64 = pattern
+        .iter()
+        .zip(detection)
+        .map(|(&a, &p)| f64::from(a * p))
+        .sum();
     if total > 0.0 { hit / total } else { 0.0 }
 }
 
@@ -51,13 +58,14 @@ pub fn induction_pattern(tokens: &[u32]) -> Vec<f32> {
     p
 }
 
-/// Olsson et al.'s induction score on a sequence of n random tokens repeated once (the TransformerLens demo's
-/// score): mean attention A[t, t − n + 1] over the query positions t of the repeat, n ≤ t < 2n. A perfect
-/// induction head scores 1.
-pub fn repeat_induction_score(pattern: &[f32], half: usize) -> f64 {
-    let seq_len = 2 * half;
-    let sum: f64 = (half..seq_len).map(|t| f64::from(pattern[t * seq_len + t + 1 - half])).sum();
-    sum / half as f64
+/// Olsson et al.'s induction score on a sequence ending in h random tokens repeated once (the TransformerLens
+/// demo's score, there with h = n): mean attention A[t, t − h + 1] over the query positions t of the repeat,
+/// T − h ≤ t < T. A perfect induction head scores 1.
+pub fn repeat_induction_score(pattern: &[f32], seq_len: usize, repeat: usize) -> f64 {
+    let sum: f64 = (seq_len - repeat..seq_len)
+        .map(|t| f64::from(pattern[t * seq_len + t + 1 - repeat]))
+        .sum();
+    sum / repeat as f64
 }
 
 #[cfg(test)]
@@ -123,11 +131,11 @@ mod tests {
             a[t * seq_len..(t + 1) * seq_len].fill(0.0);
             a[t * seq_len + t + 1 - half] = 1.0;
         }
-        assert!((repeat_induction_score(&a, half) - 1.0).abs() < 1e-9);
+        assert!((repeat_induction_score(&a, seq_len, half) - 1.0).abs() < 1e-9);
         // TransformerLens's detector on the same head: the 3 repeat rows hit, over 6 rows → 0.5.
         let score = detector_score(&a, &induction_pattern(&[1, 2, 3, 1, 2, 3]));
         assert!((score - 0.5).abs() < 1e-6, "{score}"); // f32 rows of 1/3 sum to 1 within rounding
-        assert!(repeat_induction_score(&uniform_head(seq_len), half) < 0.3);
+        assert!(repeat_induction_score(&uniform_head(seq_len), seq_len, half) < 0.3);
     }
 }
 
@@ -152,8 +160,8 @@ pub struct HeadInput<'a> {
     pub tokens: &'a [u32],
     /// Named key positions, one value per example.
     pub keys: &'a [(&'a str, &'a [u32])],
-    /// For induction, the length of the random half (enables the induction-task scores).
-    pub induction_half: Option<usize>,
+    /// For induction, each example's repeat length (enables the induction-task scores).
+    pub induction_repeat: Option<&'a [usize]>,
 }
 
 /// Metrics of every head of one layer.
@@ -161,7 +169,7 @@ pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
     let t = input.seq_len;
     let n = input.tokens.len() / t;
     let previous = previous_token_pattern(t);
-    let (duplicate, induction): (Vec<Vec<f32>>, Vec<Vec<f32>>) = match input.induction_half {
+    let (duplicate, induction): (Vec<Vec<f32>>, Vec<Vec<f32>>) = match input.induction_repeat {
         Some(_) => (0..n)
             .map(|i| {
                 let tokens = &input.tokens[i * t..(i + 1) * t];
@@ -180,17 +188,34 @@ pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
                 let row = |i: usize| &pattern(i)[from_pos[i] as usize * t..][..t];
                 entropy.insert((*from).to_owned(), mean(&|i| attention_entropy(row(i))));
                 for (to, to_pos) in input.keys {
-                    attn.insert(format!("{from}_to_{to}"), mean(&|i| f64::from(row(i)[to_pos[i] as usize])));
+                    attn.insert(
+                        format!("{from}_to_{to}"),
+                        mean(&|i| f64::from(row(i)[to_pos[i] as usize])),
+                    );
                 }
             }
             let mut scores = std::collections::BTreeMap::new();
-            if let Some(half) = input.induction_half {
-                scores.insert("previous_token_head".into(), mean(&|i| detector_score(pattern(i), &previous)));
-                scores.insert("duplicate_token_head".into(), mean(&|i| detector_score(pattern(i), &duplicate[i])));
-                scores.insert("induction_head".into(), mean(&|i| detector_score(pattern(i), &induction[i])));
-                scores.insert("induction_score".into(), mean(&|i| repeat_induction_score(pattern(i), half)));
+            if let Some(repeat) = input.induction_repeat {
+                scores.insert(
+                    "previous_token_head".into(),
+                    mean(&|i| detector_score(pattern(i), &previous)),
+                );
+                scores.insert(
+                    "duplicate_token_head".into(),
+                    mean(&|i| detector_score(pattern(i), &duplicate[i])),
+                );
+                scores.insert(
+                    "induction_head".into(),
+                    mean(&|i| detector_score(pattern(i), &induction[i])),
+                );
+                let olsson = |i: usize| repeat_induction_score(pattern(i), t, repeat[i]);
+                scores.insert("induction_score".into(), mean(&olsson));
             }
-            HeadMetrics { entropy, attn, scores }
+            HeadMetrics {
+                entropy,
+                attn,
+                scores,
+            }
         })
         .collect()
 }
@@ -209,13 +234,16 @@ mod aggregate_tests {
             seq_len: 2,
             tokens: &[3, 4],
             keys: &[("a", &[0]), ("eq", &[1])],
-            induction_half: None,
+            induction_repeat: None,
         });
         assert_eq!(metrics[0].attn["eq_to_a"], 1.0);
         assert_eq!(metrics[1].attn["eq_to_a"], 0.5);
         assert_eq!(metrics[1].attn["eq_to_eq"], 0.5);
         assert!((metrics[1].entropy["eq"] - 2f64.ln()).abs() < 1e-9);
         assert_eq!(metrics[0].entropy["a"], 0.0);
-        assert!(metrics[0].scores.is_empty(), "no induction scores outside the induction task");
+        assert!(
+            metrics[0].scores.is_empty(),
+            "no induction scores outside the induction task"
+        );
     }
 }

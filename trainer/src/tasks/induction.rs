@@ -1,5 +1,8 @@
-//! Induction (in-context copying; Olsson et al. 2022): n random tokens followed by their exact repeat. The loss
-//! counts on the repeat from its second token on, the only tokens that are predictable from context.
+//! Induction (in-context copying; Olsson et al. 2022): a block B of h random tokens appears twice at the end of
+//! a 2n-token sequence, after 2(n − h) random filler tokens. The repeat length h varies between examples
+//! (`min_repeat` ≤ h ≤ n), so the distance between the two copies varies too: no fixed positional offset solves
+//! the task, and the model has to find the previous occurrence by content (previous-token head + induction
+//! head). The loss counts at the last `min_repeat − 1` positions, which lie inside the second copy for every h.
 
 use super::{DataCursor, Examples, Labeled, Split, Task};
 use crate::rng::SplitMix64;
@@ -7,19 +10,22 @@ use crate::rng::SplitMix64;
 pub struct Induction {
     vocab: usize,
     half: usize,
+    min_repeat: usize,
     seed: u64,
     answers: Vec<usize>,
     test: Examples,
 }
 
 impl Induction {
-    /// `half` is the length n of the random part; sequences are 2n tokens long.
-    pub fn new(vocab: usize, half: usize, test_size: usize, seed: u64) -> Self {
-        // Position t predicts token t + 1; the repeat's tokens 1..n are x_1..x_{n-1}, predicted at n..2n-2.
-        let answers = (half..2 * half - 1).collect();
+    /// Sequences are `2 * half` tokens long; repeat lengths run over `min_repeat..=half`.
+    pub fn new(vocab: usize, half: usize, min_repeat: usize, test_size: usize, seed: u64) -> Self {
+        let seq_len = 2 * half;
+        // Position t predicts token t + 1: the last min_repeat − 1 predictions are all inside the second copy.
+        let answers = (seq_len - min_repeat..seq_len - 1).collect();
         let mut task = Self {
             vocab,
             half,
+            min_repeat,
             seed,
             answers,
             test: Examples::default(),
@@ -31,17 +37,24 @@ impl Induction {
         task
     }
 
+    /// Repeat length of the example at `index` of a generated block: cycles through min_repeat..=half, so
+    /// every block covers all lengths evenly.
+    pub fn repeat_len(&self, index: usize) -> usize {
+        self.min_repeat + index % (self.half - self.min_repeat + 1)
+    }
+
     fn generate(&self, rng: &mut SplitMix64, n: usize) -> Examples {
         let seq_len = 2 * self.half;
         let mut tokens = Vec::with_capacity(n * seq_len);
         let mut targets = Vec::with_capacity(n * self.answers.len());
-        for _ in 0..n {
-            let first: Vec<u32> = (0..self.half)
-                .map(|_| rng.below(self.vocab) as u32)
-                .collect();
-            tokens.extend_from_slice(&first);
-            tokens.extend_from_slice(&first);
-            targets.extend(self.answers.iter().map(|&t| first[t + 1 - self.half]));
+        for i in 0..n {
+            let h = self.repeat_len(i);
+            let start = tokens.len();
+            tokens.extend((0..seq_len - 2 * h).map(|_| rng.below(self.vocab) as u32));
+            let block: Vec<u32> = (0..h).map(|_| rng.below(self.vocab) as u32).collect();
+            tokens.extend_from_slice(&block);
+            tokens.extend_from_slice(&block);
+            targets.extend(self.answers.iter().map(|&t| tokens[start + t + 1]));
         }
         Examples {
             n,
@@ -52,10 +65,11 @@ impl Induction {
         }
     }
 
-    /// The key query position `cur` of example `i`: a repeat position, spread evenly over n+1..=2n-2 so that
-    /// both its previous occurrence and the token after that lie inside the first half.
-    fn cur(&self, i: usize) -> usize {
-        self.half + 1 + i % (self.half - 2).max(1)
+    /// The key query position `cur` of example `index`: inside the second copy, after its first token, spread
+    /// over the answer positions.
+    fn cur(&self, index: usize) -> usize {
+        let seq_len = 2 * self.half;
+        seq_len - self.min_repeat + 1 + index % (self.min_repeat - 2)
     }
 }
 
@@ -97,27 +111,26 @@ impl Task for Induction {
     }
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled> {
         let seq_len = self.seq_len();
-        let at = |shift: isize| -> Vec<u32> {
+        let at = |back: fn(usize) -> usize| -> Vec<u32> {
             (0..examples.n)
-                .map(|i| (self.cur(i) as isize + shift) as u32)
+                .map(|i| (self.cur(i) - back(self.repeat_len(i))) as u32)
                 .collect()
         };
-        let n = self.half as isize;
         vec![
             Labeled {
                 name: "cur".into(),
                 n_classes: seq_len,
-                values: at(0),
+                values: at(|_| 0),
             },
             Labeled {
                 name: "prev_occ".into(),
                 n_classes: seq_len,
-                values: at(-n),
+                values: at(|h| h),
             },
             Labeled {
                 name: "after_prev".into(),
                 n_classes: seq_len,
-                values: at(1 - n),
+                values: at(|h| h - 1),
             },
         ]
     }
@@ -160,21 +173,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn second_half_repeats_the_first_exactly() {
-        let task = Induction::new(20, 8, 16, 3);
+    fn the_last_h_tokens_repeat_the_h_before_them_exactly() {
+        let task = Induction::new(20, 8, 4, 16, 3);
         let e = task.train_batch(5, Some(32));
+        let mut lengths = std::collections::BTreeSet::new();
         for i in 0..e.n {
-            for t in 0..8 {
-                assert_eq!(e.token(i, t), e.token(i, t + 8));
+            let h = task.repeat_len(i);
+            lengths.insert(h);
+            for j in 0..h {
+                assert_eq!(e.token(i, 16 - 2 * h + j), e.token(i, 16 - h + j));
             }
         }
+        assert_eq!(lengths, (4..=8).collect(), "every repeat length occurs");
     }
 
     #[test]
     fn targets_are_the_next_token_at_each_answer_position() {
-        let task = Induction::new(20, 8, 16, 3);
+        let task = Induction::new(20, 8, 4, 16, 3);
         let e = task.split(Split::Test).unwrap();
-        assert_eq!(task.answer_positions(), &[8, 9, 10, 11, 12, 13, 14]);
+        assert_eq!(task.answer_positions(), &[12, 13, 14]);
         for i in 0..e.n {
             for (j, &t) in task.answer_positions().iter().enumerate() {
                 assert_eq!(e.targets[i * e.n_answers + j], e.token(i, t + 1));
@@ -184,13 +201,17 @@ mod tests {
 
     #[test]
     fn key_positions_point_at_the_previous_occurrence() {
-        let task = Induction::new(20, 8, 16, 3);
+        let task = Induction::new(20, 8, 4, 16, 3);
         let e = task.split(Split::Test).unwrap();
         let keys = task.key_positions(&e);
         let targets = task.probe_targets(&e);
         for i in 0..e.n {
             let (cur, prev, after) = (keys[0].values[i], keys[1].values[i], keys[2].values[i]);
-            assert!((9..=14).contains(&cur));
+            assert!(
+                (13..=14).contains(&cur),
+                "inside the second copy for every repeat length"
+            );
+            assert_eq!(cur - prev, task.repeat_len(i) as u32);
             assert_eq!(e.token(i, cur as usize), e.token(i, prev as usize));
             assert_eq!(after, prev + 1);
             assert_eq!(
@@ -203,8 +224,8 @@ mod tests {
 
     #[test]
     fn same_seed_same_data() {
-        let a = Induction::new(20, 8, 16, 3);
-        let b = Induction::new(20, 8, 16, 3);
+        let a = Induction::new(20, 8, 4, 16, 3);
+        let b = Induction::new(20, 8, 4, 16, 3);
         assert_eq!(a.train_batch(9, Some(4)), b.train_batch(9, Some(4)));
         assert_eq!(a.split(Split::Test), b.split(Split::Test));
         assert_ne!(a.train_batch(9, Some(4)), a.train_batch(10, Some(4)));

@@ -127,8 +127,15 @@ pub fn build(config: &TaskConfig, seed: u64) -> Box<dyn Task> {
         TaskConfig::Induction {
             vocab,
             seq_len,
+            min_repeat,
             test_size,
-        } => Box::new(Induction::new(vocab, seq_len, test_size, seed)),
+        } => Box::new(Induction::new(
+            vocab,
+            seq_len,
+            min_repeat.unwrap_or(seq_len / 2),
+            test_size,
+            seed,
+        )),
     }
 }
 
