@@ -30,7 +30,9 @@ acc_ax.set_xlabel("step")
 acc_ax.set_ylabel("accuracy")
 acc_ax.axhline(0.95, color="grey", lw=0.5, ls="--")
 acc_ax.legend()
-fig.suptitle(run.name)
+import json
+
+fig.suptitle(json.loads((run / "run.json").read_text())["run_id"])
 fig.tight_layout()
 fig.savefig(out, dpi=110)
 print("wrote", out)
