@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 use trainer::rng::SplitMix64;
 use trainer::tasks::{Examples, Labeled, Split, Task};
 
+use crate::h5::{read_str_attr, write_str_attr};
+
 /// Version of the probe-set file layout.
 pub const FORMAT: u32 = 1;
 
@@ -415,24 +417,6 @@ fn write_u32(group: &hdf5::Group, name: &str, values: &[u32], shape: &[usize]) -
         builder.with_data(&view).create(name)?;
     }
     Ok(())
-}
-
-fn write_str_attr(location: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
-    let value: hdf5::types::VarLenUnicode = value
-        .parse()
-        .map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string()))?;
-    location
-        .new_attr::<hdf5::types::VarLenUnicode>()
-        .create(name)?
-        .write_scalar(&value)
-}
-
-fn read_str_attr(location: &hdf5::Location, name: &str) -> hdf5::Result<String> {
-    Ok(location
-        .attr(name)?
-        .read_scalar::<hdf5::types::VarLenUnicode>()?
-        .as_str()
-        .to_owned())
 }
 
 #[cfg(test)]

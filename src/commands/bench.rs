@@ -9,9 +9,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use trainer::Config;
 use trainer::model::{ModelDims, Transformer};
-use trainer::schedule::learning_rate;
 use trainer::tasks;
-use trainer::train_loop::{batch_tensors, make_optimizer, train_step};
+use trainer::train_loop::{Stepper, make_optimizer};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -103,31 +102,13 @@ fn time_ours(config: &Config, warmup: usize, steps: usize) -> anyhow::Result<Vec
     let device = device.autodiff();
     let task = tasks::build(&config.task, config.train.seed);
     let dims = ModelDims::new(config, task.as_ref());
-    let mut model = Transformer::new(&dims, config.train.seed, &device);
+    let model = Transformer::new(&dims, config.train.seed, &device);
     let mut optim = make_optimizer(&config.optim);
-    let queries = model.answer_queries(task.answer_positions(), &device);
-    let batch_size = config.train.batch_size;
-    let full = batch_size
-        .is_none()
-        .then(|| batch_tensors(task.as_ref(), 0, None, &device));
+    let mut stepper = Stepper::new(model, task.as_ref(), config, &device);
     let mut times = vec![];
     for step in 0..(warmup + steps) as u64 {
         let start = Instant::now();
-        let (tokens, targets) = match &full {
-            Some(batch) => batch.clone(),
-            None => batch_tensors(task.as_ref(), step, batch_size, &device),
-        };
-        let lr = learning_rate(&config.optim, step, config.train.steps);
-        let (updated, loss) = train_step(
-            model,
-            &mut optim,
-            tokens,
-            targets,
-            &queries,
-            lr,
-            config.optim.grad_clip,
-        );
-        model = updated;
+        let (_, loss) = stepper.step(&mut optim, step);
         loss.into_scalar::<f32>();
         if step >= warmup as u64 {
             times.push(start.elapsed().as_secs_f64() * 1e3);

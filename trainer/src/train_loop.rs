@@ -164,10 +164,7 @@ pub fn train(
         .iter()
         .filter_map(|&s| task.split(s).map(|e| (s, e)))
         .collect();
-    let queries = model.answer_queries(task.answer_positions(), &train_device);
-    let full_batch = batch_size
-        .is_none()
-        .then(|| batch_tensors(task.as_ref(), 0, None, &train_device));
+    let mut stepper = Stepper::new(model, task.as_ref(), config, &train_device);
     let checkpoint_set: BTreeSet<u64> = schedule.iter().copied().collect();
     let examples_per_step = batch_size.unwrap_or_else(|| task.train_batch(0, None).n) as u64;
     let tokens_per_step = examples_per_step * task.seq_len() as u64;
@@ -193,13 +190,18 @@ pub fn train(
                     weights_sha256: String::new(),
                     files: Default::default(),
                 };
-                checkpoint::save(&job.run.checkpoints(), &model, &optim, state)?;
+                checkpoint::save(&job.run.checkpoints(), stepper.model(), &optim, state)?;
             }
             let eval_due =
                 step == total || (config.eval.every > 0 && step % config.eval.every == 0);
             let eval = if eval_due {
-                let row =
-                    evaluate_splits(&model.valid(), task.as_ref(), &splits, step, &infer_device)?;
+                let row = evaluate_splits(
+                    &stepper.model().valid(),
+                    task.as_ref(),
+                    &splits,
+                    step,
+                    &infer_device,
+                )?;
                 eval_log.write(&row)?;
                 Some(row)
             } else {
@@ -208,7 +210,7 @@ pub fn train(
             let event = CheckpointEvent {
                 eval: eval.as_ref(),
                 step,
-                model: &model,
+                model: stepper.model(),
                 device: &job.device,
                 task: task.as_ref(),
                 lr: last_lr,
@@ -226,21 +228,7 @@ pub fn train(
             break;
         }
 
-        let lr = learning_rate(&config.optim, step, total);
-        let (tokens, targets) = match &full_batch {
-            Some(batch) => batch.clone(),
-            None => batch_tensors(task.as_ref(), step, batch_size, &train_device),
-        };
-        let (updated, loss) = train_step(
-            model,
-            &mut optim,
-            tokens,
-            targets,
-            &queries,
-            lr,
-            config.optim.grad_clip,
-        );
-        model = updated;
+        let (lr, loss) = stepper.step(&mut optim, step);
         if step % config.train.log_every == 0 {
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
@@ -270,9 +258,76 @@ pub fn train(
     })
 }
 
+/// The model being trained and the fixed inputs of its training step (answer queries, the full batch).
+pub struct Stepper<'a> {
+    /// Taken out for the duration of an update (burn's optimizer consumes and returns the model).
+    model: Option<Transformer>,
+    task: &'a dyn Task,
+    config: &'a Config,
+    queries: Queries,
+    full_batch: Option<(Tensor<2, Int>, Tensor<2, Int>)>,
+    device: Device,
+}
+
+impl<'a> Stepper<'a> {
+    /// `device` is the autodiff training device.
+    pub fn new(
+        model: Transformer,
+        task: &'a dyn Task,
+        config: &'a Config,
+        device: &Device,
+    ) -> Self {
+        let queries = model.answer_queries(task.answer_positions(), device);
+        let full_batch = config
+            .train
+            .batch_size
+            .is_none()
+            .then(|| batch_tensors(task, 0, None, device));
+        Self {
+            model: Some(model),
+            task,
+            config,
+            queries,
+            full_batch,
+            device: device.clone(),
+        }
+    }
+
+    pub fn model(&self) -> &Transformer {
+        self.model
+            .as_ref()
+            .expect("the model is only taken during an update")
+    }
+
+    /// The update from `step` to `step + 1` on that step's batch; returns its learning rate and the loss
+    /// before the update.
+    pub fn step(&mut self, optim: &mut ModuleOptimizer, step: u64) -> (f64, Tensor<1>) {
+        let lr = learning_rate(&self.config.optim, step, self.config.train.steps);
+        let (tokens, targets) = match &self.full_batch {
+            Some(batch) => batch.clone(),
+            None => batch_tensors(self.task, step, self.config.train.batch_size, &self.device),
+        };
+        let model = self
+            .model
+            .take()
+            .expect("the model is only taken during an update");
+        let (model, loss) = train_step(
+            model,
+            optim,
+            tokens,
+            targets,
+            &self.queries,
+            lr,
+            self.config.optim.grad_clip,
+        );
+        self.model = Some(model);
+        (lr, loss)
+    }
+}
+
 /// One optimizer update: loss at the answer positions, backward, optional global-norm clipping, AdamW.
 /// Returns the updated model and the loss before the update.
-pub fn train_step(
+fn train_step(
     model: Transformer,
     optim: &mut ModuleOptimizer,
     tokens: Tensor<2, Int>,
@@ -300,7 +355,7 @@ pub fn make_optimizer(optim: &OptimConfig) -> ModuleOptimizer {
 }
 
 /// Token and target tensors of training step `step`.
-pub fn batch_tensors(
+fn batch_tensors(
     task: &dyn Task,
     step: u64,
     batch_size: Option<usize>,

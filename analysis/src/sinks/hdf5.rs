@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayViewD, IxDyn};
 
+use probes::h5::write_str_attr;
+
 use crate::error::AnalysisError;
 use crate::message::StoredArray;
 use crate::row::SCHEMA_VERSION;
@@ -137,19 +139,9 @@ impl ActivationStore {
     }
 }
 
-/// `step_000100`.
+/// `step_000100`, the same name as the step's checkpoint directory.
 pub fn group_name(step: u64) -> String {
-    format!("step_{step:06}")
-}
-
-fn write_str_attr(location: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
-    let value: hdf5::types::VarLenUnicode = value
-        .parse()
-        .map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string()))?;
-    location
-        .new_attr::<hdf5::types::VarLenUnicode>()
-        .create(name)?
-        .write_scalar(&value)
+    trainer::checkpoint::step_dir_name(step)
 }
 
 fn io(path: &Path, e: std::io::Error) -> AnalysisError {
