@@ -16,6 +16,8 @@ pub struct CheckpointMessage {
     pub eval: Option<EvalRow>,
     /// Full host copies of the hooks the metrics and the store need (always `logits` [n, seq, d_vocab_out]).
     pub hooks: Vec<(HookName, HostArray)>,
+    /// Every parameter by its TransformerLens state-dict name (small: these models have < 1M parameters).
+    pub params: std::collections::BTreeMap<String, HostArray>,
     pub capture_ms: f64,
     /// Set by the trainer as soon as the send returns (the sidecar waits for it before writing the row).
     pub send_stats: Arc<OnceLock<SendStats>>,

@@ -194,6 +194,10 @@ impl CheckpointPlugin for AnalyzePlugin {
             Ok(hooks) => hooks,
             Err(e) => return self.fail(event.step, e),
         };
+        let params = trainer::export::named_parameters(event.model)
+            .into_iter()
+            .map(|(name, (shape, data))| (name, HostArray { shape, data }))
+            .collect();
         let send_stats = Arc::new(OnceLock::new());
         let message = CheckpointMessage {
             step: event.step,
@@ -203,6 +207,7 @@ impl CheckpointPlugin for AnalyzePlugin {
             train_loss: event.train_loss,
             eval: event.eval.cloned(),
             hooks,
+            params,
             capture_ms: start.elapsed().as_secs_f64() * 1e3,
             send_stats: send_stats.clone(),
             sent_at: Instant::now(),

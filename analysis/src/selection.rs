@@ -61,7 +61,7 @@ pub fn at_positions(array: &HostArray, positions: &[usize]) -> HostArray {
     }
 }
 
-/// The hooks the trainer must copy for `store` (logits and patterns always: behavior and head metrics need them).
+/// The hooks the trainer must copy for `store`, plus those the metrics always need (logits, patterns, z, MLP).
 pub fn needed(store: &[StoreItem], name: HookName) -> bool {
     store.iter().any(|item| match item {
         StoreItem::ResidualAtKeys => {
@@ -73,7 +73,14 @@ pub fn needed(store: &[StoreItem], name: HookName) -> bool {
         StoreItem::PatternsAtKeys => false,
         StoreItem::LogitsAtAnswers => false,
         StoreItem::AllHooks => true,
-    }) || matches!(name, HookName::Logits | HookName::Pattern(_))
+    }) || matches!(
+        name,
+        HookName::Logits
+            | HookName::Pattern(_)
+            | HookName::Z(_)
+            | HookName::MlpPost(_)
+            | HookName::MlpOut(_)
+    )
 }
 
 /// Builds the stored arrays of one checkpoint from its copied hooks.

@@ -11,13 +11,14 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use probes::ProbeSet;
 use trainer::config::StoreItem;
-use trainer::model::HookName;
+use trainer::model::{HookName, HostArray};
 use trainer::run_dir::JsonlWriter;
 
 use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, Message};
 use crate::metrics::behavior::{BehaviorInput, behavior};
 use crate::metrics::heads::{HeadInput, head_metrics};
+use crate::metrics::mlp::{active_fraction, head_output_norm, norm};
 use crate::row::{Row, SCHEMA_VERSION, Timing};
 use crate::selection::stored_arrays;
 use crate::sinks::hdf5::ActivationStore;
@@ -136,7 +137,13 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         splits: &splits,
         induction_repeat: state.induction_repeat.as_deref(),
     });
-    let heads = heads_row(&message.hooks, probe, state.induction_repeat.as_deref());
+    let heads = heads_row(
+        &message.hooks,
+        &message.params,
+        probe,
+        state.induction_repeat.as_deref(),
+    );
+    let mlp = mlp_row(&message.hooks, probe);
     let stored = stored_arrays(
         &state.store_items,
         &message.hooks,
@@ -164,7 +171,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         eval,
         residual: BTreeMap::new(),
         heads,
-        mlp: BTreeMap::new(),
+        mlp,
         dynamics: BTreeMap::new(),
         timing: Timing {
             capture_ms: message.capture_ms,
@@ -179,7 +186,8 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
 
 /// Head metrics of every layer, keyed `L{layer}H{head}`.
 fn heads_row(
-    hooks: &[(HookName, trainer::model::HostArray)],
+    hooks: &[(HookName, HostArray)],
+    params: &BTreeMap<String, HostArray>,
     probe: &ProbeSet,
     induction_repeat: Option<&[usize]>,
 ) -> BTreeMap<String, serde_json::Value> {
@@ -201,12 +209,82 @@ fn heads_row(
             keys: &keys,
             induction_repeat,
         });
+        let z = hooks
+            .iter()
+            .find(|(n, _)| *n == HookName::Z(*layer))
+            .map(|(_, a)| a);
+        let w_o = params.get(&format!("blocks.{layer}.attn.W_O"));
         for (h, m) in metrics.into_iter().enumerate() {
-            out.insert(
-                format!("L{layer}H{h}"),
-                serde_json::to_value(m).unwrap_or_default(),
-            );
+            let mut value = serde_json::to_value(m).unwrap_or_default();
+            if let (Some(z), Some(w_o)) = (z, w_o) {
+                value["output_norm"] =
+                    serde_json::to_value(head_output_norms(z, w_o, h, probe)).unwrap_or_default();
+            }
+            out.insert(format!("L{layer}H{h}"), value);
         }
+    }
+    out
+}
+
+/// Mean ‖z_h W_O[h]‖ of head `h` at each key position; `z` is [n, pos, head, d_head], `w_o` [head, d_head, d_model].
+fn head_output_norms(
+    z: &HostArray,
+    w_o: &HostArray,
+    h: usize,
+    probe: &ProbeSet,
+) -> BTreeMap<String, f64> {
+    let (seq, heads, d_head) = (z.shape[1], z.shape[2], z.shape[3]);
+    let w = &w_o.data[h * d_head * w_o.shape[2]..][..d_head * w_o.shape[2]];
+    probe
+        .key_positions
+        .iter()
+        .map(|key| {
+            let n = key.values.len();
+            let sum: f64 = (0..n)
+                .map(|i| {
+                    let t = key.values[i] as usize;
+                    head_output_norm(&z.data[((i * seq + t) * heads + h) * d_head..][..d_head], w)
+                })
+                .sum();
+            (key.name.clone(), sum / n.max(1) as f64)
+        })
+        .collect()
+}
+
+/// A metric of one activation row.
+type RowMetric = fn(&[f32]) -> f64;
+
+/// MLP metrics of every block, keyed `L{layer}`: output norm and active fraction at each key position.
+fn mlp_row(
+    hooks: &[(HookName, HostArray)],
+    probe: &ProbeSet,
+) -> BTreeMap<String, serde_json::Value> {
+    // Mean of `f` over the examples' rows of `array` [n, pos, d] at each key position.
+    let at_keys = |array: &HostArray, f: RowMetric| -> BTreeMap<String, f64> {
+        let (seq, d) = (array.shape[1], array.shape[2]);
+        probe
+            .key_positions
+            .iter()
+            .map(|key| {
+                let n = key.values.len();
+                let sum: f64 = (0..n)
+                    .map(|i| f(&array.data[(i * seq + key.values[i] as usize) * d..][..d]))
+                    .sum();
+                (key.name.clone(), sum / n.max(1) as f64)
+            })
+            .collect()
+    };
+    let mut out = BTreeMap::new();
+    for (name, array) in hooks {
+        let (layer, field, f): (usize, &str, RowMetric) = match name {
+            HookName::MlpOut(l) => (*l, "output_norm", norm),
+            HookName::MlpPost(l) => (*l, "active_fraction", active_fraction),
+            _ => continue,
+        };
+        let entry = out
+            .entry(format!("L{layer}"))
+            .or_insert_with(|| serde_json::json!({}));
+        entry[field] = serde_json::to_value(at_keys(array, f)).unwrap_or_default();
     }
     out
 }
@@ -240,6 +318,7 @@ mod tests {
             train_loss: None,
             eval: None,
             hooks: vec![(HookName::Logits, logits)],
+            params: Default::default(),
             capture_ms: 0.0,
             send_stats,
             sent_at: Instant::now(),

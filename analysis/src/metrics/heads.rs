@@ -3,10 +3,12 @@
 
 /// Entropy, in nats, of one attention row: H(a) = −Σ a_k ln a_k (zero terms skipped).
 pub fn attention_entropy(row: &[f32]) -> f64 {
-    -row.iter()
+    let sum: f64 = row
+        .iter()
         .filter(|&&a| a > 0.0)
         .map(|&a| f64::from(a) * f64::from(a).ln())
-        .sum::<f64>()
+        .sum();
+    0.0 - sum // not −sum: a one-hot row gives +0, not −0
 }
 
 /// TransformerLens `head_detector`'s "mul" score with its defaults: Σ(A ⊙ P) / ΣA over the whole `[T, T]`

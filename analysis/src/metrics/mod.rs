@@ -2,3 +2,4 @@
 
 pub mod behavior;
 pub mod heads;
+pub mod mlp;
