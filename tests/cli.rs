@@ -127,6 +127,20 @@ fn invalid_configs_fail_with_one_clear_error_and_create_nothing() {
 }
 
 #[test]
+fn a_missing_config_file_is_one_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = one_error(formation(
+        &["train", "missing.toml", "--out", "run"],
+        tmp.path(),
+    ));
+    assert_eq!(
+        line,
+        "error: cannot read config missing.toml: No such file or directory (os error 2)"
+    );
+    assert!(!tmp.path().join("run").exists());
+}
+
+#[test]
 fn resuming_under_a_changed_config_is_refused_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     ok(formation(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -48,7 +48,7 @@ impl ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// Disk I/O failed.
-    #[error("checkpoint {path}: {source}")]
+    #[error("checkpoint {}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -78,7 +78,7 @@ pub enum TrainError {
     #[error("run directory {path}: {why}")]
     RunDir { path: PathBuf, why: String },
     /// Writing a log file failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
