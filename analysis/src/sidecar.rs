@@ -17,6 +17,7 @@ use trainer::run_dir::JsonlWriter;
 use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, Message};
 use crate::metrics::behavior::{BehaviorInput, behavior};
+use crate::metrics::dynamics::frobenius_norm;
 use crate::metrics::heads::{HeadInput, head_metrics};
 use crate::metrics::mlp::{active_fraction, head_output_norm, norm};
 use crate::row::{Row, SCHEMA_VERSION, Timing};
@@ -144,6 +145,15 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         state.induction_repeat.as_deref(),
     );
     let mlp = mlp_row(&message.hooks, probe);
+    let param_norms: BTreeMap<&str, f64> = message
+        .params
+        .iter()
+        .map(|(name, p)| (name.as_str(), frobenius_norm(&p.data)))
+        .collect();
+    let dynamics = BTreeMap::from([(
+        "param_norm".to_owned(),
+        serde_json::to_value(param_norms).unwrap_or_default(),
+    )]);
     let stored = stored_arrays(
         &state.store_items,
         &message.hooks,
@@ -172,7 +182,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         residual: BTreeMap::new(),
         heads,
         mlp,
-        dynamics: BTreeMap::new(),
+        dynamics,
         timing: Timing {
             capture_ms: message.capture_ms,
             queue_ms: sent.queue_ms,

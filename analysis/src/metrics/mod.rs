@@ -1,5 +1,6 @@
 //! Metrics: pure functions over host arrays (`f32` slices with explicit shapes). Nothing here sees a device.
 
 pub mod behavior;
+pub mod dynamics;
 pub mod heads;
 pub mod mlp;
