@@ -1,7 +1,6 @@
 //! What crosses the bounded channel from the trainer thread to the sidecar: host arrays only.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use trainer::model::{HookName, HostArray};
 use trainer::train_loop::EvalRow;
@@ -21,7 +20,6 @@ pub struct CheckpointMessage {
     pub capture_ms: f64,
     /// Set by the trainer as soon as the send returns (the sidecar waits for it before writing the row).
     pub send_stats: Arc<OnceLock<SendStats>>,
-    pub sent_at: Instant,
 }
 
 /// How the send went, seen from the trainer thread.

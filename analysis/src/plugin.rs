@@ -210,7 +210,6 @@ impl CheckpointPlugin for AnalyzePlugin {
             params,
             capture_ms: start.elapsed().as_secs_f64() * 1e3,
             send_stats: send_stats.clone(),
-            sent_at: Instant::now(),
         };
         let Some(sidecar) = self.sidecar.as_mut() else {
             return self.fail(

@@ -72,11 +72,6 @@ impl Sidecar {
         Ok((start.elapsed().as_secs_f64() * 1e3, self.sender.len()))
     }
 
-    /// Messages waiting in the channel.
-    pub fn depth(&self) -> usize {
-        self.sender.len()
-    }
-
     /// Lets the sidecar drain the channel, ends it and returns its result.
     pub fn finish(mut self) -> Result<(), AnalysisError> {
         let _ = self.sender.send(Message::End);
@@ -236,6 +231,19 @@ fn heads_row(
     out
 }
 
+/// Mean over the probe examples of `value(example, position)` at each key position, keyed by its name.
+fn mean_at_keys(probe: &ProbeSet, value: impl Fn(usize, usize) -> f64) -> BTreeMap<String, f64> {
+    probe
+        .key_positions
+        .iter()
+        .map(|key| {
+            let n = key.values.len();
+            let sum: f64 = (0..n).map(|i| value(i, key.values[i] as usize)).sum();
+            (key.name.clone(), sum / n.max(1) as f64)
+        })
+        .collect()
+}
+
 /// Mean ‖z_h W_O[h]‖ of head `h` at each key position; `z` is [n, pos, head, d_head], `w_o` [head, d_head, d_model].
 fn head_output_norms(
     z: &HostArray,
@@ -245,20 +253,9 @@ fn head_output_norms(
 ) -> BTreeMap<String, f64> {
     let (seq, heads, d_head) = (z.shape[1], z.shape[2], z.shape[3]);
     let w = &w_o.data[h * d_head * w_o.shape[2]..][..d_head * w_o.shape[2]];
-    probe
-        .key_positions
-        .iter()
-        .map(|key| {
-            let n = key.values.len();
-            let sum: f64 = (0..n)
-                .map(|i| {
-                    let t = key.values[i] as usize;
-                    head_output_norm(&z.data[((i * seq + t) * heads + h) * d_head..][..d_head], w)
-                })
-                .sum();
-            (key.name.clone(), sum / n.max(1) as f64)
-        })
-        .collect()
+    mean_at_keys(probe, |i, t| {
+        head_output_norm(&z.data[((i * seq + t) * heads + h) * d_head..][..d_head], w)
+    })
 }
 
 /// A metric of one activation row.
@@ -270,19 +267,9 @@ fn mlp_row(
     probe: &ProbeSet,
 ) -> BTreeMap<String, serde_json::Value> {
     // Mean of `f` over the examples' rows of `array` [n, pos, d] at each key position.
-    let at_keys = |array: &HostArray, f: RowMetric| -> BTreeMap<String, f64> {
+    let at_keys = |array: &HostArray, f: RowMetric| {
         let (seq, d) = (array.shape[1], array.shape[2]);
-        probe
-            .key_positions
-            .iter()
-            .map(|key| {
-                let n = key.values.len();
-                let sum: f64 = (0..n)
-                    .map(|i| f(&array.data[(i * seq + key.values[i] as usize) * d..][..d]))
-                    .sum();
-                (key.name.clone(), sum / n.max(1) as f64)
-            })
-            .collect()
+        mean_at_keys(probe, |i, t| f(&array.data[(i * seq + t) * d..][..d]))
     };
     let mut out = BTreeMap::new();
     for (name, array) in hooks {
@@ -331,7 +318,6 @@ mod tests {
             params: Default::default(),
             capture_ms: 0.0,
             send_stats,
-            sent_at: Instant::now(),
         }
     }
 
