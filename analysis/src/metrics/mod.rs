@@ -4,3 +4,4 @@ pub mod behavior;
 pub mod dynamics;
 pub mod heads;
 pub mod mlp;
+pub mod residual;

@@ -65,15 +65,7 @@ impl Block {
         };
         let attn = self.attn.forward(x_q, attn_in, mask);
         let resid_mid = resid_q + attn.out.clone();
-        let (mlp_post, mlp_out, resid_post) = match &self.mlp {
-            Some(mlp) => {
-                let (post, out) =
-                    mlp.forward(layer_norm::maybe(&self.ln2, resid_mid.clone()), act_fn);
-                let resid_post = resid_mid.clone() + out.clone();
-                (Some(post), Some(out), resid_post)
-            }
-            None => (None, None, resid_mid.clone()),
-        };
+        let (mlp_post, mlp_out, resid_post) = self.mlp_part(resid_mid.clone(), act_fn);
         BlockActs {
             resid_pre,
             pattern: attn.pattern,
@@ -83,6 +75,24 @@ impl Block {
             mlp_post,
             mlp_out,
             resid_post,
+        }
+    }
+
+    /// The MLP half: `resid_mid` [batch, pos, d_model] → (`mlp.hook_post`, `hook_mlp_out`, `hook_resid_post`);
+    /// attention-only blocks pass `resid_mid` through.
+    pub fn mlp_part(
+        &self,
+        resid_mid: Tensor<3>,
+        act_fn: Activation,
+    ) -> (Option<Tensor<3>>, Option<Tensor<3>>, Tensor<3>) {
+        match &self.mlp {
+            Some(mlp) => {
+                let (post, out) =
+                    mlp.forward(layer_norm::maybe(&self.ln2, resid_mid.clone()), act_fn);
+                let resid_post = resid_mid + out.clone();
+                (Some(post), Some(out), resid_post)
+            }
+            None => (None, None, resid_mid),
         }
     }
 }

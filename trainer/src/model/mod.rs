@@ -6,6 +6,7 @@
 //! positions) and [`Transformer::capture`] (every hook point, for analysis).
 #![allow(non_snake_case)]
 
+mod ablation;
 mod attention;
 mod block;
 mod capture;
@@ -14,6 +15,7 @@ mod init;
 mod layer_norm;
 mod mlp;
 
+pub use ablation::AblationLosses;
 pub use attention::Attention;
 pub use block::{Block, BlockActs, Queries};
 pub use capture::{Capture, HookTensor, HostArray};

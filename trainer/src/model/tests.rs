@@ -192,3 +192,91 @@ fn same_seed_same_weights() {
         host(&c.blocks[0].attn.W_Q.val())
     );
 }
+
+fn targets(device: &Device) -> Tensor<2, Int> {
+    // [3 examples, 2 answers]
+    int_tensor(&[1, 2, 3, 4, 5, 6], 3, 2, device)
+}
+
+#[test]
+fn ablating_a_head_that_writes_nothing_changes_the_loss_by_zero() {
+    let device = crate::test_device();
+    for d in all_variants() {
+        let mut model = Transformer::new(&d, 2, &device);
+        // Zero W_O of head 1 in the first block.
+        let w_o = model.blocks[0].attn.W_O.val();
+        let [h, e, m] = w_o.dims();
+        let mut values = host(&w_o);
+        values[e * m..2 * e * m].fill(0.0);
+        model.blocks[0].attn.W_O = burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, [h, e, m]),
+            &device,
+        ));
+        let answers = model.answer_queries(&[3, 5], &device);
+        let capture = model.capture(tokens(&device));
+        let losses = model
+            .mean_ablation(&capture, &targets(&device), &answers)
+            .unwrap();
+        assert_eq!(losses.heads.len(), d.n_layers);
+        assert_eq!(losses.heads[0][1], 0.0, "{d:?}");
+        assert!(losses.heads[0].iter().any(|&x| x != 0.0), "{d:?}");
+        assert_eq!(losses.mlp.len(), if d.attn_only { 0 } else { d.n_layers });
+    }
+}
+
+#[test]
+fn head_ablation_matches_a_host_computation_on_a_one_layer_attention_only_model() {
+    // No LayerNorm, one attention-only layer: logits = resid_mid · W_U + b_U, so the ablated logits are
+    // (resid_mid + (mean_z_h − z_h) · W_O[h]) · W_U on the host.
+    let device = crate::test_device();
+    let d = dims(Normalization::None, true, 1);
+    let model = Transformer::new(&d, 3, &device);
+    let answers = model.answer_queries(&[3, 5], &device);
+    let capture = model.capture(tokens(&device));
+    let losses = model
+        .mean_ablation(&capture, &targets(&device), &answers)
+        .unwrap();
+    let (n, pos, heads, d_head, d_model, vocab) = (3, 6, 4, 4, 16, 10);
+    let z = host(&capture.blocks[0].z);
+    let resid = host(&capture.blocks[0].resid_mid);
+    let w_o = host(&model.blocks[0].attn.W_O.val());
+    let w_u = host(&model.unembed.W_U.val());
+    let want_targets = [[1usize, 2], [3, 4], [5, 6]];
+    let loss = |h: Option<usize>| -> f64 {
+        let mut total = 0.0;
+        for i in 0..n {
+            for (a, &t) in [3usize, 5].iter().enumerate() {
+                let mut x: Vec<f64> = (0..d_model)
+                    .map(|j| resid[(i * pos + t) * d_model + j] as f64)
+                    .collect();
+                if let Some(h) = h {
+                    for e in 0..d_head {
+                        let mean: f64 = (0..n)
+                            .map(|k| z[((k * pos + t) * heads + h) * d_head + e] as f64)
+                            .sum::<f64>()
+                            / n as f64;
+                        let dz = mean - z[((i * pos + t) * heads + h) * d_head + e] as f64;
+                        for (j, xj) in x.iter_mut().enumerate() {
+                            *xj += dz * w_o[(h * d_head + e) * d_model + j] as f64;
+                        }
+                    }
+                }
+                let logits: Vec<f64> = (0..vocab)
+                    .map(|v| (0..d_model).map(|j| x[j] * w_u[j * vocab + v] as f64).sum())
+                    .collect();
+                let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+                let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+                total += lse - logits[want_targets[i][a]];
+            }
+        }
+        total / (n * 2) as f64
+    };
+    for h in 0..heads {
+        let want = loss(Some(h)) - loss(None);
+        assert!(
+            (losses.heads[0][h] - want).abs() < 1e-5,
+            "head {h}: {} vs {want}",
+            losses.heads[0][h]
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! Linear probes: a ridge classifier on one-hot labels, fitted in closed form with a Cholesky solve (faer), and
+//! its k-fold cross-validated accuracy.
+//!
+//! The classifier is scikit-learn's `RidgeClassifier` with an unpenalized intercept: on the centred design X
+//! (rows = examples), W = (XᵀX + λI)⁻¹ XᵀY for the one-hot label matrix Y, intercept = the class frequencies,
+//! prediction = argmax of x·W + b. (`RidgeClassifier` regresses on ±1 targets; on centred X that only doubles W,
+//! so the predictions are the same.) λ is relative to the features' scale, λ = alpha · tr(XᵀX)/d, because the
+//! residual stream grows by orders of magnitude during training and one absolute λ would mean a different
+//! probe at every checkpoint.
+//!
+//! Several label vectors over the same examples (every target and its control task) share one factorization.
+
+use faer::prelude::Solve;
+use faer::{Mat, Side};
+use trainer::rng::SplitMix64;
+
+/// Smallest λ, so that a constant feature matrix (XᵀX = 0) still factorizes; its probe predicts the majority
+/// class.
+const MIN_LAMBDA: f64 = 1e-9;
+
+/// One label vector to fit: `labels[i]` in `0..n_classes` for every example.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    pub labels: &'a [u32],
+    pub n_classes: usize,
+}
+
+/// A fitted ridge classifier: scores = x · `weights` + `bias`, prediction = the first argmax.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RidgeProbe {
+    /// [d, n_classes], row-major (the layout of `W_U`).
+    pub weights: Vec<f32>,
+    /// [n_classes]
+    pub bias: Vec<f32>,
+}
+
+impl RidgeProbe {
+    /// Predicted class of one feature row `x` [d].
+    pub fn predict(&self, x: &[f32]) -> u32 {
+        let n_classes = self.bias.len();
+        let mut scores: Vec<f64> = self.bias.iter().map(|&b| f64::from(b)).collect();
+        for (&v, w_row) in x.iter().zip(self.weights.chunks(n_classes)) {
+            for (s, &w) in scores.iter_mut().zip(w_row) {
+                *s += f64::from(v) * f64::from(w);
+            }
+        }
+        argmax(&scores) as u32
+    }
+}
+
+/// The factorization failed (only possible for non-finite features).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "ridge probe: the regularized Gram matrix is not positive definite (non-finite activations?)"
+)]
+pub struct RidgeError;
+
+/// Fits one ridge classifier per label vector on the examples `rows` of `features` [n, d] (row-major).
+pub fn fit(
+    features: &[f32],
+    d: usize,
+    rows: &[usize],
+    label_sets: &[Labels<'_>],
+    alpha: f64,
+) -> Result<Vec<RidgeProbe>, RidgeError> {
+    let m = rows.len().max(1) as f64;
+    let mut mean = vec![0.0f64; d];
+    for &i in rows {
+        for (mu, &v) in mean.iter_mut().zip(&features[i * d..(i + 1) * d]) {
+            *mu += f64::from(v) / m;
+        }
+    }
+    let centred = Mat::<f64>::from_fn(rows.len(), d, |r, j| {
+        f64::from(features[rows[r] * d + j]) - mean[j]
+    });
+    let mut gram = centred.transpose() * &centred;
+    let trace: f64 = (0..d).map(|j| gram[(j, j)]).sum();
+    let lambda = (alpha * trace / d as f64).max(MIN_LAMBDA);
+    for j in 0..d {
+        gram[(j, j)] += lambda;
+    }
+    let llt = gram.llt(Side::Lower).map_err(|_| RidgeError)?;
+    // XᵀY for one-hot Y: column c is the sum of the centred rows of class c (no dense Y needed).
+    let total: usize = label_sets.iter().map(|l| l.n_classes).sum();
+    let mut rhs = Mat::<f64>::zeros(d, total);
+    let mut offset = 0;
+    for set in label_sets {
+        for (r, &i) in rows.iter().enumerate() {
+            let c = offset + set.labels[i] as usize;
+            for j in 0..d {
+                rhs[(j, c)] += centred[(r, j)];
+            }
+        }
+        offset += set.n_classes;
+    }
+    let solved = llt.solve(&rhs);
+    let mut probes = Vec::with_capacity(label_sets.len());
+    let mut offset = 0;
+    for set in label_sets {
+        let k = set.n_classes;
+        let mut frequency = vec![0.0f64; k];
+        for &i in rows {
+            frequency[set.labels[i] as usize] += 1.0 / m;
+        }
+        let weights: Vec<f32> = (0..d)
+            .flat_map(|j| (0..k).map(move |c| (j, c)))
+            .map(|(j, c)| solved[(j, offset + c)] as f32)
+            .collect();
+        // Fold the centring into the intercept: (x − μ)·W + ȳ = x·W + (ȳ − μ·W).
+        let bias = (0..k)
+            .map(|c| {
+                let shift: f64 = (0..d).map(|j| mean[j] * solved[(j, offset + c)]).sum();
+                (frequency[c] - shift) as f32
+            })
+            .collect();
+        probes.push(RidgeProbe { weights, bias });
+        offset += k;
+    }
+    Ok(probes)
+}
+
+/// The fold (in `0..k`) of each of `n` examples: a seeded permutation dealt round-robin, so folds differ in
+/// size by at most one and depend only on `n`, `k` and `seed`.
+pub fn folds(n: usize, k: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64::derived(seed, "probe-folds", 0).shuffle(&mut order);
+    let mut fold = vec![0; n];
+    for (rank, &i) in order.iter().enumerate() {
+        fold[i] = rank % k;
+    }
+    fold
+}
+
+/// Held-out accuracy of each label vector under k-fold cross-validation: each fold is predicted by the probe
+/// fitted on the other folds; the accuracy pools every example's held-out prediction.
+pub fn cross_validated_accuracy(
+    features: &[f32],
+    d: usize,
+    label_sets: &[Labels<'_>],
+    fold_of: &[usize],
+    alpha: f64,
+) -> Result<Vec<f64>, RidgeError> {
+    let n = fold_of.len();
+    let k = fold_of.iter().max().map_or(0, |&f| f + 1);
+    let mut correct = vec![0usize; label_sets.len()];
+    for fold in 0..k {
+        let (test, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| fold_of[i] == fold);
+        let probes = fit(features, d, &train, label_sets, alpha)?;
+        for ((probe, set), hits) in probes.iter().zip(label_sets).zip(&mut correct) {
+            *hits += test
+                .iter()
+                .filter(|&&i| probe.predict(&features[i * d..(i + 1) * d]) == set.labels[i])
+                .count();
+        }
+    }
+    Ok(correct
+        .into_iter()
+        .map(|hits| hits as f64 / n.max(1) as f64)
+        .collect())
+}
+
+/// Index of the first largest value.
+fn argmax(values: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaussian(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        (0..n * d).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn hand_sized_problem_gives_the_closed_form_weights() {
+        // One feature, x = [-1, 1], labels [0, 1], alpha chosen so λ = 1: centred x is itself, XᵀX = 2,
+        // tr/d = 2 → alpha 0.5. W = (2 + 1)⁻¹ · Xᵀ·onehot = [[-1, 1]] / 3; bias = frequencies = [0.5, 0.5].
+        let x = [-1.0f32, 1.0];
+        let labels = [0u32, 1];
+        let probe = &fit(
+            &x,
+            1,
+            &[0, 1],
+            &[Labels {
+                labels: &labels,
+                n_classes: 2,
+            }],
+            0.5,
+        )
+        .unwrap()[0];
+        for (got, want) in probe.weights.iter().zip([-1.0 / 3.0, 1.0 / 3.0]) {
+            assert!((got - want).abs() < 1e-6, "{:?}", probe.weights);
+        }
+        assert_eq!(probe.bias, vec![0.5, 0.5]);
+        assert_eq!((probe.predict(&[-1.0]), probe.predict(&[1.0])), (0, 1));
+    }
+
+    #[test]
+    fn linearly_separable_classes_are_probed_perfectly() {
+        // Four classes, each a well-separated cluster around its own axis in 8 dimensions.
+        let (n, d) = (200, 8);
+        let noise = gaussian(n, d, 1);
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
+        let features: Vec<f32> = (0..n * d)
+            .map(|idx| {
+                let (i, j) = (idx / d, idx % d);
+                0.1 * noise[idx] + if j == labels[i] as usize { 5.0 } else { 0.0 }
+            })
+            .collect();
+        let set = Labels {
+            labels: &labels,
+            n_classes: 4,
+        };
+        let accuracy =
+            cross_validated_accuracy(&features, d, &[set], &folds(n, 5, 0), 1e-3).unwrap();
+        assert_eq!(accuracy, vec![1.0]);
+    }
+
+    #[test]
+    fn random_labels_are_probed_at_chance() {
+        // Labels independent of the features: held-out accuracy near 1/4 (binomial sd at n 2000 is ~0.01).
+        let (n, d) = (2000, 16);
+        let features = gaussian(n, d, 2);
+        let mut rng = SplitMix64::new(3);
+        let labels: Vec<u32> = (0..n).map(|_| rng.below(4) as u32).collect();
+        let set = Labels {
+            labels: &labels,
+            n_classes: 4,
+        };
+        let accuracy =
+            cross_validated_accuracy(&features, d, &[set], &folds(n, 5, 0), 1e-2).unwrap()[0];
+        assert!((accuracy - 0.25).abs() < 0.04, "{accuracy}");
+    }
+
+    #[test]
+    fn constant_features_predict_the_majority_class() {
+        let features = vec![3.0f32; 10 * 2];
+        let labels = [1u32, 1, 1, 1, 1, 1, 1, 0, 0, 2];
+        let set = Labels {
+            labels: &labels,
+            n_classes: 3,
+        };
+        let probe = &fit(&features, 2, &(0..10).collect::<Vec<_>>(), &[set], 1e-2).unwrap()[0];
+        assert_eq!(probe.predict(&[3.0, 3.0]), 1);
+    }
+
+    #[test]
+    fn folds_are_deterministic_balanced_and_seeded() {
+        let a = folds(103, 5, 7);
+        assert_eq!(a, folds(103, 5, 7));
+        assert_ne!(a, folds(103, 5, 8));
+        let mut sizes = [0; 5];
+        for &f in &a {
+            sizes[f] += 1;
+        }
+        // 103 = 5·20 + 3: three folds of 21, two of 20.
+        sizes.sort();
+        assert_eq!(sizes, [20, 20, 21, 21, 21]);
+    }
+
+    #[test]
+    fn several_label_vectors_share_one_fit_and_match_separate_fits() {
+        let (n, d) = (60, 5);
+        let features = gaussian(n, d, 4);
+        let a: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+        let b: Vec<u32> = (0..n as u32).map(|i| (i / 7) % 2).collect();
+        let rows: Vec<usize> = (0..n).collect();
+        let sets = [
+            Labels {
+                labels: &a,
+                n_classes: 3,
+            },
+            Labels {
+                labels: &b,
+                n_classes: 2,
+            },
+        ];
+        let together = fit(&features, d, &rows, &sets, 0.1).unwrap();
+        let alone = fit(&features, d, &rows, &sets[1..], 0.1).unwrap();
+        let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-5);
+        assert!(close(&together[1].weights, &alone[0].weights));
+        assert!(close(&together[1].bias, &alone[0].bias));
+    }
+}

@@ -1,0 +1,118 @@
+//! Mean ablation (SPEC §5C, §5D): the loss change at the answer positions when one head's `hook_z` (or one
+//! block's `hook_mlp_out`) is replaced by its mean over the examples at each position.
+//!
+//! The ablations start from a [`Capture`]: an ablated head only changes `hook_resid_mid` of its layer, by
+//! (mean z_h − z_h)·W_O[h], so the model runs from there on, never the unchanged prefix. All heads of a layer
+//! and the clean reference go through the rest of the model as one batch; the clean copy takes the same path,
+//! so a head that writes nothing (W_O[h] = 0) changes the loss by exactly 0.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use super::{Capture, Queries, Transformer};
+
+/// Δloss (ablated − clean, nats) of every component.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct AblationLosses {
+    /// `[layer][head]`
+    pub heads: Vec<Vec<f64>>,
+    /// `[layer]`; empty for attention-only models.
+    pub mlp: Vec<f64>,
+}
+
+impl Transformer {
+    /// Mean-ablation Δloss of every head and MLP block on the captured batch; `targets` [batch, answers] are the
+    /// correct tokens at the positions `answers` selects.
+    pub fn mean_ablation(
+        &self,
+        capture: &Capture,
+        targets: &Tensor<2, Int>,
+        answers: &Queries,
+    ) -> Result<AblationLosses, String> {
+        let mut out = AblationLosses::default();
+        for (l, acts) in capture.blocks.iter().enumerate() {
+            let [n, pos, n_heads, d_head] = acts.z.dims();
+            let d_model = self.dims.d_model;
+            // What each head's ablation adds to resid_mid: [head, n·pos, d_head] @ W_O [head, d_head, d_model].
+            let dz = acts.z.clone().mean_dim(0) - acts.z.clone();
+            let delta = dz
+                .permute([2, 0, 1, 3])
+                .reshape([n_heads, n * pos, d_head])
+                .matmul(self.blocks[l].attn.W_O.val())
+                .reshape([n_heads * n, pos, d_model]);
+            let ablated = acts.resid_mid.clone().repeat_dim(0, n_heads) + delta;
+            let batch = Tensor::cat(vec![acts.resid_mid.clone(), ablated], 0);
+            let logits = self.logits_after_mid(l, batch, answers);
+            out.heads
+                .push(deltas(copy_losses(logits, targets, n_heads + 1)?));
+            if let Some(mlp_out) = &acts.mlp_out {
+                let mean_out = mlp_out.clone().mean_dim(0);
+                let batch = Tensor::cat(
+                    vec![acts.resid_post.clone(), acts.resid_mid.clone() + mean_out],
+                    0,
+                );
+                let logits = self.logits_after_post(l, batch, answers);
+                out.mlp.push(deltas(copy_losses(logits, targets, 2)?)[0]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Logits at the answers from `hook_resid_mid` of block `l` [batch, pos, d_model].
+    fn logits_after_mid(&self, l: usize, resid_mid: Tensor<3>, answers: &Queries) -> Tensor<3> {
+        let act_fn = self.dims.act_fn;
+        if l + 1 == self.blocks.len() {
+            let (_, _, resid_post) = self.blocks[l].mlp_part(at(resid_mid, answers), act_fn);
+            return self.unembed(resid_post);
+        }
+        let (_, _, resid_post) = self.blocks[l].mlp_part(resid_mid, act_fn);
+        self.logits_after_post(l, resid_post, answers)
+    }
+
+    /// Logits at the answers from `hook_resid_post` of block `l` [batch, pos, d_model] (every position).
+    fn logits_after_post(&self, l: usize, resid_post: Tensor<3>, answers: &Queries) -> Tensor<3> {
+        let last = self.blocks.len() - 1;
+        if l == last {
+            return self.unembed(at(resid_post, answers));
+        }
+        let mut resid = resid_post;
+        for (i, block) in self.blocks.iter().enumerate().skip(l + 1) {
+            let queries = if i == last { answers } else { &Queries::All };
+            resid = block.forward(resid, queries, self.dims.act_fn).resid_post;
+        }
+        self.unembed(resid)
+    }
+}
+
+/// `x` [batch, pos, d] at the answer positions.
+fn at(x: Tensor<3>, answers: &Queries) -> Tensor<3> {
+    match answers {
+        Queries::All => x,
+        Queries::At { positions, .. } => x.select(1, positions.clone()),
+    }
+}
+
+/// Mean cross-entropy of each of `copies` stacked copies of the batch: `logits` [copies·n, answers, vocab].
+fn copy_losses(
+    logits: Tensor<3>,
+    targets: &Tensor<2, Int>,
+    copies: usize,
+) -> Result<Vec<f64>, String> {
+    let [rows, answers, _] = logits.dims();
+    let targets = targets.clone().repeat_dim(0, copies).unsqueeze_dim::<3>(2);
+    let losses = log_softmax(logits, 2)
+        .gather(2, targets)
+        .reshape([copies, rows / copies * answers])
+        .mean_dim(1)
+        .neg();
+    let host = losses
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(host.into_iter().map(f64::from).collect())
+}
+
+/// Loss of each ablated copy minus the clean copy's (the first).
+fn deltas(losses: Vec<f64>) -> Vec<f64> {
+    losses[1..].iter().map(|l| l - losses[0]).collect()
+}
