@@ -13,6 +13,12 @@ pub enum AnalysisError {
     /// A tensor could not be copied to the host.
     #[error("copying activations to the host at step {step}: {message}")]
     Host { step: u64, message: String },
+    /// A checkpoint message lacks an array the metrics need.
+    #[error("analysis at step {step}: the checkpoint message has no {what}")]
+    Missing { step: u64, what: String },
+    /// A metric could not be computed.
+    #[error("analysis at step {step}: {message}")]
+    Metric { step: u64, message: String },
     /// The sidecar thread stopped (it failed earlier or panicked).
     #[error("the analysis sidecar stopped: {0}")]
     SidecarGone(String),

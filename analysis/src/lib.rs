@@ -4,6 +4,7 @@
 //! computes the [`metrics`] and writes them through the [`sinks`]: one [`row::Row`] per checkpoint to
 //! `analysis/checkpoint_metrics.jsonl` and the arrays to `analysis/activations.h5`. No checkpoint is read back.
 
+pub mod analyzer;
 pub mod error;
 pub mod message;
 pub mod metrics;

@@ -13,11 +13,14 @@ pub struct CheckpointMessage {
     pub lr: f64,
     pub train_loss: Option<f32>,
     pub eval: Option<EvalRow>,
-    /// Full host copies of the hooks the metrics and the store need (always `logits` [n, seq, d_vocab_out]).
+    /// Full host copies of the hooks the metrics and the store need (see [`crate::selection::needed`]).
     pub hooks: Vec<(HookName, HostArray)>,
     /// Every parameter by its TransformerLens state-dict name (small: these models have < 1M parameters).
     pub params: std::collections::BTreeMap<String, HostArray>,
+    /// Mean-ablation Δloss of every head and MLP block (SPEC §5C/§5D), computed on the trainer side.
+    pub ablation: Option<trainer::model::AblationLosses>,
     pub capture_ms: f64,
+    pub ablation_ms: f64,
     /// Set by the trainer as soon as the send returns (the sidecar waits for it before writing the row).
     pub send_stats: Arc<OnceLock<SendStats>>,
 }

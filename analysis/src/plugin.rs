@@ -1,7 +1,8 @@
 //! The checkpoint plugin of `--analyze`: on the trainer thread it runs one capture forward over the probe set
-//! on the live model (an inference view, no reload), gathers what the metrics and the store need, copies it to
-//! host memory and sends it to the sidecar. Everything else happens on the sidecar.
+//! on the live model (an inference view, no reload) and the mean-ablation forwards that start from it, copies
+//! what the metrics need to host memory and sends it to the sidecar. Everything else happens on the sidecar.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -10,17 +11,18 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::prelude::*;
 use probes::ProbeSet;
-use trainer::config::{AnalysisConfig, OnError};
-use trainer::model::{HookName, HookTensor, HostArray, Transformer, int_tensor};
+use trainer::config::{AnalysisConfig, OnError, StoreItem};
+use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transformer, int_tensor};
 use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent};
 use trainer::run_dir::{JsonlWriter, RunDir};
 
+use crate::analyzer::{Analyzer, DYNAMICS_GROUPS, Previous};
 use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, SendStats};
 use crate::selection::needed;
 use crate::sidecar::{Sidecar, SidecarState};
 use crate::sinks::hdf5::ActivationStore;
-use crate::sinks::jsonl::existing_steps;
+use crate::sinks::jsonl::{existing_steps, last_row};
 
 /// `analysis/` inside a run directory.
 pub fn analysis_dir(run: &RunDir) -> PathBuf {
@@ -41,8 +43,7 @@ pub fn probe_set_path(run: &RunDir) -> PathBuf {
 pub struct AnalyzePlugin {
     config: AnalysisConfig,
     probe: Arc<ProbeSet>,
-    tokens: Tensor<2, Int>,
-    induction_repeat: Option<Vec<usize>>,
+    inputs: ProbeInputs,
     sidecar: Option<Sidecar>,
     /// Queue depth after the last send, for the progress display.
     depth: Arc<AtomicUsize>,
@@ -52,15 +53,11 @@ pub struct AnalyzePlugin {
 impl AnalyzePlugin {
     /// `device` is the plain (non-autodiff) device the model trains on.
     pub fn new(config: AnalysisConfig, probe: ProbeSet, device: &Device) -> Self {
-        let device = device.clone().without_autodiff();
-        let e = &probe.examples;
-        let tokens = int_tensor(&e.tokens, e.n, e.seq_len, &device);
-        let induction_repeat = induction_repeat(&probe);
+        let inputs = ProbeInputs::new(&probe, device);
         Self {
             config,
             probe: Arc::new(probe),
-            tokens,
-            induction_repeat,
+            inputs,
             sidecar: None,
             depth: Arc::new(AtomicUsize::new(0)),
             disabled: false,
@@ -70,29 +67,6 @@ impl AnalyzePlugin {
     /// A gauge of the analysis queue depth (updated at every send).
     pub fn queue_depth(&self) -> Arc<AtomicUsize> {
         self.depth.clone()
-    }
-
-    /// Capture forward and copies to host: everything the trainer thread pays for one checkpoint.
-    fn capture(
-        &self,
-        model: &Transformer,
-        step: u64,
-    ) -> Result<Vec<(HookName, HostArray)>, AnalysisError> {
-        let capture = model.valid().capture(self.tokens.clone());
-        let mut hooks = vec![];
-        for (name, tensor) in capture.hooks() {
-            if needed(&self.config.store, name) {
-                let array = match tensor {
-                    HookTensor::Rank3(t) => HostArray::from_tensor(t.clone()),
-                    HookTensor::Rank4(t) => HostArray::from_tensor(t.clone()),
-                };
-                hooks.push((
-                    name,
-                    array.map_err(|message| AnalysisError::Host { step, message })?,
-                ));
-            }
-        }
-        Ok(hooks)
     }
 
     fn fail(&mut self, step: u64, error: AnalysisError) -> Result<(), PluginError> {
@@ -111,20 +85,80 @@ impl AnalyzePlugin {
     }
 }
 
-/// For an induction probe set, each example's repeat length: the distance from `cur` back to `prev_occ`.
-fn induction_repeat(probe: &ProbeSet) -> Option<Vec<usize>> {
-    if probe.task != "induction" {
-        return None;
+/// The probe set on the device the model runs on.
+pub struct ProbeInputs {
+    /// [n, seq]
+    tokens: Tensor<2, Int>,
+    /// Correct token at each answer position, [n, answers].
+    targets: Tensor<2, Int>,
+    answers: Vec<usize>,
+}
+
+impl ProbeInputs {
+    /// `device` is the plain (non-autodiff) device the model trains on.
+    pub fn new(probe: &ProbeSet, device: &Device) -> Self {
+        let device = device.clone().without_autodiff();
+        let e = &probe.examples;
+        Self {
+            tokens: int_tensor(&e.tokens, e.n, e.seq_len, &device),
+            targets: int_tensor(&e.targets, e.n, e.n_answers, &device),
+            answers: probe.answer_positions.clone(),
+        }
     }
-    let key = |name: &str| probe.key_positions.iter().find(|k| k.name == name);
-    let (cur, prev) = (key("cur")?, key("prev_occ")?);
-    Some(
-        cur.values
-            .iter()
-            .zip(&prev.values)
-            .map(|(c, p)| (c - p) as usize)
-            .collect(),
-    )
+}
+
+/// What the trainer thread computes for one checkpoint: host copies of the needed hooks and parameters, and the
+/// mean-ablation losses.
+pub struct Captured {
+    pub hooks: Vec<(HookName, HostArray)>,
+    pub params: BTreeMap<String, HostArray>,
+    pub ablation: AblationLosses,
+    pub capture_ms: f64,
+    pub ablation_ms: f64,
+}
+
+/// One capture forward over the probe set on an inference view of the live model, the ablation forwards that
+/// start from it, and the copies to host: everything the trainer thread pays for one checkpoint.
+pub fn capture(
+    model: &Transformer,
+    inputs: &ProbeInputs,
+    store: &[StoreItem],
+    step: u64,
+) -> Result<Captured, AnalysisError> {
+    let start = Instant::now();
+    let model = model.valid();
+    let capture = model.capture(inputs.tokens.clone());
+    let n_layers = model.dims.n_layers;
+    let mut hooks = vec![];
+    for (name, tensor) in capture.hooks() {
+        if needed(store, name, n_layers) {
+            let array = match tensor {
+                HookTensor::Rank3(t) => HostArray::from_tensor(t.clone()),
+                HookTensor::Rank4(t) => HostArray::from_tensor(t.clone()),
+            };
+            hooks.push((
+                name,
+                array.map_err(|message| AnalysisError::Host { step, message })?,
+            ));
+        }
+    }
+    let params = trainer::export::named_parameters(&model)
+        .into_iter()
+        .map(|(name, (shape, data))| (name, HostArray { shape, data }))
+        .collect();
+    let capture_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    let answers = model.answer_queries(&inputs.answers, &inputs.tokens.device());
+    let ablation = model
+        .mean_ablation(&capture, &inputs.targets, &answers)
+        .map_err(|message| AnalysisError::Host { step, message })?;
+    Ok(Captured {
+        hooks,
+        params,
+        ablation,
+        capture_ms,
+        ablation_ms: start.elapsed().as_secs_f64() * 1e3,
+    })
 }
 
 impl CheckpointPlugin for AnalyzePlugin {
@@ -166,20 +200,33 @@ impl CheckpointPlugin for AnalyzePlugin {
             .iter()
             .map(|k| k.name.as_str())
             .collect();
+        let metrics = metrics_path(event.run);
+        let jsonl =
+            JsonlWriter::open_from(&metrics, event.start_step).map_err(AnalysisError::from)?;
+        let store = ActivationStore::open(
+            &analysis,
+            &event.manifest.run_id,
+            &hash,
+            &key_names,
+            event.start_step,
+        )?;
+        // A resumed run's dynamics compare with the last analyzed checkpoint, as the uninterrupted run did.
+        let previous = match last_row(&metrics) {
+            Some(row) => {
+                let arrays = store.read_step(row.step, &DYNAMICS_GROUPS)?;
+                Some(Previous::load(row.step, arrays, &row))
+            }
+            None => None,
+        };
         let state = SidecarState {
-            run_id: event.manifest.run_id.clone(),
-            probe: self.probe.clone(),
-            induction_repeat: self.induction_repeat.clone(),
-            jsonl: JsonlWriter::open_from(&metrics_path(event.run), event.start_step)
-                .map_err(AnalysisError::from)?,
-            store_items: self.config.store.clone(),
-            store: ActivationStore::open(
-                &analysis,
-                &event.manifest.run_id,
-                &hash,
-                &key_names,
-                event.start_step,
-            )?,
+            analyzer: Analyzer::new(
+                event.manifest.run_id.clone(),
+                self.probe.clone(),
+                &self.config,
+                previous,
+            ),
+            jsonl,
+            store,
         };
         self.sidecar = Some(Sidecar::spawn(state, self.config.queue)?);
         Ok(())
@@ -189,15 +236,10 @@ impl CheckpointPlugin for AnalyzePlugin {
         if self.disabled {
             return Ok(());
         }
-        let start = Instant::now();
-        let hooks = match self.capture(event.model, event.step) {
-            Ok(hooks) => hooks,
+        let captured = match capture(event.model, &self.inputs, &self.config.store, event.step) {
+            Ok(captured) => captured,
             Err(e) => return self.fail(event.step, e),
         };
-        let params = trainer::export::named_parameters(event.model)
-            .into_iter()
-            .map(|(name, (shape, data))| (name, HostArray { shape, data }))
-            .collect();
         let send_stats = Arc::new(OnceLock::new());
         let message = CheckpointMessage {
             step: event.step,
@@ -206,9 +248,11 @@ impl CheckpointPlugin for AnalyzePlugin {
             lr: event.lr,
             train_loss: event.train_loss,
             eval: event.eval.cloned(),
-            hooks,
-            params,
-            capture_ms: start.elapsed().as_secs_f64() * 1e3,
+            hooks: captured.hooks,
+            params: captured.params,
+            ablation: Some(captured.ablation),
+            capture_ms: captured.capture_ms,
+            ablation_ms: captured.ablation_ms,
             send_stats: send_stats.clone(),
         };
         let Some(sidecar) = self.sidecar.as_mut() else {

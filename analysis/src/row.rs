@@ -28,24 +28,31 @@ pub struct Row {
     /// Loss and accuracy per full split, only on evaluation steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<BTreeMap<String, SplitScore>>,
-    /// Residual-stream probes (filled by later metric families; empty until then).
+    /// Residual-stream probes: boundary (hook name) → key position → target → scores.
     pub residual: BTreeMap<String, serde_json::Value>,
     pub heads: BTreeMap<String, serde_json::Value>,
     pub mlp: BTreeMap<String, serde_json::Value>,
+    /// Direct logit attribution of the components that are neither heads nor MLPs, and the measured total.
+    pub dla: serde_json::Value,
     pub dynamics: BTreeMap<String, serde_json::Value>,
     pub timing: Timing,
 }
 
 /// Where the analysis time went, in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
     /// Trainer thread: capture forward over the probe set and the copy to host.
     pub capture_ms: f64,
+    /// Trainer thread: the mean-ablation forwards.
+    pub ablation_ms: f64,
     /// Trainer thread: waiting for room in the bounded channel (backpressure).
     pub queue_ms: f64,
     /// Messages waiting in the channel right after this one was sent (0: the sidecar had already taken it).
     pub queue_depth: usize,
     /// Sidecar thread: metrics and writing this checkpoint's arrays.
     pub sidecar_ms: f64,
+    /// Sidecar thread, per metric family (`behavior`, `residual`, `attribution`, `heads`, `mlp`, `dynamics`)
+    /// and `store` (the HDF5 write).
+    pub families: BTreeMap<String, f64>,
 }

@@ -1,11 +1,9 @@
-//! What `activations.h5` keeps of each checkpoint: host-side selections of the captured arrays (pure functions,
-//! run on the sidecar so the trainer thread only copies).
+//! Which hooks the trainer copies, and host-side selections of them (pure functions, run on the sidecar so the
+//! trainer thread only copies).
 
 use trainer::config::StoreItem;
 use trainer::model::{HookName, HostArray};
 use trainer::tasks::Labeled;
-
-use crate::message::StoredArray;
 
 /// `array` [n, seq, d] at each example's key positions → [n, keys, d].
 pub fn at_key_positions(array: &HostArray, keys: &[Labeled]) -> HostArray {
@@ -61,96 +59,44 @@ pub fn at_positions(array: &HostArray, positions: &[usize]) -> HostArray {
     }
 }
 
-/// The hooks the trainer must copy for `store`, plus those the metrics always need (logits, patterns, z, MLP).
-pub fn needed(store: &[StoreItem], name: HookName) -> bool {
-    store.iter().any(|item| match item {
-        StoreItem::ResidualAtKeys => {
-            matches!(
-                name,
-                HookName::ResidPre(_) | HookName::ResidMid(_) | HookName::ResidPost(_)
-            )
-        }
-        StoreItem::PatternsAtKeys => false,
-        StoreItem::LogitsAtAnswers => false,
-        StoreItem::AllHooks => true,
-    }) || matches!(
-        name,
-        HookName::Logits
-            | HookName::Pattern(_)
-            | HookName::Z(_)
-            | HookName::MlpPost(_)
-            | HookName::MlpOut(_)
-    )
+/// Whether the trainer copies hook `name` of a model with `n_layers` blocks: every hook the metrics read
+/// (logits, patterns, z, MLP post and out, the residual stream at every layer boundary), or all of them when
+/// `store` asks for all hooks.
+pub fn needed(store: &[StoreItem], name: HookName, n_layers: usize) -> bool {
+    store.contains(&StoreItem::AllHooks)
+        || matches!(
+            name,
+            HookName::Logits
+                | HookName::Pattern(_)
+                | HookName::Z(_)
+                | HookName::MlpPost(_)
+                | HookName::MlpOut(_)
+                | HookName::ResidPre(_)
+                | HookName::ResidMid(_)
+        )
+        || name == HookName::ResidPost(n_layers.saturating_sub(1))
 }
 
-/// Builds the stored arrays of one checkpoint from its copied hooks.
-pub fn stored_arrays(
-    store: &[StoreItem],
-    hooks: &[(HookName, HostArray)],
-    keys: &[Labeled],
-    answers: &[usize],
-) -> Vec<StoredArray> {
-    let mut out = vec![];
-    let stored = |name: String, axes: &str, array| StoredArray {
-        name,
-        axes: axes.into(),
-        array,
-    };
-    for item in store {
-        match item {
-            StoreItem::ResidualAtKeys => {
-                // Layer boundaries: resid_pre and resid_mid of every block, and the final resid_post.
-                let last_post = hooks
-                    .iter()
-                    .filter(|(h, _)| matches!(h, HookName::ResidPost(_)))
-                    .map(|(h, _)| *h)
-                    .max();
-                for (name, array) in hooks {
-                    if matches!(name, HookName::ResidPre(_) | HookName::ResidMid(_))
-                        || Some(*name) == last_post
-                    {
-                        let axes = "example,key_position,d_model";
-                        out.push(stored(
-                            name.to_string(),
-                            axes,
-                            at_key_positions(array, keys),
-                        ));
-                    }
-                }
-            }
-            StoreItem::PatternsAtKeys => {
-                for (name, array) in hooks
-                    .iter()
-                    .filter(|(h, _)| matches!(h, HookName::Pattern(_)))
-                {
-                    out.push(stored(
-                        name.to_string(),
-                        "example,head,key_position,k",
-                        at_key_queries(array, keys),
-                    ));
-                }
-            }
-            StoreItem::LogitsAtAnswers => {
-                if let Some((_, logits)) = hooks.iter().find(|(h, _)| *h == HookName::Logits) {
-                    out.push(stored(
-                        "logits".into(),
-                        "example,answer,d_vocab_out",
-                        at_positions(logits, answers),
-                    ));
-                }
-            }
-            StoreItem::AllHooks => {
-                for (name, array) in hooks {
-                    out.push(stored(name.to_string(), hook_axes(*name), array.clone()));
-                }
-            }
-        }
-    }
-    out
+/// The layer boundaries of SPEC §5B among the copied hooks, in forward order: `hook_resid_pre` and
+/// `hook_resid_mid` of every block and the last block's `hook_resid_post`.
+pub fn boundaries(hooks: &[(HookName, HostArray)]) -> Vec<(HookName, &HostArray)> {
+    let last_post = hooks
+        .iter()
+        .filter(|(h, _)| matches!(h, HookName::ResidPost(_)))
+        .map(|(h, _)| *h)
+        .max();
+    hooks
+        .iter()
+        .filter(|(name, _)| {
+            matches!(name, HookName::ResidPre(_) | HookName::ResidMid(_))
+                || Some(*name) == last_post
+        })
+        .map(|(name, array)| (*name, array))
+        .collect()
 }
 
 /// Axis names of a full hook array.
-fn hook_axes(name: HookName) -> &'static str {
+pub fn hook_axes(name: HookName) -> &'static str {
     match name {
         HookName::Pattern(_) => "example,head,q,k",
         HookName::Z(_) => "example,pos,head,d_head",
@@ -204,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn residual_store_keeps_every_boundary_and_only_the_last_resid_post() {
+    fn boundaries_are_every_pre_and_mid_and_only_the_last_resid_post() {
         let array = HostArray {
             shape: vec![1, 2, 1],
             data: vec![0.0, 1.0],
@@ -220,15 +166,10 @@ mod tests {
         .into_iter()
         .map(|h| (h, array.clone()))
         .collect();
-        let names: Vec<String> = stored_arrays(
-            &[StoreItem::ResidualAtKeys],
-            &hooks,
-            &[key("x", vec![1])],
-            &[1],
-        )
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+        let names: Vec<String> = boundaries(&hooks)
+            .into_iter()
+            .map(|(name, _)| name.to_string())
+            .collect();
         assert_eq!(
             names,
             [
@@ -239,5 +180,8 @@ mod tests {
                 "blocks.1.hook_resid_post"
             ]
         );
+        assert!(!needed(&[], HookName::ResidPost(0), 2));
+        assert!(needed(&[], HookName::ResidPost(1), 2));
+        assert!(needed(&[StoreItem::AllHooks], HookName::Embed, 2));
     }
 }

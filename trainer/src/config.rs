@@ -191,8 +191,14 @@ pub struct AnalysisConfig {
     /// Use this probe-set file (from `formation probe-set`) instead of generating one.
     #[serde(default)]
     pub probe_set: Option<std::path::PathBuf>,
-    /// What `analysis/activations.h5` stores per checkpoint.
-    #[serde(default = "default_store")]
+    /// Folds of the residual probes' cross-validation.
+    #[serde(default = "default_probe_folds")]
+    pub probe_folds: usize,
+    /// Ridge strength of the residual probes, relative to the features' mean variance (λ = alpha·tr(XᵀX)/d).
+    #[serde(default = "default_probe_alpha")]
+    pub probe_alpha: f64,
+    /// What `analysis/activations.h5` stores per checkpoint beyond what the dynamics always need.
+    #[serde(default)]
     pub store: Vec<StoreItem>,
     /// Capacity of the bounded channel to the sidecar, in checkpoints; the trainer waits when it is full.
     #[serde(default = "default_queue")]
@@ -206,10 +212,6 @@ pub struct AnalysisConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreItem {
-    /// The residual stream at every layer boundary, at the key positions: [example, key, d_model].
-    ResidualAtKeys,
-    /// Attention patterns of every layer at the key query positions: [example, head, key, k].
-    PatternsAtKeys,
     /// Logits at the answer positions: [example, answer, d_vocab_out].
     LogitsAtAnswers,
     /// Every hook point in full (large).
@@ -230,8 +232,11 @@ pub enum OnError {
 fn default_probe_size() -> usize {
     512
 }
-fn default_store() -> Vec<StoreItem> {
-    vec![StoreItem::ResidualAtKeys, StoreItem::PatternsAtKeys]
+fn default_probe_folds() -> usize {
+    5
+}
+fn default_probe_alpha() -> f64 {
+    1e-2
 }
 fn default_queue() -> usize {
     4
@@ -243,7 +248,9 @@ impl Default for AnalysisConfig {
             probe_size: default_probe_size(),
             probe_seed: 0,
             probe_set: None,
-            store: default_store(),
+            probe_folds: default_probe_folds(),
+            probe_alpha: default_probe_alpha(),
+            store: vec![],
             queue: default_queue(),
             on_error: OnError::Stop,
         }
@@ -428,6 +435,15 @@ impl Config {
         }
         if self.analysis.probe_size == 0 {
             return invalid("analysis.probe_size", "must be positive".into());
+        }
+        if self.analysis.probe_folds < 2 || self.analysis.probe_folds > self.analysis.probe_size {
+            return invalid(
+                "analysis.probe_folds",
+                "must be at least 2 and at most analysis.probe_size".into(),
+            );
+        }
+        if !(self.analysis.probe_alpha.is_finite() && self.analysis.probe_alpha > 0.0) {
+            return invalid("analysis.probe_alpha", "must be a positive number".into());
         }
         if self.analysis.queue == 0 {
             return invalid("analysis.queue", "must be at least 1".into());

@@ -1,5 +1,8 @@
 //! Dynamics metrics (SPEC §5E): how the model's representations and weights change between checkpoints.
 
+use faer::Mat;
+use trainer::rng::SplitMix64;
+
 /// Frobenius norm ‖W‖_F of one parameter tensor.
 pub fn frobenius_norm(values: &[f32]) -> f64 {
     values
@@ -12,44 +15,75 @@ pub fn frobenius_norm(values: &[f32]) -> f64 {
 /// Linear CKA of two activation matrices `x` [n, d1] and `y` [n, d2] (row-major, same n examples), columns
 /// centred first: ‖YᵀX‖²_F / (‖XᵀX‖_F · ‖YᵀY‖_F) (Kornblith et al. 2019, eq. 5). 1 for identical
 /// representations; invariant to orthogonal transforms and isotropic scaling. 0 if either side is constant.
+/// The Gram products run in f64 through faer.
 pub fn linear_cka(x: &[f32], d1: usize, y: &[f32], d2: usize) -> f64 {
-    let n = x.len() / d1;
-    let centred = |m: &[f32], d: usize| -> Vec<f64> {
-        let mut mean = vec![0.0; d];
-        for row in m.chunks(d) {
-            for (acc, &v) in mean.iter_mut().zip(row) {
-                *acc += f64::from(v) / n as f64;
-            }
-        }
-        m.chunks(d)
-            .flat_map(|row| {
-                row.iter()
-                    .zip(&mean)
-                    .map(|(&v, mu)| f64::from(v) - mu)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
     let (x, y) = (centred(x, d1), centred(y, d2));
-    // ‖AᵀB‖²_F for A [n, da], B [n, db].
-    let cross = |a: &[f64], da: usize, b: &[f64], db: usize| -> f64 {
-        let mut m = vec![0.0; da * db];
-        for i in 0..n {
-            let (ra, rb) = (&a[i * da..(i + 1) * da], &b[i * db..(i + 1) * db]);
-            for (p, &va) in ra.iter().enumerate() {
-                for (q, &vb) in rb.iter().enumerate() {
-                    m[p * db + q] += va * vb;
-                }
-            }
-        }
-        m.iter().map(|v| v * v).sum()
-    };
-    let denominator = (cross(&x, d1, &x, d1) * cross(&y, d2, &y, d2)).sqrt();
+    let cross = |a: &Mat<f64>, b: &Mat<f64>| (a.transpose() * b).squared_norm_l2();
+    let denominator = (cross(&x, &x) * cross(&y, &y)).sqrt();
     if denominator > 0.0 {
-        cross(&y, d2, &x, d1) / denominator
+        cross(&y, &x) / denominator
     } else {
         0.0
     }
+}
+
+/// `m` [n, d] row-major as an f64 matrix with every column's mean subtracted.
+fn centred(m: &[f32], d: usize) -> Mat<f64> {
+    let n = m.len() / d;
+    let mut mean = vec![0.0; d];
+    for row in m.chunks(d) {
+        for (acc, &v) in mean.iter_mut().zip(row) {
+            *acc += f64::from(v) / n as f64;
+        }
+    }
+    Mat::from_fn(n, d, |i, j| f64::from(m[i * d + j]) - mean[j])
+}
+
+/// Relative update of one parameter between two checkpoints: ‖W_t − W_{t−1}‖_F / ‖W_{t−1}‖_F; `None` when
+/// W_{t−1} = 0 (biases at initialization), where it is undefined.
+pub fn relative_update(current: &[f32], previous: &[f32]) -> Option<f64> {
+    let change: f64 = current
+        .iter()
+        .zip(previous)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let base = frobenius_norm(previous);
+    (base > 0.0).then(|| change / base)
+}
+
+/// Cosine similarity of two flattened weight arrays (e.g. a probe's weights at two checkpoints); 0 if either is
+/// all zeros.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
+    let norms = frobenius_norm(a) * frobenius_norm(b);
+    if norms > 0.0 { dot / norms } else { 0.0 }
+}
+
+/// Number of coordinates of the output projection.
+pub const PROJECTION_DIM: usize = 32;
+
+/// A fixed random projection of the model's outputs, for the essential-dynamics trajectory (SPEC §5E, §6):
+/// y_k = Σ_i s_ik x_i / √D with Rademacher signs s_ik = ±1 drawn from `seed` (Achlioptas 2003: distances
+/// between checkpoints are kept up to a small factor), D = `outputs.len()`. The same seed gives the same
+/// projection at every checkpoint.
+pub fn output_projection(outputs: &[f32], seed: u64) -> Vec<f64> {
+    let mut rng = SplitMix64::derived(seed, "output-projection", 0);
+    let mut y = vec![0.0f64; PROJECTION_DIM];
+    for &x in outputs {
+        let signs = rng.next_u64();
+        for (k, yk) in y.iter_mut().enumerate() {
+            let s = if signs >> k & 1 == 1 { 1.0 } else { -1.0 };
+            *yk += s * f64::from(x);
+        }
+    }
+    let scale = 1.0 / (outputs.len().max(1) as f64).sqrt();
+    y.iter_mut().for_each(|v| *v *= scale);
+    y
 }
 
 /// Jensen–Shannon divergence (nats) between two distributions: ½ KL(p‖m) + ½ KL(q‖m), m = (p + q)/2.
@@ -74,7 +108,6 @@ pub fn js_divergence(p: &[f32], q: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trainer::rng::SplitMix64;
 
     fn random(n: usize, d: usize, seed: u64) -> Vec<f32> {
         let mut rng = SplitMix64::new(seed);
@@ -119,5 +152,37 @@ mod tests {
         // Disjoint supports reach the bound ln 2.
         assert!((js_divergence(&[1.0, 0.0], &[0.0, 1.0]) - 2f64.ln()).abs() < 1e-12);
         assert!(js_divergence(&p, &q) < 2f64.ln());
+    }
+
+    #[test]
+    fn relative_update_and_cosine_by_hand() {
+        // [3, 4] → [3, 5]: ‖[0, 1]‖ / ‖[3, 4]‖ = 1/5.
+        assert!((relative_update(&[3.0, 5.0], &[3.0, 4.0]).unwrap() - 0.2).abs() < 1e-12);
+        assert_eq!(relative_update(&[1.0, 2.0], &[1.0, 2.0]), Some(0.0));
+        assert_eq!(relative_update(&[1.0, 2.0], &[0.0, 0.0]), None);
+        // cos([1, 0], [1, 1]) = 1/√2; opposite vectors −1.
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - 0.5f64.sqrt()).abs() < 1e-12);
+        assert!((cosine(&[1.0, 2.0], &[-2.0, -4.0]) + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn output_projection_is_fixed_linear_and_keeps_distances_roughly() {
+        let a = random(1, 400, 5);
+        let b = random(1, 400, 6);
+        let (pa, pb) = (output_projection(&a, 1), output_projection(&b, 1));
+        assert_eq!(pa, output_projection(&a, 1));
+        // Linear: P(a + b) = P(a) + P(b).
+        let sum: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        for ((s, x), y) in output_projection(&sum, 1).iter().zip(&pa).zip(&pb) {
+            assert!((s - x - y).abs() < 1e-5); // a + b was rounded to f32
+        }
+        // E‖P(a − b)‖² = K/D · ‖a − b‖² (each coordinate has variance ‖a − b‖²/D): within a factor 2 at K = 32.
+        let diff: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+        let projected: f64 = output_projection(&diff, 1).iter().map(|v| v * v).sum();
+        let expected = PROJECTION_DIM as f64 / 400.0 * frobenius_norm(&diff).powi(2);
+        assert!(
+            (0.5..2.0).contains(&(projected / expected)),
+            "{projected} vs {expected}"
+        );
     }
 }

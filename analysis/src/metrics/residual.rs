@@ -8,9 +8,9 @@ use serde::Serialize;
 use trainer::tasks::Labeled;
 
 /// What stays fixed across checkpoints: labels, control labels and folds.
-pub struct ProbeTargets<'a> {
-    pub key_names: Vec<&'a str>,
-    pub targets: &'a [Labeled],
+pub struct ProbeTargets {
+    pub key_names: Vec<String>,
+    pub targets: Vec<Labeled>,
     /// `controls[key][target]`: control labels of that probe.
     pub controls: Vec<Vec<Vec<u32>>>,
     /// The fold of each example.
@@ -43,7 +43,7 @@ pub fn probe_boundary(
     resid_at_keys: &[f32],
     n_keys: usize,
     d_model: usize,
-    targets: &ProbeTargets<'_>,
+    targets: &ProbeTargets,
 ) -> Result<Vec<ProbeResult>, RidgeError> {
     let n = targets.folds.len();
     let all: Vec<usize> = (0..n).collect();
@@ -64,7 +64,7 @@ pub fn probe_boundary(
             .chain(
                 targets.controls[key]
                     .iter()
-                    .zip(targets.targets)
+                    .zip(&targets.targets)
                     .map(|(control, t)| Labels {
                         labels: control,
                         n_classes: t.n_classes,
@@ -127,8 +127,8 @@ mod tests {
         };
         let control: Vec<u32> = (0..n as u32).map(|i| i % 2 * 2).collect();
         let targets = ProbeTargets {
-            key_names: vec!["k0", "k1"],
-            targets: std::slice::from_ref(&target),
+            key_names: vec!["k0".into(), "k1".into()],
+            targets: vec![target],
             controls: vec![vec![control.clone()], vec![control]],
             folds: folds(n, 5, 0),
             alpha: 1e-3,

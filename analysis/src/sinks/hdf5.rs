@@ -6,12 +6,13 @@
 //! groups), rewritten the same way after every checkpoint. A kill therefore loses at most the checkpoint
 //! being written, never a completed one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayViewD, IxDyn};
 
 use probes::h5::write_str_attr;
+use trainer::model::HostArray;
 
 use crate::error::AnalysisError;
 use crate::message::StoredArray;
@@ -92,7 +93,11 @@ impl ActivationStore {
                 .map_err(|e| hdf5::Error::from(e.to_string()))?;
             let mut chunk = shape.clone();
             chunk[0] = chunk[0].clamp(1, CHUNK_EXAMPLES);
-            let mut builder = file
+            let (parent, leaf) = match stored.name.rsplit_once('/') {
+                Some((groups, leaf)) => (ensure_group(&file, groups)?, leaf),
+                None => ((*file).clone(), stored.name.as_str()),
+            };
+            let mut builder = parent
                 .new_dataset_builder()
                 .obj_track_times(false)
                 .chunk(chunk);
@@ -101,7 +106,7 @@ impl ActivationStore {
             if hdf5::filters::lzf_available() {
                 builder = builder.shuffle().lzf();
             }
-            let ds = builder.with_data(&view).create(stored.name.as_str())?;
+            let ds = builder.with_data(&view).create(leaf)?;
             write_str_attr(&ds, "axes", &stored.axes)?;
             let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
             ds.new_attr::<u64>()
@@ -111,6 +116,41 @@ impl ActivationStore {
         }
         file.flush()?;
         Ok(())
+    }
+
+    /// The arrays of a stored step under the groups `groups` (e.g. `params`), by their path in the file
+    /// (`params/embed.W_E`).
+    pub fn read_step(
+        &self,
+        step: u64,
+        groups: &[&str],
+    ) -> Result<BTreeMap<String, HostArray>, AnalysisError> {
+        let path = self.dir.join(format!("{}.h5", group_name(step)));
+        let read = || -> hdf5::Result<BTreeMap<String, HostArray>> {
+            let file = hdf5::File::open(&path)?;
+            let mut out = BTreeMap::new();
+            let mut pending: Vec<hdf5::Group> = groups
+                .iter()
+                .filter(|g| file.link_exists(g))
+                .filter_map(|g| file.group(g).ok())
+                .collect();
+            while let Some(group) = pending.pop() {
+                for ds in group.datasets()? {
+                    let name = ds.name().trim_start_matches('/').to_owned();
+                    let data = ds.read_raw::<f32>()?;
+                    out.insert(
+                        name,
+                        HostArray {
+                            shape: ds.shape(),
+                            data,
+                        },
+                    );
+                }
+                pending.extend(group.groups()?);
+            }
+            Ok(out)
+        };
+        read().map_err(|e| AnalysisError::hdf5(&path, e))
     }
 
     /// Rewrites the index: file attributes and one external link per stored step.
@@ -139,6 +179,19 @@ impl ActivationStore {
     }
 }
 
+/// The group at `path` (`a/b/c`) under `file`, created with its parents where missing.
+fn ensure_group(file: &hdf5::File, path: &str) -> hdf5::Result<hdf5::Group> {
+    let mut group: hdf5::Group = (**file).clone();
+    for part in path.split('/') {
+        group = if group.link_exists(part) {
+            group.group(part)?
+        } else {
+            group.create_group(part)?
+        };
+    }
+    Ok(group)
+}
+
 /// `step_000100`, the same name as the step's checkpoint directory.
 pub fn group_name(step: u64) -> String {
     trainer::checkpoint::step_dir_name(step)
@@ -154,7 +207,6 @@ fn io(path: &Path, e: std::io::Error) -> AnalysisError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trainer::model::HostArray;
 
     fn array(name: &str, value: f32) -> StoredArray {
         StoredArray {
@@ -165,6 +217,38 @@ mod tests {
                 data: vec![value; 6],
             },
         }
+    }
+
+    #[test]
+    fn nested_names_make_groups_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ActivationStore::open(dir.path(), "run", "abc", &["a"], 0).unwrap();
+        store
+            .write(
+                5,
+                &[
+                    array("params/embed.W_E", 1.0),
+                    array("probe_weights/blocks.0.hook_resid_pre/eq/sum", 2.0),
+                    array("probe_weights/blocks.0.hook_resid_pre/eq/a", 3.0),
+                    array("logits_at_answers", 4.0),
+                ],
+            )
+            .unwrap();
+        let read = store.read_step(5, &["params", "probe_weights"]).unwrap();
+        let names: Vec<&str> = read.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "params/embed.W_E",
+                "probe_weights/blocks.0.hook_resid_pre/eq/a",
+                "probe_weights/blocks.0.hook_resid_pre/eq/sum"
+            ]
+        );
+        assert_eq!(
+            read["probe_weights/blocks.0.hook_resid_pre/eq/sum"].data,
+            vec![2.0; 6]
+        );
+        assert_eq!(read["params/embed.W_E"].shape, vec![3, 2]);
     }
 
     #[test]
@@ -187,6 +271,8 @@ mod tests {
         drop(index);
         let store = ActivationStore::open(dir.path(), "run", "abc", &["a"], 10).unwrap();
         assert_eq!(store.steps, BTreeSet::from([0]));
+        let nested = store.read_step(0, &["blocks.0.hook_resid_pre"]);
+        assert!(nested.unwrap().is_empty(), "only groups are read");
         let index = hdf5::File::open(dir.path().join("activations.h5")).unwrap();
         assert_eq!(
             index.member_names().unwrap(),

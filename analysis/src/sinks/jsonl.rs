@@ -19,3 +19,11 @@ pub fn existing_steps(path: &Path) -> BTreeSet<u64> {
         })
         .collect()
 }
+
+/// The last complete row of `path` that parses as a [`Row`](crate::row::Row), if any.
+pub fn last_row(path: &Path) -> Option<crate::row::Row> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+}
