@@ -684,3 +684,83 @@ fn head_output_norms(
 
 /// A metric of one activation row.
 type RowMetric = fn(&[f32]) -> f64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::prelude::*;
+    use trainer::config::{Activation, Normalization};
+    use trainer::model::{ModelDims, Transformer};
+    use trainer::tasks::{Induction, Task};
+
+    use crate::message::test_message;
+    use crate::plugin::{ProbeInputs, capture};
+
+    fn param<const D: usize>(
+        values: Vec<f32>,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Param<Tensor<D>> {
+        Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// A hand-built one-layer attention-only model on the induction task: one-hot positions, no token
+    /// information, head 0 with W_Q = c·I and W_K a one-step shift (query t matches key t−1), head 1 all
+    /// zeros (uniform attention). Through capture and the full analysis, head 0's TransformerLens
+    /// previous-token score is (T−1)/T (its first query row can only attend to itself) and head 1's is low.
+    #[test]
+    fn a_planted_previous_token_head_scores_t_minus_1_over_t() {
+        let device = Device::flex();
+        let (vocab, n) = (10, 8);
+        let t = 2 * n;
+        let task = Induction::new(vocab, n, n / 2, 64, 0);
+        let probe = Arc::new(ProbeSet::generate(&task as &dyn Task, 32, 0));
+        let dims = ModelDims {
+            n_layers: 1,
+            d_model: t,
+            n_heads: 2,
+            d_head: t,
+            d_mlp: None,
+            d_vocab: task.d_vocab(),
+            d_vocab_out: task.d_vocab_out(),
+            n_ctx: t,
+            act_fn: Activation::Relu,
+            normalization: Normalization::None,
+            attn_only: true,
+            init_range: 0.8,
+        };
+        let mut model = Transformer::new(&dims, 0, &device);
+        let identity =
+            |scale: f32| (0..t * t).map(move |i| if i / t == i % t { scale } else { 0.0 });
+        model.embed.W_E = param(vec![0.0; task.d_vocab() * t], [task.d_vocab(), t], &device);
+        model.pos_embed.W_pos = param(identity(1.0).collect(), [t, t], &device);
+        let attn = &mut model.blocks[0].attn;
+        let w_q: Vec<f32> = identity(400.0)
+            .chain(std::iter::repeat_n(0.0, t * t))
+            .collect();
+        // Key of position s = e_{s+1}: W_K[s, s+1] = 1.
+        let shift = (0..t * t).map(|i| if i % t == i / t + 1 { 1.0 } else { 0.0 });
+        let w_k: Vec<f32> = shift.chain(std::iter::repeat_n(0.0, t * t)).collect();
+        attn.W_Q = param(w_q, [2, t, t], &device);
+        attn.W_K = param(w_k, [2, t, t], &device);
+
+        let captured = capture(&model, &ProbeInputs::new(&probe, None, &device), &[], 0).unwrap();
+        let message = test_message(0, captured);
+        let mut analyzer = Analyzer::new("r".into(), probe, &AnalysisConfig::default(), None);
+        let row = analyzer.analyze(&message).unwrap().row;
+        let score = |head: &str| {
+            row.heads[head]["scores"]["previous_token_head"]
+                .as_f64()
+                .unwrap()
+        };
+        let want = (t - 1) as f64 / t as f64;
+        assert!(
+            (score("L0H0") - want).abs() < 1e-3,
+            "{} vs {want}",
+            score("L0H0")
+        );
+        // Uniform attention: Σ_{q≥1} 1/(q+1) / T = (H_16 − 1)/16 ≈ 0.15.
+        assert!(score("L0H1") < 0.2, "{}", score("L0H1"));
+    }
+}

@@ -47,3 +47,27 @@ pub(crate) enum Message {
     Checkpoint(Box<CheckpointMessage>),
     End,
 }
+
+/// A message of `captured` at `step` with no training context and an already-completed send (tests).
+#[cfg(test)]
+pub(crate) fn test_message(step: u64, captured: crate::plugin::Captured) -> CheckpointMessage {
+    let send_stats = Arc::new(OnceLock::new());
+    let _ = send_stats.set(SendStats {
+        queue_ms: 0.0,
+        queue_depth: 0,
+    });
+    CheckpointMessage {
+        step,
+        tokens_seen: 0,
+        wall_s: 0.0,
+        lr: 0.0,
+        train_loss: None,
+        eval: None,
+        hooks: captured.hooks,
+        params: captured.params,
+        ablation: Some(captured.ablation),
+        capture_ms: 0.0,
+        ablation_ms: 0.0,
+        send_stats,
+    }
+}

@@ -53,7 +53,7 @@ pub struct AnalyzePlugin {
 impl AnalyzePlugin {
     /// `device` is the plain (non-autodiff) device the model trains on.
     pub fn new(config: AnalysisConfig, probe: ProbeSet, device: &Device) -> Self {
-        let inputs = ProbeInputs::new(&probe, device);
+        let inputs = ProbeInputs::new(&probe, config.ablation_size, device);
         Self {
             config,
             probe: Arc::new(probe),
@@ -92,17 +92,25 @@ pub struct ProbeInputs {
     /// Correct token at each answer position, [n, answers].
     targets: Tensor<2, Int>,
     answers: Vec<usize>,
+    /// The examples the ablation losses are measured on (`None`: all).
+    ablation_rows: Option<Tensor<1, Int>>,
 }
 
 impl ProbeInputs {
     /// `device` is the plain (non-autodiff) device the model trains on.
-    pub fn new(probe: &ProbeSet, device: &Device) -> Self {
+    pub fn new(probe: &ProbeSet, ablation_size: Option<usize>, device: &Device) -> Self {
         let device = device.clone().without_autodiff();
         let e = &probe.examples;
+        // Evenly spaced, so that every source split of the probe set is represented.
+        let ablation_rows = ablation_size.filter(|&size| size < e.n).map(|size| {
+            let rows: Vec<i64> = (0..size).map(|i| (i * e.n / size) as i64).collect();
+            Tensor::from_data(TensorData::new(rows, [size]), &device)
+        });
         Self {
             tokens: int_tensor(&e.tokens, e.n, e.seq_len, &device),
             targets: int_tensor(&e.targets, e.n, e.n_answers, &device),
             answers: probe.answer_positions.clone(),
+            ablation_rows,
         }
     }
 }
@@ -150,7 +158,12 @@ pub fn capture(
     let start = Instant::now();
     let answers = model.answer_queries(&inputs.answers, &inputs.tokens.device());
     let ablation = model
-        .mean_ablation(&capture, &inputs.targets, &answers)
+        .mean_ablation(
+            &capture,
+            &inputs.targets,
+            &answers,
+            inputs.ablation_rows.as_ref(),
+        )
         .map_err(|message| AnalysisError::Host { step, message })?;
     Ok(Captured {
         hooks,

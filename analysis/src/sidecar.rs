@@ -124,7 +124,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, OnceLock};
+    use std::sync::Arc;
 
     use burn::prelude::Device;
     use probes::ProbeSet;
@@ -132,7 +132,7 @@ mod tests {
     use trainer::model::{ModelDims, Transformer};
     use trainer::tasks::{ModularAddition, Task};
 
-    use crate::message::SendStats;
+    use crate::message::test_message;
     use crate::plugin::{ProbeInputs, capture};
 
     /// A real checkpoint message of a tiny freshly initialized model (seeded by `step`).
@@ -141,26 +141,8 @@ mod tests {
         let task = ModularAddition::new(5, 0.5, 0);
         let device = Device::flex();
         let model = Transformer::new(&ModelDims::new(&config, &task), step, &device);
-        let captured = capture(&model, &ProbeInputs::new(probe, &device), &[], step).unwrap();
-        let send_stats = Arc::new(OnceLock::new());
-        let _ = send_stats.set(SendStats {
-            queue_ms: 0.0,
-            queue_depth: 0,
-        });
-        CheckpointMessage {
-            step,
-            tokens_seen: 0,
-            wall_s: 0.0,
-            lr: 0.0,
-            train_loss: None,
-            eval: None,
-            hooks: captured.hooks,
-            params: captured.params,
-            ablation: Some(captured.ablation),
-            capture_ms: 0.0,
-            ablation_ms: 0.0,
-            send_stats,
-        }
+        let captured = capture(&model, &ProbeInputs::new(probe, None, &device), &[], step).unwrap();
+        test_message(step, captured)
     }
 
     fn spawn(dir: &std::path::Path, probe: &Arc<ProbeSet>) -> Sidecar {

@@ -161,9 +161,11 @@ fn median(values: &mut [f64]) -> f64 {
 fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     println!(
         "| config | steps | checkpoints | train s | train --analyze s | ratio | trainer-blocking ms/checkpoint \
-         (capture + copy + send) | sidecar ms/checkpoint | HDF5 bytes/checkpoint |"
+         (capture + ablation + send) | sidecar ms/checkpoint | training ms between linear checkpoints | \
+         HDF5 bytes/checkpoint |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut families = vec![];
     for path in &args.configs {
         let mut config = Config::load(path)?;
         if let Some(steps) = args.steps {
@@ -178,8 +180,11 @@ fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         }
         let stats = last.context("no analysis statistics")?;
         let (a, b) = (median(&mut plain), median(&mut analyzed));
+        // Plain training time per step (checkpoint writes included) times the linear cadence.
+        let between =
+            a * 1e3 / config.train.steps.max(1) as f64 * config.train.checkpoints.every as f64;
         println!(
-            "| {} | {} | {} | {a:.2} | {b:.2} | {:.3} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {} | {} | {a:.2} | {b:.2} | {:.3} | {:.1} | {:.1} | {between:.0} | {:.0} |",
             path.display(),
             config.train.steps,
             stats.checkpoints,
@@ -188,6 +193,25 @@ fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
             stats.sidecar_ms,
             stats.bytes
         );
+        families.push((path.display().to_string(), stats.families));
+    }
+    println!();
+    println!("Where one checkpoint's analysis time goes (mean ms):");
+    println!();
+    let names: Vec<String> = families
+        .iter()
+        .flat_map(|(_, f)| f.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    println!("| config | {} |", names.join(" | "));
+    println!("|---|{}", "---|".repeat(names.len()));
+    for (path, family) in families {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| format!("{:.1}", family.get(n).copied().unwrap_or(0.0)))
+            .collect();
+        println!("| {path} | {} |", cells.join(" | "));
     }
     Ok(())
 }
@@ -198,6 +222,8 @@ struct AnalysisStats {
     blocking_ms: f64,
     sidecar_ms: f64,
     bytes: f64,
+    /// Trainer-side `capture` and `ablation`, and the sidecar's metric families.
+    families: std::collections::BTreeMap<String, f64>,
 }
 
 /// Trains `config` in a scratch directory; returns the wall time (including draining the sidecar).
@@ -251,8 +277,31 @@ fn analysis_stats(dir: &std::path::Path) -> anyhow::Result<AnalysisStats> {
     }
     Ok(AnalysisStats {
         checkpoints: rows.len(),
-        blocking_ms: mean(&|r| timing(r, "capture_ms") + timing(r, "queue_ms")),
+        blocking_ms: mean(&|r| {
+            timing(r, "capture_ms") + timing(r, "ablation_ms") + timing(r, "queue_ms")
+        }),
         sidecar_ms: mean(&|r| timing(r, "sidecar_ms")),
         bytes: bytes as f64 / rows.len().max(1) as f64,
+        families: {
+            let mut names: Vec<String> = vec!["capture_ms".into(), "ablation_ms".into()];
+            if let Some(first) = rows
+                .first()
+                .and_then(|r| r["timing"]["families"].as_object())
+            {
+                names.extend(first.keys().map(|k| format!("families.{k}")));
+            }
+            names
+                .into_iter()
+                .map(|name| {
+                    let value = mean(&|r| {
+                        name.split('.')
+                            .fold(&r["timing"], |v, k| &v[k])
+                            .as_f64()
+                            .unwrap_or(0.0)
+                    });
+                    (name.trim_start_matches("families.").to_owned(), value)
+                })
+                .collect()
+        },
     })
 }

@@ -197,6 +197,10 @@ pub struct AnalysisConfig {
     /// Ridge strength of the residual probes, relative to the features' mean variance (λ = alpha·tr(XᵀX)/d).
     #[serde(default = "default_probe_alpha")]
     pub probe_alpha: f64,
+    /// Probe examples the mean-ablation forwards run on (evenly spaced through the probe set; the means they
+    /// substitute are still over every example). Absent: all of them.
+    #[serde(default)]
+    pub ablation_size: Option<usize>,
     /// What `analysis/activations.h5` stores per checkpoint beyond what the dynamics always need.
     #[serde(default)]
     pub store: Vec<StoreItem>,
@@ -250,6 +254,7 @@ impl Default for AnalysisConfig {
             probe_set: None,
             probe_folds: default_probe_folds(),
             probe_alpha: default_probe_alpha(),
+            ablation_size: None,
             store: vec![],
             queue: default_queue(),
             on_error: OnError::Stop,
@@ -440,6 +445,12 @@ impl Config {
             return invalid(
                 "analysis.probe_folds",
                 "must be at least 2 and at most analysis.probe_size".into(),
+            );
+        }
+        if self.analysis.ablation_size == Some(0) {
+            return invalid(
+                "analysis.ablation_size",
+                "must be positive (or absent for all)".into(),
             );
         }
         if !(self.analysis.probe_alpha.is_finite() && self.analysis.probe_alpha > 0.0) {

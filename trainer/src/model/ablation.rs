@@ -22,35 +22,48 @@ pub struct AblationLosses {
 
 impl Transformer {
     /// Mean-ablation Δloss of every head and MLP block on the captured batch; `targets` [batch, answers] are the
-    /// correct tokens at the positions `answers` selects.
+    /// correct tokens at the positions `answers` selects. The means are taken over the whole batch; the losses
+    /// over the examples `rows` only, if given (a cheaper estimate on a large probe set).
     pub fn mean_ablation(
         &self,
         capture: &Capture,
         targets: &Tensor<2, Int>,
         answers: &Queries,
+        rows: Option<&Tensor<1, Int>>,
     ) -> Result<AblationLosses, String> {
+        let some = |x: Tensor<3>| match rows {
+            Some(rows) => x.select(0, rows.clone()),
+            None => x,
+        };
+        let targets = &match rows {
+            Some(rows) => targets.clone().select(0, rows.clone()),
+            None => targets.clone(),
+        };
         let mut out = AblationLosses::default();
         for (l, acts) in capture.blocks.iter().enumerate() {
-            let [n, pos, n_heads, d_head] = acts.z.dims();
+            let z = match rows {
+                Some(rows) => acts.z.clone().select(0, rows.clone()),
+                None => acts.z.clone(),
+            };
+            let [n, pos, n_heads, d_head] = z.dims();
             let d_model = self.dims.d_model;
+            let resid_mid = some(acts.resid_mid.clone());
             // What each head's ablation adds to resid_mid: [head, n·pos, d_head] @ W_O [head, d_head, d_model].
-            let dz = acts.z.clone().mean_dim(0) - acts.z.clone();
+            let dz = acts.z.clone().mean_dim(0) - z;
             let delta = dz
                 .permute([2, 0, 1, 3])
                 .reshape([n_heads, n * pos, d_head])
                 .matmul(self.blocks[l].attn.W_O.val())
                 .reshape([n_heads * n, pos, d_model]);
-            let ablated = acts.resid_mid.clone().repeat_dim(0, n_heads) + delta;
-            let batch = Tensor::cat(vec![acts.resid_mid.clone(), ablated], 0);
+            let ablated = resid_mid.clone().repeat_dim(0, n_heads) + delta;
+            let batch = Tensor::cat(vec![resid_mid.clone(), ablated], 0);
             let logits = self.logits_after_mid(l, batch, answers);
             out.heads
                 .push(deltas(copy_losses(logits, targets, n_heads + 1)?));
             if let Some(mlp_out) = &acts.mlp_out {
                 let mean_out = mlp_out.clone().mean_dim(0);
-                let batch = Tensor::cat(
-                    vec![acts.resid_post.clone(), acts.resid_mid.clone() + mean_out],
-                    0,
-                );
+                let batch =
+                    Tensor::cat(vec![some(acts.resid_post.clone()), resid_mid + mean_out], 0);
                 let logits = self.logits_after_post(l, batch, answers);
                 out.mlp.push(deltas(copy_losses(logits, targets, 2)?)[0]);
             }

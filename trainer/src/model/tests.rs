@@ -215,7 +215,7 @@ fn ablating_a_head_that_writes_nothing_changes_the_loss_by_zero() {
         let answers = model.answer_queries(&[3, 5], &device);
         let capture = model.capture(tokens(&device));
         let losses = model
-            .mean_ablation(&capture, &targets(&device), &answers)
+            .mean_ablation(&capture, &targets(&device), &answers, None)
             .unwrap();
         assert_eq!(losses.heads.len(), d.n_layers);
         assert_eq!(losses.heads[0][1], 0.0, "{d:?}");
@@ -234,7 +234,7 @@ fn head_ablation_matches_a_host_computation_on_a_one_layer_attention_only_model(
     let answers = model.answer_queries(&[3, 5], &device);
     let capture = model.capture(tokens(&device));
     let losses = model
-        .mean_ablation(&capture, &targets(&device), &answers)
+        .mean_ablation(&capture, &targets(&device), &answers, None)
         .unwrap();
     let (n, pos, heads, d_head, d_model, vocab) = (3, 6, 4, 4, 16, 10);
     let z = host(&capture.blocks[0].z);
@@ -279,4 +279,52 @@ fn head_ablation_matches_a_host_computation_on_a_one_layer_attention_only_model(
             losses.heads[0][h]
         );
     }
+}
+
+#[test]
+fn ablation_on_a_subset_of_rows_uses_the_batch_means_and_those_rows_only() {
+    // Rows [0, 2]: the same Δloss as a host-side average over examples 0 and 2 only is hard to get without
+    // re-deriving the model, so check the two properties that pin it: all rows = no subset, and a subset of
+    // one repeated row gives that row's own Δloss, whatever the other rows are.
+    let device = crate::test_device();
+    let d = dims(Normalization::Ln, false, 2);
+    let model = Transformer::new(&d, 5, &device);
+    let answers = model.answer_queries(&[3, 5], &device);
+    let capture = model.capture(tokens(&device));
+    let rows =
+        |r: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(r.clone(), [r.len()]), &device);
+    let all = model
+        .mean_ablation(&capture, &targets(&device), &answers, None)
+        .unwrap();
+    let every = model
+        .mean_ablation(
+            &capture,
+            &targets(&device),
+            &answers,
+            Some(&rows(vec![0, 1, 2])),
+        )
+        .unwrap();
+    for (a, b) in all.heads.iter().flatten().zip(every.heads.iter().flatten()) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    let once = model
+        .mean_ablation(&capture, &targets(&device), &answers, Some(&rows(vec![1])))
+        .unwrap();
+    let twice = model
+        .mean_ablation(
+            &capture,
+            &targets(&device),
+            &answers,
+            Some(&rows(vec![1, 1])),
+        )
+        .unwrap();
+    for (a, b) in once
+        .heads
+        .iter()
+        .flatten()
+        .zip(twice.heads.iter().flatten())
+    {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert_ne!(once, all);
 }
