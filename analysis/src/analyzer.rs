@@ -30,7 +30,7 @@ use crate::metrics::dynamics::{
 use crate::metrics::heads::{HeadInput, head_metrics};
 use crate::metrics::mlp::{active_fraction, head_output_norm, norm};
 use crate::metrics::residual::{ProbeTargets, probe_boundary};
-use crate::row::{Row, SCHEMA_VERSION, Timing};
+use crate::row::{Row, SCHEMA_VERSION, Timing, numeric_leaves};
 use crate::selection::{at_key_positions, at_key_queries, at_positions, boundaries, hook_axes};
 
 /// Groups of the per-checkpoint HDF5 file that the dynamics read back.
@@ -496,32 +496,10 @@ fn headline(row: &Row) -> BTreeMap<String, f64> {
         "heads": row.heads,
         "mlp": row.mlp,
     });
-    let mut out = BTreeMap::new();
-    let mut stack = vec![(String::new(), &value)];
-    while let Some((path, value)) = stack.pop() {
-        match value {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    let child = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    stack.push((child, v));
-                }
-            }
-            Value::Number(x) => {
-                let leaf = path.rsplit('.').next().unwrap_or_default();
-                if LEAVES.contains(&leaf)
-                    && let Some(x) = x.as_f64()
-                {
-                    out.insert(path, x);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
+    numeric_leaves(&value)
+        .into_iter()
+        .filter(|(path, _)| LEAVES.contains(&path.rsplit('.').next().unwrap_or_default()))
+        .collect()
 }
 
 /// K-composition scores keyed by the later head (`L1H0`), then the earlier head (`L0H2`).

@@ -13,6 +13,7 @@ pub mod row;
 pub mod selection;
 pub mod sidecar;
 pub mod sinks;
+pub mod windows;
 
 pub use error::AnalysisError;
 pub use plugin::AnalyzePlugin;

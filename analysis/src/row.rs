@@ -56,3 +56,31 @@ pub struct Timing {
     /// and `store` (the HDF5 write).
     pub families: BTreeMap<String, f64>,
 }
+
+/// The finite numeric leaves of a JSON value by dotted path (object keys joined with `.`; keys may themselves
+/// contain dots, as hook names do).
+pub fn numeric_leaves(value: &serde_json::Value) -> Vec<(String, f64)> {
+    let mut out = vec![];
+    let mut stack = vec![(String::new(), value)];
+    while let Some((path, value)) = stack.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let child = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    stack.push((child, v));
+                }
+            }
+            serde_json::Value::Number(x) => {
+                if let Some(x) = x.as_f64().filter(|x| x.is_finite()) {
+                    out.push((path, x));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

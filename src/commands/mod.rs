@@ -4,3 +4,4 @@ pub mod bench;
 pub mod export;
 pub mod probe_set;
 pub mod train;
+pub mod windows;

@@ -20,6 +20,8 @@ pub struct Config {
     pub analysis: AnalysisConfig,
     #[serde(default)]
     pub eval: EvalConfig,
+    #[serde(default)]
+    pub windows: WindowsConfig,
 }
 
 /// Which task, with its own parameters (see `tasks/`).
@@ -262,6 +264,44 @@ impl Default for AnalysisConfig {
     }
 }
 
+/// The birth-window detector's thresholds (`formation windows`; method in `docs/windows.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// A checkpoint is flagged where the change rate stands out by more than `k` robust noise scales.
+    pub k: f64,
+    /// Smallest Gaussian smoothing width, in checkpoints.
+    pub min_sigma: f64,
+    /// Smoothing width as a fraction of the checkpoint index (wider where checkpoints are dense in log-step).
+    pub smooth_fraction: f64,
+    /// Half-width, in checkpoints, of the running median that is the change rate's local baseline.
+    pub baseline_halfwidth: usize,
+    /// A flagged stretch counts only if the series moved by at least this fraction of its range across it.
+    pub min_change: f64,
+    /// Series whose scale (range, or half the largest magnitude) stays below this are not examined: in the units
+    /// of the row (fractions, nats, logits), a metric that never moves by 0.1 has no birth to find.
+    pub min_scale: f64,
+    /// The essential-dynamics trajectory is flagged where it turns by more than this many degrees.
+    pub turn_degrees: f64,
+    /// Principal components of the output trajectory the turning trigger follows.
+    pub components: usize,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        Self {
+            k: 6.0,
+            min_sigma: 1.0,
+            smooth_fraction: 0.05,
+            baseline_halfwidth: 8,
+            min_change: 0.2,
+            min_scale: 0.1,
+            turn_degrees: 45.0,
+            components: 3,
+        }
+    }
+}
+
 /// Full-split evaluation cadence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -455,6 +495,20 @@ impl Config {
         }
         if !(self.analysis.probe_alpha.is_finite() && self.analysis.probe_alpha > 0.0) {
             return invalid("analysis.probe_alpha", "must be a positive number".into());
+        }
+        let w = &self.windows;
+        if !(w.k > 0.0 && w.min_sigma > 0.0 && w.smooth_fraction >= 0.0 && w.min_change >= 0.0) {
+            return invalid(
+                "windows",
+                "k and min_sigma must be positive, smooth_fraction and min_change not negative"
+                    .into(),
+            );
+        }
+        if !(w.turn_degrees > 0.0 && w.turn_degrees < 180.0) || w.components == 0 {
+            return invalid(
+                "windows",
+                "turn_degrees must be in (0, 180) and components at least 1".into(),
+            );
         }
         if self.analysis.queue == 0 {
             return invalid("analysis.queue", "must be at least 1".into());

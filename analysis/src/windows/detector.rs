@@ -1,0 +1,377 @@
+//! The birth-window detector on one series (SPEC §6), pure functions over (step, value) points.
+//!
+//! Checkpoints are log-spaced early and linear later, so the detector works in u = ln(1 + step):
+//! 1. smooth the values with a Gaussian over checkpoint indices whose width grows with the index
+//!    (σ_i = max(`min_sigma`, `smooth_fraction` · i)), so the dense late checkpoints are smoothed over more of
+//!    them;
+//! 2. differentiate, d_i = dy/du by centred differences (one-sided at the ends);
+//! 3. subtract a running median of d over ±`baseline_halfwidth` checkpoints, so a smooth trend (a slow drift)
+//!    is not a jump, multiply by the local Δu (a derivative's noise grows as 1/Δu where linear checkpoints
+//!    crowd together in log-step) and take the robust noise scale of what remains, σ̂ = 1.4826 · MAD;
+//! 4. flag checkpoints where |d_i − baseline_i|·Δu_i > `k` · σ̂ (σ̂ at least 1 % of the series' scale) and
+//!    the smoothed series moved by at least `min_change` of its scale (its range, but at least half its largest
+//!    magnitude) across the flagged run; series whose scale stays below `min_scale` are not examined; each run of flagged checkpoints, widened by one on
+//!    each side, is a window.
+//!
+//! The essential-dynamics trigger ([`turning_points`]) uses the same smoothing on the leading principal
+//! components of the output trajectory and flags where it turns by more than `turn_degrees`.
+
+use serde::Serialize;
+use trainer::config::WindowsConfig;
+
+/// One flagged stretch of one series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flag {
+    /// First and last checkpoint step of the window.
+    pub start_step: u64,
+    pub end_step: u64,
+    /// Where the derivative peaks.
+    pub peak_step: u64,
+    /// Change of the smoothed series across the window (end − start).
+    pub change: f64,
+    /// Peak |d − baseline|·Δu / σ̂: how many noise scales the change rate stands out.
+    pub score: f64,
+}
+
+/// ln(1 + step) of each checkpoint.
+pub fn log_steps(steps: &[u64]) -> Vec<f64> {
+    steps.iter().map(|&s| (1.0 + s as f64).ln()).collect()
+}
+
+/// Gaussian smoothing over checkpoint indices with width σ_i = max(min_sigma, fraction · i).
+pub fn smooth(values: &[f64], min_sigma: f64, fraction: f64) -> Vec<f64> {
+    let n = values.len();
+    (0..n)
+        .map(|i| {
+            let sigma = (fraction * i as f64).max(min_sigma).max(1e-9);
+            let reach = (3.0 * sigma).ceil() as usize;
+            let (lo, hi) = (i.saturating_sub(reach), (i + reach).min(n - 1));
+            let (mut sum, mut weight) = (0.0, 0.0);
+            for (j, v) in values.iter().enumerate().take(hi + 1).skip(lo) {
+                let w = (-((i as f64 - j as f64).powi(2)) / (2.0 * sigma * sigma)).exp();
+                sum += w * v;
+                weight += w;
+            }
+            sum / weight
+        })
+        .collect()
+}
+
+/// dy/du by centred differences, one-sided at the ends.
+pub fn derivative(u: &[f64], y: &[f64]) -> Vec<f64> {
+    let n = y.len();
+    (0..n)
+        .map(|i| {
+            let (a, b) = (i.saturating_sub(1), (i + 1).min(n - 1));
+            let du = u[b] - u[a];
+            if du > 0.0 { (y[b] - y[a]) / du } else { 0.0 }
+        })
+        .collect()
+}
+
+/// Median of a slice (0 for an empty one).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let m = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[m]
+    } else {
+        0.5 * (sorted[m - 1] + sorted[m])
+    }
+}
+
+/// Robust noise scale: 1.4826 × the median absolute deviation (the standard deviation for Gaussian noise).
+pub fn mad_scale(values: &[f64]) -> f64 {
+    let center = median(values);
+    let deviations: Vec<f64> = values.iter().map(|v| (v - center).abs()).collect();
+    1.4826 * median(&deviations)
+}
+
+/// The maximal runs of `true` in `flags`, as (first index, one past the last).
+fn runs(flags: &[bool]) -> Vec<(usize, usize)> {
+    let mut out = vec![];
+    let mut i = 0;
+    while i < flags.len() {
+        if flags[i] {
+            let first = i;
+            while i < flags.len() && flags[i] {
+                i += 1;
+            }
+            out.push((first, i));
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The windows of one series: `steps` strictly increasing, `values` finite, same length.
+pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag> {
+    let n = values.len();
+    if n < 5 {
+        return vec![];
+    }
+    let u = log_steps(steps);
+    let y = smooth(values, config.min_sigma, config.smooth_fraction);
+    let d = derivative(&u, &y);
+    let w = config.baseline_halfwidth;
+    // The excess change rate over its local baseline, in the series' own units per checkpoint interval
+    // (times Δu): noise in a derivative grows as 1/Δu where linear checkpoints crowd together in log-step,
+    // and this keeps the noise scale comparable along the run.
+    // The smoothing widens with the index, and the change rate of Gaussian-smoothed white noise has a standard
+    // deviation ∝ σ_i^(−3/2); the factor σ_i^(3/2) makes the noise level the same all along.
+    let span = |i: usize| u[(i + 1).min(n - 1)] - u[i.saturating_sub(1)];
+    let width = |i: usize| (config.smooth_fraction * i as f64).max(config.min_sigma);
+    let residual: Vec<f64> = (0..n)
+        .map(|i| {
+            let baseline = median(&d[i.saturating_sub(w)..(i + w + 1).min(n)]);
+            (d[i] - baseline) * span(i) * width(i).powf(1.5)
+        })
+        .collect();
+    // The series' scale: its range, but at least half its largest magnitude, so that a metric resting near a
+    // value (accuracy at 1, CKA near 1) does not turn its small wobbles into large relative changes.
+    let scale = {
+        let lo = y.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (hi - lo).max(0.5 * lo.abs().max(hi.abs()))
+    };
+    if scale < config.min_scale {
+        return vec![];
+    }
+    // σ̂ has a floor of 1 % of the scale: a series flat but for one step would otherwise score without bound.
+    let sigma = mad_scale(&residual).max(0.01 * scale);
+    let flagged: Vec<bool> = residual
+        .iter()
+        .map(|r| r.abs() > config.k * sigma)
+        .collect();
+    let mut flags = vec![];
+    for (first, past) in runs(&flagged) {
+        let (a, b) = (first.saturating_sub(1), past.min(n - 1));
+        let change = y[b] - y[a];
+        if change.abs() >= config.min_change * scale {
+            let peak = (first..past)
+                .max_by(|&p, &q| residual[p].abs().total_cmp(&residual[q].abs()))
+                .unwrap_or(first);
+            flags.push(Flag {
+                start_step: steps[a],
+                end_step: steps[b],
+                peak_step: steps[peak],
+                change,
+                score: residual[peak].abs() / sigma,
+            });
+        }
+    }
+    flags
+}
+
+/// Where a trajectory `points` [checkpoint][component] turns sharply: after smoothing each component, the
+/// angle at checkpoint i between the displacements from i − h to i and from i to i + h (h = 2 checkpoints,
+/// so a turn spread over a few checkpoints by the smoothing still shows), flagged above
+/// `config.turn_degrees` where both displacements are at least half the median one (a stalled trajectory
+/// turns at random). Each run of flagged checkpoints is one flag; `change` is its largest angle in degrees.
+pub fn turning_points(steps: &[u64], points: &[Vec<f64>], config: &WindowsConfig) -> Vec<Flag> {
+    const H: usize = 2;
+    let n = points.len();
+    if n < 2 * H + 1 {
+        return vec![];
+    }
+    let dims = points[0].len();
+    let columns: Vec<Vec<f64>> = (0..dims)
+        .map(|c| {
+            let column: Vec<f64> = points.iter().map(|p| p[c]).collect();
+            smooth(&column, config.min_sigma, config.smooth_fraction)
+        })
+        .collect();
+    let between =
+        |a: usize, b: usize| -> Vec<f64> { columns.iter().map(|c| c[b] - c[a]).collect() };
+    let length = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let typical = median(
+        &(0..n - H)
+            .map(|i| length(&between(i, i + H)))
+            .collect::<Vec<_>>(),
+    );
+    let angle: Vec<Option<f64>> = (0..n)
+        .map(|i| {
+            if i < H || i + H >= n {
+                return None;
+            }
+            let (before, after) = (between(i - H, i), between(i, i + H));
+            let (lb, la) = (length(&before), length(&after));
+            if lb < 0.5 * typical || la < 0.5 * typical || lb == 0.0 || la == 0.0 {
+                return None;
+            }
+            let cos = before.iter().zip(&after).map(|(x, y)| x * y).sum::<f64>() / (lb * la);
+            Some(cos.clamp(-1.0, 1.0).acos().to_degrees())
+        })
+        .collect();
+    let flagged: Vec<bool> = angle
+        .iter()
+        .map(|a| a.is_some_and(|a| a > config.turn_degrees))
+        .collect();
+    let mut flags = vec![];
+    for (first, past) in runs(&flagged) {
+        let peak = (first..past)
+            .max_by(|&p, &q| angle[p].unwrap_or(0.0).total_cmp(&angle[q].unwrap_or(0.0)))
+            .unwrap_or(first);
+        let largest = angle[peak].unwrap_or(0.0);
+        flags.push(Flag {
+            start_step: steps[first - 1],
+            end_step: steps[past.min(n - 1)],
+            peak_step: steps[peak],
+            change: largest,
+            score: largest / config.turn_degrees,
+        });
+    }
+    flags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trainer::rng::SplitMix64;
+
+    /// The checkpoint schedule of the examples: 0, 1, 2, 4, …, 64, then every 100 up to `last`.
+    fn schedule(last: u64) -> Vec<u64> {
+        let mut steps = vec![0];
+        let mut s = 1;
+        while s <= 64 {
+            steps.push(s);
+            s *= 2;
+        }
+        steps.extend((1..=last / 100).map(|k| k * 100));
+        steps
+    }
+
+    fn noise(n: usize, sd: f64, seed: u64) -> Vec<f64> {
+        let mut rng = SplitMix64::new(seed);
+        (0..n).map(|_| sd * rng.normal()).collect()
+    }
+
+    fn sigmoid(step: u64, centre: f64, width: f64) -> f64 {
+        1.0 / (1.0 + (-(step as f64 - centre) / width).exp())
+    }
+
+    fn config() -> WindowsConfig {
+        WindowsConfig::default()
+    }
+
+    #[test]
+    fn a_sigmoid_jump_is_found_at_its_centre() {
+        let steps = schedule(4000);
+        let noise = noise(steps.len(), 0.01, 1);
+        let values: Vec<f64> = steps
+            .iter()
+            .zip(&noise)
+            .map(|(&s, e)| sigmoid(s, 2000.0, 60.0) + e)
+            .collect();
+        let flags = detect(&steps, &values, &config());
+        assert_eq!(flags.len(), 1, "{flags:?}");
+        let f = &flags[0];
+        assert!(f.start_step <= 2000 && 2000 <= f.end_step, "{f:?}");
+        assert!((f.peak_step as i64 - 2000).abs() <= 100, "{f:?}");
+        assert!(f.change > 0.5, "{f:?}");
+    }
+
+    #[test]
+    fn pure_noise_yields_no_window() {
+        let steps = schedule(4000);
+        for seed in 0..20 {
+            let values = noise(steps.len(), 1.0, seed);
+            let flags = detect(&steps, &values, &config());
+            assert!(flags.is_empty(), "seed {seed}: {flags:?}");
+        }
+    }
+
+    #[test]
+    fn two_separated_jumps_yield_two_windows() {
+        let steps = schedule(6000);
+        let noise = noise(steps.len(), 0.01, 2);
+        let values: Vec<f64> = steps
+            .iter()
+            .zip(&noise)
+            .map(|(&s, e)| sigmoid(s, 1500.0, 50.0) - 2.0 * sigmoid(s, 4500.0, 80.0) + e)
+            .collect();
+        let flags = detect(&steps, &values, &config());
+        assert_eq!(flags.len(), 2, "{flags:?}");
+        assert!(flags[0].start_step <= 1500 && 1500 <= flags[0].end_step);
+        assert!(flags[1].start_step <= 4500 && 4500 <= flags[1].end_step);
+        assert!(flags[0].change > 0.0 && flags[1].change < 0.0);
+    }
+
+    #[test]
+    fn a_slow_linear_drift_yields_none() {
+        let steps = schedule(4000);
+        let noise = noise(steps.len(), 0.01, 3);
+        // Linear in the step: 0 → 1 over the run, the steepest a "slow" drift gets here.
+        let values: Vec<f64> = steps
+            .iter()
+            .zip(&noise)
+            .map(|(&s, e)| s as f64 / 4000.0 + e)
+            .collect();
+        let flags = detect(&steps, &values, &config());
+        assert!(flags.is_empty(), "{flags:?}");
+        // …and linear in log-step.
+        let values: Vec<f64> = log_steps(&steps)
+            .iter()
+            .zip(&noise)
+            .map(|(u, e)| u / 8.3 + e)
+            .collect();
+        let flags = detect(&steps, &values, &config());
+        assert!(flags.is_empty(), "{flags:?}");
+    }
+
+    #[test]
+    fn a_jump_in_the_log_spaced_early_part_is_found() {
+        // Uneven steps: the jump sits between 8 and 32, where checkpoints double.
+        let steps = schedule(4000);
+        let noise = noise(steps.len(), 0.01, 4);
+        let values: Vec<f64> = steps
+            .iter()
+            .zip(&noise)
+            .map(|(&s, e)| sigmoid(s, 16.0, 2.0) + e)
+            .collect();
+        let flags = detect(&steps, &values, &config());
+        assert_eq!(flags.len(), 1, "{flags:?}");
+        assert!(
+            flags[0].start_step <= 16 && 16 <= flags[0].end_step,
+            "{:?}",
+            flags[0]
+        );
+    }
+
+    #[test]
+    fn smoothing_keeps_constants_and_the_median_and_mad_are_robust() {
+        assert_eq!(smooth(&[2.0; 7], 1.0, 0.1), vec![2.0; 7]);
+        assert_eq!(median(&[3.0, 1.0, 2.0, 100.0]), 2.5);
+        // 1.4826 · median(|x − 2|) over [1, 2, 3, 100] = 1.4826 · 1.
+        assert!((mad_scale(&[1.0, 2.0, 3.0, 100.0]) - 1.4826).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_trajectory_that_turns_back_is_flagged_where_it_turns() {
+        // Out along x for 20 checkpoints, then along y: one right-angle turn at index 20.
+        let steps: Vec<u64> = (0..40).map(|i| i * 100).collect();
+        let points: Vec<Vec<f64>> = (0..40)
+            .map(|i| {
+                if i <= 20 {
+                    vec![i as f64, 0.0]
+                } else {
+                    vec![20.0, (i - 20) as f64]
+                }
+            })
+            .collect();
+        let flags = turning_points(&steps, &points, &config());
+        assert!(!flags.is_empty(), "{flags:?}");
+        assert!(
+            flags.iter().all(|f| (1800..=2200).contains(&f.peak_step)),
+            "{flags:?}"
+        );
+        // A straight line never turns.
+        let line: Vec<Vec<f64>> = (0..40).map(|i| vec![i as f64, 2.0 * i as f64]).collect();
+        assert!(turning_points(&steps, &line, &config()).is_empty());
+    }
+}

@@ -1,0 +1,114 @@
+//! `formation windows` on real formation runs (the birth-window issue): the detector finds grokking apart
+//! from memorization on modular addition and the induction-head window on induction. These train the small
+//! example configs in full (about a minute each in release mode).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Trains `config` with `--analyze` into `dir/run`, runs the detector and returns its windows.
+fn windows_of(config: &str, dir: &std::path::Path) -> Vec<Value> {
+    ok(formation(
+        &["train", &example(config), "--analyze", "--out", "run"],
+        dir,
+    ));
+    let out = ok(formation(&["windows", "run"], dir));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| W0 |"));
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run/analysis/birth_windows.json")).unwrap(),
+    )
+    .unwrap();
+    json["windows"].as_array().unwrap().clone()
+}
+
+fn triggered(window: &Value, metric: &str) -> Option<f64> {
+    window["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["metric"] == metric)
+        .map(|t| t["change"].as_f64().unwrap())
+}
+
+fn summary(windows: &[Value]) -> String {
+    windows
+        .iter()
+        .map(|w| {
+            let metrics: Vec<&str> = w["triggers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["metric"].as_str().unwrap())
+                .collect();
+            format!(
+                "{} {}-{}: {metrics:?}",
+                w["id"], w["start_step"], w["end_step"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn grokking_is_a_window_of_its_own_after_memorization() {
+    let tmp = tempfile::tempdir().unwrap();
+    let windows = windows_of("modular-addition-small.toml", tmp.path());
+    let memorization = windows
+        .iter()
+        .find(|w| triggered(w, "behavior.split_accuracy.train").is_some_and(|c| c > 0.5))
+        .unwrap_or_else(|| panic!("no memorization window:\n{}", summary(&windows)));
+    let grokking = windows
+        .iter()
+        .find(|w| triggered(w, "behavior.split_accuracy.test").is_some_and(|c| c > 0.0))
+        .unwrap_or_else(|| panic!("no grokking window:\n{}", summary(&windows)));
+    assert_ne!(memorization["id"], grokking["id"], "{}", summary(&windows));
+    // Grokking starts after the train accuracy has saturated.
+    let rows = jsonl(&tmp.path().join("run/analysis/checkpoint_metrics.jsonl"));
+    let start = grokking["start_step"].as_u64().unwrap();
+    let accuracy = |step: u64, split: &str| {
+        rows.iter()
+            .find(|r| r["step"].as_u64() == Some(step))
+            .map(|r| r["behavior"]["split_accuracy"][split].as_f64().unwrap())
+            .unwrap()
+    };
+    assert!(
+        accuracy(start, "train") > 0.99,
+        "train accuracy at step {start}"
+    );
+    // …and the window holds most of the test accuracy's rise.
+    let end = grokking["end_step"].as_u64().unwrap();
+    let rise = accuracy(end, "test") - accuracy(start, "test");
+    assert!(rise > 0.5, "test accuracy rises by {rise} in {start}-{end}");
+    assert!(memorization["end_step"].as_u64() <= Some(start));
+    assert_eq!(grokking["loss_fell"], true);
+}
+
+#[test]
+fn the_induction_head_window_is_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let windows = windows_of("induction.toml", tmp.path());
+    let window = windows
+        .iter()
+        .find(|w| {
+            (0..4).any(|h| {
+                triggered(w, &format!("heads.L1H{h}.scores.induction_score"))
+                    .is_some_and(|c| c > 0.2)
+            })
+        })
+        .unwrap_or_else(|| panic!("no induction window:\n{}", summary(&windows)));
+    assert!(
+        triggered(window, "behavior.in_context_score").is_some_and(|c| c < 0.0),
+        "{}",
+        summary(&windows)
+    );
+    assert_eq!(window["loss_fell"], true);
+    // The heads whose ablation effect grew include a layer-1 head.
+    let grew: Vec<&str> = window["mechanism_grew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(grew.iter().any(|c| c.starts_with("heads.L1")), "{grew:?}");
+}
