@@ -30,6 +30,8 @@ enum Command {
     ProbeSet(commands::probe_set::Args),
     /// Export a checkpoint as TransformerLens safetensors + HookedTransformerConfig JSON.
     Export(commands::export::Args),
+    /// Analyze every saved checkpoint of a finished run, as `train --analyze` would have.
+    Sweep(commands::sweep::Args),
     /// Find the birth windows of an analyzed run (writes analysis/birth_windows.json).
     Windows(commands::windows::Args),
     /// Benchmarks (printed as Markdown tables for BENCHMARKS.md).
@@ -42,6 +44,7 @@ fn main() {
         Command::Train(args) => commands::train::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::ProbeSet(args) => commands::probe_set::run(args),
+        Command::Sweep(args) => commands::sweep::run(args),
         Command::Windows(args) => commands::windows::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };

@@ -363,3 +363,32 @@ fn probe_set_file_is_pinned_and_a_changed_one_is_refused() {
     assert!(line.contains("does not match the config"), "{line}");
     assert!(!tmp.path().join("run2").exists());
 }
+
+#[test]
+fn sweep_of_a_plain_run_writes_the_rows_train_analyze_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = long_ci_config(tmp.path());
+    ok(formation(&["train", &config, "--out", "plain"], tmp.path()));
+    ok(formation(
+        &["train", &config, "--analyze", "--out", "analyzed"],
+        tmp.path(),
+    ));
+    let plain = tmp.path().join("plain");
+    assert!(!plain.join("analysis").exists());
+    ok(formation(&["sweep", "plain"], tmp.path()));
+    assert_same_rows(&metrics(&plain), &metrics(&tmp.path().join("analyzed")));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plain.join("run.json")).unwrap()).unwrap();
+    assert!(
+        manifest["probe_set_sha256"].is_string(),
+        "the probe set is pinned"
+    );
+    // A second sweep has nothing left to do and changes nothing.
+    let before = std::fs::read(plain.join("analysis/checkpoint_metrics.jsonl")).unwrap();
+    let out = ok(formation(&["sweep", "plain"], tmp.path()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already analyzed"));
+    assert_eq!(
+        std::fs::read(plain.join("analysis/checkpoint_metrics.jsonl")).unwrap(),
+        before
+    );
+}

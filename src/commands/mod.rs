@@ -3,5 +3,6 @@
 pub mod bench;
 pub mod export;
 pub mod probe_set;
+pub mod sweep;
 pub mod train;
 pub mod windows;

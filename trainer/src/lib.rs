@@ -1,7 +1,7 @@
 //! The training side of formation: [`tasks`] make the data, [`model`] is the TransformerLens-compatible
 //! transformer with its capture forward, [`train_loop`] trains it under a [`schedule`], writes
 //! [`checkpoint`]s that resume bit-exactly, and calls a [`plugin::CheckpointPlugin`] at every save with the
-//! live model. [`config::Config`] is parsed and validated once; everything downstream trusts it.
+//! live model; [`sweep`] calls the same plugin over a finished run's saved checkpoints. [`config::Config`] is parsed and validated once; everything downstream trusts it.
 
 pub mod checkpoint;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod plugin;
 pub mod rng;
 pub mod run_dir;
 pub mod schedule;
+pub mod sweep;
 pub mod tasks;
 pub mod train_loop;
 

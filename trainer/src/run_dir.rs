@@ -79,11 +79,15 @@ impl RunDir {
             fs::create_dir_all(&dir).map_err(io(dir.clone()))?;
         }
         write_atomic(&self.config(), config.to_toml().as_bytes())?;
+        self.write_manifest(manifest)
+    }
+
+    /// Rewrites the manifest (atomically).
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), TrainError> {
         write_atomic(
             &self.manifest(),
             &serde_json::to_vec_pretty(manifest).expect("manifest serializes"),
-        )?;
-        Ok(())
+        )
     }
 
     /// Reads the manifest, refusing another schema version.

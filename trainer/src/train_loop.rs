@@ -40,7 +40,7 @@ struct TrainRow {
 }
 
 /// A row of `metrics/eval.jsonl`: loss and accuracy on each full split the task has.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct EvalRow {
     pub step: u64,
     pub train: Option<SplitScore>,

@@ -1,0 +1,49 @@
+//! `formation sweep RUN_DIR`: the every-checkpoint analysis of `train --analyze`, run afterwards over a run's
+//! saved checkpoints (same metric code, same files). Interrupted, it continues where it stopped.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use trainer::run_dir::RunDir;
+use trainer::sweep::sweep_checkpoints;
+
+use crate::commands::train::analyze_plugin;
+use crate::progress::Display;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A run directory written by `formation train` (with or without --analyze).
+    run_dir: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let run = RunDir::new(&args.run_dir);
+    let mut manifest = run.read_manifest()?;
+    let config = run.read_config()?;
+    let (device, _) = crate::device::pick();
+    // A run trained without --analyze gets its probe set now, pinned in run.json like train would have.
+    let pinned = manifest.probe_set_sha256.is_some();
+    let (mut plugin, hash) = analyze_plugin(&config, &run, pinned, &device)?;
+    if !pinned {
+        manifest.probe_set_sha256 = Some(hash);
+        run.write_manifest(&manifest)?;
+    }
+    let mut display = Display::new();
+    display.watch_queue(plugin.queue_depth());
+    let swept = sweep_checkpoints(&run, &device, &mut plugin, &mut |p| display.update(p))
+        .with_context(|| format!("sweeping {}", run.root.display()))?;
+    display.finish();
+    if swept == 0 {
+        println!(
+            "{}: every scheduled checkpoint is already analyzed",
+            run.root.display()
+        );
+    } else {
+        println!(
+            "analyzed {swept} checkpoints of {} -> {}",
+            manifest.run_id,
+            analysis::plugin::metrics_path(&run).display()
+        );
+    }
+    Ok(())
+}
