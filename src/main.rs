@@ -34,6 +34,8 @@ enum Command {
     Sweep(commands::sweep::Args),
     /// Find the birth windows of an analyzed run (writes analysis/birth_windows.json).
     Windows(commands::windows::Args),
+    /// Re-train a birth window densely from the checkpoint before it, analyze it, verify it bit for bit.
+    Replay(commands::replay::Args),
     /// Benchmarks (printed as Markdown tables for BENCHMARKS.md).
     Bench(commands::bench::Args),
 }
@@ -46,6 +48,7 @@ fn main() {
         Command::ProbeSet(args) => commands::probe_set::run(args),
         Command::Sweep(args) => commands::sweep::run(args),
         Command::Windows(args) => commands::windows::run(args),
+        Command::Replay(args) => commands::replay::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(err) = result {

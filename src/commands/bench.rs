@@ -253,6 +253,7 @@ fn timed_run(
         device,
         device_name: device_name.to_owned(),
         probe_set_sha256: hash,
+        replay: None,
     };
     trainer::train_loop::train(job, plugin.as_mut(), &mut |_| {})?;
     let wall = start.elapsed().as_secs_f64();

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod export;
 pub mod probe_set;
+pub mod replay;
 pub mod sweep;
 pub mod train;
 pub mod windows;

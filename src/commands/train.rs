@@ -68,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device,
         device_name: device_name.to_owned(),
         probe_set_sha256,
+        replay: None,
     };
     let summary = train(job, plugin.as_mut(), &mut |p| display.update(p))
         .with_context(|| format!("training {}", root.display()))?;

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod export;
 pub mod model;
 pub mod plugin;
+pub mod replay;
 pub mod rng;
 pub mod run_dir;
 pub mod schedule;

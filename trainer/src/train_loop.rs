@@ -68,6 +68,16 @@ pub struct TrainJob<'a> {
     pub device_name: String,
     /// Content hash of the probe set, recorded in the manifest of a new run (`--analyze`).
     pub probe_set_sha256: Option<String>,
+    /// A replay of a window (`formation replay`): its own checkpoint steps, and where to stop. The config (and
+    /// so the learning-rate schedule and the data) stays the original run's.
+    pub replay: Option<ReplaySchedule>,
+}
+
+/// The checkpoints and the last step of a window replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaySchedule {
+    pub checkpoints: Vec<u64>,
+    pub stop_at: u64,
 }
 
 /// Trains the model of `job.config`, saving checkpoints on schedule and calling `plugin` at each one.
@@ -77,13 +87,19 @@ pub fn train(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Summary, TrainError> {
     let config = job.config;
-    let total = config.train.steps;
+    let total = job
+        .replay
+        .as_ref()
+        .map_or(config.train.steps, |r| r.stop_at);
     let batch_size = config.train.batch_size;
     let task = tasks::build(&config.task, config.train.seed);
     let dims = ModelDims::new(config, task.as_ref());
     let infer_device = job.device.clone().without_autodiff();
     let train_device = job.device.clone().autodiff();
-    let schedule = checkpoint_steps(&config.train.checkpoints, total);
+    let schedule = match &job.replay {
+        Some(replay) => replay.checkpoints.clone(),
+        None => checkpoint_steps(&config.train.checkpoints, total),
+    };
     let config_hash = config_sha256(config);
 
     let mut model = Transformer::new(&dims, config.train.seed, &train_device);
@@ -475,6 +491,7 @@ mod tests {
             device: crate::test_device(),
             device_name: "test".into(),
             probe_set_sha256: None,
+            replay: None,
         }
     }
 

@@ -1,0 +1,130 @@
+//! `formation replay RUN_DIR --window N [--every K]`: re-train birth window `WN` densely from the last saved
+//! checkpoint at or before its start, analyze every dense checkpoint, write everything under
+//! `RUN_DIR/windows/WN/` (a run directory of the usual layout) and verify the replay against the original
+//! checkpoints inside the window.
+
+use std::path::PathBuf;
+
+use analysis::plugin::analysis_dir;
+use anyhow::{Context, bail};
+use trainer::model::ModelDims;
+use trainer::replay::{plan, prepare, verify};
+use trainer::run_dir::{RunDir, write_atomic};
+use trainer::tasks;
+use trainer::train_loop::{TrainJob, train};
+
+use crate::commands::train::analyze_plugin;
+use crate::progress::Display;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// An analyzed run directory on which `formation windows` has run.
+    run_dir: PathBuf,
+    /// The window to replay: N of `WN` in analysis/birth_windows.json.
+    #[arg(long)]
+    window: usize,
+    /// Checkpoint (and analyze) every K steps inside the window (default: a fortieth of the window, at least 1).
+    #[arg(long)]
+    every: Option<u64>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let run = RunDir::new(&args.run_dir);
+    let manifest = run.read_manifest()?;
+    let config = run.read_config()?;
+    let name = format!("W{}", args.window);
+    let windows_path = analysis_dir(&run).join("birth_windows.json");
+    let text = std::fs::read_to_string(&windows_path).with_context(|| {
+        format!(
+            "reading {} (run `formation windows {}` first)",
+            windows_path.display(),
+            run.root.display()
+        )
+    })?;
+    let found: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a windows file", windows_path.display()))?;
+    let window = found["windows"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["id"] == name.as_str()))
+        .with_context(|| format!("{} has no window {name}", windows_path.display()))?;
+    let (start, end) = (
+        window["start_step"]
+            .as_u64()
+            .context("window without start_step")?,
+        window["end_step"]
+            .as_u64()
+            .context("window without end_step")?,
+    );
+    let every = args.every.unwrap_or(((end - start) / 40).max(1));
+    if every == 0 {
+        bail!("--every must be at least 1");
+    }
+    if manifest.probe_set_sha256.is_none() {
+        bail!(
+            "{} has no probe set pinned; train it with --analyze or run `formation sweep` first",
+            run.root.display()
+        );
+    }
+    let plan = plan(&run, start, end, every)?;
+    let dest = RunDir::new(run.root.join("windows").join(&name));
+    prepare(&run, &dest, &plan, &format!("{}-{name}", manifest.run_id))?;
+
+    let (device, device_name) = crate::device::pick();
+    let (mut plugin, _) = analyze_plugin(&config, &dest, true, &device)?;
+    let mut display = Display::new();
+    display.watch_queue(plugin.queue_depth());
+    let job = TrainJob {
+        config: &config,
+        run: &dest,
+        resume: true,
+        device: device.clone(),
+        device_name: device_name.to_owned(),
+        probe_set_sha256: None,
+        replay: Some(plan.schedule.clone()),
+    };
+    train(job, &mut plugin, &mut |p| display.update(p))
+        .with_context(|| format!("replaying {name} in {}", dest.root.display()))?;
+    display.finish();
+
+    let task = tasks::build(&config.task, config.train.seed);
+    let dims = ModelDims::new(&config, task.as_ref());
+    let checks = verify(&run, &dest, &plan.verify, &dims, &device)?;
+    let report = serde_json::json!({
+        "window": name,
+        "window_steps": [start, end],
+        "from_checkpoint": plan.from,
+        "every": every,
+        "checkpoints": plan.schedule.checkpoints,
+        "verification": checks,
+        "bit_exact": checks.iter().all(|c| c.identical),
+    });
+    write_atomic(
+        &dest.root.join("replay.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    println!(
+        "replayed {name} (steps {start}–{end}) from checkpoint {} every {every} steps: {} checkpoints analyzed -> {}",
+        plan.from,
+        plan.schedule.checkpoints.len(),
+        dest.root.display()
+    );
+    for check in &checks {
+        println!(
+            "  step {:>7}: {}",
+            check.step,
+            if check.identical {
+                "weights bit-identical to the original checkpoint".to_owned()
+            } else {
+                format!("weights DIFFER (max |Δ| = {:.3e})", check.max_abs_diff)
+            }
+        );
+    }
+    if let Some(bad) = checks.iter().find(|c| !c.identical) {
+        bail!(
+            "the replay of {name} is not bit-exact: at step {} the weights differ from the original by up to {:.3e}",
+            bad.step,
+            bad.max_abs_diff
+        );
+    }
+    Ok(())
+}
