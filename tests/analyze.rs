@@ -433,6 +433,7 @@ fn replay_of_a_window_is_dense_bit_exact_leaves_the_run_alone_and_survives_a_kil
     let windows = r#"{"windows": [{"id": "W0", "start_step": 120, "end_step": 260}]}"#;
     std::fs::write(tmp.path().join("a/analysis/birth_windows.json"), windows).unwrap();
     copy_dir(&tmp.path().join("a"), &tmp.path().join("b"));
+    copy_dir(&tmp.path().join("a"), &tmp.path().join("c"));
     let before = run_files(&tmp.path().join("a"));
 
     let out = ok(formation(
