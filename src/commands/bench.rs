@@ -24,6 +24,8 @@ enum What {
     Train(TrainArgs),
     /// Wall time of `train --analyze` vs `train`, and where the analysis time goes.
     Analyze(AnalyzeArgs),
+    /// Per-checkpoint analysis time in-loop (zero reload) vs `formation sweep` afterwards (loads checkpoints).
+    Sweep(AnalyzeArgs),
 }
 
 #[derive(clap::Args)]
@@ -65,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Train(args) => bench_train(args),
         What::Analyze(args) => bench_analyze(args),
+        What::Sweep(args) => bench_sweep(args),
     }
 }
 
@@ -216,30 +219,60 @@ fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Per-checkpoint means of an analyzed run.
-struct AnalysisStats {
-    checkpoints: usize,
-    blocking_ms: f64,
-    sidecar_ms: f64,
-    bytes: f64,
-    /// Trainer-side `capture` and `ablation`, and the sidecar's metric families.
-    families: std::collections::BTreeMap<String, f64>,
+fn bench_sweep(args: AnalyzeArgs) -> anyhow::Result<()> {
+    println!(
+        "| config | checkpoints | train s | train --analyze s | in-loop analysis ms/checkpoint (added wall) | \
+         sweep s | sweep ms/checkpoint | ratio (sweep / in-loop) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for path in &args.configs {
+        let mut config = Config::load(path)?;
+        if let Some(steps) = args.steps {
+            config.train.steps = steps.min(config.train.steps);
+        }
+        let (mut plain, mut analyzed, mut swept, mut checkpoints) = (vec![], vec![], vec![], 0);
+        for round in 0..args.rounds {
+            let dir = scratch_dir(round, "sweep");
+            let start = Instant::now();
+            train_into(&config, &dir, false)?;
+            plain.push(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            let run = trainer::run_dir::RunDir::new(&dir);
+            checkpoints = crate::commands::sweep::sweep(&run, &mut |_| {})?;
+            swept.push(start.elapsed().as_secs_f64());
+            std::fs::remove_dir_all(&dir)?;
+            analyzed.push(timed_run(&config, true, round)?.0);
+        }
+        let (p, a, s) = (
+            median(&mut plain),
+            median(&mut analyzed),
+            median(&mut swept),
+        );
+        let n = checkpoints.max(1) as f64;
+        let in_loop = (a - p) * 1e3 / n;
+        let sweep = s * 1e3 / n;
+        println!(
+            "| {} | {checkpoints} | {p:.2} | {a:.2} | {in_loop:.1} | {s:.2} | {sweep:.1} | {:.1} |",
+            path.display(),
+            sweep / in_loop.max(1e-9)
+        );
+    }
+    Ok(())
 }
 
-/// Trains `config` in a scratch directory; returns the wall time (including draining the sidecar).
-fn timed_run(
-    config: &Config,
-    analyze: bool,
-    round: usize,
-) -> anyhow::Result<(f64, Option<AnalysisStats>)> {
-    let dir = std::env::temp_dir().join(format!(
-        "formation-bench-{}-{round}-{analyze}",
+/// A scratch run directory for one benchmark round.
+fn scratch_dir(round: usize, what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "formation-bench-{}-{round}-{what}",
         std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    let run = trainer::run_dir::RunDir::new(&dir);
+    ))
+}
+
+/// Trains `config` into `dir` (replacing it), with or without `--analyze`.
+fn train_into(config: &Config, dir: &std::path::Path, analyze: bool) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    let run = trainer::run_dir::RunDir::new(dir);
     let (device, device_name) = crate::device::pick();
-    let start = Instant::now();
     let (mut plugin, hash): (Box<dyn trainer::plugin::CheckpointPlugin>, _) = if analyze {
         let (plugin, hash) = crate::commands::train::analyze_plugin(config, &run, false, &device)?;
         (Box::new(plugin), Some(hash))
@@ -256,6 +289,28 @@ fn timed_run(
         replay: None,
     };
     trainer::train_loop::train(job, plugin.as_mut(), &mut |_| {})?;
+    Ok(())
+}
+
+/// Per-checkpoint means of an analyzed run.
+struct AnalysisStats {
+    checkpoints: usize,
+    blocking_ms: f64,
+    sidecar_ms: f64,
+    bytes: f64,
+    /// Trainer-side `capture` and `ablation`, and the sidecar's metric families.
+    families: std::collections::BTreeMap<String, f64>,
+}
+
+/// Trains `config` in a scratch directory; returns the wall time (including draining the sidecar).
+fn timed_run(
+    config: &Config,
+    analyze: bool,
+    round: usize,
+) -> anyhow::Result<(f64, Option<AnalysisStats>)> {
+    let dir = scratch_dir(round, if analyze { "analyze" } else { "plain" });
+    let start = Instant::now();
+    train_into(config, &dir, analyze)?;
     let wall = start.elapsed().as_secs_f64();
     let stats = analyze.then(|| analysis_stats(&dir)).transpose()?;
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use trainer::run_dir::RunDir;
 use trainer::sweep::sweep_checkpoints;
+use trainer::train_loop::Progress;
 
 use crate::commands::train::analyze_plugin;
 use crate::progress::Display;
@@ -18,21 +19,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let run = RunDir::new(&args.run_dir);
-    let mut manifest = run.read_manifest()?;
-    let config = run.read_config()?;
-    let (device, _) = crate::device::pick();
-    // A run trained without --analyze gets its probe set now, pinned in run.json like train would have.
-    let pinned = manifest.probe_set_sha256.is_some();
-    let (mut plugin, hash) = analyze_plugin(&config, &run, pinned, &device)?;
-    if !pinned {
-        manifest.probe_set_sha256 = Some(hash);
-        run.write_manifest(&manifest)?;
-    }
     let mut display = Display::new();
-    display.watch_queue(plugin.queue_depth());
-    let swept = sweep_checkpoints(&run, &device, &mut plugin, &mut |p| display.update(p))
-        .with_context(|| format!("sweeping {}", run.root.display()))?;
+    let swept = sweep(&run, &mut |p| display.update(p))?;
     display.finish();
+    let manifest = run.read_manifest()?;
     if swept == 0 {
         println!(
             "{}: every scheduled checkpoint is already analyzed",
@@ -46,4 +36,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Sweeps `run` (see the module doc); returns the number of checkpoints analyzed now.
+pub fn sweep(run: &RunDir, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<usize> {
+    let mut manifest = run.read_manifest()?;
+    let config = run.read_config()?;
+    let (device, _) = crate::device::pick();
+    // A run trained without --analyze gets its probe set now, pinned in run.json like train would have.
+    let pinned = manifest.probe_set_sha256.is_some();
+    let (mut plugin, hash) = analyze_plugin(&config, run, pinned, &device)?;
+    if !pinned {
+        manifest.probe_set_sha256 = Some(hash);
+        run.write_manifest(&manifest)?;
+    }
+    sweep_checkpoints(run, &device, &mut plugin, progress)
+        .with_context(|| format!("sweeping {}", run.root.display()))
 }
