@@ -36,6 +36,8 @@ enum Command {
     Windows(commands::windows::Args),
     /// Re-train a birth window densely from the checkpoint before it, analyze it, verify it bit for bit.
     Replay(commands::replay::Args),
+    /// Run one targeted intervention (logit lens, …) on one saved checkpoint.
+    Intervene(commands::intervene::Args),
     /// Benchmarks (printed as Markdown tables for BENCHMARKS.md).
     Bench(commands::bench::Args),
 }
@@ -49,6 +51,7 @@ fn main() {
         Command::Sweep(args) => commands::sweep::run(args),
         Command::Windows(args) => commands::windows::run(args),
         Command::Replay(args) => commands::replay::run(args),
+        Command::Intervene(args) => commands::intervene::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(err) = result {

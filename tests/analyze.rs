@@ -514,3 +514,31 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(formation(
+        &["train", &example("ci.toml"), "--analyze", "--out", "run"],
+        tmp.path(),
+    ));
+    ok(formation(
+        &["intervene", "run", "--step", "60", "--kind", "logit-lens"],
+        tmp.path(),
+    ));
+    let lens: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("run/interventions/step_000060/logit_lens.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let row = metrics(&tmp.path().join("run")).pop().unwrap();
+    let last = &lens["blocks.0.hook_resid_post"];
+    let (loss, want) = (
+        last["loss"].as_f64().unwrap(),
+        row["behavior"]["loss"].as_f64().unwrap(),
+    );
+    assert!((loss - want).abs() < 1e-5 * want.max(1.0), "{loss} vs {want}");
+    assert_eq!(last["accuracy"], row["behavior"]["accuracy"]);
+    // Every boundary is read.
+    assert_eq!(lens.as_object().unwrap().len(), 3, "{lens}");
+}

@@ -723,7 +723,14 @@ mod tests {
         attn.W_Q = param(w_q, [2, t, t], &device);
         attn.W_K = param(w_k, [2, t, t], &device);
 
-        let captured = capture(&model, &ProbeInputs::new(&probe, None, &device), &[], 0).unwrap();
+        let captured = capture(
+            &model,
+            &ProbeInputs::new(&probe, None, &device),
+            &[],
+            true,
+            0,
+        )
+        .unwrap();
         let message = test_message(0, captured);
         let mut analyzer = Analyzer::new("r".into(), probe, &AnalysisConfig::default(), None);
         let row = analyzer.analyze(&message).unwrap().row;

@@ -6,6 +6,7 @@
 
 pub mod analyzer;
 pub mod error;
+pub mod interventions;
 pub mod message;
 pub mod metrics;
 pub mod plugin;

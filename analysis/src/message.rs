@@ -65,7 +65,7 @@ pub(crate) fn test_message(step: u64, captured: crate::plugin::Captured) -> Chec
         eval: None,
         hooks: captured.hooks,
         params: captured.params,
-        ablation: Some(captured.ablation),
+        ablation: captured.ablation,
         capture_ms: 0.0,
         ablation_ms: 0.0,
         send_stats,

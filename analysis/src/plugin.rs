@@ -116,21 +116,22 @@ impl ProbeInputs {
 }
 
 /// What the trainer thread computes for one checkpoint: host copies of the needed hooks and parameters, and the
-/// mean-ablation losses.
+/// mean-ablation losses (when asked for).
 pub struct Captured {
     pub hooks: Vec<(HookName, HostArray)>,
     pub params: BTreeMap<String, HostArray>,
-    pub ablation: AblationLosses,
+    pub ablation: Option<AblationLosses>,
     pub capture_ms: f64,
     pub ablation_ms: f64,
 }
 
 /// One capture forward over the probe set on an inference view of the live model, the ablation forwards that
-/// start from it, and the copies to host: everything the trainer thread pays for one checkpoint.
+/// start from it (if `ablate`), and the copies to host: everything the trainer thread pays for one checkpoint.
 pub fn capture(
     model: &Transformer,
     inputs: &ProbeInputs,
     store: &[StoreItem],
+    ablate: bool,
     step: u64,
 ) -> Result<Captured, AnalysisError> {
     let start = Instant::now();
@@ -157,13 +158,16 @@ pub fn capture(
     let capture_ms = start.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
     let answers = model.answer_queries(&inputs.answers, &inputs.tokens.device());
-    let ablation = model
-        .mean_ablation(
-            &capture,
-            &inputs.targets,
-            &answers,
-            inputs.ablation_rows.as_ref(),
-        )
+    let ablation = ablate
+        .then(|| {
+            model.mean_ablation(
+                &capture,
+                &inputs.targets,
+                &answers,
+                inputs.ablation_rows.as_ref(),
+            )
+        })
+        .transpose()
         .map_err(|message| AnalysisError::Host { step, message })?;
     Ok(Captured {
         hooks,
@@ -249,7 +253,13 @@ impl CheckpointPlugin for AnalyzePlugin {
         if self.disabled {
             return Ok(());
         }
-        let captured = match capture(event.model, &self.inputs, &self.config.store, event.step) {
+        let captured = match capture(
+            event.model,
+            &self.inputs,
+            &self.config.store,
+            true,
+            event.step,
+        ) {
             Ok(captured) => captured,
             Err(e) => return self.fail(event.step, e),
         };
@@ -263,7 +273,7 @@ impl CheckpointPlugin for AnalyzePlugin {
             eval: event.eval.cloned(),
             hooks: captured.hooks,
             params: captured.params,
-            ablation: Some(captured.ablation),
+            ablation: captured.ablation,
             capture_ms: captured.capture_ms,
             ablation_ms: captured.ablation_ms,
             send_stats: send_stats.clone(),

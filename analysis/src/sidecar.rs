@@ -141,7 +141,14 @@ mod tests {
         let task = ModularAddition::new(5, 0.5, 0);
         let device = Device::flex();
         let model = Transformer::new(&ModelDims::new(&config, &task), step, &device);
-        let captured = capture(&model, &ProbeInputs::new(probe, None, &device), &[], step).unwrap();
+        let captured = capture(
+            &model,
+            &ProbeInputs::new(probe, None, &device),
+            &[],
+            true,
+            step,
+        )
+        .unwrap();
         test_message(step, captured)
     }
 

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod export;
+pub mod intervene;
 pub mod probe_set;
 pub mod replay;
 pub mod sweep;

@@ -1,0 +1,80 @@
+//! `formation intervene RUN_DIR --step S --kind KIND`: one targeted intervention on one saved checkpoint (of a
+//! run, or of a window replay under `RUN_DIR/windows/WN`), written to `RUN_DIR/interventions/step_S/KIND.json`.
+
+use std::path::PathBuf;
+
+use analysis::interventions::logit_lens_report;
+use analysis::plugin::{ProbeInputs, capture, probe_set_path};
+use anyhow::{Context, bail};
+use probes::ProbeSet;
+use trainer::checkpoint;
+use trainer::model::{ModelDims, Transformer};
+use trainer::run_dir::{RunDir, write_atomic};
+use trainer::tasks;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    /// Loss and accuracy of every layer boundary read through LN_final and W_U.
+    LogitLens,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A run directory (or a replayed window, RUN_DIR/windows/WN) with a pinned probe set.
+    run_dir: PathBuf,
+    /// The checkpoint step.
+    #[arg(long)]
+    step: u64,
+    #[arg(long, value_enum)]
+    kind: Kind,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let run = RunDir::new(&args.run_dir);
+    let manifest = run.read_manifest()?;
+    let config = run.read_config()?;
+    let Some(hash) = &manifest.probe_set_sha256 else {
+        bail!(
+            "{} has no probe set pinned; train it with --analyze or run `formation sweep` first",
+            run.root.display()
+        );
+    };
+    let probe = ProbeSet::load_pinned(&probe_set_path(&run), hash)?;
+    let dir = checkpoint::step_dir(&run.checkpoints(), args.step);
+    if !dir.exists() {
+        bail!(
+            "no checkpoint for step {} in {} (available: {:?})",
+            args.step,
+            run.checkpoints().display(),
+            checkpoint::list(&run.checkpoints())?
+        );
+    }
+    let task = tasks::build(&config.task, config.train.seed);
+    let (device, _) = crate::device::pick();
+    let dims = ModelDims::new(&config, task.as_ref());
+    let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
+    let captured = capture(
+        &model,
+        &ProbeInputs::new(&probe, None, &device),
+        &[],
+        false,
+        args.step,
+    )?;
+    let (name, report) = match args.kind {
+        Kind::LogitLens => (
+            "logit_lens",
+            logit_lens_report(&captured.hooks, &captured.params, &probe)
+                .context("the checkpoint has no unembedding")?,
+        ),
+    };
+    let out_dir = run
+        .root
+        .join("interventions")
+        .join(checkpoint::step_dir_name(args.step));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out = out_dir.join(format!("{name}.json"));
+    write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("wrote {}", out.display());
+    Ok(())
+}
