@@ -527,8 +527,11 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
         tmp.path(),
     ));
     let lens: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("run/interventions/step_000060/logit_lens.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            tmp.path()
+                .join("run/interventions/step_000060/logit_lens.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let row = metrics(&tmp.path().join("run")).pop().unwrap();
@@ -537,7 +540,10 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
         last["loss"].as_f64().unwrap(),
         row["behavior"]["loss"].as_f64().unwrap(),
     );
-    assert!((loss - want).abs() < 1e-5 * want.max(1.0), "{loss} vs {want}");
+    assert!(
+        (loss - want).abs() < 1e-5 * want.max(1.0),
+        "{loss} vs {want}"
+    );
     assert_eq!(last["accuracy"], row["behavior"]["accuracy"]);
     // Every boundary is read.
     assert_eq!(lens.as_object().unwrap().len(), 3, "{lens}");

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::metrics::attribution::layer_norm_stats;
+
 /// Loss and accuracy of one boundary read through the unembedding.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct LensScore {

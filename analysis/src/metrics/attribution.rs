@@ -98,14 +98,10 @@ pub fn direct_logit_attribution(input: &AttributionInput<'_>) -> Attribution {
                 .collect();
             let mut bias = f64::from(input.b_u[c]) - b_u_mean;
             if let Some((ln_w, ln_b)) = input.ln_final {
-                let resid = &input.final_resid[row..row + d];
-                let mean = resid.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
-                let var = resid
-                    .iter()
-                    .map(|&v| (f64::from(v) - mean).powi(2))
-                    .sum::<f64>()
-                    / d as f64;
-                let scale = (var + trainer::model::layer_norm_eps()).sqrt();
+                let (_, scale) = layer_norm_stats(
+                    &input.final_resid[row..row + d],
+                    trainer::model::layer_norm_eps(),
+                );
                 bias += dot(ln_b, &u);
                 for (uj, &w) in u.iter_mut().zip(ln_w) {
                     *uj *= f64::from(w) / scale;
@@ -142,6 +138,19 @@ pub fn direct_logit_attribution(input: &AttributionInput<'_>) -> Attribution {
         }
     }
     out
+}
+
+/// Mean and scale √(var + eps) of one residual row, as TransformerLens `LayerNorm` computes them over d_model
+/// (biased variance).
+pub fn layer_norm_stats(row: &[f32], eps: f64) -> (f64, f64) {
+    let d = row.len().max(1) as f64;
+    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d;
+    let var = row
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / d;
+    (mean, (var + eps).sqrt())
 }
 
 impl Attribution {
