@@ -32,13 +32,7 @@ pub fn logit_lens(resid: &[f32], targets: &[u32], unembed: &Unembedding<'_>) -> 
     for (row, &target) in resid.chunks(d).zip(targets) {
         let x: Vec<f64> = match unembed.ln_final {
             Some((w, b)) => {
-                let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
-                let var = row
-                    .iter()
-                    .map(|&v| (f64::from(v) - mean).powi(2))
-                    .sum::<f64>()
-                    / d as f64;
-                let scale = (var + unembed.eps).sqrt();
+                let (mean, scale) = layer_norm_stats(row, unembed.eps);
                 row.iter()
                     .zip(w.iter().zip(b))
                     .map(|(&v, (&wj, &bj))| {
