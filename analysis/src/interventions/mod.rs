@@ -2,6 +2,7 @@
 //! birth window on demand (`formation intervene`), never at every checkpoint. So far: the [`logit_lens`] per
 //! layer boundary. Each kind turns one checkpoint's capture into a JSON report.
 
+pub mod llc;
 pub mod logit_lens;
 
 use std::collections::BTreeMap;
