@@ -547,4 +547,26 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
     assert_eq!(last["accuracy"], row["behavior"]["accuracy"]);
     // Every boundary is read.
     assert_eq!(lens.as_object().unwrap().len(), 3, "{lens}");
+
+    // The LLC at the same checkpoint: starts from the checkpoint's own training loss (full batch here, the
+    // eval row's train loss), keeps every chain's trace, and is reproducible.
+    let llc = |tmp: &Path| -> serde_json::Value {
+        ok(formation(
+            &["intervene", "run", "--step", "60", "--kind", "llc"],
+            tmp,
+        ));
+        serde_json::from_str(
+            &std::fs::read_to_string(tmp.join("run/interventions/step_000060/llc.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let first = llc(tmp.path());
+    let estimate = &first["estimate"];
+    let eval = jsonl(&tmp.path().join("run/metrics/eval.jsonl")).pop().unwrap();
+    let init = estimate["init_loss"].as_f64().unwrap();
+    assert!((init - eval["train"]["loss"].as_f64().unwrap()).abs() < 1e-4, "{init}");
+    assert_eq!(estimate["traces"].as_array().unwrap().len(), 4);
+    assert_eq!(estimate["traces"][0].as_array().unwrap().len(), 200);
+    assert!(estimate["llc"].as_f64().unwrap().is_finite());
+    assert_eq!(llc(tmp.path()), first, "same seed, same estimate");
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use analysis::interventions::llc_model::checkpoint_llc;
 use analysis::interventions::logit_lens_report;
 use analysis::plugin::{ProbeInputs, capture, probe_set_path};
 use anyhow::{Context, bail};
@@ -16,6 +17,8 @@ use trainer::tasks;
 enum Kind {
     /// Loss and accuracy of every layer boundary read through LN_final and W_U.
     LogitLens,
+    /// The local learning coefficient by SGLD (devinterp's estimator; settings in the config's `[llc]`).
+    Llc,
 }
 
 #[derive(clap::Args)]
@@ -53,19 +56,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (device, _) = crate::device::pick();
     let dims = ModelDims::new(&config, task.as_ref());
     let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
-    let captured = capture(
-        &model,
-        &ProbeInputs::new(&probe, None, &device),
-        &[],
-        false,
-        args.step,
-    )?;
     let (name, report) = match args.kind {
-        Kind::LogitLens => (
-            "logit_lens",
-            logit_lens_report(&captured.hooks, &captured.params, &probe)
-                .context("the checkpoint has no unembedding")?,
-        ),
+        Kind::LogitLens => {
+            let inputs = ProbeInputs::new(&probe, None, &device);
+            let captured = capture(&model, &inputs, &[], false, args.step)?;
+            (
+                "logit_lens",
+                logit_lens_report(&captured.hooks, &captured.params, &probe)
+                    .context("the checkpoint has no unembedding")?,
+            )
+        }
+        Kind::Llc => {
+            let estimate = checkpoint_llc(&model, task.as_ref(), &config, &config.llc, &device);
+            (
+                "llc",
+                serde_json::json!({ "settings": config.llc, "estimate": estimate }),
+            )
+        }
     };
     let out_dir = run
         .root

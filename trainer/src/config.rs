@@ -22,6 +22,8 @@ pub struct Config {
     pub eval: EvalConfig,
     #[serde(default)]
     pub windows: WindowsConfig,
+    #[serde(default)]
+    pub llc: LlcConfig,
 }
 
 /// Which task, with its own parameters (see `tasks/`).
@@ -302,6 +304,39 @@ impl Default for WindowsConfig {
     }
 }
 
+/// The SGLD sampler of the local learning coefficient (`formation intervene --kind llc`), devinterp's
+/// estimator (Lau et al. 2023).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlcConfig {
+    /// Step size ε.
+    pub epsilon: f64,
+    /// Localization strength γ (pull back to the checkpoint's weights).
+    pub gamma: f64,
+    /// n·β; absent: n / ln n (devinterp's default β = 1/ln n), n = the training examples the loss is over.
+    pub nbeta: Option<f64>,
+    pub chains: usize,
+    /// Draws kept per chain.
+    pub draws: usize,
+    /// Steps discarded at the start of each chain.
+    pub burn_in: usize,
+    pub seed: u64,
+}
+
+impl Default for LlcConfig {
+    fn default() -> Self {
+        Self {
+            epsilon: 1e-4,
+            gamma: 100.0,
+            nbeta: None,
+            chains: 4,
+            draws: 200,
+            burn_in: 0,
+            seed: 0,
+        }
+    }
+}
+
 /// Full-split evaluation cadence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -508,6 +543,16 @@ impl Config {
             return invalid(
                 "windows",
                 "turn_degrees must be in (0, 180) and components at least 1".into(),
+            );
+        }
+        let l = &self.llc;
+        if !(l.epsilon > 0.0 && l.gamma >= 0.0 && l.nbeta.is_none_or(|b| b > 0.0))
+            || l.chains == 0
+            || l.draws == 0
+        {
+            return invalid(
+                "llc",
+                "epsilon and nbeta must be positive, gamma not negative, chains and draws at least 1".into(),
             );
         }
         if self.analysis.queue == 0 {

@@ -3,6 +3,7 @@
 //! layer boundary. Each kind turns one checkpoint's capture into a JSON report.
 
 pub mod llc;
+pub mod llc_model;
 pub mod logit_lens;
 
 use std::collections::BTreeMap;
