@@ -562,11 +562,44 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
     };
     let first = llc(tmp.path());
     let estimate = &first["estimate"];
-    let eval = jsonl(&tmp.path().join("run/metrics/eval.jsonl")).pop().unwrap();
+    let eval = jsonl(&tmp.path().join("run/metrics/eval.jsonl"))
+        .pop()
+        .unwrap();
     let init = estimate["init_loss"].as_f64().unwrap();
-    assert!((init - eval["train"]["loss"].as_f64().unwrap()).abs() < 1e-4, "{init}");
+    assert!(
+        (init - eval["train"]["loss"].as_f64().unwrap()).abs() < 1e-4,
+        "{init}"
+    );
     assert_eq!(estimate["traces"].as_array().unwrap().len(), 4);
     assert_eq!(estimate["traces"][0].as_array().unwrap().len(), 200);
     assert!(estimate["llc"].as_f64().unwrap().is_finite());
     assert_eq!(llc(tmp.path()), first, "same seed, same estimate");
+
+    // Activation patching (the corruption changes `a`): the residual stream at position `a` carries the whole
+    // logit difference into the one block, the other positions none of it.
+    ok(formation(
+        &["intervene", "run", "--step", "60", "--kind", "patching"],
+        tmp.path(),
+    ));
+    let patching: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            tmp.path()
+                .join("run/interventions/step_000060/patching.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let by_position = &patching["recovery"]["resid_pre_by_position"]["blocks.0.hook_resid_pre"];
+    let recovery: Vec<f64> = by_position
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!((recovery[0] - 1.0).abs() < 1e-3, "{patching}");
+    assert!(
+        recovery[1].abs() < 1e-3 && recovery[2].abs() < 1e-3,
+        "{patching}"
+    );
+    assert_eq!(patching["recovery"]["heads"].as_object().unwrap().len(), 4);
 }

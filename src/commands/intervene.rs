@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use analysis::interventions::llc_model::checkpoint_llc;
-use analysis::interventions::logit_lens_report;
+use analysis::interventions::{corrupted_tokens, logit_lens_report, patching_report};
 use analysis::plugin::{ProbeInputs, capture, probe_set_path};
 use anyhow::{Context, bail};
 use probes::ProbeSet;
 use trainer::checkpoint;
-use trainer::model::{ModelDims, Transformer};
+use trainer::model::{ModelDims, Transformer, int_tensor};
 use trainer::run_dir::{RunDir, write_atomic};
 use trainer::tasks;
 
@@ -17,6 +17,9 @@ use trainer::tasks;
 enum Kind {
     /// Loss and accuracy of every layer boundary read through LN_final and W_U.
     LogitLens,
+    /// Activation patching of every head, MLP and residual position from the clean probe set into a corrupted
+    /// one (the task's `corrupted_key` token changed).
+    Patching,
     /// The local learning coefficient by SGLD (devinterp's estimator; settings in the config's `[llc]`).
     Llc,
 }
@@ -65,6 +68,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 logit_lens_report(&captured.hooks, &captured.params, &probe)
                     .context("the checkpoint has no unembedding")?,
             )
+        }
+        Kind::Patching => {
+            let corrupted =
+                corrupted_tokens(&probe, task.corrupted_key(), task.d_vocab_out(), probe.seed)
+                    .context("the probe set lacks the task's corrupted key position")?;
+            let e = &probe.examples;
+            let tokens = |values: &[u32]| int_tensor(values, e.n, e.seq_len, &device);
+            let clean = model.capture(tokens(&e.tokens));
+            let corrupt = model.capture(tokens(&corrupted));
+            let targets = int_tensor(&e.targets, e.n, e.n_answers, &device);
+            let answers = model.answer_queries(&probe.answer_positions, &device);
+            let effects = model
+                .activation_patching(&clean, &corrupt, &targets, &answers)
+                .map_err(anyhow::Error::msg)?;
+            ("patching", patching_report(&effects))
         }
         Kind::Llc => {
             let estimate = checkpoint_llc(&model, task.as_ref(), &config, &config.llc, &device);

@@ -40,3 +40,65 @@ pub fn logit_lens_report(
     }
     Some(json!(out))
 }
+
+/// The probe set's tokens [n, seq] with the token at key position `key` of every example replaced by another
+/// token of the output vocabulary (a seeded, per-example shift, never 0): the corrupted inputs of activation
+/// patching.
+pub fn corrupted_tokens(
+    probe: &ProbeSet,
+    key: &str,
+    d_vocab_out: usize,
+    seed: u64,
+) -> Option<Vec<u32>> {
+    let positions = probe.key_positions.iter().find(|k| k.name == key)?;
+    let e = &probe.examples;
+    let mut tokens = e.tokens.clone();
+    let mut rng = trainer::rng::SplitMix64::derived(seed, "patching-corruption", 0);
+    for (i, &t) in positions.values.iter().enumerate() {
+        let at = i * e.seq_len + t as usize;
+        let shift = 1 + rng.below(d_vocab_out.max(2) - 1) as u32;
+        tokens[at] = (tokens[at] + shift) % d_vocab_out as u32;
+    }
+    Some(tokens)
+}
+
+/// Activation-patching results as normalized recovery, (LD_patched − LD_corrupt) / (LD_clean − LD_corrupt):
+/// 1 = the component carries the whole difference, 0 = none of it.
+pub fn patching_report(effects: &trainer::model::PatchingEffects) -> Value {
+    let span = effects.clean - effects.corrupt;
+    let recovery = |ld: f64| {
+        if span != 0.0 {
+            (ld - effects.corrupt) / span
+        } else {
+            0.0
+        }
+    };
+    let mut heads = BTreeMap::new();
+    for (l, layer) in effects.heads.iter().enumerate() {
+        for (h, &ld) in layer.iter().enumerate() {
+            heads.insert(format!("L{l}H{h}"), recovery(ld));
+        }
+    }
+    let mlp: BTreeMap<String, f64> = effects
+        .mlp
+        .iter()
+        .enumerate()
+        .map(|(l, &ld)| (format!("L{l}"), recovery(ld)))
+        .collect();
+    let resid: BTreeMap<String, Vec<f64>> = effects
+        .resid_pre
+        .iter()
+        .enumerate()
+        .map(|(l, row)| {
+            (
+                HookName::ResidPre(l).to_string(),
+                row.iter().map(|&ld| recovery(ld)).collect(),
+            )
+        })
+        .collect();
+    json!({
+        "logit_diff_clean": effects.clean,
+        "logit_diff_corrupt": effects.corrupt,
+        "recovery": { "heads": heads, "mlp": mlp, "resid_pre_by_position": resid },
+    })
+}

@@ -72,7 +72,12 @@ impl Transformer {
     }
 
     /// Logits at the answers from `hook_resid_mid` of block `l` [batch, pos, d_model].
-    fn logits_after_mid(&self, l: usize, resid_mid: Tensor<3>, answers: &Queries) -> Tensor<3> {
+    pub(super) fn logits_after_mid(
+        &self,
+        l: usize,
+        resid_mid: Tensor<3>,
+        answers: &Queries,
+    ) -> Tensor<3> {
         let act_fn = self.dims.act_fn;
         if l + 1 == self.blocks.len() {
             let (_, _, resid_post) = self.blocks[l].mlp_part(at(resid_mid, answers), act_fn);
@@ -83,7 +88,12 @@ impl Transformer {
     }
 
     /// Logits at the answers from `hook_resid_post` of block `l` [batch, pos, d_model] (every position).
-    fn logits_after_post(&self, l: usize, resid_post: Tensor<3>, answers: &Queries) -> Tensor<3> {
+    pub(super) fn logits_after_post(
+        &self,
+        l: usize,
+        resid_post: Tensor<3>,
+        answers: &Queries,
+    ) -> Tensor<3> {
         let last = self.blocks.len() - 1;
         if l == last {
             return self.unembed(at(resid_post, answers));
@@ -98,7 +108,7 @@ impl Transformer {
 }
 
 /// `x` [batch, pos, d] at the answer positions.
-fn at(x: Tensor<3>, answers: &Queries) -> Tensor<3> {
+pub(super) fn at(x: Tensor<3>, answers: &Queries) -> Tensor<3> {
     match answers {
         Queries::All => x,
         Queries::At { positions, .. } => x.select(1, positions.clone()),
@@ -111,14 +121,22 @@ fn copy_losses(
     targets: &Tensor<2, Int>,
     copies: usize,
 ) -> Result<Vec<f64>, String> {
-    let [rows, answers, _] = logits.dims();
-    let targets = targets.clone().repeat_dim(0, copies).unsqueeze_dim::<3>(2);
-    let losses = log_softmax(logits, 2)
-        .gather(2, targets)
+    let correct = log_softmax(logits, 2).gather(2, copy_targets(targets, copies));
+    mean_per_copy(correct.neg(), copies)
+}
+
+/// `targets` [n, answers] repeated for `copies` stacked copies of the batch, as gather indices
+/// [copies·n, answers, 1].
+pub(super) fn copy_targets(targets: &Tensor<2, Int>, copies: usize) -> Tensor<3, Int> {
+    targets.clone().repeat_dim(0, copies).unsqueeze_dim::<3>(2)
+}
+
+/// The mean of `values` [copies·n, answers, 1] over each copy's examples and answers, on the host.
+pub(super) fn mean_per_copy(values: Tensor<3>, copies: usize) -> Result<Vec<f64>, String> {
+    let [rows, answers, _] = values.dims();
+    let host = values
         .reshape([copies, rows / copies * answers])
         .mean_dim(1)
-        .neg();
-    let host = losses
         .into_data()
         .try_into_vec_as::<f32>()
         .map_err(|e| format!("{e:?}"))?;

@@ -14,6 +14,7 @@ mod hook;
 mod init;
 mod layer_norm;
 mod mlp;
+mod patching;
 
 pub use ablation::AblationLosses;
 pub use attention::Attention;
@@ -27,6 +28,7 @@ pub fn layer_norm_eps() -> f64 {
     layer_norm::EPS
 }
 pub use mlp::Mlp;
+pub use patching::PatchingEffects;
 
 use burn::module::Param;
 use burn::prelude::*;

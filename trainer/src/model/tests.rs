@@ -328,3 +328,53 @@ fn ablation_on_a_subset_of_rows_uses_the_batch_means_and_those_rows_only() {
     }
     assert_ne!(once, all);
 }
+
+#[test]
+fn patching_the_only_head_that_writes_recovers_everything_and_the_others_nothing() {
+    // One attention-only layer without LayerNorm whose heads 1..3 write nothing (W_O = 0): the corrupted
+    // token (position 1 of every example) reaches the answers only through head 0.
+    let device = crate::test_device();
+    let d = dims(Normalization::None, true, 1);
+    let mut model = Transformer::new(&d, 7, &device);
+    let w_o = model.blocks[0].attn.W_O.val();
+    let [h, e, m] = w_o.dims();
+    let mut values = host(&w_o);
+    values[e * m..].fill(0.0);
+    model.blocks[0].attn.W_O = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(values, [h, e, m]),
+        &device,
+    ));
+    let clean_tokens: Vec<u32> = (0..3 * 6).map(|i| (i * 7 % 11) as u32).collect();
+    let mut corrupt_tokens = clean_tokens.clone();
+    for i in 0..3 {
+        corrupt_tokens[i * 6 + 1] = (corrupt_tokens[i * 6 + 1] + 5) % 11;
+    }
+    let clean = model.capture(int_tensor(&clean_tokens, 3, 6, &device));
+    let corrupt = model.capture(int_tensor(&corrupt_tokens, 3, 6, &device));
+    let answers = model.answer_queries(&[3, 5], &device);
+    let effects = model
+        .activation_patching(&clean, &corrupt, &targets(&device), &answers)
+        .unwrap();
+    let recovery = |ld: f64| (ld - effects.corrupt) / (effects.clean - effects.corrupt);
+    assert!(
+        (effects.clean - effects.corrupt).abs() > 1e-3,
+        "{effects:?}"
+    );
+    assert!(
+        (recovery(effects.heads[0][0]) - 1.0).abs() < 1e-4,
+        "{effects:?}"
+    );
+    for other in &effects.heads[0][1..] {
+        assert_eq!(recovery(*other), 0.0, "{effects:?}");
+    }
+    // The residual stream at the corrupted position carries the whole difference; the others none.
+    assert!(
+        (recovery(effects.resid_pre[0][1]) - 1.0).abs() < 1e-4,
+        "{effects:?}"
+    );
+    for (t, ld) in effects.resid_pre[0].iter().enumerate() {
+        if t != 1 {
+            assert!(recovery(*ld).abs() < 1e-5, "position {t}: {effects:?}");
+        }
+    }
+}

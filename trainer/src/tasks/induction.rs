@@ -109,6 +109,9 @@ impl Task for Induction {
             offset: step * batch_size.unwrap_or(1) as u64,
         }
     }
+    fn corrupted_key(&self) -> &'static str {
+        "prev_occ"
+    }
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled> {
         let seq_len = self.seq_len();
         let at = |back: fn(usize) -> usize| -> Vec<u32> {

@@ -99,6 +99,9 @@ pub trait Task: Send + Sync {
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled>;
     /// Named probe targets of each example (e.g. `a`, `b`, `sum`).
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled>;
+    /// The key position whose token activation patching changes to make a corrupted input (modular addition:
+    /// `a`; induction: the first occurrence, `prev_occ`).
+    fn corrupted_key(&self) -> &'static str;
     /// Candidate examples for a probe set of `size`, each block with the split it came from. The default is
     /// every fixed split; tasks with a generated stream add fresh draws from `seed`.
     fn probe_pool(&self, seed: u64, size: usize) -> Vec<(Split, Examples)> {

@@ -82,6 +82,9 @@ impl Task for ModularAddition {
     fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor {
         finite_cursor(self.train.n, batch_size, step)
     }
+    fn corrupted_key(&self) -> &'static str {
+        "a"
+    }
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled> {
         ["a", "b", "eq"]
             .into_iter()
