@@ -4,12 +4,15 @@
 use std::path::PathBuf;
 
 use analysis::interventions::llc_model::checkpoint_llc;
-use analysis::interventions::{corrupted_tokens, logit_lens_report, patching_report};
+use analysis::interventions::{
+    corrupted_tokens, fourier_report, logit_lens_report, patching_report,
+};
 use analysis::plugin::{ProbeInputs, capture, probe_set_path};
 use anyhow::{Context, bail};
 use probes::ProbeSet;
 use trainer::checkpoint;
-use trainer::model::{ModelDims, Transformer, int_tensor};
+use trainer::config::TaskConfig;
+use trainer::model::{HookName, HostArray, ModelDims, Transformer, int_tensor};
 use trainer::run_dir::{RunDir, write_atomic};
 use trainer::tasks;
 
@@ -20,6 +23,9 @@ enum Kind {
     /// Activation patching of every head, MLP and residual position from the clean probe set into a corrupted
     /// one (the task's `corrupted_key` token changed).
     Patching,
+    /// Modular addition's Fourier progress measures (Nanda et al. 2023): key frequencies, embedding Gini,
+    /// restricted and excluded loss.
+    Fourier,
     /// The local learning coefficient by SGLD (devinterp's estimator; settings in the config's `[llc]`).
     Llc,
 }
@@ -83,6 +89,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .activation_patching(&clean, &corrupt, &targets, &answers)
                 .map_err(anyhow::Error::msg)?;
             ("patching", patching_report(&effects))
+        }
+        Kind::Fourier => {
+            let TaskConfig::ModularAddition { p, .. } = config.task else {
+                bail!("the Fourier progress measures are defined for modular addition only");
+            };
+            let inputs: Vec<u32> = (0..p * p)
+                .flat_map(|i| [(i / p) as u32, (i % p) as u32, p as u32])
+                .collect();
+            let train: Vec<usize> = task
+                .split(tasks::Split::Train)
+                .map(|e| {
+                    (0..e.n)
+                        .map(|i| e.token(i, 0) as usize * p + e.token(i, 1) as usize)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let hooks = model
+                .capture(int_tensor(&inputs, p * p, 3, &device))
+                .to_host()
+                .map_err(anyhow::Error::msg)?;
+            let hook = |name: HookName| hooks.iter().find(|(h, _)| *h == name).map(|(_, a)| a);
+            let last = dims.n_layers - 1;
+            let (Some(mlp_post), Some(logits)) =
+                (hook(HookName::MlpPost(last)), hook(HookName::Logits))
+            else {
+                bail!("the Fourier progress measures need a model with MLPs");
+            };
+            let params = trainer::export::named_parameters(&model);
+            let (shape, data) = params["embed.W_E"].clone();
+            let w_e = HostArray { shape, data };
+            ("fourier", fourier_report(mlp_post, logits, &w_e, p, &train))
         }
         Kind::Llc => {
             let estimate = checkpoint_llc(&model, task.as_ref(), &config, &config.llc, &device);

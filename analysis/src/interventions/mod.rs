@@ -2,6 +2,7 @@
 //! birth window on demand (`formation intervene`), never at every checkpoint. So far: the [`logit_lens`] per
 //! layer boundary. Each kind turns one checkpoint's capture into a JSON report.
 
+pub mod fourier;
 pub mod llc;
 pub mod llc_model;
 pub mod logit_lens;
@@ -100,5 +101,39 @@ pub fn patching_report(effects: &trainer::model::PatchingEffects) -> Value {
         "logit_diff_clean": effects.clean,
         "logit_diff_corrupt": effects.corrupt,
         "recovery": { "heads": heads, "mlp": mlp, "resid_pre_by_position": resid },
+    })
+}
+
+/// How many frequencies [`fourier_report`] calls key (Nanda et al. find five for p = 113).
+pub const KEY_FREQUENCIES: usize = 5;
+
+/// The Fourier progress measures of a modular-addition checkpoint from a capture over all p² inputs (in the
+/// order a·p + b): `mlp_post` [p², 3, d_mlp] of the last MLP, `logits` [p², 3, p], `w_e` [p + 1, d_model];
+/// `train` lists the inputs of the train split.
+pub fn fourier_report(
+    mlp_post: &HostArray,
+    logits: &HostArray,
+    w_e: &HostArray,
+    p: usize,
+    train: &[usize],
+) -> Value {
+    use fourier::*;
+    const EQ: usize = 2;
+    let at_eq = |array: &HostArray| at_positions(array, &[EQ]).data;
+    let energy = frequency_energy(&at_eq(mlp_post), p);
+    let keys = key_frequencies(&energy, KEY_FREQUENCIES);
+    let logits = at_eq(logits);
+    let norms = frequency_norms(&w_e.data[..p * w_e.shape[1]], p);
+    let all: Vec<usize> = (0..p * p).collect();
+    let test: Vec<usize> = all.iter().copied().filter(|i| !train.contains(i)).collect();
+    json!({
+        "key_frequencies": keys,
+        "neuron_energy_by_frequency": energy,
+        "embedding_norm_by_frequency": norms,
+        "embedding_gini": gini(&norms),
+        "train_loss": full_loss(&logits, p, train),
+        "test_loss": full_loss(&logits, p, &test),
+        "restricted_loss": restricted_loss(&logits, p, &keys, train),
+        "excluded_loss": excluded_loss(&logits, p, &keys, train),
     })
 }
