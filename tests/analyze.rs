@@ -609,8 +609,11 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
         tmp.path(),
     ));
     let fourier: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("run/interventions/step_000060/fourier.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            tmp.path()
+                .join("run/interventions/step_000060/fourier.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let train_loss = fourier["train_loss"].as_f64().unwrap();
@@ -618,7 +621,10 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
     assert!((train_loss - want).abs() < 1e-4, "{train_loss} vs {want}");
     assert_eq!(fourier["key_frequencies"].as_array().unwrap().len(), 5);
     assert_eq!(
-        fourier["embedding_norm_by_frequency"].as_array().unwrap().len(),
+        fourier["embedding_norm_by_frequency"]
+            .as_array()
+            .unwrap()
+            .len(),
         11,
         "(p − 1)/2 frequencies for p = 23"
     );

@@ -11,13 +11,13 @@ use analysis::plugin::{ProbeInputs, capture, probe_set_path};
 use anyhow::{Context, bail};
 use probes::ProbeSet;
 use trainer::checkpoint;
-use trainer::config::TaskConfig;
+use trainer::config::{InterventionKind, TaskConfig};
 use trainer::model::{HookName, HostArray, ModelDims, Transformer, int_tensor};
 use trainer::run_dir::{RunDir, write_atomic};
 use trainer::tasks;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Kind {
+pub enum Kind {
     /// Loss and accuracy of every layer boundary read through LN_final and W_U.
     LogitLens,
     /// Activation patching of every head, MLP and residual position from the clean probe set into a corrupted
@@ -41,8 +41,30 @@ pub struct Args {
     kind: Kind,
 }
 
+impl From<InterventionKind> for Kind {
+    fn from(kind: InterventionKind) -> Self {
+        match kind {
+            InterventionKind::LogitLens => Kind::LogitLens,
+            InterventionKind::Patching => Kind::Patching,
+            InterventionKind::Fourier => Kind::Fourier,
+            InterventionKind::Llc => Kind::Llc,
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let run = RunDir::new(&args.run_dir);
+    let (out, report) = intervene(&RunDir::new(&args.run_dir), args.step, args.kind)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Runs intervention `kind` on checkpoint `step` of `run`; writes and returns its report.
+pub fn intervene(
+    run: &RunDir,
+    step: u64,
+    kind: Kind,
+) -> anyhow::Result<(PathBuf, serde_json::Value)> {
     let manifest = run.read_manifest()?;
     let config = run.read_config()?;
     let Some(hash) = &manifest.probe_set_sha256 else {
@@ -51,12 +73,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             run.root.display()
         );
     };
-    let probe = ProbeSet::load_pinned(&probe_set_path(&run), hash)?;
-    let dir = checkpoint::step_dir(&run.checkpoints(), args.step);
+    let probe = ProbeSet::load_pinned(&probe_set_path(run), hash)?;
+    let dir = checkpoint::step_dir(&run.checkpoints(), step);
     if !dir.exists() {
         bail!(
             "no checkpoint for step {} in {} (available: {:?})",
-            args.step,
+            step,
             run.checkpoints().display(),
             checkpoint::list(&run.checkpoints())?
         );
@@ -65,10 +87,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (device, _) = crate::device::pick();
     let dims = ModelDims::new(&config, task.as_ref());
     let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
-    let (name, report) = match args.kind {
+    let (name, report) = match kind {
         Kind::LogitLens => {
             let inputs = ProbeInputs::new(&probe, None, &device);
-            let captured = capture(&model, &inputs, &[], false, args.step)?;
+            let captured = capture(&model, &inputs, &[], false, step)?;
             (
                 "logit_lens",
                 logit_lens_report(&captured.hooks, &captured.params, &probe)
@@ -132,11 +154,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out_dir = run
         .root
         .join("interventions")
-        .join(checkpoint::step_dir_name(args.step));
+        .join(checkpoint::step_dir_name(step));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out = out_dir.join(format!("{name}.json"));
     write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    println!("wrote {}", out.display());
-    Ok(())
+    Ok((out, report))
 }

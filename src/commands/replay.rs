@@ -13,6 +13,7 @@ use trainer::run_dir::{RunDir, write_atomic};
 use trainer::tasks;
 use trainer::train_loop::{TrainJob, train};
 
+use crate::commands::intervene::intervene;
 use crate::commands::train::analyze_plugin;
 use crate::progress::Display;
 
@@ -124,6 +125,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "the replay of {name} is not bit-exact: at step {} the weights differ from the original by up to {:.3e}",
             bad.step,
             bad.max_abs_diff
+        );
+    }
+    // The window analyses the config asks for, at every replayed checkpoint.
+    let kinds = &config.interventions.in_windows;
+    if !kinds.is_empty() {
+        for &step in &plan.schedule.checkpoints {
+            for &kind in kinds {
+                intervene(&dest, step, kind.into())
+                    .with_context(|| format!("{kind:?} at step {step} of {name}"))?;
+            }
+        }
+        println!(
+            "ran {:?} at {} checkpoints -> {}",
+            kinds,
+            plan.schedule.checkpoints.len(),
+            dest.root.join("interventions").display()
         );
     }
     Ok(())

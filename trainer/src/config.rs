@@ -24,6 +24,8 @@ pub struct Config {
     pub windows: WindowsConfig,
     #[serde(default)]
     pub llc: LlcConfig,
+    #[serde(default)]
+    pub interventions: InterventionsConfig,
 }
 
 /// Which task, with its own parameters (see `tasks/`).
@@ -300,6 +302,32 @@ impl Default for WindowsConfig {
             min_scale: 0.1,
             turn_degrees: 45.0,
             components: 3,
+        }
+    }
+}
+
+/// One targeted intervention (`formation intervene --kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InterventionKind {
+    LogitLens,
+    Patching,
+    Fourier,
+    Llc,
+}
+
+/// Which interventions run where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterventionsConfig {
+    /// Run at every checkpoint of a window replay (`formation replay`), after the replay verified itself.
+    pub in_windows: Vec<InterventionKind>,
+}
+
+impl Default for InterventionsConfig {
+    fn default() -> Self {
+        Self {
+            in_windows: vec![InterventionKind::LogitLens, InterventionKind::Patching],
         }
     }
 }
