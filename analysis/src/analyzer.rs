@@ -20,7 +20,7 @@ use trainer::model::{HookName, HostArray};
 use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, StoredArray};
 use crate::metrics::attribution::{
-    Attribution, AttributionInput, LayerWrites, direct_logit_attribution,
+    Attribution, AttributionInput, LayerWrites, Readout, direct_logit_attribution,
 };
 use crate::metrics::behavior::{BehaviorInput, behavior};
 use crate::metrics::composition::{circuit, k_composition};
@@ -547,20 +547,42 @@ fn k_composition_row(
     out
 }
 
-/// Direct logit attribution of the message's model on the probe set; `None` if a parameter is missing.
-fn attribution(message: &CheckpointMessage, probe: &ProbeSet) -> Option<Attribution> {
-    let params = &message.params;
+/// How the captured model reads the residual stream out at the probe set's answers; `None` if a hook or a
+/// parameter is missing.
+pub fn readout<'a>(
+    hooks: &'a [(HookName, HostArray)],
+    params: &'a BTreeMap<String, HostArray>,
+    probe: &'a ProbeSet,
+) -> Option<Readout<'a>> {
     let param = |name: &str| params.get(name).map(|p| p.data.as_slice());
-    let logits = hook(&message.hooks, HookName::Logits)?;
-    let (n, seq) = (logits.shape[0], logits.shape[1]);
+    let logits = hook(hooks, HookName::Logits)?;
     let w_u = params.get("unembed.W_U")?;
     let n_layers = (0..)
         .take_while(|l| params.contains_key(&format!("blocks.{l}.attn.W_O")))
         .count();
-    let final_resid = hook(
-        &message.hooks,
-        HookName::ResidPost(n_layers.checked_sub(1)?),
-    )?;
+    let final_resid = hook(hooks, HookName::ResidPost(n_layers.checked_sub(1)?))?;
+    Some(Readout {
+        n: logits.shape[0],
+        seq_len: logits.shape[1],
+        d_model: w_u.shape[0],
+        d_vocab_out: w_u.shape[1],
+        answer_positions: &probe.answer_positions,
+        answer_targets: &probe.examples.targets,
+        w_u: &w_u.data,
+        b_u: param("unembed.b_U")?,
+        ln_final: param("ln_final.w").zip(param("ln_final.b")),
+        final_resid: &final_resid.data,
+    })
+}
+
+/// Direct logit attribution of the message's model on the probe set; `None` if a parameter is missing.
+fn attribution(message: &CheckpointMessage, probe: &ProbeSet) -> Option<Attribution> {
+    let params = &message.params;
+    let param = |name: &str| params.get(name).map(|p| p.data.as_slice());
+    let readout = readout(&message.hooks, params, probe)?;
+    let n_layers = (0..)
+        .take_while(|l| params.contains_key(&format!("blocks.{l}.attn.W_O")))
+        .count();
     let layers = (0..n_layers)
         .map(|l| {
             let w_o = params.get(&format!("blocks.{l}.attn.W_O"))?;
@@ -574,26 +596,13 @@ fn attribution(message: &CheckpointMessage, probe: &ProbeSet) -> Option<Attribut
             })
         })
         .collect::<Option<Vec<_>>>()?;
-    let ln_final = match (param("ln_final.w"), param("ln_final.b")) {
-        (Some(w), Some(b)) => Some((w, b)),
-        _ => None,
-    };
     Some(direct_logit_attribution(&AttributionInput {
-        n,
-        seq_len: seq,
-        d_model: w_u.shape[0],
-        d_vocab_out: w_u.shape[1],
+        readout,
         tokens: &probe.examples.tokens,
-        answer_positions: &probe.answer_positions,
-        answer_targets: &probe.examples.targets,
         w_e: param("embed.W_E")?,
         w_pos: param("pos_embed.W_pos")?,
-        w_u: &w_u.data,
-        b_u: param("unembed.b_U")?,
-        ln_final,
-        final_resid: &final_resid.data,
         layers,
-        logits: &logits.data,
+        logits: &hook(&message.hooks, HookName::Logits)?.data,
     }))
 }
 

@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
+use analysis::analyzer::readout;
 use analysis::interventions::llc_model::checkpoint_llc;
 use analysis::interventions::{
     corrupted_tokens, fourier_report, logit_lens_report, patching_report,
 };
+use analysis::metrics::attribution::neuron_attribution;
 use analysis::plugin::{ProbeInputs, capture, probe_set_path};
 use anyhow::{Context, bail};
 use probes::ProbeSet;
@@ -26,9 +28,15 @@ pub enum Kind {
     /// Modular addition's Fourier progress measures (Nanda et al. 2023): key frequencies, embedding Gini,
     /// restricted and excluded loss.
     Fourier,
+    /// Neuron level, inside the MLP blocks the block ablation localizes (Δloss at least half the largest): each
+    /// neuron's direct logit attribution, and the mean-ablation Δloss of the top neurons by |attribution|.
+    Neurons,
     /// The local learning coefficient by SGLD (devinterp's estimator; settings in the config's `[llc]`).
     Llc,
 }
+
+/// Neurons per localized block whose ablation `neurons` measures (the largest |direct logit attribution|).
+const TOP_NEURONS: usize = 32;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,6 +56,7 @@ impl From<InterventionKind> for Kind {
             InterventionKind::Patching => Kind::Patching,
             InterventionKind::Fourier => Kind::Fourier,
             InterventionKind::Llc => Kind::Llc,
+            InterventionKind::Neurons => Kind::Neurons,
         }
     }
 }
@@ -142,6 +151,52 @@ pub fn intervene(
             let (shape, data) = params["embed.W_E"].clone();
             let w_e = HostArray { shape, data };
             ("fourier", fourier_report(mlp_post, logits, &w_e, p, &train))
+        }
+        Kind::Neurons => {
+            let inputs = ProbeInputs::new(&probe, None, &device);
+            let captured = capture(&model, &inputs, &[], true, step)?;
+            let blocks = captured.ablation.map(|a| a.mlp).unwrap_or_default();
+            if blocks.is_empty() {
+                bail!("the model has no MLP blocks");
+            }
+            let largest = blocks.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let readout = readout(&captured.hooks, &captured.params, &probe)
+                .context("the checkpoint lacks its unembedding")?;
+            let e = &probe.examples;
+            let tokens = int_tensor(&e.tokens, e.n, e.seq_len, &device);
+            let targets = int_tensor(&e.targets, e.n, e.n_answers, &device);
+            let answers = model.answer_queries(&probe.answer_positions, &device);
+            let clean = model.capture(tokens);
+            let mut report = serde_json::Map::new();
+            for (layer, &dloss) in blocks.iter().enumerate() {
+                if dloss < 0.5 * largest {
+                    continue;
+                }
+                let post = captured
+                    .hooks
+                    .iter()
+                    .find(|(h, _)| *h == HookName::MlpPost(layer))
+                    .map(|(_, a)| a)
+                    .context("no mlp.hook_post")?;
+                let w_out = &captured.params[&format!("blocks.{layer}.mlp.W_out")];
+                let dla = neuron_attribution(&readout, &post.data, &w_out.data);
+                let mut top: Vec<usize> = (0..dla.len()).collect();
+                top.sort_by(|&a, &b| dla[b].abs().total_cmp(&dla[a].abs()));
+                top.truncate(TOP_NEURONS);
+                let ablation = model
+                    .neuron_ablation(&clean, layer, &top, &targets, &answers)
+                    .map_err(anyhow::Error::msg)?;
+                let neurons: Vec<serde_json::Value> = top
+                    .iter()
+                    .zip(&ablation)
+                    .map(|(&n, &d)| serde_json::json!({ "neuron": n, "dla": dla[n], "ablation_dloss": d }))
+                    .collect();
+                report.insert(
+                    format!("L{layer}"),
+                    serde_json::json!({ "block_ablation_dloss": dloss, "dla": dla, "top_neurons": neurons }),
+                );
+            }
+            ("neurons", serde_json::Value::Object(report))
         }
         Kind::Llc => {
             let estimate = checkpoint_llc(&model, task.as_ref(), &config, &config.llc, &device);

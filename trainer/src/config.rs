@@ -313,6 +313,7 @@ pub enum InterventionKind {
     LogitLens,
     Patching,
     Fourier,
+    Neurons,
     Llc,
 }
 

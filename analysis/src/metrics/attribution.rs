@@ -9,20 +9,16 @@
 //! output) plus `unembed_bias` (the LayerNorm bias and b_U along the same direction) sum exactly to
 //! logit[c] − mean_v logit[v]; `logit_diff` is that value measured on the logits, so the sum is checkable.
 
-/// Host arrays of one checkpoint that attribution reads; shapes in the comments, all row-major.
-pub struct AttributionInput<'a> {
+/// What turns a write into the residual stream into logits at the answers: the unembedding, the final
+/// LayerNorm with its frozen scale, and the correct answers. Shapes in the comments, all row-major.
+pub struct Readout<'a> {
     pub n: usize,
     pub seq_len: usize,
     pub d_model: usize,
     pub d_vocab_out: usize,
-    /// [n, seq]
-    pub tokens: &'a [u32],
     pub answer_positions: &'a [usize],
     /// Correct token at each answer, [n, answers].
     pub answer_targets: &'a [u32],
-    /// `embed.W_E` [d_vocab, d_model], `pos_embed.W_pos` [n_ctx, d_model].
-    pub w_e: &'a [f32],
-    pub w_pos: &'a [f32],
     /// `unembed.W_U` [d_model, d_vocab_out], `unembed.b_U` [d_vocab_out].
     pub w_u: &'a [f32],
     pub b_u: &'a [f32],
@@ -30,6 +26,92 @@ pub struct AttributionInput<'a> {
     pub ln_final: Option<(&'a [f32], &'a [f32])>,
     /// The last `hook_resid_post` [n, seq, d_model] (for the frozen LayerNorm scale).
     pub final_resid: &'a [f32],
+}
+
+/// One answer of one example: where it is and the direction u with (write · u) = the write's attribution.
+pub struct Direction {
+    pub example: usize,
+    pub position: usize,
+    pub target: usize,
+    pub u: Vec<f64>,
+    /// The LayerNorm bias and b_U along the same direction.
+    pub bias: f64,
+}
+
+/// The attribution direction of every example × answer (see the module doc): (W_U[:, c] − mean_v W_U[:, v]),
+/// with LayerNorm scaled by w / σ (σ of the clean run) and re-centred (centring the write first is the same as
+/// centring u).
+pub fn directions(readout: &Readout<'_>) -> Vec<Direction> {
+    let (d, vocab, seq) = (readout.d_model, readout.d_vocab_out, readout.seq_len);
+    let n_answers = readout.answer_positions.len();
+    let w_u_mean: Vec<f64> = readout
+        .w_u
+        .chunks(vocab)
+        .map(|row| row.iter().map(|&v| f64::from(v)).sum::<f64>() / vocab as f64)
+        .collect();
+    let b_u_mean = readout.b_u.iter().map(|&v| f64::from(v)).sum::<f64>() / vocab as f64;
+    let mut out = Vec::with_capacity(readout.n * n_answers);
+    for i in 0..readout.n {
+        for (a, &t) in readout.answer_positions.iter().enumerate() {
+            let c = readout.answer_targets[i * n_answers + a] as usize;
+            let row = (i * seq + t) * d;
+            let mut u: Vec<f64> = (0..d)
+                .map(|j| f64::from(readout.w_u[j * vocab + c]) - w_u_mean[j])
+                .collect();
+            let mut bias = f64::from(readout.b_u[c]) - b_u_mean;
+            if let Some((ln_w, ln_b)) = readout.ln_final {
+                let (_, scale) = layer_norm_stats(
+                    &readout.final_resid[row..row + d],
+                    trainer::model::layer_norm_eps(),
+                );
+                bias += dot(ln_b, &u);
+                for (uj, &w) in u.iter_mut().zip(ln_w) {
+                    *uj *= f64::from(w) / scale;
+                }
+                let mean_u = u.iter().sum::<f64>() / d as f64;
+                u.iter_mut().for_each(|uj| *uj -= mean_u);
+            }
+            out.push(Direction {
+                example: i,
+                position: t,
+                target: c,
+                u,
+                bias,
+            });
+        }
+    }
+    out
+}
+
+/// Mean direct logit attribution of each MLP neuron of one block: post[n]·(W_out[n] · u), averaged over the
+/// examples and answers; `post` [n, seq, d_mlp] (`mlp.hook_post`), `w_out` [d_mlp, d_model].
+pub fn neuron_attribution(readout: &Readout<'_>, post: &[f32], w_out: &[f32]) -> Vec<f64> {
+    let d = readout.d_model;
+    let d_mlp = w_out.len() / d;
+    let dirs = directions(readout);
+    let weight = 1.0 / dirs.len().max(1) as f64;
+    let mut out = vec![0.0; d_mlp];
+    for dir in &dirs {
+        let at = (dir.example * readout.seq_len + dir.position) * d_mlp;
+        for (k, o) in out.iter_mut().enumerate() {
+            *o += weight * f64::from(post[at + k]) * dot(&w_out[k * d..(k + 1) * d], &dir.u);
+        }
+    }
+    out
+}
+
+fn dot(x: &[f32], u: &[f64]) -> f64 {
+    x.iter().zip(u).map(|(&a, b)| f64::from(a) * b).sum()
+}
+
+/// Host arrays of one checkpoint that attribution reads; shapes in the comments, all row-major.
+pub struct AttributionInput<'a> {
+    pub readout: Readout<'a>,
+    /// [n, seq]
+    pub tokens: &'a [u32],
+    /// `embed.W_E` [d_vocab, d_model], `pos_embed.W_pos` [n_ctx, d_model].
+    pub w_e: &'a [f32],
+    pub w_pos: &'a [f32],
     /// Per layer: `hook_z` [n, seq, head, d_head], `W_O` [head, d_head, d_model], `b_O` [d_model] and, for
     /// models with MLPs, `hook_mlp_out` [n, seq, d_model].
     pub layers: Vec<LayerWrites<'a>>,
@@ -66,15 +148,8 @@ pub struct Attribution {
 
 /// Direct logit attribution of every component (see the module doc).
 pub fn direct_logit_attribution(input: &AttributionInput<'_>) -> Attribution {
-    let (d, vocab, seq) = (input.d_model, input.d_vocab_out, input.seq_len);
-    let n_answers = input.answer_positions.len();
-    // Mean of W_U over the vocabulary, per d_model row.
-    let w_u_mean: Vec<f64> = input
-        .w_u
-        .chunks(vocab)
-        .map(|row| row.iter().map(|&v| f64::from(v)).sum::<f64>() / vocab as f64)
-        .collect();
-    let b_u_mean = input.b_u.iter().map(|&v| f64::from(v)).sum::<f64>() / vocab as f64;
+    let readout = &input.readout;
+    let (d, vocab, seq) = (readout.d_model, readout.d_vocab_out, readout.seq_len);
     let mut out = Attribution {
         embed: 0.0,
         pos_embed: 0.0,
@@ -84,58 +159,44 @@ pub fn direct_logit_attribution(input: &AttributionInput<'_>) -> Attribution {
         unembed_bias: 0.0,
         logit_diff: 0.0,
     };
-    let dot =
-        |x: &[f32], u: &[f64]| -> f64 { x.iter().zip(u).map(|(&a, b)| f64::from(a) * b).sum() };
-    let weight = 1.0 / (input.n * n_answers).max(1) as f64;
-    for i in 0..input.n {
-        for (a, &t) in input.answer_positions.iter().enumerate() {
-            let c = input.answer_targets[i * n_answers + a] as usize;
-            let row = (i * seq + t) * d;
-            // The direction u with x·u = the attribution of a write x: (W_U[:, c] − mean) scaled by w/σ and
-            // re-centred (centring x first is the same as centring u).
-            let mut u: Vec<f64> = (0..d)
-                .map(|j| f64::from(input.w_u[j * vocab + c]) - w_u_mean[j])
-                .collect();
-            let mut bias = f64::from(input.b_u[c]) - b_u_mean;
-            if let Some((ln_w, ln_b)) = input.ln_final {
-                let (_, scale) = layer_norm_stats(
-                    &input.final_resid[row..row + d],
-                    trainer::model::layer_norm_eps(),
-                );
-                bias += dot(ln_b, &u);
-                for (uj, &w) in u.iter_mut().zip(ln_w) {
-                    *uj *= f64::from(w) / scale;
-                }
-                let mean_u = u.iter().sum::<f64>() / d as f64;
-                u.iter_mut().for_each(|uj| *uj -= mean_u);
+    let dirs = directions(readout);
+    let weight = 1.0 / dirs.len().max(1) as f64;
+    for Direction {
+        example: i,
+        position: t,
+        target: c,
+        u,
+        bias,
+    } in &dirs
+    {
+        let (i, t, c) = (*i, *t, *c);
+        let row = (i * seq + t) * d;
+        let token = input.tokens[i * seq + t] as usize;
+        out.embed += weight * dot(&input.w_e[token * d..(token + 1) * d], u);
+        out.pos_embed += weight * dot(&input.w_pos[t * d..(t + 1) * d], u);
+        out.unembed_bias += weight * bias;
+        let mut mlp = 0;
+        for (l, layer) in input.layers.iter().enumerate() {
+            let dh = layer.d_head;
+            for h in 0..layer.n_heads {
+                let z = &layer.z[((i * seq + t) * layer.n_heads + h) * dh..][..dh];
+                let w_o = &layer.w_o[h * dh * d..(h + 1) * dh * d];
+                let write: f64 = z
+                    .iter()
+                    .zip(w_o.chunks(d))
+                    .map(|(&ze, w_row)| f64::from(ze) * dot(w_row, u))
+                    .sum();
+                out.heads[l][h] += weight * write;
             }
-            let token = input.tokens[i * seq + t] as usize;
-            out.embed += weight * dot(&input.w_e[token * d..(token + 1) * d], &u);
-            out.pos_embed += weight * dot(&input.w_pos[t * d..(t + 1) * d], &u);
-            out.unembed_bias += weight * bias;
-            let mut mlp = 0;
-            for (l, layer) in input.layers.iter().enumerate() {
-                let dh = layer.d_head;
-                for h in 0..layer.n_heads {
-                    let z = &layer.z[((i * seq + t) * layer.n_heads + h) * dh..][..dh];
-                    let w_o = &layer.w_o[h * dh * d..(h + 1) * dh * d];
-                    let write: f64 = z
-                        .iter()
-                        .zip(w_o.chunks(d))
-                        .map(|(&ze, w_row)| f64::from(ze) * dot(w_row, &u))
-                        .sum();
-                    out.heads[l][h] += weight * write;
-                }
-                out.attn_bias[l] += weight * dot(layer.b_o, &u);
-                if let Some(mlp_out) = layer.mlp_out {
-                    out.mlp[mlp] += weight * dot(&mlp_out[row..row + d], &u);
-                    mlp += 1;
-                }
+            out.attn_bias[l] += weight * dot(layer.b_o, u);
+            if let Some(mlp_out) = layer.mlp_out {
+                out.mlp[mlp] += weight * dot(&mlp_out[row..row + d], u);
+                mlp += 1;
             }
-            let logits = &input.logits[(i * seq + t) * vocab..][..vocab];
-            let mean_logit = logits.iter().map(|&v| f64::from(v)).sum::<f64>() / vocab as f64;
-            out.logit_diff += weight * (f64::from(logits[c]) - mean_logit);
         }
+        let logits = &input.logits[(i * seq + t) * vocab..][..vocab];
+        let mean_logit = logits.iter().map(|&v| f64::from(v)).sum::<f64>() / vocab as f64;
+        out.logit_diff += weight * (f64::from(logits[c]) - mean_logit);
     }
     out
 }
@@ -220,23 +281,43 @@ mod tests {
                 .collect();
             let ln =
                 (normalization == Normalization::Ln).then(|| (p("ln_final.w"), p("ln_final.b")));
-            let attribution = direct_logit_attribution(&AttributionInput {
+            let readout = Readout {
                 n,
                 seq_len: seq,
                 d_model: 16,
                 d_vocab_out: 10,
-                tokens: &tokens,
                 answer_positions: &answers,
                 answer_targets: &targets,
-                w_e: p("embed.W_E"),
-                w_pos: p("pos_embed.W_pos"),
                 w_u: p("unembed.W_U"),
                 b_u: p("unembed.b_U"),
                 ln_final: ln,
                 final_resid: &hook(HookName::ResidPost(1)).data,
+            };
+            let input = AttributionInput {
+                readout,
+                tokens: &tokens,
+                w_e: p("embed.W_E"),
+                w_pos: p("pos_embed.W_pos"),
                 layers,
                 logits: &hook(HookName::Logits).data,
-            });
+            };
+            let attribution = direct_logit_attribution(&input);
+            // Neurons: block 1's neurons plus its bias b_out add up to the block's attribution.
+            let neurons = neuron_attribution(
+                &input.readout,
+                &hook(HookName::MlpPost(1)).data,
+                p("blocks.1.mlp.W_out"),
+            );
+            let dirs = directions(&input.readout);
+            let b_out = p("blocks.1.mlp.b_out");
+            let bias: f64 = dirs.iter().map(|d| dot(b_out, &d.u)).sum::<f64>() / dirs.len() as f64;
+            let sum: f64 = neurons.iter().sum::<f64>() + bias;
+            assert_eq!(neurons.len(), 32);
+            assert!(
+                (sum - attribution.mlp[1]).abs() < 1e-4,
+                "{sum} vs {}",
+                attribution.mlp[1]
+            );
             assert!(
                 attribution.logit_diff.abs() > 1e-3,
                 "a non-trivial logit difference"

@@ -71,6 +71,39 @@ impl Transformer {
         Ok(out)
     }
 
+    /// Mean-ablation Δloss of single MLP neurons of block `layer` (SPEC §6, neuron level): neuron k's
+    /// `mlp.hook_post` replaced by its mean over the batch changes `hook_resid_post` by (mean − post_k)·W_out[k];
+    /// all `neurons` in one batch with an unablated copy.
+    pub fn neuron_ablation(
+        &self,
+        capture: &Capture,
+        layer: usize,
+        neurons: &[usize],
+        targets: &Tensor<2, Int>,
+        answers: &Queries,
+    ) -> Result<Vec<f64>, String> {
+        let acts = &capture.blocks[layer];
+        let (Some(post), Some(mlp)) = (&acts.mlp_post, &self.blocks[layer].mlp) else {
+            return Err(format!("block {layer} has no MLP"));
+        };
+        let device = post.device();
+        let [n, pos, _] = post.dims();
+        let k = neurons.len();
+        let d_model = self.dims.d_model;
+        let index: Vec<i64> = neurons.iter().map(|&i| i as i64).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [k]), &device);
+        let dpost = (post.clone().mean_dim(0) - post.clone())
+            .select(2, index.clone())
+            .permute([2, 0, 1])
+            .reshape([k, n * pos, 1]);
+        let w_out = mlp.W_out.val().select(0, index).reshape([k, 1, d_model]);
+        let delta = (dpost * w_out).reshape([k * n, pos, d_model]);
+        let ablated = acts.resid_post.clone().repeat_dim(0, k) + delta;
+        let batch = Tensor::cat(vec![acts.resid_post.clone(), ablated], 0);
+        let logits = self.logits_after_post(layer, batch, answers);
+        Ok(deltas(copy_losses(logits, targets, k + 1)?))
+    }
+
     /// Logits at the answers from `hook_resid_mid` of block `l` [batch, pos, d_model].
     pub(super) fn logits_after_mid(
         &self,

@@ -378,3 +378,27 @@ fn patching_the_only_head_that_writes_recovers_everything_and_the_others_nothing
         }
     }
 }
+
+#[test]
+fn ablating_a_neuron_that_writes_nothing_changes_the_loss_by_zero() {
+    let device = crate::test_device();
+    let d = dims(Normalization::Ln, false, 2);
+    let mut model = Transformer::new(&d, 8, &device);
+    // Neuron 3 of block 1 writes nothing: row 3 of W_out is zero.
+    let mlp = model.blocks[1].mlp.as_mut().unwrap();
+    let w_out = mlp.W_out.val();
+    let [rows, cols] = w_out.dims();
+    let mut values = host(&w_out);
+    values[3 * cols..4 * cols].fill(0.0);
+    mlp.W_out = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(values, [rows, cols]),
+        &device,
+    ));
+    let answers = model.answer_queries(&[3, 5], &device);
+    let capture = model.capture(tokens(&device));
+    let losses = model
+        .neuron_ablation(&capture, 1, &[0, 3, 7], &targets(&device), &answers)
+        .unwrap();
+    assert_eq!(losses[1], 0.0);
+    assert!(losses[0] != 0.0 && losses[2] != 0.0, "{losses:?}");
+}
