@@ -24,7 +24,8 @@ enum What {
     Train(TrainArgs),
     /// Wall time of `train --analyze` vs `train`, and where the analysis time goes.
     Analyze(AnalyzeArgs),
-    /// Per-checkpoint analysis time in-loop (zero reload) vs `formation sweep` afterwards (loads checkpoints).
+    /// Per-checkpoint analysis cost in-loop (zero reload, the trainer only captures) vs `formation sweep`
+    /// afterwards (loads each checkpoint).
     Sweep(AnalyzeArgs),
 }
 
@@ -221,40 +222,33 @@ fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
 
 fn bench_sweep(args: AnalyzeArgs) -> anyhow::Result<()> {
     println!(
-        "| config | checkpoints | train s | train --analyze s | in-loop analysis ms/checkpoint (added wall) | \
-         sweep s | sweep ms/checkpoint | ratio (sweep / in-loop) |"
+        "| config | checkpoints | in-loop: trainer-blocking ms/checkpoint | in-loop: sidecar ms/checkpoint (overlapped) | \
+         sweep ms/checkpoint (load + capture + metrics) | ratio (sweep / in-loop trainer-blocking) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for path in &args.configs {
         let mut config = Config::load(path)?;
         if let Some(steps) = args.steps {
             config.train.steps = steps.min(config.train.steps);
         }
-        let (mut plain, mut analyzed, mut swept, mut checkpoints) = (vec![], vec![], vec![], 0);
+        let (mut swept, mut blocking, mut sidecar, mut checkpoints) = (vec![], vec![], vec![], 0);
         for round in 0..args.rounds {
             let dir = scratch_dir(round, "sweep");
-            let start = Instant::now();
             train_into(&config, &dir, false)?;
-            plain.push(start.elapsed().as_secs_f64());
             let start = Instant::now();
             let run = trainer::run_dir::RunDir::new(&dir);
             checkpoints = crate::commands::sweep::sweep(&run, &mut |_| {})?;
-            swept.push(start.elapsed().as_secs_f64());
+            swept.push(start.elapsed().as_secs_f64() * 1e3 / checkpoints.max(1) as f64);
             std::fs::remove_dir_all(&dir)?;
-            analyzed.push(timed_run(&config, true, round)?.0);
+            let stats = timed_run(&config, true, round)?.1.context("no analysis statistics")?;
+            blocking.push(stats.blocking_ms);
+            sidecar.push(stats.sidecar_ms);
         }
-        let (p, a, s) = (
-            median(&mut plain),
-            median(&mut analyzed),
-            median(&mut swept),
-        );
-        let n = checkpoints.max(1) as f64;
-        let in_loop = (a - p) * 1e3 / n;
-        let sweep = s * 1e3 / n;
+        let (s, b, c) = (median(&mut swept), median(&mut blocking), median(&mut sidecar));
         println!(
-            "| {} | {checkpoints} | {p:.2} | {a:.2} | {in_loop:.1} | {s:.2} | {sweep:.1} | {:.1} |",
+            "| {} | {checkpoints} | {b:.1} | {c:.1} | {s:.1} | {:.1} |",
             path.display(),
-            sweep / in_loop.max(1e-9)
+            s / b
         );
     }
     Ok(())
