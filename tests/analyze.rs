@@ -515,6 +515,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Runs `formation intervene run --step 60 --kind KIND` in `dir` and returns the report it wrote.
+fn intervene(dir: &Path, kind: &str) -> serde_json::Value {
+    ok(formation(
+        &["intervene", "run", "--step", "60", "--kind", kind],
+        dir,
+    ));
+    let name = kind.replace('-', "_");
+    let path = dir.join(format!("run/interventions/step_000060/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 #[test]
 fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
     let tmp = tempfile::tempdir().unwrap();
@@ -522,18 +533,7 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
         &["train", &example("ci.toml"), "--analyze", "--out", "run"],
         tmp.path(),
     ));
-    ok(formation(
-        &["intervene", "run", "--step", "60", "--kind", "logit-lens"],
-        tmp.path(),
-    ));
-    let lens: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            tmp.path()
-                .join("run/interventions/step_000060/logit_lens.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let lens = intervene(tmp.path(), "logit-lens");
     let row = metrics(&tmp.path().join("run")).pop().unwrap();
     let last = &lens["blocks.0.hook_resid_post"];
     let (loss, want) = (
@@ -550,17 +550,7 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
 
     // The LLC at the same checkpoint: starts from the checkpoint's own training loss (full batch here, the
     // eval row's train loss), keeps every chain's trace, and is reproducible.
-    let llc = |tmp: &Path| -> serde_json::Value {
-        ok(formation(
-            &["intervene", "run", "--step", "60", "--kind", "llc"],
-            tmp,
-        ));
-        serde_json::from_str(
-            &std::fs::read_to_string(tmp.join("run/interventions/step_000060/llc.json")).unwrap(),
-        )
-        .unwrap()
-    };
-    let first = llc(tmp.path());
+    let first = intervene(tmp.path(), "llc");
     let estimate = &first["estimate"];
     let eval = jsonl(&tmp.path().join("run/metrics/eval.jsonl"))
         .pop()
@@ -573,22 +563,15 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
     assert_eq!(estimate["traces"].as_array().unwrap().len(), 4);
     assert_eq!(estimate["traces"][0].as_array().unwrap().len(), 200);
     assert!(estimate["llc"].as_f64().unwrap().is_finite());
-    assert_eq!(llc(tmp.path()), first, "same seed, same estimate");
+    assert_eq!(
+        intervene(tmp.path(), "llc"),
+        first,
+        "same seed, same estimate"
+    );
 
     // Activation patching (the corruption changes `a`): the residual stream at position `a` carries the whole
     // logit difference into the one block, the other positions none of it.
-    ok(formation(
-        &["intervene", "run", "--step", "60", "--kind", "patching"],
-        tmp.path(),
-    ));
-    let patching: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            tmp.path()
-                .join("run/interventions/step_000060/patching.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let patching = intervene(tmp.path(), "patching");
     let by_position = &patching["recovery"]["resid_pre_by_position"]["blocks.0.hook_resid_pre"];
     let recovery: Vec<f64> = by_position
         .as_array()
@@ -604,18 +587,7 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
     assert_eq!(patching["recovery"]["heads"].as_object().unwrap().len(), 4);
 
     // Fourier progress measures over all p² inputs: the full train loss is the evaluation's, computed apart.
-    ok(formation(
-        &["intervene", "run", "--step", "60", "--kind", "fourier"],
-        tmp.path(),
-    ));
-    let fourier: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            tmp.path()
-                .join("run/interventions/step_000060/fourier.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let fourier = intervene(tmp.path(), "fourier");
     let train_loss = fourier["train_loss"].as_f64().unwrap();
     let want = eval["train"]["loss"].as_f64().unwrap();
     assert!((train_loss - want).abs() < 1e-4, "{train_loss} vs {want}");
@@ -627,5 +599,16 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
             .len(),
         11,
         "(p − 1)/2 frequencies for p = 23"
+    );
+
+    // Neuron level inside the (only) MLP block: every neuron's attribution, the top 32 ablated.
+    let neurons = intervene(tmp.path(), "neurons");
+    assert_eq!(neurons["L0"]["dla"].as_array().unwrap().len(), 64);
+    let top = neurons["L0"]["top_neurons"].as_array().unwrap();
+    assert_eq!(top.len(), 32);
+    let dla = |i: usize| top[i]["dla"].as_f64().unwrap().abs();
+    assert!(
+        (1..32).all(|i| dla(i - 1) >= dla(i)),
+        "sorted by |attribution|"
     );
 }

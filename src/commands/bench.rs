@@ -240,11 +240,17 @@ fn bench_sweep(args: AnalyzeArgs) -> anyhow::Result<()> {
             checkpoints = crate::commands::sweep::sweep(&run, &mut |_| {})?;
             swept.push(start.elapsed().as_secs_f64() * 1e3 / checkpoints.max(1) as f64);
             std::fs::remove_dir_all(&dir)?;
-            let stats = timed_run(&config, true, round)?.1.context("no analysis statistics")?;
+            let stats = timed_run(&config, true, round)?
+                .1
+                .context("no analysis statistics")?;
             blocking.push(stats.blocking_ms);
             sidecar.push(stats.sidecar_ms);
         }
-        let (s, b, c) = (median(&mut swept), median(&mut blocking), median(&mut sidecar));
+        let (s, b, c) = (
+            median(&mut swept),
+            median(&mut blocking),
+            median(&mut sidecar),
+        );
         println!(
             "| {} | {checkpoints} | {b:.1} | {c:.1} | {s:.1} | {:.1} |",
             path.display(),

@@ -28,7 +28,8 @@ pub enum Kind {
     /// Modular addition's Fourier progress measures (Nanda et al. 2023): key frequencies, embedding Gini,
     /// restricted and excluded loss.
     Fourier,
-    /// Neuron level, inside the MLP blocks the block ablation localizes (Δloss at least half the largest): each
+    /// Neuron level, inside the MLP blocks the block ablation localizes (the largest Δloss and any within half of
+    /// its magnitude): each
     /// neuron's direct logit attribution, and the mean-ablation Δloss of the top neurons by |attribution|.
     Neurons,
     /// The local learning coefficient by SGLD (devinterp's estimator; settings in the config's `[llc]`).
@@ -169,7 +170,7 @@ pub fn intervene(
             let clean = model.capture(tokens);
             let mut report = serde_json::Map::new();
             for (layer, &dloss) in blocks.iter().enumerate() {
-                if dloss < 0.5 * largest {
+                if dloss < largest - 0.5 * largest.abs() {
                     continue;
                 }
                 let post = captured
