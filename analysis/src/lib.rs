@@ -1,8 +1,14 @@
 //! The every-checkpoint analysis of `formation train --analyze`. At each checkpoint save the
-//! [`plugin::AnalyzePlugin`] captures activations over the fixed probe set on the live model, copies them to
-//! host memory and sends a [`message::CheckpointMessage`] over a bounded channel; the [`sidecar`] thread
-//! computes the [`metrics`] and writes them through the [`sinks`]: one [`row::Row`] per checkpoint to
-//! `analysis/checkpoint_metrics.jsonl` and the arrays to `analysis/activations.h5`. No checkpoint is read back.
+//! [`plugin::AnalyzePlugin`] captures activations over the fixed probe set on the live model (and runs the
+//! ablation forwards from that capture), copies them to host memory and sends a [`message::CheckpointMessage`]
+//! over a bounded channel; the [`sidecar`] thread has the [`analyzer`] compute every [`metrics`] family (and
+//! the dynamics against the previous checkpoint) and writes through the [`sinks`]: one [`row::Row`] per
+//! checkpoint to `analysis/checkpoint_metrics.jsonl` and the arrays to `analysis/activations.h5`. No
+//! checkpoint is read back.
+//!
+//! Afterwards, [`windows`] finds the birth windows in the rows, and [`interventions`] holds the expensive
+//! analyses run on single checkpoints inside them (logit lens, patching, neurons, Fourier progress measures,
+//! LLC).
 
 pub mod analyzer;
 pub mod error;
