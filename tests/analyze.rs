@@ -586,6 +586,20 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
     );
     assert_eq!(patching["recovery"]["heads"].as_object().unwrap().len(), 4);
 
+    // Path patching in a one-layer model: each head has a direct path to the logits (its path through the MLP
+    // is the difference to activation patching; tested exactly on attention-only models in the trainer) and
+    // no later heads to reach.
+    let paths = intervene(tmp.path(), "path-patching");
+    let direct = paths["recovery"]["to_logits"].as_object().unwrap();
+    assert_eq!(direct.len(), 4, "{paths}");
+    assert!(direct.values().all(|v| v.as_f64().unwrap().is_finite()));
+    assert!(
+        paths["recovery"]["to_heads"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+
     // Fourier progress measures over all p² inputs: the full train loss is the evaluation's, computed apart.
     let fourier = intervene(tmp.path(), "fourier");
     let train_loss = fourier["train_loss"].as_f64().unwrap();

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use probes::ProbeSet;
 use trainer::checkpoint;
 use trainer::config::{InterventionKind, TaskConfig};
-use trainer::model::{HookName, HostArray, ModelDims, Transformer, int_tensor};
+use trainer::model::{Channel, HookName, HostArray, ModelDims, Transformer, int_tensor};
 use trainer::run_dir::{RunDir, write_atomic};
 use trainer::tasks;
 
@@ -28,6 +28,9 @@ pub enum Kind {
     /// Modular addition's Fourier progress measures (Nanda et al. 2023): key frequencies, embedding Gini,
     /// restricted and excluded loss.
     Fourier,
+    /// Path patching (Wang et al. 2022) on the same corruption: every head → every later head's q / k / v
+    /// input, and every head → the logits directly, as normalized recovery.
+    PathPatching,
     /// Neuron level, inside the MLP blocks the block ablation localizes (the largest Δloss and any within half of
     /// its magnitude): each
     /// neuron's direct logit attribution, and the mean-ablation Δloss of the top neurons by |attribution|.
@@ -58,6 +61,7 @@ impl From<InterventionKind> for Kind {
             InterventionKind::Fourier => Kind::Fourier,
             InterventionKind::Llc => Kind::Llc,
             InterventionKind::Neurons => Kind::Neurons,
+            InterventionKind::PathPatching => Kind::PathPatching,
         }
     }
 }
@@ -107,7 +111,7 @@ pub fn intervene(
                     .context("the checkpoint has no unembedding")?,
             )
         }
-        Kind::Patching => {
+        Kind::Patching | Kind::PathPatching => {
             let corrupted =
                 corrupted_tokens(&probe, task.corrupted_key(), task.d_vocab_out(), probe.seed)
                     .context("the probe set lacks the task's corrupted key position")?;
@@ -120,7 +124,54 @@ pub fn intervene(
             let effects = model
                 .activation_patching(&clean, &corrupt, &targets, &answers)
                 .map_err(anyhow::Error::msg)?;
-            ("patching", patching_report(&effects))
+            if matches!(kind, Kind::Patching) {
+                ("patching", patching_report(&effects))
+            } else {
+                let recovery = |ld: f64| effects.recovery(ld);
+                let (layers, heads) = (dims.n_layers, dims.n_heads);
+                let mut to_logits = serde_json::Map::new();
+                let mut to_heads = serde_json::Map::new();
+                for l1 in 0..layers {
+                    for h1 in 0..heads {
+                        let sender = format!("L{l1}H{h1}");
+                        let direct = model
+                            .path_patch_logits(&clean, &corrupt, (l1, h1), &targets, &answers)
+                            .map_err(anyhow::Error::msg)?;
+                        to_logits.insert(sender.clone(), recovery(direct).into());
+                        for (l2, h2) in
+                            (l1 + 1..layers).flat_map(|l| (0..heads).map(move |h| (l, h)))
+                        {
+                            for (channel, name) in
+                                [(Channel::Q, "q"), (Channel::K, "k"), (Channel::V, "v")]
+                            {
+                                let ld = model
+                                    .path_patch(
+                                        &clean,
+                                        &corrupt,
+                                        (l1, h1),
+                                        (l2, h2),
+                                        channel,
+                                        &targets,
+                                        &answers,
+                                    )
+                                    .map_err(anyhow::Error::msg)?;
+                                to_heads.insert(
+                                    format!("{sender}->L{l2}H{h2}.{name}"),
+                                    recovery(ld).into(),
+                                );
+                            }
+                        }
+                    }
+                }
+                (
+                    "path_patching",
+                    serde_json::json!({
+                        "logit_diff_clean": effects.clean,
+                        "logit_diff_corrupt": effects.corrupt,
+                        "recovery": { "to_logits": to_logits, "to_heads": to_heads },
+                    }),
+                )
+            }
         }
         Kind::Fourier => {
             let TaskConfig::ModularAddition { p, .. } = config.task else {

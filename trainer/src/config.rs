@@ -312,6 +312,7 @@ impl Default for WindowsConfig {
 pub enum InterventionKind {
     LogitLens,
     Patching,
+    PathPatching,
     Fourier,
     Neurons,
     Llc,

@@ -66,14 +66,7 @@ pub fn corrupted_tokens(
 /// Activation-patching results as normalized recovery, (LD_patched − LD_corrupt) / (LD_clean − LD_corrupt):
 /// 1 = the component carries the whole difference, 0 = none of it.
 pub fn patching_report(effects: &trainer::model::PatchingEffects) -> Value {
-    let span = effects.clean - effects.corrupt;
-    let recovery = |ld: f64| {
-        if span != 0.0 {
-            (ld - effects.corrupt) / span
-        } else {
-            0.0
-        }
-    };
+    let recovery = |ld: f64| effects.recovery(ld);
     let mut heads = BTreeMap::new();
     for (l, layer) in effects.heads.iter().enumerate() {
         for (h, &ld) in layer.iter().enumerate() {

@@ -58,12 +58,24 @@ impl Attention {
     /// Queries from `x_q` [batch, q, d_model] attend over `x_kv` [batch, k, d_model]; `mask` [q, k] is true
     /// where a key must be hidden (the future of that query).
     pub fn forward(&self, x_q: Tensor<3>, x_kv: Tensor<3>, mask: Tensor<2, Bool>) -> AttentionActs {
+        self.forward_qkv(x_q, x_kv.clone(), x_kv, mask)
+    }
+
+    /// As [`Attention::forward`], with the keys and the values read from separate inputs `x_k`, `x_v`
+    /// [batch, k, d_model] (path patching feeds one of them a different residual stream).
+    pub fn forward_qkv(
+        &self,
+        x_q: Tensor<3>,
+        x_k: Tensor<3>,
+        x_v: Tensor<3>,
+        mask: Tensor<2, Bool>,
+    ) -> AttentionActs {
         let [batch, n_q, d_model] = x_q.dims();
         let [n_heads, _, d_head] = self.W_Q.dims();
-        let n_k = x_kv.dims()[1];
+        let n_k = x_k.dims()[1];
         let q = project(x_q, &self.W_Q, &self.b_Q); // [batch, head, q, d_head]
-        let k = project(x_kv.clone(), &self.W_K, &self.b_K); // [batch, head, k, d_head]
-        let v = project(x_kv, &self.W_V, &self.b_V); // [batch, head, k, d_head]
+        let k = project(x_k, &self.W_K, &self.b_K); // [batch, head, k, d_head]
+        let v = project(x_v, &self.W_V, &self.b_V); // [batch, head, k, d_head]
         let scores = q.matmul(k.swap_dims(2, 3)) / (d_head as f64).sqrt(); // [batch, head, q, k]
         let hidden = mask.unsqueeze::<4>().expand([batch, n_heads, n_q, n_k]);
         let pattern = softmax(scores.mask_fill(hidden, f32::NEG_INFINITY), 3);

@@ -28,7 +28,7 @@ pub fn layer_norm_eps() -> f64 {
     layer_norm::EPS
 }
 pub use mlp::Mlp;
-pub use patching::PatchingEffects;
+pub use patching::{Channel, PatchingEffects};
 
 use burn::module::Param;
 use burn::prelude::*;

@@ -26,6 +26,19 @@ pub struct PatchingEffects {
     pub resid_pre: Vec<Vec<f64>>,
 }
 
+impl PatchingEffects {
+    /// Normalized recovery of a patched run's logit difference, (LD − LD_corrupt) / (LD_clean − LD_corrupt):
+    /// 1 = the patched path carries the whole difference, 0 = none of it (0 if clean and corrupt agree).
+    pub fn recovery(&self, logit_diff: f64) -> f64 {
+        let span = self.clean - self.corrupt;
+        if span != 0.0 {
+            (logit_diff - self.corrupt) / span
+        } else {
+            0.0
+        }
+    }
+}
+
 impl Transformer {
     /// Patches every head, MLP and residual position from `clean` into `corrupt` (captures of the same batch
     /// size); `targets` [batch, answers] are the clean answers at the positions `answers` selects.
@@ -94,6 +107,109 @@ impl Transformer {
             resid = block.forward(resid, queries, self.dims.act_fn).resid_post;
         }
         self.unembed(resid)
+    }
+}
+
+/// Which input of a receiver head a path ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Q,
+    K,
+    V,
+}
+
+impl Transformer {
+    /// Path patching (Wang et al. 2022, §3.1): the logit difference of the corrupted run in which only the path
+    /// from head `sender` (layer, head) into the `channel` input of head `receiver` (a later layer) carries
+    /// the sender's clean output; everything else, including the receiver's other inputs and every other head,
+    /// stays corrupted. The receiver's changed output then runs through the rest of the model.
+    #[allow(clippy::too_many_arguments)]
+    pub fn path_patch(
+        &self,
+        clean: &Capture,
+        corrupt: &Capture,
+        sender: (usize, usize),
+        receiver: (usize, usize),
+        channel: Channel,
+        targets: &Tensor<2, Int>,
+        answers: &Queries,
+    ) -> Result<f64, String> {
+        let (l2, h2) = receiver;
+        if l2 <= sender.0 {
+            return Err(format!(
+                "receiver layer {l2} is not after sender layer {}",
+                sender.0
+            ));
+        }
+        let x = &corrupt.blocks[l2];
+        let block = &self.blocks[l2];
+        let [_, pos, _] = x.resid_pre.dims();
+        let plain = super::layer_norm::maybe(&block.ln1, x.resid_pre.clone());
+        let patched = super::layer_norm::maybe(
+            &block.ln1,
+            x.resid_pre.clone() + self.head_write_change(clean, corrupt, sender),
+        );
+        let (q, k, v) = match channel {
+            Channel::Q => (patched, plain.clone(), plain),
+            Channel::K => (plain.clone(), patched, plain),
+            Channel::V => (plain.clone(), plain, patched),
+        };
+        let mask = Tensor::<2, Bool>::tril_mask([pos, pos], 0, &x.resid_pre.device());
+        let acts = block.attn.forward_qkv(q, k, v, mask);
+        // Only the receiver's own output changes.
+        let [n, _, _, d_head] = x.z.dims();
+        let dz = acts.z.slice(s![.., .., h2..h2 + 1, ..])
+            - x.z.clone().slice(s![.., .., h2..h2 + 1, ..]);
+        let w_o = block
+            .attn
+            .W_O
+            .val()
+            .slice(s![h2..h2 + 1, .., ..])
+            .reshape([d_head, self.dims.d_model]);
+        let change = dz
+            .reshape([n * pos, d_head])
+            .matmul(w_o)
+            .reshape([n, pos, self.dims.d_model]);
+        let logits = self.logits_after_mid(l2, x.resid_mid.clone() + change, answers);
+        Ok(logit_diffs(logits, targets, 1)?[0])
+    }
+
+    /// Path patching from head `sender` straight to the logits: the final residual stream gets the sender's
+    /// clean-minus-corrupted output, nothing else changes.
+    pub fn path_patch_logits(
+        &self,
+        clean: &Capture,
+        corrupt: &Capture,
+        sender: (usize, usize),
+        targets: &Tensor<2, Int>,
+        answers: &Queries,
+    ) -> Result<f64, String> {
+        let last = &corrupt.blocks[self.blocks.len() - 1];
+        let resid = last.resid_post.clone() + self.head_write_change(clean, corrupt, sender);
+        logit_diffs(self.unembed(at(resid, answers)), targets, 1).map(|d| d[0])
+    }
+
+    /// (z_clean − z_corrupt)·W_O[h] of head (layer, h) at every position: [batch, pos, d_model].
+    fn head_write_change(
+        &self,
+        clean: &Capture,
+        corrupt: &Capture,
+        (l, h): (usize, usize),
+    ) -> Tensor<3> {
+        let (c, x) = (&clean.blocks[l].z, &corrupt.blocks[l].z);
+        let [n, pos, _, d_head] = x.dims();
+        let dz =
+            c.clone().slice(s![.., .., h..h + 1, ..]) - x.clone().slice(s![.., .., h..h + 1, ..]);
+        let w_o = self.blocks[l]
+            .attn
+            .W_O
+            .val()
+            .slice(s![h..h + 1, .., ..])
+            .reshape([d_head, self.dims.d_model]);
+        dz.reshape([n * pos, d_head])
+            .matmul(w_o)
+            .reshape([n, pos, self.dims.d_model])
     }
 }
 

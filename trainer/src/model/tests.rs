@@ -402,3 +402,86 @@ fn ablating_a_neuron_that_writes_nothing_changes_the_loss_by_zero() {
     assert_eq!(losses[1], 0.0);
     assert!(losses[0] != 0.0 && losses[2] != 0.0, "{losses:?}");
 }
+
+#[test]
+fn path_patching_to_the_logits_is_activation_patching_in_one_layer_and_a_silent_sender_moves_nothing()
+ {
+    let device = crate::test_device();
+    let clean_tokens: Vec<u32> = (0..3 * 6).map(|i| (i * 7 % 11) as u32).collect();
+    let mut corrupt_tokens = clean_tokens.clone();
+    for i in 0..3 {
+        corrupt_tokens[i * 6 + 1] = (corrupt_tokens[i * 6 + 1] + 5) % 11;
+    }
+    let run = |model: &Transformer| {
+        let clean = model.capture(int_tensor(&clean_tokens, 3, 6, &device));
+        let corrupt = model.capture(int_tensor(&corrupt_tokens, 3, 6, &device));
+        let answers = model.answer_queries(&[3, 5], &device);
+        (clean, corrupt, answers)
+    };
+    // One attention-only layer without LayerNorm: a head's only path is straight to the logits.
+    let model = Transformer::new(&dims(Normalization::None, true, 1), 9, &device);
+    let (clean, corrupt, answers) = run(&model);
+    let effects = model
+        .activation_patching(&clean, &corrupt, &targets(&device), &answers)
+        .unwrap();
+    for h in 0..4 {
+        let direct = model
+            .path_patch_logits(&clean, &corrupt, (0, h), &targets(&device), &answers)
+            .unwrap();
+        assert!(
+            (direct - effects.heads[0][h]).abs() < 1e-5,
+            "head {h}: {direct} vs {effects:?}"
+        );
+    }
+    // Two layers with LayerNorm, sender head 2 of layer 0 silenced (W_O = 0): no path from it changes
+    // anything, into any receiver's q, k or v.
+    let mut model = Transformer::new(&dims(Normalization::Ln, true, 2), 10, &device);
+    let w_o = model.blocks[0].attn.W_O.val();
+    let [h, e, m] = w_o.dims();
+    let mut values = host(&w_o);
+    values[2 * e * m..3 * e * m].fill(0.0);
+    model.blocks[0].attn.W_O = burn::module::Param::from_tensor(Tensor::from_data(
+        TensorData::new(values, [h, e, m]),
+        &device,
+    ));
+    let (clean, corrupt, answers) = run(&model);
+    let corrupt_ld = model
+        .activation_patching(&clean, &corrupt, &targets(&device), &answers)
+        .unwrap()
+        .corrupt;
+    for channel in [Channel::Q, Channel::K, Channel::V] {
+        for receiver in 0..4 {
+            let ld = model
+                .path_patch(
+                    &clean,
+                    &corrupt,
+                    (0, 2),
+                    (1, receiver),
+                    channel,
+                    &targets(&device),
+                    &answers,
+                )
+                .unwrap();
+            assert!(
+                (ld - corrupt_ld).abs() < 1e-6,
+                "{channel:?} → L1H{receiver}: {ld} vs {corrupt_ld}"
+            );
+        }
+    }
+    // …while a live sender does move some receiver.
+    let moved = (0..4).any(|r| {
+        let ld = model
+            .path_patch(
+                &clean,
+                &corrupt,
+                (0, 0),
+                (1, r),
+                Channel::V,
+                &targets(&device),
+                &answers,
+            )
+            .unwrap();
+        (ld - corrupt_ld).abs() > 1e-4
+    });
+    assert!(moved);
+}
