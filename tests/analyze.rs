@@ -625,4 +625,14 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
         (1..32).all(|i| dla(i - 1) >= dla(i)),
         "sorted by |attribution|"
     );
+    // Every report is also HDF5, the same tree.
+    let h5 = hdf5::File::open(tmp.path().join("run/interventions/step_000060/neurons.h5")).unwrap();
+    assert_eq!(
+        h5.dataset("L0/dla")
+            .unwrap()
+            .read_raw::<f64>()
+            .unwrap()
+            .len(),
+        64
+    );
 }

@@ -1,5 +1,6 @@
 //! `formation intervene RUN_DIR --step S --kind KIND`: one targeted intervention on one saved checkpoint (of a
-//! run, or of a window replay under `RUN_DIR/windows/WN`), written to `RUN_DIR/interventions/step_S/KIND.json`.
+//! run, or of a window replay under `RUN_DIR/windows/WN`), written to `RUN_DIR/interventions/step_S/KIND.json`
+//! and, the same tree, `KIND.h5`.
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use analysis::interventions::{
 };
 use analysis::metrics::attribution::neuron_attribution;
 use analysis::plugin::{ProbeInputs, capture, probe_set_path};
+use analysis::sinks::report::write_report_h5;
 use anyhow::{Context, bail};
 use probes::ProbeSet;
 use trainer::checkpoint;
@@ -265,5 +267,6 @@ pub fn intervene(
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out = out_dir.join(format!("{name}.json"));
     write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_report_h5(&out_dir.join(format!("{name}.h5")), &report)?;
     Ok((out, report))
 }

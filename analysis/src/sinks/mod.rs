@@ -1,4 +1,6 @@
-//! Where analysis results go: one JSONL row per checkpoint and one HDF5 group per checkpoint.
+//! Where analysis results go: one JSONL row per checkpoint and one HDF5 group per checkpoint; intervention
+//! reports as HDF5 beside their JSON.
 
 pub mod hdf5;
 pub mod jsonl;
+pub mod report;
