@@ -519,24 +519,17 @@ fn k_composition_row(
             break;
         };
         let block = d_model * d_head;
-        ov.push(
+        // Head h's circuit a[h] · b[h]ᵀ (b given transposed or not), for every head of the layer.
+        let per_head = |a: &HostArray, b: &HostArray, transpose_b: bool| -> Vec<_> {
             (0..heads)
                 .map(|h| {
-                    let w_v = &w_v.data[h * block..(h + 1) * block];
-                    let w_o = &w_o.data[h * block..(h + 1) * block];
-                    circuit(w_v, w_o, d_model, d_head, false)
+                    let (a, b) = (&a.data[h * block..][..block], &b.data[h * block..][..block]);
+                    circuit(a, b, d_model, d_head, transpose_b)
                 })
-                .collect::<Vec<_>>(),
-        );
-        qk_t.push(
-            (0..heads)
-                .map(|h| {
-                    let w_k = &w_k.data[h * block..(h + 1) * block];
-                    let w_q = &w_q.data[h * block..(h + 1) * block];
-                    circuit(w_k, w_q, d_model, d_head, true)
-                })
-                .collect::<Vec<_>>(),
-        );
+                .collect()
+        };
+        ov.push(per_head(w_v, w_o, false));
+        qk_t.push(per_head(w_k, w_q, true));
     }
     let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for (l1, h1, l2, h2, score) in k_composition(&ov, &qk_t) {
