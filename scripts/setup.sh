@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Installs what formation needs to build on a fresh Debian/Ubuntu machine, and nothing when it is already there.
-# System packages come from apt (run as root, or with sudo); Rust must come from rustup.
+# System packages come from apt (run as root, or with sudo); Rust must come from rustup. `--test` adds what the
+# tests need beyond the build.
 set -euo pipefail
 
 PACKAGES=(pkg-config libhdf5-dev)
+# The tests also start a single-node Slurm cluster (slurm-wlm, munge) and open the HTML report in a headless
+# browser (chromium).
+if [ "${1:-}" = "--test" ]; then
+  PACKAGES+=(slurm-wlm munge chromium)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

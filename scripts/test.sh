@@ -3,7 +3,7 @@
 # whole test suite in the one release profile (burn compiles once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 # burn-cuda's build scripts download an LLVM bundle; DOCS_RS=1 makes them skip it, which is enough to
 # type-check (not to build) the cuda device path on a machine without that download or a GPU.
 DOCS_RS=1 cargo check --release --features cuda

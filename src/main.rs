@@ -4,6 +4,7 @@
 mod commands;
 mod device;
 mod progress;
+mod study_runner;
 
 // burn allocates fresh buffers for every op; mimalloc reuses them instead of going back to the kernel.
 #[global_allocator]
@@ -38,6 +39,17 @@ enum Command {
     Replay(commands::replay::Args),
     /// Run one targeted intervention (logit lens, …) on one saved checkpoint.
     Intervene(commands::intervene::Args),
+    /// Phase B: train one config over several seeds (locally with -j, or as a Slurm array with --slurm).
+    Replicate(commands::study::ReplicateArgs),
+    /// Phase C: train one config over the values of one key (locally with -j, or as a Slurm array).
+    Screen(commands::study::ScreenArgs),
+    /// Where every run of a study stands (after a Slurm array, or an interrupted local study).
+    Collect(commands::study::CollectArgs),
+    /// Compare runs or a study's runs and apply the decision rule for deep circuit work (READY / NOT READY).
+    Compare(commands::compare::Args),
+    /// One run of a study, as the study's engines start it (train --analyze or resume, then windows).
+    #[command(hide = true)]
+    StudyTask(commands::study::TaskArgs),
     /// Benchmarks (printed as Markdown tables for BENCHMARKS.md).
     Bench(commands::bench::Args),
 }
@@ -53,6 +65,11 @@ fn main() {
         Command::Replay(args) => commands::replay::run(args),
         Command::Intervene(args) => commands::intervene::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Replicate(args) => commands::study::replicate(args),
+        Command::Screen(args) => commands::study::screen(args),
+        Command::Collect(args) => commands::study::collect(args),
+        Command::Compare(args) => commands::compare::run(args),
+        Command::StudyTask(args) => commands::study::task(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", one_sentence(&err));
@@ -61,7 +78,7 @@ fn main() {
 }
 
 /// The error and its causes as one line, most general first.
-fn one_sentence(err: &anyhow::Error) -> String {
+pub fn one_sentence(err: &anyhow::Error) -> String {
     err.chain()
         .map(|e| e.to_string())
         .collect::<Vec<_>>()

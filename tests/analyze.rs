@@ -22,36 +22,6 @@ fn long_ci_config(dir: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// A row without the fields that measure time (`wall_s`, `timing`).
-fn without_timing(row: &serde_json::Value) -> serde_json::Value {
-    let mut row = row.clone();
-    let object = row.as_object_mut().unwrap();
-    object.remove("wall_s");
-    object.remove("timing");
-    row
-}
-
-/// Equal row counts and rows equal apart from timing; on failure names the first differing row's step and
-/// (up to five of) its differing fields.
-fn assert_same_rows(a: &[serde_json::Value], b: &[serde_json::Value]) {
-    assert_eq!(a.len(), b.len(), "row counts");
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (without_timing(x), without_timing(y));
-        if x != y {
-            let (mut left, mut right) = (vec![], vec![]);
-            leaves(&x, vec![], &mut left);
-            leaves(&y, vec![], &mut right);
-            let differing: Vec<String> = left
-                .iter()
-                .filter(|leaf| !right.contains(leaf))
-                .take(5)
-                .map(|(path, value)| format!("{} = {value}", path.join(".")))
-                .collect();
-            panic!("row at step {} differs: {differing:?}", x["step"]);
-        }
-    }
-}
-
 fn metrics(run: &Path) -> Vec<serde_json::Value> {
     jsonl(&run.join("analysis/checkpoint_metrics.jsonl"))
 }
@@ -223,23 +193,6 @@ fn matches(pattern: &[String], path: &[String]) -> bool {
 }
 
 /// Leaf paths of a row; empty objects count as leaves.
-fn leaves(
-    value: &serde_json::Value,
-    prefix: Vec<String>,
-    out: &mut Vec<(Vec<String>, serde_json::Value)>,
-) {
-    match value.as_object() {
-        Some(object) if !object.is_empty() => {
-            for (k, v) in object {
-                let mut p = prefix.clone();
-                p.push(k.clone());
-                leaves(v, p, out);
-            }
-        }
-        _ => out.push((prefix, value.clone())),
-    }
-}
-
 #[test]
 fn every_row_of_real_runs_matches_the_documented_schema() {
     let tmp = tempfile::tempdir().unwrap();

@@ -369,17 +369,12 @@ impl Analyzer {
                     }
                 }
                 [RESID_GROUP, boundary] => {
-                    let [n, keys, d] = array.array.shape[..] else {
+                    let [_, _, d] = array.array.shape[..] else {
                         continue;
                     };
                     for (k, key) in self.probe_targets.key_names.iter().enumerate() {
-                        let column = |a: &HostArray| -> Vec<f32> {
-                            (0..n)
-                                .flat_map(|i| &a.data[(i * keys + k) * d..][..d])
-                                .copied()
-                                .collect()
-                        };
-                        let score = linear_cka(&column(&array.array), d, &column(old), d);
+                        let score =
+                            linear_cka(&key_column(&array.array, k), d, &key_column(old, k), d);
                         cka.entry(boundary.to_string())
                             .or_default()
                             .insert(key.clone(), score);
@@ -463,6 +458,17 @@ impl Previous {
             headline: headline(row),
         }
     }
+}
+
+/// The `[example, d]` slice at key position `k` of a `resid_at_keys` array `[example, key_position, d]`.
+pub fn key_column(resid: &HostArray, k: usize) -> Vec<f32> {
+    let [n, keys, d] = resid.shape[..] else {
+        return vec![];
+    };
+    (0..n)
+        .flat_map(|i| &resid.data[(i * keys + k) * d..][..d])
+        .copied()
+        .collect()
 }
 
 /// The HDF5 groups the next checkpoint's dynamics compare with.

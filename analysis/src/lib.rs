@@ -11,6 +11,7 @@
 //! LLC).
 
 pub mod analyzer;
+pub mod compare;
 pub mod error;
 pub mod interventions;
 pub mod message;

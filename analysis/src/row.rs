@@ -84,3 +84,19 @@ pub fn numeric_leaves(value: &serde_json::Value) -> Vec<(String, f64)> {
     }
     out
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// A row with every required field and empty metric families, for tests that fill in what they need.
+    pub(crate) fn minimal_row_json() -> serde_json::Value {
+        serde_json::json!({
+            "schema_version": super::SCHEMA_VERSION, "run_id": "r", "step": 0, "tokens_seen": 0,
+            "wall_s": 0.0, "lr": 0.0, "train_loss": null,
+            "behavior": {"loss": 1.0, "accuracy": 0.0, "logit_margin": 0.0,
+                         "per_position_accuracy": {}, "split_accuracy": {}},
+            "residual": {}, "heads": {}, "mlp": {}, "dla": {}, "dynamics": {},
+            "timing": {"capture_ms": 0.0, "ablation_ms": 0.0, "queue_ms": 0.0, "queue_depth": 0,
+                       "sidecar_ms": 0.0, "families": {}}
+        })
+    }
+}

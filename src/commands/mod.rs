@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod compare;
 pub mod export;
 pub mod intervene;
 pub mod probe_set;
 pub mod replay;
+pub mod study;
 pub mod sweep;
 pub mod train;
 pub mod windows;

@@ -17,16 +17,16 @@ use crate::progress::Display;
 #[derive(clap::Args)]
 pub struct Args {
     /// The run's TOML config (see examples/).
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Analyze every checkpoint in-loop (probe set, metrics, analysis/checkpoint_metrics.jsonl + activations.h5).
     #[arg(long)]
-    analyze: bool,
+    pub(crate) analyze: bool,
     /// Run directory to create (default: runs/<config file stem>).
     #[arg(long, conflicts_with = "resume")]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint (CONFIG must equal its config.toml).
     #[arg(long)]
-    resume: Option<PathBuf>,
+    pub(crate) resume: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

@@ -11,10 +11,10 @@ use trainer::run_dir::{RunDir, write_atomic};
 #[derive(clap::Args)]
 pub struct Args {
     /// A run directory trained with `--analyze` (or swept with `formation sweep`).
-    run_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
     /// Take the detector's thresholds (the `[windows]` section) from this config instead of the run's own.
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

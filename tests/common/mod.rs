@@ -92,3 +92,60 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// A row without the fields that measure time (`wall_s`, `timing`).
+pub fn without_timing(row: &serde_json::Value) -> serde_json::Value {
+    let mut row = row.clone();
+    let object = row.as_object_mut().unwrap();
+    object.remove("wall_s");
+    object.remove("timing");
+    row
+}
+
+/// Equal row counts and rows equal apart from timing; on failure names the first differing row's step and
+/// (up to five of) its differing fields.
+pub fn assert_same_rows(a: &[serde_json::Value], b: &[serde_json::Value]) {
+    assert_eq!(a.len(), b.len(), "row counts");
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (without_timing(x), without_timing(y));
+        if x != y {
+            let (mut left, mut right) = (vec![], vec![]);
+            leaves(&x, vec![], &mut left);
+            leaves(&y, vec![], &mut right);
+            let differing: Vec<String> = left
+                .iter()
+                .filter(|leaf| !right.contains(leaf))
+                .take(5)
+                .map(|(path, value)| format!("{} = {value}", path.join(".")))
+                .collect();
+            panic!("row at step {} differs: {differing:?}", x["step"]);
+        }
+    }
+}
+
+pub fn leaves(
+    value: &serde_json::Value,
+    prefix: Vec<String>,
+    out: &mut Vec<(Vec<String>, serde_json::Value)>,
+) {
+    match value.as_object() {
+        Some(object) if !object.is_empty() => {
+            for (k, v) in object {
+                let mut p = prefix.clone();
+                p.push(k.clone());
+                leaves(v, p, out);
+            }
+        }
+        _ => out.push((prefix, value.clone())),
+    }
+}
+
+/// The command failed after progress lines: its stderr ends in exactly one `error: …` line; returns it.
+pub fn final_error(output: Output) -> String {
+    assert!(!output.status.success(), "expected failure, got success");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
+    errors[0].to_owned()
+}

@@ -26,6 +26,10 @@ pub struct Config {
     pub llc: LlcConfig,
     #[serde(default)]
     pub interventions: InterventionsConfig,
+    #[serde(default)]
+    pub decision: DecisionConfig,
+    #[serde(default)]
+    pub slurm: SlurmConfig,
 }
 
 /// Which task, with its own parameters (see `tasks/`).
@@ -367,6 +371,81 @@ impl Default for LlcConfig {
     }
 }
 
+/// Thresholds of the decision rule for starting deep circuit work (`formation compare`; the reasoning behind
+/// each default is in docs/compare.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionConfig {
+    /// Behavior converged: the lowest test accuracy over the last `converged_span` of training is at least this.
+    pub min_accuracy: f64,
+    /// …and it moved by at most this much (max − min) over that span.
+    pub max_accuracy_change: f64,
+    /// Fraction of the training steps, at the end, over which convergence is judged.
+    pub converged_span: f64,
+    /// Replicated: at least this many seeds of one config, each with a birth window…
+    pub min_seeds: usize,
+    /// …whose birth steps all lie within this factor of the seeds' median birth step.
+    pub birth_step_factor: f64,
+    /// Localized: at most `max_components` heads / MLP blocks carry this share of the summed ablation effect.
+    pub ablation_share: f64,
+    pub max_components: usize,
+    /// Stabilized: from the end of the birth window to the last checkpoint, the lowest linear CKA of the
+    /// residual stream (over boundaries × key positions) is at least this…
+    pub min_cka_to_final: f64,
+    /// …and the median cosine between the probe directions there and at the last checkpoint is at least this,
+    /// over the probes whose final selectivity is at least `min_probe_selectivity`.
+    pub min_probe_cosine: f64,
+    pub min_probe_selectivity: f64,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        Self {
+            min_accuracy: 0.9,
+            max_accuracy_change: 0.02,
+            converged_span: 0.2,
+            min_seeds: 3,
+            birth_step_factor: 1.5,
+            ablation_share: 0.8,
+            max_components: 3,
+            min_cka_to_final: 0.9,
+            min_probe_cosine: 0.8,
+            min_probe_selectivity: 0.1,
+        }
+    }
+}
+
+/// Resources of the Slurm array script `formation replicate|screen --slurm` writes (flags override them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmConfig {
+    /// `--partition`; absent: the cluster's default partition.
+    pub partition: Option<String>,
+    /// `--cpus-per-task`.
+    pub cpus_per_task: usize,
+    /// `--mem`, in Slurm's syntax (`4G`).
+    pub mem: String,
+    /// `--time`, in Slurm's syntax (`01:00:00`).
+    pub time: String,
+    /// At most this many array tasks at once (`--array=0-N%K`); absent: no limit.
+    pub max_parallel: Option<usize>,
+    /// Further `#SBATCH` lines, verbatim (`--account=…`, `--qos=…`).
+    pub extra: Vec<String>,
+}
+
+impl Default for SlurmConfig {
+    fn default() -> Self {
+        Self {
+            partition: None,
+            cpus_per_task: 2,
+            mem: "4G".into(),
+            time: "01:00:00".into(),
+            max_parallel: None,
+            extra: vec![],
+        }
+    }
+}
+
 /// Full-split evaluation cadence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -399,6 +478,40 @@ impl Config {
     /// The canonical TOML text of this config (what is frozen into the run directory).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// This config with one value changed. `key` is a dotted path (`optim.lr`, `train.checkpoints.every`);
+    /// `value` is a TOML value (`1e-3`, `true`, `"gelu"`; a bare word is taken as a string). An integer given for
+    /// a float field becomes a float. The result is checked like a loaded config (unknown keys, ranges).
+    pub fn with_override(&self, key: &str, value: &str) -> Result<Config, ConfigError> {
+        let invalid = |why: &str| ConfigError::Invalid {
+            path: None,
+            field: key.to_owned(),
+            why: why.to_owned(),
+        };
+        let mut root = toml::Value::try_from(self).map_err(|e| invalid(&e.to_string()))?;
+        let parts: Vec<&str> = key.split('.').collect();
+        let (leaf, sections) = parts.split_last().ok_or_else(|| invalid("is empty"))?;
+        let mut table = root
+            .as_table_mut()
+            .ok_or_else(|| invalid("is not a table"))?;
+        for section in sections {
+            table = table
+                .get_mut(*section)
+                .and_then(toml::Value::as_table_mut)
+                .ok_or_else(|| invalid(&format!("names no config section (`{section}`)")))?;
+        }
+        let given = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        let new = match (table.get(*leaf), given) {
+            (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+            (_, given) => given,
+        };
+        table.insert((*leaf).to_owned(), new);
+        let text = toml::to_string(&root).map_err(|e| invalid(&e.to_string()))?;
+        Config::parse(&text)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -583,6 +696,42 @@ impl Config {
             return invalid(
                 "llc",
                 "epsilon and nbeta must be positive, gamma not negative, chains and draws at least 1".into(),
+            );
+        }
+        let d = &self.decision;
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        if !(unit(d.min_accuracy)
+            && unit(d.max_accuracy_change)
+            && d.converged_span > 0.0
+            && d.converged_span <= 1.0
+            && d.ablation_share > 0.0
+            && d.ablation_share <= 1.0
+            && unit(d.min_cka_to_final)
+            && d.min_probe_cosine >= -1.0
+            && d.min_probe_cosine <= 1.0
+            && d.min_probe_selectivity.is_finite())
+        {
+            return invalid(
+                "decision",
+                "accuracies, shares, span and CKA must lie in [0, 1] (span and share above 0), the cosine in [-1, 1]".into(),
+            );
+        }
+        if d.min_seeds == 0 || d.max_components == 0 || !(d.birth_step_factor >= 1.0) {
+            return invalid(
+                "decision",
+                "min_seeds and max_components must be at least 1, birth_step_factor at least 1"
+                    .into(),
+            );
+        }
+        let s = &self.slurm;
+        if s.cpus_per_task == 0
+            || s.max_parallel == Some(0)
+            || s.mem.is_empty()
+            || s.time.is_empty()
+        {
+            return invalid(
+                "slurm",
+                "cpus_per_task and max_parallel must be at least 1, mem and time not empty".into(),
             );
         }
         if self.analysis.queue == 0 {

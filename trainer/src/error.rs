@@ -93,3 +93,23 @@ pub enum TrainError {
     #[error("reading a tensor back to the host: {0}")]
     Host(String),
 }
+
+/// A study (`formation replicate` / `screen`) that cannot be planned, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    /// A seed list, factor or factor value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The study directory cannot be created, read or continued.
+    #[error("study directory {path}: {why}")]
+    Dir { path: PathBuf, why: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Train(#[from] TrainError),
+}

@@ -92,18 +92,7 @@ impl RunDir {
 
     /// Reads the manifest, refusing another schema version.
     pub fn read_manifest(&self) -> Result<Manifest, TrainError> {
-        let text = fs::read_to_string(self.manifest())
-            .map_err(|e| self.error(&format!("cannot read run.json: {e}")))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| self.error(&format!("run.json is not valid JSON: {e}")))?;
-        let version = value.get("schema_version").and_then(|v| v.as_u64());
-        if version != Some(u64::from(RUN_SCHEMA_VERSION)) {
-            return Err(self.error(&format!(
-                "was written with run schema version {version:?}; this build reads version {RUN_SCHEMA_VERSION}"
-            )));
-        }
-        serde_json::from_value(value)
-            .map_err(|e| self.error(&format!("run.json does not match its schema: {e}")))
+        read_versioned(&self.manifest(), "run", RUN_SCHEMA_VERSION).map_err(|why| self.error(&why))
     }
 
     /// Reads the frozen config of this run.
@@ -135,6 +124,26 @@ impl RunDir {
             why: why.to_owned(),
         }
     }
+}
+
+/// A JSON manifest (`run.json`, `study.json`) whose `schema_version` must be `version`; the error says why
+/// (unreadable, not JSON, another version, another shape). `kind` names the layout in that message.
+pub fn read_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: &str,
+    version: u32,
+) -> Result<T, String> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{name} is not valid JSON: {e}"))?;
+    let found = value.get("schema_version").and_then(|v| v.as_u64());
+    if found != Some(u64::from(version)) {
+        return Err(format!(
+            "was written with {kind} schema version {found:?}; this build reads version {version}"
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| format!("{name} does not match its schema: {e}"))
 }
 
 /// SHA-256 of a config's canonical TOML.

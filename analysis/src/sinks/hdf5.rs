@@ -125,32 +125,7 @@ impl ActivationStore {
         step: u64,
         groups: &[&str],
     ) -> Result<BTreeMap<String, HostArray>, AnalysisError> {
-        let path = self.dir.join(format!("{}.h5", group_name(step)));
-        let read = || -> hdf5::Result<BTreeMap<String, HostArray>> {
-            let file = hdf5::File::open(&path)?;
-            let mut out = BTreeMap::new();
-            let mut pending: Vec<hdf5::Group> = groups
-                .iter()
-                .filter(|g| file.link_exists(g))
-                .filter_map(|g| file.group(g).ok())
-                .collect();
-            while let Some(group) = pending.pop() {
-                for ds in group.datasets()? {
-                    let name = ds.name().trim_start_matches('/').to_owned();
-                    let data = ds.read_raw::<f32>()?;
-                    out.insert(
-                        name,
-                        HostArray {
-                            shape: ds.shape(),
-                            data,
-                        },
-                    );
-                }
-                pending.extend(group.groups()?);
-            }
-            Ok(out)
-        };
-        read().map_err(|e| AnalysisError::hdf5(&path, e))
+        read_stored_step(&self.dir, step, groups)
     }
 
     /// Rewrites the index: file attributes and one external link per stored step.
@@ -177,6 +152,41 @@ impl ActivationStore {
             .create("schema_version")?
             .write_scalar(&u64::from(SCHEMA_VERSION))
     }
+}
+
+/// The arrays of one stored step under `groups`, read from `activations_dir` (`analysis/activations`) without
+/// opening the store for writing.
+pub fn read_stored_step(
+    activations_dir: &Path,
+    step: u64,
+    groups: &[&str],
+) -> Result<BTreeMap<String, HostArray>, AnalysisError> {
+    let path = activations_dir.join(format!("{}.h5", group_name(step)));
+    let read = || -> hdf5::Result<BTreeMap<String, HostArray>> {
+        let file = hdf5::File::open(&path)?;
+        let mut out = BTreeMap::new();
+        let mut pending: Vec<hdf5::Group> = groups
+            .iter()
+            .filter(|g| file.link_exists(g))
+            .filter_map(|g| file.group(g).ok())
+            .collect();
+        while let Some(group) = pending.pop() {
+            for ds in group.datasets()? {
+                let name = ds.name().trim_start_matches('/').to_owned();
+                let data = ds.read_raw::<f32>()?;
+                out.insert(
+                    name,
+                    HostArray {
+                        shape: ds.shape(),
+                        data,
+                    },
+                );
+            }
+            pending.extend(group.groups()?);
+        }
+        Ok(out)
+    };
+    read().map_err(|e| AnalysisError::hdf5(&path, e))
 }
 
 /// The group at `path` (`a/b/c`) under `file`, created with its parents where missing.

@@ -16,11 +16,11 @@
 //! The essential-dynamics trigger ([`turning_points`]) uses the same smoothing on the leading principal
 //! components of the output trajectory and flags where it turns by more than `turn_degrees`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use trainer::config::WindowsConfig;
 
 /// One flagged stretch of one series.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Flag {
     /// First and last checkpoint step of the window.
     pub start_step: u64,

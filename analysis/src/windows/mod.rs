@@ -9,7 +9,7 @@ pub mod detector;
 use std::collections::BTreeMap;
 
 use faer::Mat;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use trainer::config::WindowsConfig;
 
 use crate::row::{Row, numeric_leaves};
@@ -19,7 +19,7 @@ use detector::{Flag, detect, turning_points};
 pub const ESSENTIAL_DYNAMICS: &str = "essential_dynamics";
 
 /// One metric's reason for a window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trigger {
     /// Dotted path of the metric in the row (or `essential_dynamics`).
     pub metric: String,
@@ -28,7 +28,7 @@ pub struct Trigger {
 }
 
 /// A birth window: a merged step range with every trigger that fell in it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     /// `W0`, `W1`, … in step order (the name `formation replay --window N` uses).
     pub id: String,

@@ -1,0 +1,95 @@
+//! Whether the dynamics settled after a birth window (SPEC §8, "dynamics stabilized"): linear CKA of the
+//! residual stream at every boundary × key position, and the cosine of every selective probe's direction,
+//! between the first checkpoint at or after the window's end and the last checkpoint. Read from the arrays
+//! every analyzed checkpoint stores (`resid_at_keys/…`, `probe_weights/…`).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::analyzer::{PROBE_GROUP, RESID_GROUP, key_column};
+use crate::error::AnalysisError;
+use crate::metrics::dynamics::{cosine, linear_cka};
+use crate::sinks::hdf5::read_stored_step;
+
+/// CKA and probe-direction cosine from one checkpoint to the last.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stability {
+    pub from_step: u64,
+    pub to_step: u64,
+    /// Lowest linear CKA over boundaries × key positions whose representation varies across examples at both
+    /// steps (a constant one, like the `=` token's embedding, has no CKA), and where it is.
+    pub min_cka: f64,
+    pub min_cka_at: String,
+    pub cka_compared: usize,
+    /// Median cosine of the probe weights (all classes, flattened) over the probes whose final selectivity
+    /// is at least the threshold; `None` when no probe is that selective.
+    pub median_probe_cosine: Option<f64>,
+    pub probes_compared: usize,
+}
+
+/// Compares `from_step` with `to_step` in a run's `analysis/activations/` directory; `selective` names the
+/// probes (`boundary/key/target`) whose directions count.
+pub fn stability(
+    activations_dir: &Path,
+    from_step: u64,
+    to_step: u64,
+    selective: &[String],
+) -> Result<Stability, AnalysisError> {
+    let groups = [RESID_GROUP, PROBE_GROUP];
+    let from = read_stored_step(activations_dir, from_step, &groups)?;
+    let to = read_stored_step(activations_dir, to_step, &groups)?;
+    let (mut min_cka, mut min_cka_at, mut cka_compared) = (f64::INFINITY, String::new(), 0);
+    let mut cosines = vec![];
+    for (name, late) in &to {
+        let Some(early) = from.get(name) else {
+            continue;
+        };
+        if let Some(boundary) = name.strip_prefix(&format!("{RESID_GROUP}/")) {
+            let [_, keys, d] = late.shape[..] else {
+                continue;
+            };
+            for k in 0..keys {
+                let (x, y) = (key_column(early, k), key_column(late, k));
+                if !varies(&x, d) || !varies(&y, d) {
+                    continue;
+                }
+                let score = linear_cka(&x, d, &y, d);
+                cka_compared += 1;
+                if score < min_cka {
+                    (min_cka, min_cka_at) = (score, format!("{boundary} key {k}"));
+                }
+            }
+        } else if let Some(probe) = name.strip_prefix(&format!("{PROBE_GROUP}/"))
+            && selective.iter().any(|s| s == probe)
+        {
+            cosines.push(cosine(&early.data, &late.data));
+        }
+    }
+    cosines.sort_by(f64::total_cmp);
+    Ok(Stability {
+        from_step,
+        to_step,
+        min_cka: if cka_compared == 0 { f64::NAN } else { min_cka },
+        min_cka_at,
+        cka_compared,
+        median_probe_cosine: (!cosines.is_empty()).then(|| cosines[(cosines.len() - 1) / 2]),
+        probes_compared: cosines.len(),
+    })
+}
+
+/// Whether the rows (`[n, d]`) of a matrix are not all the same.
+fn varies(x: &[f32], d: usize) -> bool {
+    x.chunks(d).any(|row| row != &x[..d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_rows_do_not_vary() {
+        assert!(!varies(&[1.0, 2.0, 1.0, 2.0, 1.0, 2.0], 2));
+        assert!(varies(&[1.0, 2.0, 1.0, 2.5], 2));
+    }
+}

@@ -1,0 +1,88 @@
+//! `formation compare RUN_DIR... | STUDY_DIR`: per run, windows, final behavior and the components that carry
+//! the mechanism; across seeds, the spread of birth steps and agreement of the localized components; across a
+//! screen's factor, birth step vs value; and the decision rule (READY / NOT READY) per config.
+
+use std::path::PathBuf;
+
+use analysis::compare::{RunSummary, compare, summarize, table};
+use anyhow::{Context, bail};
+use trainer::Config;
+use trainer::run_dir::{RunDir, write_atomic};
+use trainer::study::{RunState, Study};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Analyzed run directories (taken as seeds of one config), or one study directory.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Take the decision rule's thresholds (the `[decision]` section) from this config.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Write the comparison as JSON here (default for a study: STUDY_DIR/compare.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let study = (args.dirs.len() == 1 && args.dirs[0].join("study.json").exists())
+        .then(|| Study::new(&args.dirs[0]));
+    // (name, run dir, factor value)
+    let mut members: Vec<(String, PathBuf, Option<String>)> = vec![];
+    let mut factor = None;
+    if let Some(study) = &study {
+        let manifest = study.read_manifest()?;
+        factor = manifest.factor.as_ref().map(|f| f.key.clone());
+        let mut missing = vec![];
+        for run in &manifest.runs {
+            if study.state(&run.name) == RunState::Done {
+                members.push((
+                    run.name.clone(),
+                    study.run_dir(&run.name),
+                    run.value.clone(),
+                ));
+            } else {
+                missing.push(run.name.clone());
+            }
+        }
+        if !missing.is_empty() {
+            eprintln!(
+                "comparing the {} done runs of {}; not done: {} (see formation collect)",
+                members.len(),
+                manifest.runs.len(),
+                missing.join(", ")
+            );
+        }
+        if members.is_empty() {
+            bail!("no run of {} is done yet", study.root.display());
+        }
+    } else {
+        for dir in &args.dirs {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(dir.display().to_string());
+            members.push((name, dir.clone(), None));
+        }
+    }
+    let thresholds = match &args.config {
+        Some(path) => Config::load(path)?.decision,
+        None => RunDir::new(&members[0].1).read_config()?.decision,
+    };
+    let runs: Vec<RunSummary> = members
+        .into_iter()
+        .map(|(name, dir, value)| {
+            summarize(&RunDir::new(&dir), &name, value, &thresholds)
+                .with_context(|| format!("summarizing {}", dir.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let comparison = compare(factor, runs, &thresholds);
+    print!("{}", table(&comparison));
+    let json = args
+        .json
+        .or_else(|| study.as_ref().map(|s| s.root.join("compare.json")));
+    if let Some(path) = json {
+        write_atomic(&path, serde_json::to_string_pretty(&comparison)?.as_bytes())?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}

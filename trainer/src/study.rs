@@ -1,0 +1,438 @@
+//! A study: one config trained over several seeds (Phase B, `formation replicate`) or over the values of one
+//! config key (Phase C, `formation screen`), each run an independent process in its own run directory. This
+//! module plans the runs, writes and checks the study's manifest, and reads each run's state from its files.
+//!
+//! Layout of a study directory: `study.json` (the plan), `configs/NAME.toml` (each run's full config),
+//! `runs/NAME/` (run directories), `status/NAME.json` (written by the run's process), `logs/NAME.log`, and
+//! `slurm/array.sbatch` when the study goes to Slurm.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::StudyError;
+use crate::run_dir::{read_versioned, write_atomic};
+
+/// Version of the study manifest; a study directory of another version is refused.
+pub const STUDY_SCHEMA_VERSION: u32 = 1;
+
+/// Seed replication or a one-factor screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StudyKind {
+    Replicate,
+    Screen,
+}
+
+/// One config key and the values a screen gives it (as written on the command line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Factor {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+impl Factor {
+    /// Parses `KEY=V1,V2,...`.
+    pub fn parse(text: &str) -> Result<Self, StudyError> {
+        let (key, values) = text.split_once('=').ok_or_else(|| {
+            StudyError::Invalid(format!(
+                "--factor `{text}` is not of the form KEY=V1,V2,..."
+            ))
+        })?;
+        let values: Vec<String> = values.split(',').map(|v| v.trim().to_owned()).collect();
+        if key.trim().is_empty() || values.iter().any(String::is_empty) {
+            return Err(StudyError::Invalid(format!(
+                "--factor `{text}` needs a key and non-empty values"
+            )));
+        }
+        if let Some(bad) = values.iter().find(|v| {
+            !v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+        }) {
+            return Err(StudyError::Invalid(format!(
+                "factor value `{bad}` must be letters, digits and . _ + - only (it names a run directory)"
+            )));
+        }
+        Ok(Self {
+            key: key.trim().to_owned(),
+            values,
+        })
+    }
+}
+
+/// Parses a seed list: `0..5` (0 to 4), `0..=4`, `1,3,7` or `3`.
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>, StudyError> {
+    let bad = || {
+        StudyError::Invalid(format!(
+            "--seeds `{text}` is not a range (0..5, 0..=4) or a list (1,3,7) of seeds"
+        ))
+    };
+    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
+    let seeds: Vec<u64> = if let Some((a, b)) = text.split_once("..=") {
+        (number(a)?..=number(b)?).collect()
+    } else if let Some((a, b)) = text.split_once("..") {
+        (number(a)?..number(b)?).collect()
+    } else {
+        text.split(',').map(number).collect::<Result<_, _>>()?
+    };
+    let mut unique = seeds.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if seeds.is_empty() || unique.len() != seeds.len() {
+        return Err(StudyError::Invalid(format!(
+            "--seeds `{text}` must name at least one seed, each once"
+        )));
+    }
+    Ok(seeds)
+}
+
+/// One run of a study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRun {
+    /// `s3` (replicate) or `optim.lr=1e-3-s3` (screen): the run's directory, config, status and log name.
+    pub name: String,
+    pub seed: u64,
+    /// The factor's value (screens).
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// `study.json`: what the study is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyManifest {
+    pub schema_version: u32,
+    pub kind: StudyKind,
+    /// The config the runs derive from, as given on the command line.
+    pub base_config: PathBuf,
+    #[serde(default)]
+    pub factor: Option<Factor>,
+    pub seeds: Vec<u64>,
+    pub runs: Vec<PlannedRun>,
+}
+
+/// Plans a study: every (factor value ×) seed, with its full config (validated: a bad value fails here, before
+/// anything is written or started).
+pub fn plan(
+    kind: StudyKind,
+    base: &Config,
+    base_path: &Path,
+    seeds: &[u64],
+    factor: Option<&Factor>,
+) -> Result<(StudyManifest, Vec<Config>), StudyError> {
+    let mut runs = vec![];
+    let mut configs = vec![];
+    let values: Vec<Option<&String>> = match factor {
+        Some(f) => f.values.iter().map(Some).collect(),
+        None => vec![None],
+    };
+    for value in values {
+        let varied = match (factor, value) {
+            (Some(f), Some(v)) => base
+                .with_override(&f.key, v)
+                .map_err(|e| StudyError::Invalid(format!("{} = {v}: {e}", f.key)))?,
+            _ => base.clone(),
+        };
+        for &seed in seeds {
+            let mut config = varied.clone();
+            config.train.seed = seed;
+            let name = match (factor, value) {
+                (Some(f), Some(v)) => format!("{}={v}-s{seed}", f.key),
+                _ => format!("s{seed}"),
+            };
+            runs.push(PlannedRun {
+                name,
+                seed,
+                value: value.cloned(),
+            });
+            configs.push(config);
+        }
+    }
+    let manifest = StudyManifest {
+        schema_version: STUDY_SCHEMA_VERSION,
+        kind,
+        base_config: base_path.to_owned(),
+        factor: factor.cloned(),
+        seeds: seeds.to_vec(),
+        runs,
+    };
+    Ok((manifest, configs))
+}
+
+/// What a run's process writes to `status/NAME.json` when it starts, finishes or fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub state: StatusState,
+    /// The error, one sentence, when the run failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    pub host: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusState {
+    Running,
+    Done,
+    Failed,
+}
+
+/// Where a run stands, from its files.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunState {
+    /// Never started.
+    Pending,
+    /// Its process said it started and has not finished (or was killed: a re-run resumes it).
+    Started { step: Option<u64> },
+    /// Failed with this error; a re-run resumes it.
+    Failed { error: String, step: Option<u64> },
+    /// Trained, analyzed, windows found.
+    Done,
+}
+
+impl RunState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Started { .. } => "started",
+            RunState::Failed { .. } => "failed",
+            RunState::Done => "done",
+        }
+    }
+}
+
+/// Paths inside one study directory.
+#[derive(Debug, Clone)]
+pub struct Study {
+    pub root: PathBuf,
+}
+
+impl Study {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn manifest_path(&self) -> PathBuf {
+        self.root.join("study.json")
+    }
+    pub fn config(&self, name: &str) -> PathBuf {
+        self.root.join("configs").join(format!("{name}.toml"))
+    }
+    pub fn run_dir(&self, name: &str) -> PathBuf {
+        self.root.join("runs").join(name)
+    }
+    pub fn status(&self, name: &str) -> PathBuf {
+        self.root.join("status").join(format!("{name}.json"))
+    }
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{name}.log"))
+    }
+    pub fn sbatch(&self) -> PathBuf {
+        self.root.join("slurm").join("array.sbatch")
+    }
+
+    /// Writes the plan, or checks it against the one already there (re-running a study command continues
+    /// it; a different plan in the same directory is refused before anything changes).
+    pub fn prepare(&self, manifest: &StudyManifest, configs: &[Config]) -> Result<(), StudyError> {
+        if self.manifest_path().exists() {
+            let existing = self.read_manifest()?;
+            if existing.kind != manifest.kind
+                || existing.factor != manifest.factor
+                || existing.runs != manifest.runs
+            {
+                return Err(self.error(
+                    "already holds a different study (other runs, factor or kind); choose another --out",
+                ));
+            }
+            for (run, config) in manifest.runs.iter().zip(configs) {
+                let frozen = Config::load(&self.config(&run.name))?;
+                if &frozen != config {
+                    return Err(self.error(&format!(
+                        "run {} was planned from a different config; choose another --out",
+                        run.name
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        if self.root.exists()
+            && fs::read_dir(&self.root)
+                .map_err(|e| self.io(&self.root, e))?
+                .next()
+                .is_some()
+        {
+            return Err(self.error("exists and is not a study directory (no study.json)"));
+        }
+        for dir in ["configs", "runs", "status", "logs"] {
+            let path = self.root.join(dir);
+            fs::create_dir_all(&path).map_err(|e| self.io(&path, e))?;
+        }
+        for (run, config) in manifest.runs.iter().zip(configs) {
+            write_atomic(&self.config(&run.name), config.to_toml().as_bytes())?;
+        }
+        write_atomic(
+            &self.manifest_path(),
+            &serde_json::to_vec_pretty(manifest).expect("study manifest serializes"),
+        )?;
+        Ok(())
+    }
+
+    /// Reads `study.json`, refusing another schema version.
+    pub fn read_manifest(&self) -> Result<StudyManifest, StudyError> {
+        if !self.manifest_path().exists() {
+            return Err(self.error("is not a study directory (no study.json)"));
+        }
+        read_versioned(&self.manifest_path(), "study", STUDY_SCHEMA_VERSION)
+            .map_err(|why| self.error(&why))
+    }
+
+    /// Records a run's state (atomically).
+    pub fn write_status(&self, name: &str, status: &RunStatus) -> Result<(), StudyError> {
+        Ok(write_atomic(
+            &self.status(name),
+            &serde_json::to_vec_pretty(status).expect("status serializes"),
+        )?)
+    }
+
+    /// Where a run stands.
+    pub fn state(&self, name: &str) -> RunState {
+        let status: Option<RunStatus> = fs::read_to_string(self.status(name))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
+        let step = last_logged_step(&self.run_dir(name));
+        match status {
+            None => RunState::Pending,
+            Some(s) => match s.state {
+                StatusState::Done => RunState::Done,
+                StatusState::Running => RunState::Started { step },
+                StatusState::Failed => RunState::Failed {
+                    error: s.error.unwrap_or_default(),
+                    step,
+                },
+            },
+        }
+    }
+
+    fn error(&self, why: &str) -> StudyError {
+        StudyError::Dir {
+            path: self.root.clone(),
+            why: why.to_owned(),
+        }
+    }
+
+    fn io(&self, path: &Path, source: std::io::Error) -> StudyError {
+        StudyError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The step of the last line of a run's `metrics/train.jsonl` (read from the file's tail: cheap to poll).
+pub fn last_logged_step(run_dir: &Path) -> Option<u64> {
+    let mut file = fs::File::open(run_dir.join("metrics").join("train.jsonl")).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = String::new();
+    file.read_to_string(&mut tail).ok()?;
+    tail.lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|row| row.get("step").and_then(|s| s.as_u64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ci_config() -> Config {
+        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ci.toml")).unwrap()
+    }
+
+    #[test]
+    fn seeds_parse_as_ranges_and_lists() {
+        assert_eq!(parse_seeds("0..3").unwrap(), vec![0, 1, 2]);
+        assert_eq!(parse_seeds("2..=4").unwrap(), vec![2, 3, 4]);
+        assert_eq!(parse_seeds("7,1").unwrap(), vec![7, 1]);
+        assert_eq!(parse_seeds("5").unwrap(), vec![5]);
+        for bad in ["3..3", "a..4", "1,1", "", "1,,2"] {
+            assert!(parse_seeds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn factor_values_must_name_directories() {
+        let f = Factor::parse("optim.lr=1e-3, 3e-3").unwrap();
+        assert_eq!(f.key, "optim.lr");
+        assert_eq!(f.values, vec!["1e-3", "3e-3"]);
+        assert!(Factor::parse("optim.lr").is_err());
+        assert!(Factor::parse("optim.lr=1,").is_err());
+        assert!(Factor::parse("task.name=../x").is_err());
+    }
+
+    #[test]
+    fn a_screen_plans_every_value_times_seed_with_the_value_set() {
+        let base = ci_config();
+        let factor = Factor::parse("optim.weight_decay=0,1").unwrap();
+        let (manifest, configs) = plan(
+            StudyKind::Screen,
+            &base,
+            Path::new("ci.toml"),
+            &[0, 1],
+            Some(&factor),
+        )
+        .unwrap();
+        let names: Vec<&str> = manifest.runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "optim.weight_decay=0-s0",
+                "optim.weight_decay=0-s1",
+                "optim.weight_decay=1-s0",
+                "optim.weight_decay=1-s1"
+            ]
+        );
+        // The integer 0 became the float field's 0.0; every other field is the base config's.
+        assert_eq!(configs[0].optim.weight_decay, 0.0);
+        assert_eq!(configs[3].optim.weight_decay, 1.0);
+        assert_eq!(configs[1].train.seed, 1);
+        let mut expected = base.clone();
+        expected.optim.weight_decay = 0.0;
+        expected.train.seed = 1;
+        assert_eq!(configs[1], expected);
+    }
+
+    #[test]
+    fn a_bad_factor_value_or_key_fails_the_plan() {
+        let base = ci_config();
+        for (factor, needle) in [
+            ("model.d_model=30", "divisible"),
+            ("model.d_modle=32", "d_modle"),
+            ("optimizer.lr=1", "no config section"),
+            ("optim.lr=fast", "optim.lr"),
+        ] {
+            let f = Factor::parse(factor).unwrap();
+            let err = plan(
+                StudyKind::Screen,
+                &base,
+                Path::new("ci.toml"),
+                &[0],
+                Some(&f),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{factor}: {err}");
+        }
+    }
+
+    #[test]
+    fn overrides_reach_nested_sections_and_keep_strings() {
+        let base = ci_config();
+        let c = base.with_override("train.checkpoints.every", "10").unwrap();
+        assert_eq!(c.train.checkpoints.every, 10);
+        let c = base.with_override("model.act_fn", "gelu").unwrap();
+        assert_eq!(c.model.act_fn, crate::config::Activation::Gelu);
+    }
+}
