@@ -47,6 +47,8 @@ enum Command {
     Collect(commands::study::CollectArgs),
     /// Compare runs or a study's runs and apply the decision rule for deep circuit work (READY / NOT READY).
     Compare(commands::compare::Args),
+    /// Write a self-contained HTML report of a run or a study (plots, windows, decision).
+    Report(commands::report::Args),
     /// One run of a study, as the study's engines start it (train --analyze or resume, then windows).
     #[command(hide = true)]
     StudyTask(commands::study::TaskArgs),
@@ -69,6 +71,7 @@ fn main() {
         Command::Screen(args) => commands::study::screen(args),
         Command::Collect(args) => commands::study::collect(args),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::StudyTask(args) => commands::study::task(args),
     };
     if let Err(err) = result {

@@ -17,6 +17,7 @@ pub mod interventions;
 pub mod message;
 pub mod metrics;
 pub mod plugin;
+pub mod report;
 pub mod row;
 pub mod selection;
 pub mod sidecar;

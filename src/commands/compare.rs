@@ -2,9 +2,9 @@
 //! the mechanism; across seeds, the spread of birth steps and agreement of the localized components; across a
 //! screen's factor, birth step vs value; and the decision rule (READY / NOT READY) per config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use analysis::compare::{RunSummary, compare, summarize, table};
+use analysis::compare::{Comparison, RunSummary, compare, summarize, table};
 use anyhow::{Context, bail};
 use trainer::Config;
 use trainer::run_dir::{RunDir, write_atomic};
@@ -24,8 +24,35 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let study = (args.dirs.len() == 1 && args.dirs[0].join("study.json").exists())
-        .then(|| Study::new(&args.dirs[0]));
+    let compared = compare_dirs(&args.dirs, args.config.as_deref())?;
+    print!("{}", table(&compared.comparison));
+    let json = args
+        .json
+        .or_else(|| compared.study.as_ref().map(|s| s.root.join("compare.json")));
+    if let Some(path) = json {
+        write_atomic(
+            &path,
+            serde_json::to_string_pretty(&compared.comparison)?.as_bytes(),
+        )?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// A comparison with what it was made from.
+pub struct Compared {
+    pub comparison: Comparison,
+    /// The study, when one study directory was given.
+    pub study: Option<Study>,
+    /// (name, run directory) of every compared run.
+    pub members: Vec<(String, PathBuf)>,
+}
+
+/// Compares run directories (as seeds of one config) or the done runs of one study directory; thresholds
+/// from `config` or the first run's own config.
+pub fn compare_dirs(dirs: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Compared> {
+    let study =
+        (dirs.len() == 1 && dirs[0].join("study.json").exists()).then(|| Study::new(&dirs[0]));
     // (name, run dir, factor value)
     let mut members: Vec<(String, PathBuf, Option<String>)> = vec![];
     let mut factor = None;
@@ -56,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("no run of {} is done yet", study.root.display());
         }
     } else {
-        for dir in &args.dirs {
+        for dir in dirs {
             let name = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -64,25 +91,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             members.push((name, dir.clone(), None));
         }
     }
-    let thresholds = match &args.config {
+    let thresholds = match config {
         Some(path) => Config::load(path)?.decision,
         None => RunDir::new(&members[0].1).read_config()?.decision,
     };
     let runs: Vec<RunSummary> = members
-        .into_iter()
+        .iter()
         .map(|(name, dir, value)| {
-            summarize(&RunDir::new(&dir), &name, value, &thresholds)
+            summarize(&RunDir::new(dir), name, value.clone(), &thresholds)
                 .with_context(|| format!("summarizing {}", dir.display()))
         })
         .collect::<anyhow::Result<_>>()?;
-    let comparison = compare(factor, runs, &thresholds);
-    print!("{}", table(&comparison));
-    let json = args
-        .json
-        .or_else(|| study.as_ref().map(|s| s.root.join("compare.json")));
-    if let Some(path) = json {
-        write_atomic(&path, serde_json::to_string_pretty(&comparison)?.as_bytes())?;
-        println!("\nwrote {}", path.display());
-    }
-    Ok(())
+    Ok(Compared {
+        comparison: compare(factor, runs, &thresholds),
+        study,
+        members: members.into_iter().map(|(n, d, _)| (n, d)).collect(),
+    })
 }

@@ -6,6 +6,7 @@ pub mod export;
 pub mod intervene;
 pub mod probe_set;
 pub mod replay;
+pub mod report;
 pub mod study;
 pub mod sweep;
 pub mod train;

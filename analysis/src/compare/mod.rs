@@ -184,6 +184,27 @@ pub struct Group {
     pub decision: Decision,
 }
 
+impl Group {
+    /// `optim.lr = 1e-3` in a screen, `these runs` otherwise.
+    pub fn label(&self, factor: Option<&String>) -> String {
+        match (factor, &self.value) {
+            (Some(key), Some(v)) => format!("{key} = {v}"),
+            _ => "these runs".to_owned(),
+        }
+    }
+}
+
+impl RunSummary {
+    /// `W1 (1200–3800)`, or `-` without a birth window.
+    pub fn birth_window_text(&self) -> String {
+        self.birth_window
+            .as_ref()
+            .and_then(|id| self.windows.iter().find(|w| &w.id == id))
+            .map(|w| format!("{} ({}–{})", w.id, w.start_step, w.end_step))
+            .unwrap_or("-".into())
+    }
+}
+
 /// What `formation compare` prints and writes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
@@ -259,12 +280,7 @@ pub fn table(c: &Comparison) -> String {
             .as_ref()
             .map(|f| (format!("{:.4}", f.accuracy), format!("{:.4}", f.loss)))
             .unwrap_or(("-".into(), "-".into()));
-        let window = r
-            .birth_window
-            .as_ref()
-            .and_then(|id| r.windows.iter().find(|w| &w.id == id))
-            .map(|w| format!("{} ({}–{})", w.id, w.start_step, w.end_step))
-            .unwrap_or("-".into());
+        let window = r.birth_window_text();
         let share: f64 = r
             .ablation_shares
             .iter()
@@ -313,10 +329,7 @@ pub fn table(c: &Comparison) -> String {
         }
     }
     for g in &c.groups {
-        let label = match (&c.factor, &g.value) {
-            (Some(key), Some(v)) => format!("{key} = {v}"),
-            _ => "these runs".to_owned(),
-        };
+        let label = g.label(c.factor.as_ref());
         out.push_str(&format!(
             "\n{label}: {} — deep circuit work {}\n",
             if g.decision.ready {

@@ -1,0 +1,437 @@
+//! `formation report`: one self-contained HTML file (inline CSS, JavaScript and data; nothing fetched when it
+//! opens) with the plots a researcher looks at first. [`plots`] decides what goes into each plot from the
+//! run's own files; `plot.js` draws them as SVG; this module loads a run or a study and lays out the page.
+
+pub mod plots;
+
+use std::path::Path;
+
+use serde_json::Value;
+use trainer::run_dir::RunDir;
+
+use crate::compare::{Comparison, read_rows};
+use crate::error::AnalysisError;
+use crate::windows::Window;
+use plots::{Mark, Plot, Point, Series, run_plots, series, window_plots};
+
+/// One analyzed run's files, as the report needs them.
+pub struct RunData {
+    pub name: String,
+    pub run_id: String,
+    /// The rows of `analysis/checkpoint_metrics.jsonl`, as JSON.
+    pub rows: Vec<Value>,
+    pub windows: Vec<Window>,
+    pub replays: Vec<Replay>,
+}
+
+/// A replayed window (`windows/WN/`): its verification and intervention reports.
+pub struct Replay {
+    pub window: Window,
+    pub bit_exact: Option<bool>,
+    /// (step, kind, report) of every `interventions/step_S/KIND.json`, by step.
+    pub reports: Vec<(u64, String, Value)>,
+}
+
+/// Reads what the report shows of a run (windows and replays are optional).
+pub fn load_run(run: &RunDir, name: &str) -> Result<RunData, AnalysisError> {
+    let manifest = run.read_manifest()?;
+    let rows = read_rows(&crate::plugin::metrics_path(run))?
+        .into_iter()
+        .map(|r| serde_json::to_value(r).expect("rows serialize"))
+        .collect();
+    let windows: Vec<Window> =
+        std::fs::read_to_string(crate::plugin::analysis_dir(run).join("birth_windows.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| serde_json::from_value(v["windows"].clone()).ok())
+            .unwrap_or_default();
+    let mut replays = vec![];
+    for window in &windows {
+        let dir = run.root.join("windows").join(&window.id);
+        if !dir.is_dir() {
+            continue;
+        }
+        let bit_exact = read_json(&dir.join("replay.json")).and_then(|r| r["bit_exact"].as_bool());
+        replays.push(Replay {
+            window: window.clone(),
+            bit_exact,
+            reports: intervention_reports(&dir.join("interventions")),
+        });
+    }
+    Ok(RunData {
+        name: name.to_owned(),
+        run_id: manifest.run_id,
+        rows,
+        windows,
+        replays,
+    })
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Every `step_S/KIND.json` under an interventions directory, by step then kind.
+fn intervention_reports(dir: &Path) -> Vec<(u64, String, Value)> {
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(step) = name
+            .strip_prefix("step_")
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(entry.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let (Some(kind), Some(report)) = (path.file_stem(), read_json(&path))
+            {
+                out.push((step, kind.to_string_lossy().into_owned(), report));
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    out
+}
+
+/// A titled part of the page: HTML (already escaped) and plots.
+pub struct Section {
+    pub heading: String,
+    pub html: String,
+    pub plots: Vec<Plot>,
+    /// Shown folded (the per-run detail of a study).
+    pub folded: bool,
+}
+
+/// The sections of one run: its plots, its windows with their triggers, and its replayed windows.
+pub fn run_sections(run: &RunData, prefix: &str, folded: bool) -> Vec<Section> {
+    let mut html = format!(
+        "<p>run <code>{}</code>: {} analyzed checkpoints. Birth windows are shaded on every time axis (hover for their triggers).</p>",
+        escape(&run.run_id),
+        run.rows.len()
+    );
+    html.push_str(&windows_table(&run.windows));
+    let mut sections = vec![Section {
+        heading: format!("Run {}", run.name),
+        html,
+        plots: run_plots(prefix, &run.rows, &run.windows),
+        folded,
+    }];
+    for replay in &run.replays {
+        let verified = match replay.bit_exact {
+            Some(true) => "bit-exact at the original checkpoints",
+            Some(false) => "NOT bit-exact (see replay.json)",
+            None => "verification not recorded",
+        };
+        let steps: BTreeSetU64 = replay.reports.iter().map(|r| r.0).collect();
+        sections.push(Section {
+            heading: format!("Run {}: window {} replayed", run.name, replay.window.id),
+            html: format!(
+                "<p>steps {}–{}, {} dense checkpoints with interventions; replay {verified}.</p>",
+                replay.window.start_step,
+                replay.window.end_step,
+                steps.len()
+            ),
+            plots: window_plots(
+                &format!("{prefix}-{}", replay.window.id),
+                &replay.window,
+                &replay.reports,
+            ),
+            folded,
+        });
+    }
+    sections
+}
+
+type BTreeSetU64 = std::collections::BTreeSet<u64>;
+
+fn windows_table(windows: &[Window]) -> String {
+    if windows.is_empty() {
+        return "<p>No birth windows (run <code>formation windows</code>).</p>".into();
+    }
+    let mut html = String::from(
+        "<table><tr><th>window</th><th>rank</th><th>steps</th><th>score</th><th>loss fell</th><th>mechanism grew</th><th>strongest triggers</th></tr>",
+    );
+    for w in windows {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}–{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&w.id),
+            w.rank,
+            w.start_step,
+            w.end_step,
+            w.score,
+            if w.loss_fell { "yes" } else { "no" },
+            escape(&w.mechanism_grew.join(", ")),
+            escape(
+                &w.triggers
+                    .iter()
+                    .take(4)
+                    .map(|t| format!("{} (peak {}, score {:.1})", t.metric, t.flag.peak_step, t.flag.score))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        ));
+    }
+    html + "</table>"
+}
+
+/// The accuracy a seed overlay shows: the test split's where the run evaluates it, else the probe set's.
+fn headline_accuracy(rows: &[Value]) -> (&'static str, Vec<&'static str>) {
+    if rows
+        .iter()
+        .any(|r| r["eval"]["test"]["accuracy"].is_number())
+    {
+        ("test accuracy", vec!["eval", "test", "accuracy"])
+    } else {
+        ("probe-set accuracy", vec!["behavior", "accuracy"])
+    }
+}
+
+/// The study's sections: the comparison and decision, seed overlays with birth steps marked, factor plots,
+/// then every run folded.
+pub fn study_sections(comparison: &Comparison, runs: &[RunData]) -> Vec<Section> {
+    let mut sections = vec![];
+    let mut html = decision_tables(comparison);
+    html.push_str("<p>The full comparison is in <code>compare.json</code> (<code>formation compare</code>).</p>");
+    let mut plots = vec![];
+    let (label, path) = headline_accuracy(runs.first().map(|r| r.rows.as_slice()).unwrap_or(&[]));
+    for (what, path, log_y) in [
+        (label, path, false),
+        ("test loss", vec!["eval", "test", "loss"], true),
+    ] {
+        let overlay: Vec<Series> = runs
+            .iter()
+            .filter_map(|r| series(&r.rows, &r.name, &path))
+            .collect();
+        let marks = comparison
+            .runs
+            .iter()
+            .filter_map(|r| {
+                Some(Mark {
+                    label: format!("{} birth", r.name),
+                    x: r.birth_step?,
+                })
+            })
+            .collect();
+        plots.push(Plot::Lines {
+            id: format!("seeds-{}", what.replace(' ', "-")),
+            title: format!("{what} by run (vertical lines: birth steps)"),
+            x_label: "step (log)".into(),
+            log_x: true,
+            log_y,
+            series: overlay,
+            shade: vec![],
+            marks,
+        });
+    }
+    if let Some(key) = &comparison.factor {
+        let categories: Vec<String> = comparison
+            .groups
+            .iter()
+            .filter_map(|g| g.value.clone())
+            .collect();
+        let category = |v: &Option<String>| categories.iter().position(|c| Some(c) == v.as_ref());
+        for (id, title, log_y, value) in [
+            (
+                "factor-birth",
+                format!("birth step vs {key} (large dot: median)"),
+                true,
+                0,
+            ),
+            (
+                "factor-accuracy",
+                format!("final accuracy vs {key}"),
+                false,
+                1,
+            ),
+        ] {
+            let mut points: Vec<Point> = vec![];
+            for (i, r) in comparison.runs.iter().enumerate() {
+                let Some(c) = category(&r.value) else {
+                    continue;
+                };
+                let y = if value == 0 {
+                    r.birth_step.map(|s| s as f64)
+                } else {
+                    r.final_behavior.as_ref().map(|f| f.accuracy)
+                };
+                points.push(Point {
+                    label: r.name.clone(),
+                    category: c,
+                    y,
+                    jitter: ((i % 5) as f64 - 2.0) * 5.0,
+                    median: false,
+                });
+            }
+            if value == 0 {
+                for g in &comparison.groups {
+                    if let (Some(c), Some(m)) = (category(&g.value), g.median_birth_step) {
+                        points.push(Point {
+                            label: format!("median {}", g.value.as_deref().unwrap_or("")),
+                            category: c,
+                            y: Some(m),
+                            jitter: 0.0,
+                            median: true,
+                        });
+                    }
+                }
+            }
+            plots.push(Plot::Scatter {
+                id: id.into(),
+                title,
+                x_label: key.clone(),
+                categories: categories.clone(),
+                points,
+                log_y: log_y && value == 0,
+            });
+        }
+    }
+    sections.push(Section {
+        heading: "Comparison and decision".into(),
+        html,
+        plots,
+        folded: false,
+    });
+    for (i, run) in runs.iter().enumerate() {
+        sections.extend(run_sections(run, &format!("r{i}"), true));
+    }
+    sections
+}
+
+fn decision_tables(c: &Comparison) -> String {
+    let mut html = String::from(
+        "<table><tr><th>run</th><th>seed</th><th>value</th><th>final accuracy</th><th>birth window</th><th>birth step</th><th>localized components</th></tr>",
+    );
+    for r in &c.runs {
+        let window = r.birth_window_text();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&r.name),
+            r.seed,
+            escape(r.value.as_deref().unwrap_or("-")),
+            r.final_behavior.as_ref().map(|f| format!("{:.4}", f.accuracy)).unwrap_or("-".into()),
+            escape(&window),
+            r.birth_step.map(|s| s.to_string()).unwrap_or("-".into()),
+            escape(&r.localized.join(", "))
+        ));
+    }
+    html.push_str("</table>");
+    for g in &c.groups {
+        let label = g.label(c.factor.as_ref());
+        html.push_str(&format!(
+            "<h3 class=\"{}\">{}: {}</h3><table><tr><th>criterion</th><th></th><th>measured</th><th>threshold</th></tr>",
+            if g.decision.ready { "ready" } else { "notready" },
+            escape(&label),
+            if g.decision.ready { "READY for deep circuit work" } else { "NOT READY for deep circuit work" }
+        ));
+        for crit in &g.decision.criteria {
+            html.push_str(&format!(
+                "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+                escape(crit.name),
+                if crit.passed { "pass" } else { "fail" },
+                if crit.passed { "pass" } else { "FAIL" },
+                escape(&crit.measured),
+                escape(&crit.threshold)
+            ));
+        }
+        html.push_str("</table>");
+    }
+    html
+}
+
+/// `text` safe inside HTML.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The whole page: sections with a placeholder per plot, the plots' data as JSON, the drawing script.
+pub fn render(title: &str, subtitle: &str, sections: &[Section]) -> String {
+    let mut body = String::new();
+    for s in sections {
+        let figures: String = s
+            .plots
+            .iter()
+            .map(|p| {
+                format!(
+                    "<figure id=\"plot-{}\"><figcaption>{}</figcaption></figure>",
+                    escape(p.id()),
+                    escape(p.title())
+                )
+            })
+            .collect();
+        let inner = format!("{}<div class=\"grid\">{figures}</div>", s.html);
+        if s.folded {
+            body.push_str(&format!(
+                "<details><summary>{}</summary>{inner}</details>",
+                escape(&s.heading)
+            ));
+        } else {
+            body.push_str(&format!(
+                "<section><h2>{}</h2>{inner}</section>",
+                escape(&s.heading)
+            ));
+        }
+    }
+    let plots: Vec<&Plot> = sections.iter().flat_map(|s| &s.plots).collect();
+    // `</` cannot appear inside a script element; JSON allows `<\/` for it.
+    let data = serde_json::to_string(&serde_json::json!({ "plots": plots }))
+        .expect("plots serialize")
+        .replace("</", "<\\/");
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n<style>{css}</style></head>\n<body data-plots=\"0\" data-errors=\"-1\"><header><h1>{title}</h1><p>{subtitle}</p></header>\n<pre id=\"errors\"></pre>\n{body}\n<script type=\"application/json\" id=\"formation-data\">{data}</script>\n<script>{js}</script>\n</body></html>\n",
+        title = escape(title),
+        subtitle = escape(subtitle),
+        css = include_str!("report.css"),
+        js = include_str!("plot.js"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_embeds_its_data_safely_and_fetches_nothing() {
+        let plot = Plot::Lines {
+            id: "x".into(),
+            title: "a </script> title".into(),
+            x_label: "step".into(),
+            log_x: false,
+            log_y: false,
+            series: vec![Series {
+                name: "</script><b>".into(),
+                x: vec![0],
+                y: vec![Some(1.0)],
+            }],
+            shade: vec![],
+            marks: vec![],
+        };
+        let page = render(
+            "t",
+            "s",
+            &[Section {
+                heading: "h".into(),
+                html: String::new(),
+                plots: vec![plot],
+                folded: false,
+            }],
+        );
+        // One closing tag per script element, none from the data.
+        assert_eq!(page.matches("</script>").count(), 2);
+        assert!(page.contains("<figcaption>a &lt;/script&gt; title</figcaption>"));
+        for remote in ["http://", "https://", "src=", "href="] {
+            let outside_js = page.replace("http://www.w3.org/2000/svg", "");
+            assert!(!outside_js.contains(remote), "the page refers to {remote}");
+        }
+    }
+}

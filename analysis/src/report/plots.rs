@@ -1,0 +1,591 @@
+//! The plots of a report, as data: which series of the rows go into which plot. Pure functions over a run's
+//! rows (as JSON) and windows; `plot.js` draws them.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::windows::Window;
+
+/// One line of a line plot: y at each x (a checkpoint step); `None` where the row lacks the metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    pub name: String,
+    pub x: Vec<u64>,
+    pub y: Vec<Option<f64>>,
+}
+
+/// A birth window shaded on a time axis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Shade {
+    pub label: String,
+    pub start_step: u64,
+    pub end_step: u64,
+    /// Start and end on the plot's x axis (step + 1 on a log axis).
+    pub start: f64,
+    pub end: f64,
+    /// The window's triggers, for the hover text.
+    pub note: String,
+}
+
+/// A vertical marker (a run's birth step on a seed overlay).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mark {
+    pub label: String,
+    pub x: u64,
+}
+
+/// A point of a categorical scatter plot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    pub label: String,
+    /// Index into the plot's categories.
+    pub category: usize,
+    pub y: Option<f64>,
+    /// Horizontal offset in pixels (so seeds of one value do not overlap).
+    pub jitter: f64,
+    pub median: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Plot {
+    Lines {
+        id: String,
+        title: String,
+        x_label: String,
+        log_x: bool,
+        log_y: bool,
+        series: Vec<Series>,
+        shade: Vec<Shade>,
+        marks: Vec<Mark>,
+    },
+    Heatmap {
+        id: String,
+        title: String,
+        steps: Vec<u64>,
+        rows: Vec<String>,
+        /// `z[row][column]`.
+        z: Vec<Vec<Option<f64>>>,
+        lo: f64,
+        hi: f64,
+        shade: Vec<Shade>,
+    },
+    Scatter {
+        id: String,
+        title: String,
+        x_label: String,
+        categories: Vec<String>,
+        points: Vec<Point>,
+        log_y: bool,
+    },
+}
+
+impl Plot {
+    pub fn id(&self) -> &str {
+        match self {
+            Plot::Lines { id, .. } | Plot::Heatmap { id, .. } | Plot::Scatter { id, .. } => id,
+        }
+    }
+    pub fn title(&self) -> &str {
+        match self {
+            Plot::Lines { title, .. }
+            | Plot::Heatmap { title, .. }
+            | Plot::Scatter { title, .. } => title,
+        }
+    }
+}
+
+/// The value at a dotted path whose parts are given separately (keys may contain dots, as hook names do).
+pub fn leaf(row: &Value, path: &[&str]) -> Option<f64> {
+    path.iter()
+        .try_fold(row, |v, key| v.get(*key))
+        .and_then(Value::as_f64)
+        .filter(|v| v.is_finite())
+}
+
+/// The object keys at a path, sorted (the union over all rows).
+fn keys_at(rows: &[Value], path: &[&str]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for row in rows {
+        if let Some(obj) = path
+            .iter()
+            .try_fold(row, |v, key| v.get(*key))
+            .and_then(Value::as_object)
+        {
+            out.extend(obj.keys().cloned());
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn steps(rows: &[Value]) -> Vec<u64> {
+    rows.iter().filter_map(|r| r["step"].as_u64()).collect()
+}
+
+/// A series of the rows at `path`, or none when no row has it.
+pub fn series(rows: &[Value], name: &str, path: &[&str]) -> Option<Series> {
+    let y: Vec<Option<f64>> = rows.iter().map(|r| leaf(r, path)).collect();
+    y.iter().any(Option::is_some).then(|| Series {
+        name: name.to_owned(),
+        x: steps(rows),
+        y,
+    })
+}
+
+/// The windows as shades on a step axis (`log_x`: the axis is step + 1 on a log scale).
+pub fn shades(windows: &[Window], log_x: bool) -> Vec<Shade> {
+    let off = if log_x { 1.0 } else { 0.0 };
+    windows
+        .iter()
+        .map(|w| Shade {
+            label: w.id.clone(),
+            start_step: w.start_step,
+            end_step: w.end_step,
+            start: w.start_step as f64 + off,
+            end: w.end_step as f64 + off,
+            note: w
+                .triggers
+                .iter()
+                .take(6)
+                .map(|t| t.metric.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+        .collect()
+}
+
+fn lines(id: String, title: &str, log_y: bool, series: Vec<Series>, windows: &[Window]) -> Plot {
+    Plot::Lines {
+        id,
+        title: title.to_owned(),
+        x_label: "step (log)".into(),
+        log_x: true,
+        log_y,
+        series,
+        shade: shades(windows, true),
+        marks: vec![],
+    }
+}
+
+/// A heatmap of `rows` (label, path) over the checkpoints; the colour range is [lo, hi] or the data's.
+fn heatmap(
+    id: String,
+    title: &str,
+    data: &[Value],
+    rows: Vec<(String, Vec<String>)>,
+    range: (Option<f64>, Option<f64>),
+    windows: &[Window],
+) -> Plot {
+    let z: Vec<Vec<Option<f64>>> = rows
+        .iter()
+        .map(|(_, path)| {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            data.iter().map(|r| leaf(r, &path)).collect()
+        })
+        .collect();
+    let values = z.iter().flatten().flatten().copied();
+    let (min, max) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    Plot::Heatmap {
+        id,
+        title: title.to_owned(),
+        steps: steps(data),
+        rows: rows.into_iter().map(|(label, _)| label).collect(),
+        z,
+        lo: range.0.unwrap_or(if min.is_finite() { min } else { 0.0 }),
+        hi: range.1.unwrap_or(if max.is_finite() { max } else { 1.0 }),
+        shade: shades(windows, false),
+    }
+}
+
+/// Every plot of one analyzed run: behavior, probes, heads, MLPs, dynamics; windows shaded on each.
+/// `prefix` keeps plot ids unique when a page shows several runs.
+pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> {
+    let id = |name: &str| format!("{prefix}-{name}");
+    let mut plots = vec![];
+    let loss: Vec<Series> = [
+        ("train batch loss", vec!["train_loss"]),
+        ("probe-set loss", vec!["behavior", "loss"]),
+        ("train split loss", vec!["eval", "train", "loss"]),
+        ("test split loss", vec!["eval", "test", "loss"]),
+    ]
+    .iter()
+    .filter_map(|(name, path)| series(rows, name, path))
+    .collect();
+    plots.push(lines(id("loss"), "Loss", true, loss, windows));
+    let mut accuracy: Vec<Series> = [
+        ("probe-set accuracy", vec!["behavior", "accuracy"]),
+        ("train split accuracy", vec!["eval", "train", "accuracy"]),
+        ("test split accuracy", vec!["eval", "test", "accuracy"]),
+    ]
+    .iter()
+    .filter_map(|(name, path)| series(rows, name, path))
+    .collect();
+    for split in keys_at(rows, &["behavior", "split_accuracy"]) {
+        accuracy.extend(series(
+            rows,
+            &format!("probe items from {split}"),
+            &["behavior", "split_accuracy", &split],
+        ));
+    }
+    plots.push(lines(id("accuracy"), "Accuracy", false, accuracy, windows));
+
+    let mut probes = vec![];
+    for boundary in keys_at(rows, &["residual"]) {
+        for key in keys_at(rows, &["residual", &boundary]) {
+            for target in keys_at(rows, &["residual", &boundary, &key]) {
+                probes.push((boundary.clone(), key.clone(), target));
+            }
+        }
+    }
+    for (measure, title, lo) in [
+        (
+            "accuracy",
+            "Residual probes: held-out accuracy (boundary · key position · target)",
+            Some(0.0),
+        ),
+        (
+            "selectivity",
+            "Residual probes: selectivity (accuracy − control accuracy)",
+            None,
+        ),
+    ] {
+        let rows_spec = probes
+            .iter()
+            .map(|(b, k, t)| {
+                let short = b.trim_start_matches("blocks.").replace(".hook_", " ");
+                (
+                    format!("{short} · {k} · {t}"),
+                    vec![
+                        "residual".into(),
+                        b.clone(),
+                        k.clone(),
+                        t.clone(),
+                        measure.into(),
+                    ],
+                )
+            })
+            .collect();
+        plots.push(heatmap(
+            id(&format!("probe-{measure}")),
+            title,
+            rows,
+            rows_spec,
+            (lo, Some(1.0)),
+            windows,
+        ));
+    }
+
+    let heads = keys_at(rows, &["heads"]);
+    let mut score_rows = vec![];
+    for head in &heads {
+        for score in keys_at(rows, &["heads", head, "scores"]) {
+            score_rows.push((
+                format!("{head} {score}"),
+                vec!["heads".into(), head.clone(), "scores".into(), score],
+            ));
+        }
+    }
+    if !score_rows.is_empty() {
+        plots.push(heatmap(
+            id("head-scores"),
+            "Head scores",
+            rows,
+            score_rows,
+            (Some(0.0), Some(1.0)),
+            windows,
+        ));
+    }
+    let ablation = heads
+        .iter()
+        .map(|h| {
+            (
+                h.clone(),
+                vec!["heads".into(), h.clone(), "ablation_dloss".into()],
+            )
+        })
+        .collect();
+    plots.push(heatmap(
+        id("head-ablation"),
+        "Heads: mean-ablation Δloss",
+        rows,
+        ablation,
+        (Some(0.0), None),
+        windows,
+    ));
+    let dla = heads
+        .iter()
+        .map(|h| (h.clone(), vec!["heads".into(), h.clone(), "dla".into()]))
+        .collect();
+    plots.push(heatmap(
+        id("head-dla"),
+        "Heads: direct logit attribution",
+        rows,
+        dla,
+        (None, None),
+        windows,
+    ));
+
+    let mut mlp = vec![];
+    for block in keys_at(rows, &["mlp"]) {
+        mlp.extend(series(
+            rows,
+            &format!("{block} ablation Δloss"),
+            &["mlp", &block, "ablation_dloss"],
+        ));
+        mlp.extend(series(
+            rows,
+            &format!("{block} DLA"),
+            &["mlp", &block, "dla"],
+        ));
+        for key in keys_at(rows, &["mlp", &block, "active_fraction"]) {
+            mlp.extend(series(
+                rows,
+                &format!("{block} active fraction at {key}"),
+                &["mlp", &block, "active_fraction", &key],
+            ));
+        }
+    }
+    if !mlp.is_empty() {
+        plots.push(lines(id("mlp"), "MLP blocks", false, mlp, windows));
+    }
+
+    let mut cka = vec![];
+    for boundary in keys_at(rows, &["dynamics", "cka"]) {
+        for key in keys_at(rows, &["dynamics", "cka", &boundary]) {
+            let short = boundary
+                .trim_start_matches("blocks.")
+                .replace(".hook_", " ");
+            cka.extend(series(
+                rows,
+                &format!("{short} · {key}"),
+                &["dynamics", "cka", &boundary, &key],
+            ));
+        }
+    }
+    plots.push(lines(
+        id("cka"),
+        "Linear CKA to the previous checkpoint",
+        false,
+        cka,
+        windows,
+    ));
+    let drift = heads
+        .iter()
+        .map(|h| {
+            (
+                h.clone(),
+                vec!["dynamics".into(), "pattern_js".into(), h.clone()],
+            )
+        })
+        .collect();
+    plots.push(heatmap(
+        id("drift"),
+        "Attention-pattern JS drift from the previous checkpoint",
+        rows,
+        drift,
+        (Some(0.0), None),
+        windows,
+    ));
+    let update: Vec<Series> = keys_at(rows, &["dynamics", "relative_update"])
+        .iter()
+        .filter(|p| p.contains(".W_"))
+        .filter_map(|p| series(rows, p, &["dynamics", "relative_update", p]))
+        .collect();
+    plots.push(lines(
+        id("update"),
+        "Relative update ‖W_t − W_t−1‖ / ‖W_t−1‖",
+        true,
+        update,
+        windows,
+    ));
+    plots
+}
+
+/// Plots of a replayed window's intervention reports: for each kind, one plot per top-level group of its
+/// scalar results (e.g. `patching.recovery`), over the window's dense checkpoints. `reports` holds
+/// (step, kind, report JSON).
+pub fn window_plots(prefix: &str, window: &Window, reports: &[(u64, String, Value)]) -> Vec<Plot> {
+    let kinds: BTreeSet<&String> = reports.iter().map(|(_, k, _)| k).collect();
+    let mut plots = vec![];
+    for kind in kinds {
+        let of_kind: Vec<&(u64, String, Value)> =
+            reports.iter().filter(|(_, k, _)| k == kind).collect();
+        // Group the scalar leaves by their first key; a scalar at the top is its own group.
+        let mut groups: Vec<(String, Vec<Series>)> = vec![];
+        let mut names = BTreeSet::new();
+        for (_, _, report) in &of_kind {
+            names.extend(scalar_leaves(report, vec![]));
+        }
+        for path in names {
+            let group = if path.len() == 1 {
+                "scalars".to_owned()
+            } else {
+                path[0].clone()
+            };
+            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+            let y: Vec<Option<f64>> = of_kind.iter().map(|(_, _, r)| leaf(r, &refs)).collect();
+            let s = Series {
+                name: path.join("."),
+                x: of_kind.iter().map(|(s, _, _)| *s).collect(),
+                y,
+            };
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, list)) => list.push(s),
+                None => groups.push((group, vec![s])),
+            }
+        }
+        for (group, series) in groups {
+            let positive = series
+                .iter()
+                .flat_map(|s| s.y.iter().flatten())
+                .all(|&v| v > 0.0);
+            let (lo, hi) = series
+                .iter()
+                .flat_map(|s| s.y.iter().flatten())
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            plots.push(Plot::Lines {
+                id: format!("{prefix}-{kind}-{group}"),
+                title: format!("{} {kind}: {group}", window.id),
+                x_label: "step".into(),
+                log_x: false,
+                log_y: positive && hi / lo > 100.0,
+                series,
+                shade: vec![],
+                marks: vec![],
+            });
+        }
+    }
+    plots
+}
+
+/// Paths of the finite numeric leaves reached through objects only (arrays are left out).
+fn scalar_leaves(value: &Value, prefix: Vec<String>) -> Vec<Vec<String>> {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .flat_map(|(k, v)| {
+                let mut p = prefix.clone();
+                p.push(k.clone());
+                scalar_leaves(v, p)
+            })
+            .collect(),
+        Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) && !prefix.is_empty() => {
+            vec![prefix]
+        }
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rows() -> Vec<Value> {
+        vec![
+            json!({"step": 0, "train_loss": null, "behavior": {"loss": 4.0, "accuracy": 0.0},
+                   "residual": {"blocks.0.hook_resid_post": {"eq": {"sum": {"accuracy": 0.1, "selectivity": 0.0}}}},
+                   "heads": {"L0H0": {"ablation_dloss": 0.0, "dla": 0.1, "scores": {"induction_score": 0.2}}},
+                   "dynamics": {}}),
+            json!({"step": 10, "train_loss": 3.5, "behavior": {"loss": 3.0, "accuracy": 0.5},
+                   "eval": {"test": {"loss": 3.2, "accuracy": 0.4}},
+                   "residual": {"blocks.0.hook_resid_post": {"eq": {"sum": {"accuracy": 0.6, "selectivity": 0.4}}}},
+                   "heads": {"L0H0": {"ablation_dloss": 0.7, "dla": 0.3, "scores": {"induction_score": 0.9}}},
+                   "dynamics": {"cka": {"blocks.0.hook_resid_post": {"eq": 0.8}}}}),
+        ]
+    }
+
+    #[test]
+    fn series_follow_the_rows_with_gaps_where_a_row_lacks_the_metric() {
+        let rows = rows();
+        let s = series(&rows, "test", &["eval", "test", "loss"]).unwrap();
+        assert_eq!(s.x, vec![0, 10]);
+        assert_eq!(s.y, vec![None, Some(3.2)]);
+        assert!(series(&rows, "none", &["eval", "ood", "loss"]).is_none());
+        // Keys with dots are one key.
+        assert_eq!(
+            leaf(
+                &rows[1],
+                &["dynamics", "cka", "blocks.0.hook_resid_post", "eq"]
+            ),
+            Some(0.8)
+        );
+    }
+
+    #[test]
+    fn run_plots_hold_the_rows_values_and_shade_the_windows() {
+        let rows = rows();
+        let window: Window = serde_json::from_value(json!({
+            "id": "W0", "rank": 1, "start_step": 0, "end_step": 10, "score": 1.0, "loss_fell": true,
+            "mechanism_grew": [], "triggers": [{"metric": "behavior.loss", "start_step": 0, "end_step": 10,
+            "peak_step": 5, "change": -1.0, "score": 9.0}]})).unwrap();
+        let plots = run_plots("r", &rows, std::slice::from_ref(&window));
+        let loss = plots.iter().find(|p| p.id() == "r-loss").unwrap();
+        let Plot::Lines { series, shade, .. } = loss else {
+            panic!()
+        };
+        let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["train batch loss", "probe-set loss", "test split loss"]
+        );
+        assert_eq!(series[1].y, vec![Some(4.0), Some(3.0)]);
+        // On the log axis the window [0, 10] is drawn at [1, 11].
+        assert_eq!((shade[0].start, shade[0].end), (1.0, 11.0));
+        assert_eq!(shade[0].note, "behavior.loss");
+        let probes = plots.iter().find(|p| p.id() == "r-probe-accuracy").unwrap();
+        let Plot::Heatmap {
+            rows: labels,
+            z,
+            lo,
+            hi,
+            ..
+        } = probes
+        else {
+            panic!()
+        };
+        assert_eq!(labels, &["0 resid_post · eq · sum"]);
+        assert_eq!(z, &vec![vec![Some(0.1), Some(0.6)]]);
+        assert_eq!((*lo, *hi), (0.0, 1.0));
+        let ablation = plots.iter().find(|p| p.id() == "r-head-ablation").unwrap();
+        let Plot::Heatmap { hi, .. } = ablation else {
+            panic!()
+        };
+        assert_eq!(*hi, 0.7, "the colour range tops out at the data's maximum");
+    }
+
+    #[test]
+    fn window_plots_group_scalar_results_by_their_first_key() {
+        let window: Window = serde_json::from_value(json!({
+            "id": "W1", "rank": 1, "start_step": 0, "end_step": 10, "score": 1.0, "loss_fell": true,
+            "mechanism_grew": [], "triggers": []}))
+        .unwrap();
+        let reports = vec![
+            (
+                0,
+                "patching".to_owned(),
+                json!({"logit_diff_clean": 2.0, "recovery": {"heads": {"L0H0": 0.1}, "mlp": {"L0": 0.5}}, "positions": [1.0, 0.0]}),
+            ),
+            (
+                5,
+                "patching".to_owned(),
+                json!({"logit_diff_clean": 3.0, "recovery": {"heads": {"L0H0": 0.2}, "mlp": {"L0": 0.9}}, "positions": [1.0, 0.0]}),
+            ),
+        ];
+        let plots = window_plots("w", &window, &reports);
+        let ids: Vec<&str> = plots.iter().map(Plot::id).collect();
+        assert_eq!(ids, ["w-patching-scalars", "w-patching-recovery"]);
+        let Plot::Lines { series, .. } = &plots[1] else {
+            panic!()
+        };
+        assert_eq!(series[0].name, "recovery.heads.L0H0");
+        assert_eq!(series[0].x, vec![0, 5]);
+        assert_eq!(series[1].y, vec![Some(0.5), Some(0.9)]);
+    }
+}

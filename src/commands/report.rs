@@ -1,0 +1,71 @@
+//! `formation report RUN_DIR | STUDY_DIR [--out FILE]`: the self-contained HTML report (default
+//! `RUN_DIR/report.html` or `STUDY_DIR/report.html`).
+
+use std::path::PathBuf;
+
+use analysis::report::{load_run, render, run_sections, study_sections};
+use anyhow::Context;
+use trainer::run_dir::{RunDir, write_atomic};
+
+use crate::commands::compare::compare_dirs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// An analyzed run directory, or a study directory (from replicate or screen).
+    dir: PathBuf,
+    /// Where to write the HTML file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let out = args.out.clone().unwrap_or(args.dir.join("report.html"));
+    let (title, subtitle, sections) = if args.dir.join("study.json").exists() {
+        let compared = compare_dirs(std::slice::from_ref(&args.dir), None)?;
+        let runs = compared
+            .members
+            .iter()
+            .map(|(name, dir)| {
+                load_run(&RunDir::new(dir), name)
+                    .with_context(|| format!("reading {}", dir.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let kind = match &compared.comparison.factor {
+            Some(key) => format!("screen of {key}"),
+            None => "seed replication".into(),
+        };
+        (
+            format!("formation study {}", args.dir.display()),
+            format!("{kind}: {} runs", runs.len()),
+            study_sections(&compared.comparison, &runs),
+        )
+    } else {
+        let run = RunDir::new(&args.dir);
+        let name = args
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or("run".into());
+        let data =
+            load_run(&run, &name).with_context(|| format!("reading {}", args.dir.display()))?;
+        (
+            format!("formation run {}", args.dir.display()),
+            format!(
+                "{}: {} checkpoints analyzed, {} birth windows",
+                data.run_id,
+                data.rows.len(),
+                data.windows.len()
+            ),
+            run_sections(&data, "run", false),
+        )
+    };
+    let page = render(&title, &subtitle, &sections);
+    write_atomic(&out, page.as_bytes())?;
+    let plots: usize = sections.iter().map(|s| s.plots.len()).sum();
+    println!(
+        "wrote {} ({plots} plots, {} KB)",
+        out.display(),
+        page.len() / 1024
+    );
+    Ok(())
+}
