@@ -278,6 +278,10 @@ impl Default for AnalysisConfig {
 pub struct WindowsConfig {
     /// A checkpoint is flagged where the change rate stands out by more than `k` robust noise scales.
     pub k: f64,
+    /// A flagged stretch extends to the neighbouring checkpoints whose change rate, of the same sign, still
+    /// stands out by more than `k_extend` noise scales (hysteresis), so a rise spread over several checkpoints
+    /// is one window with its whole change rather than its steepest point.
+    pub k_extend: f64,
     /// Smallest Gaussian smoothing width, in checkpoints.
     pub min_sigma: f64,
     /// Smoothing width as a fraction of the checkpoint index (wider where checkpoints are dense in log-step).
@@ -299,6 +303,7 @@ impl Default for WindowsConfig {
     fn default() -> Self {
         Self {
             k: 6.0,
+            k_extend: 3.0,
             min_sigma: 1.0,
             smooth_fraction: 0.05,
             baseline_halfwidth: 8,
@@ -680,6 +685,12 @@ impl Config {
                 "windows",
                 "k and min_sigma must be positive, smooth_fraction and min_change not negative"
                     .into(),
+            );
+        }
+        if !(w.k_extend > 0.0 && w.k_extend <= w.k) {
+            return invalid(
+                "windows.k_extend",
+                format!("must be positive and at most k ({})", w.k),
             );
         }
         if !(w.turn_degrees > 0.0 && w.turn_degrees < 180.0) || w.components == 0 {

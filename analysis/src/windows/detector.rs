@@ -10,8 +10,11 @@
 //!    crowd together in log-step) and take the robust noise scale of what remains, σ̂ = 1.4826 · MAD;
 //! 4. flag checkpoints where |d_i − baseline_i|·Δu_i > `k` · σ̂ (σ̂ at least 1 % of the series' scale) and
 //!    the smoothed series moved by at least `min_change` of its scale (its range, but at least half its largest
-//!    magnitude) across the flagged run; series whose scale stays below `min_scale` are not examined; each run of flagged checkpoints, widened by one on
-//!    each side, is a window.
+//!    magnitude) across the flagged run; series whose scale stays below `min_scale` are not examined;
+//! 5. extend each run of flagged checkpoints over its neighbours whose excess, of the same sign, is still above
+//!    `k_extend` · σ̂ (hysteresis with two thresholds, as in Canny's edge detector, 1986): a rise spread over
+//!    several checkpoints is then judged by its whole change, not by its steepest point alone. Each extended
+//!    run, widened by one checkpoint on each side, is a window.
 //!
 //! The essential-dynamics trigger ([`turning_points`]) uses the same smoothing on the leading principal
 //! components of the output trajectory and flags where it turns by more than `turn_degrees`.
@@ -148,8 +151,23 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
         .iter()
         .map(|r| r.abs() > config.k * sigma)
         .collect();
-    let mut flags = vec![];
+    let mut extended = flagged.clone();
     for (first, past) in runs(&flagged) {
+        // Checkpoint j continues the run from its edge checkpoint `edge`.
+        let continues = |j: usize, edge: usize| {
+            residual[j].signum() == residual[edge].signum()
+                && residual[j].abs() > config.k_extend * sigma
+        };
+        (0..first)
+            .rev()
+            .take_while(|&j| continues(j, first))
+            .for_each(|j| extended[j] = true);
+        (past..n)
+            .take_while(|&j| continues(j, past - 1))
+            .for_each(|j| extended[j] = true);
+    }
+    let mut flags = vec![];
+    for (first, past) in runs(&extended) {
         let (a, b) = (first.saturating_sub(1), past.min(n - 1));
         let change = y[b] - y[a];
         if change.abs() >= config.min_change * scale {
@@ -300,6 +318,29 @@ mod tests {
         assert!(flags[0].start_step <= 1500 && 1500 <= flags[0].end_step);
         assert!(flags[1].start_step <= 4500 && 4500 <= flags[1].end_step);
         assert!(flags[0].change > 0.0 && flags[1].change < 0.0);
+    }
+
+    #[test]
+    fn a_spread_out_rise_is_judged_by_its_whole_change() {
+        // A sigmoid over ~15 linear checkpoints (the test accuracy of a slow grokking run): only its steepest
+        // checkpoints stand out by k noise scales, and they alone move it by less than min_change; extended
+        // over the neighbours that still stand out by k_extend, the window holds most of the rise.
+        let steps = schedule(4000);
+        let noise = noise(steps.len(), 0.005, 5);
+        let values: Vec<f64> = steps
+            .iter()
+            .zip(&noise)
+            .map(|(&s, e)| sigmoid(s, 2600.0, 380.0) + e)
+            .collect();
+        let strict = WindowsConfig {
+            k_extend: config().k,
+            ..config()
+        };
+        assert!(detect(&steps, &values, &strict).is_empty());
+        let flags = detect(&steps, &values, &config());
+        assert_eq!(flags.len(), 1, "{flags:?}");
+        assert!(flags[0].start_step <= 2600 && 2600 <= flags[0].end_step);
+        assert!(flags[0].change > 0.3, "{:?}", flags[0]);
     }
 
     #[test]
