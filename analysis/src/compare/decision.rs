@@ -147,10 +147,14 @@ fn stabilized(runs: &[&RunSummary], c: &DecisionConfig) -> Criterion {
             threshold,
         };
     }
-    let min_cka = measured
+    // The lowest CKA of any run, and where (a run with no comparable position has a NaN and is skipped).
+    let (min_cka, min_cka_at) = runs
         .iter()
-        .map(|s| s.min_cka)
-        .fold(f64::INFINITY, f64::min);
+        .filter_map(|r| r.stability.as_ref().map(|s| (r, s)))
+        .filter(|(_, s)| !s.min_cka.is_nan())
+        .min_by(|a, b| a.1.min_cka.total_cmp(&b.1.min_cka))
+        .map(|(r, s)| (s.min_cka, format!(" ({}, {})", r.name, s.min_cka_at)))
+        .unwrap_or((f64::INFINITY, String::new()));
     let cosines: Vec<Option<f64>> = measured.iter().map(|s| s.median_probe_cosine).collect();
     let min_cosine = cosines
         .iter()
@@ -164,7 +168,7 @@ fn stabilized(runs: &[&RunSummary], c: &DecisionConfig) -> Criterion {
             && all_have_probes
             && min_cosine >= c.min_probe_cosine,
         measured: format!(
-            "from the window's end to the last checkpoint: lowest CKA {min_cka:.4}, lowest median probe cosine {}",
+            "from the window's end to the last checkpoint: lowest CKA {min_cka:.4}{min_cka_at}, lowest median probe cosine {}",
             if all_have_probes {
                 format!("{min_cosine:.4}")
             } else {
@@ -264,9 +268,15 @@ mod tests {
         let mut runs = good();
         runs[2].localized = (0..4).map(|i| format!("heads.L1H{i}")).collect();
         check(runs, "mechanism localized");
-        // Still reorganizing after the window.
+        // Still reorganizing after the window; the criterion says which run and where.
         let mut runs = good();
         runs[0].stability.as_mut().unwrap().min_cka = 0.5;
+        let refs: Vec<&RunSummary> = runs.iter().collect();
+        let stabilized = &decide(&refs, &c).criteria[3];
+        assert!(
+            stabilized.measured.contains("lowest CKA 0.5000 (a, b)"),
+            "{stabilized:?}"
+        );
         check(runs, "dynamics stabilized");
         // Test accuracy still moving at the end.
         let mut runs = good();

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::analyzer::{PROBE_GROUP, RESID_GROUP, key_column};
 use crate::error::AnalysisError;
 use crate::metrics::dynamics::{cosine, linear_cka};
-use crate::sinks::hdf5::read_stored_step;
+use crate::sinks::hdf5::{read_stored_step, stored_key_positions};
 
 /// CKA and probe-direction cosine from one checkpoint to the last.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -18,7 +18,8 @@ pub struct Stability {
     pub from_step: u64,
     pub to_step: u64,
     /// Lowest linear CKA over boundaries × key positions whose representation varies across examples at both
-    /// steps (a constant one, like the `=` token's embedding, has no CKA), and where it is.
+    /// steps (a constant one, like the `=` token's embedding, has no CKA), and where it is
+    /// (`blocks.1.hook_resid_post @ prev_occ`).
     pub min_cka: f64,
     pub min_cka_at: String,
     pub cka_compared: usize,
@@ -39,6 +40,7 @@ pub fn stability(
     let groups = [RESID_GROUP, PROBE_GROUP];
     let from = read_stored_step(activations_dir, from_step, &groups)?;
     let to = read_stored_step(activations_dir, to_step, &groups)?;
+    let key_names = stored_key_positions(activations_dir, to_step)?;
     let (mut min_cka, mut min_cka_at, mut cka_compared) = (f64::INFINITY, String::new(), 0);
     let mut cosines = vec![];
     for (name, late) in &to {
@@ -57,7 +59,11 @@ pub fn stability(
                 let score = linear_cka(&x, d, &y, d);
                 cka_compared += 1;
                 if score < min_cka {
-                    (min_cka, min_cka_at) = (score, format!("{boundary} key {k}"));
+                    let key = key_names
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| format!("key {k}"));
+                    (min_cka, min_cka_at) = (score, format!("{boundary} @ {key}"));
                 }
             }
         } else if let Some(probe) = name.strip_prefix(&format!("{PROBE_GROUP}/"))

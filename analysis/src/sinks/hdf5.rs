@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayViewD, IxDyn};
 
-use probes::h5::write_str_attr;
+use probes::h5::{read_str_attr, write_str_attr};
 use trainer::model::HostArray;
 
 use crate::error::AnalysisError;
@@ -187,6 +187,19 @@ pub fn read_stored_step(
         Ok(out)
     };
     read().map_err(|e| AnalysisError::hdf5(&path, e))
+}
+
+/// The key-position names of a stored step's file (its `key_positions` attribute), in the order of the
+/// `key_position` axis of its `resid_at_keys/…` arrays.
+pub fn stored_key_positions(
+    activations_dir: &Path,
+    step: u64,
+) -> Result<Vec<String>, AnalysisError> {
+    let path = activations_dir.join(format!("{}.h5", group_name(step)));
+    let names = hdf5::File::open(&path).and_then(|file| read_str_attr(&file, "key_positions"));
+    names
+        .map(|names| names.split(',').map(str::to_owned).collect())
+        .map_err(|e| AnalysisError::hdf5(&path, e))
 }
 
 /// The group at `path` (`a/b/c`) under `file`, created with its parents where missing.
