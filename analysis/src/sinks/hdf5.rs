@@ -161,7 +161,7 @@ pub fn read_stored_step(
     step: u64,
     groups: &[&str],
 ) -> Result<BTreeMap<String, HostArray>, AnalysisError> {
-    let path = activations_dir.join(format!("{}.h5", group_name(step)));
+    let path = stored_step_file(activations_dir, step);
     let read = || -> hdf5::Result<BTreeMap<String, HostArray>> {
         let file = hdf5::File::open(&path)?;
         let mut out = BTreeMap::new();
@@ -195,11 +195,16 @@ pub fn stored_key_positions(
     activations_dir: &Path,
     step: u64,
 ) -> Result<Vec<String>, AnalysisError> {
-    let path = activations_dir.join(format!("{}.h5", group_name(step)));
+    let path = stored_step_file(activations_dir, step);
     let names = hdf5::File::open(&path).and_then(|file| read_str_attr(&file, "key_positions"));
     names
         .map(|names| names.split(',').map(str::to_owned).collect())
         .map_err(|e| AnalysisError::hdf5(&path, e))
+}
+
+/// A stored step's file in `activations_dir` (`analysis/activations/step_000100.h5`).
+fn stored_step_file(activations_dir: &Path, step: u64) -> PathBuf {
+    activations_dir.join(format!("{}.h5", group_name(step)))
 }
 
 /// The group at `path` (`a/b/c`) under `file`, created with its parents where missing.
