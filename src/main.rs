@@ -57,7 +57,10 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_on_usage_error(e),
+    };
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
         Command::Export(args) => commands::export::run(args),
@@ -80,10 +83,77 @@ fn main() {
     }
 }
 
+/// Prints help or the version as clap does; a usage error becomes one sentence (clap's own first line, without
+/// its usage block) and exit code 2.
+fn exit_on_usage_error(error: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => error.exit(),
+        _ => {
+            // clap's first paragraph is the sentence (a list of missing arguments continues it on indented
+            // lines); tips and the usage block follow after a blank line.
+            let text = error.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let sentence = first.join(" ");
+            let sentence = sentence.trim_start_matches("error: ").trim_end_matches('.');
+            eprintln!("error: {sentence} (see `formation --help` or `formation COMMAND --help`)");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The write lock of `dir` for `command`, or `None` with a note on stderr when another process is writing it
+/// (a reader then works on what is there so far).
+pub fn lock_or_note(
+    dir: &std::path::Path,
+    command: &str,
+) -> anyhow::Result<Option<trainer::lock::DirLock>> {
+    match trainer::lock::DirLock::acquire(dir, command) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(trainer::lock::LockError::Held { holder, .. }) => {
+            note_in_progress(dir, &holder);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Says on stderr that `dir` is still being written by `holder`, if it is.
+pub fn note_if_in_progress(dir: &std::path::Path) {
+    if let Some(holder) = trainer::lock::holder(dir) {
+        note_in_progress(dir, &holder);
+    }
+}
+
+fn note_in_progress(dir: &std::path::Path, holder: &str) {
+    eprintln!(
+        "note: {} is still being written ({holder}); this reads it as far as it goes",
+        dir.display()
+    );
+}
+
 /// The error and its causes as one line, most general first.
 pub fn one_sentence(err: &anyhow::Error) -> String {
-    err.chain()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut parts: Vec<String> = vec![];
+    for cause in err.chain() {
+        // One line: libraries (libhdf5 among them) put their own stacks on several.
+        let text = cause
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        // Some errors repeat their cause in their own message.
+        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }

@@ -54,6 +54,10 @@ pub fn run_local(study: &Study, manifest: &StudyManifest, jobs: usize) -> anyhow
                 .arg("study-task")
                 .arg(&study.root)
                 .arg(&run.name)
+                .env(
+                    crate::commands::study::PARENT_PID_ENV,
+                    std::process::id().to_string(),
+                )
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)

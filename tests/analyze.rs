@@ -5,26 +5,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
-
-/// The CI config stretched to 3000 steps with a checkpoint every 50 (65 checkpoints, a few seconds).
-fn long_ci_config(dir: &Path) -> String {
-    let text = std::fs::read_to_string(example("ci.toml")).unwrap();
-    let text = text
-        .replace("steps = 60", "steps = 3000")
-        .replace("every = 20\nlog_spaced", "every = 50\nlog_spaced");
-    assert!(text.contains("every = 50"));
-    let path = dir.join("long.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    jsonl(&run.join("analysis/checkpoint_metrics.jsonl"))
-}
 
 fn scheduled_steps(run: &Path) -> Vec<u64> {
     let manifest: serde_json::Value = serde_json::from_slice(&read(run.join("run.json"))).unwrap();
@@ -56,32 +38,6 @@ fn check_consistent_after_kill(run: &Path) -> usize {
         assert!(!ds.read_raw::<f32>().unwrap().is_empty());
     }
     complete.len()
-}
-
-/// Starts a run (or resume) and SIGKILLs it once its metrics file has at least `rows` rows.
-fn kill_after_rows(args: &[&str], cwd: &Path, run: &Path, rows: usize) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_formation"))
-        .args(args)
-        .current_dir(cwd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let count = std::fs::read_to_string(run.join("analysis/checkpoint_metrics.jsonl"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if count >= rows || Instant::now() > deadline {
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            panic!("the run finished before {rows} rows: make the test config longer");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
 }
 
 #[test]

@@ -242,19 +242,7 @@ fn the_study_report_overlays_seeds_and_states_the_decision() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(formation(
-        &[
-            "replicate",
-            &example("ci.toml"),
-            "--seeds",
-            "0..2",
-            "-j",
-            "2",
-            "--out",
-            "st",
-        ],
-        dir,
-    ));
+    ok(replicate(&example("ci.toml"), "0..2", dir));
     let compared = ok(formation(&["compare", "st"], dir));
     let stdout = String::from_utf8_lossy(&compared.stdout);
     assert!(stdout.contains("NOT READY"), "{stdout}");

@@ -8,19 +8,7 @@ use common::*;
 
 /// `formation replicate ci.toml --seeds 0..3 -j 2 --out st` in `dir`.
 fn replicate_three(dir: &Path) -> std::process::Output {
-    formation(
-        &[
-            "replicate",
-            &example("ci.toml"),
-            "--seeds",
-            "0..3",
-            "-j",
-            "2",
-            "--out",
-            "st",
-        ],
-        dir,
-    )
+    replicate(&example("ci.toml"), "0..3", dir)
 }
 
 fn rows(run: &Path) -> Vec<serde_json::Value> {

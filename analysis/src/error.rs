@@ -28,13 +28,75 @@ pub enum AnalysisError {
     /// A run-directory problem (manifest, log rewrite).
     #[error(transparent)]
     Train(#[from] trainer::TrainError),
+    /// The sidecar failed on the checkpoint of `step` (it runs behind the trainer, so the trainer learns of it
+    /// at a later checkpoint).
+    #[error("{error}")]
+    AtStep {
+        step: u64,
+        error: Box<AnalysisError>,
+    },
+}
+
+impl AnalysisError {
+    /// The error as the training loop reports it; a failure of the sidecar keeps the step it happened at
+    /// ([`trainer::plugin::FailedAt`]).
+    pub fn into_plugin_error(self) -> trainer::plugin::PluginError {
+        match self {
+            AnalysisError::AtStep { step, error } => Box::new(trainer::plugin::FailedAt {
+                step,
+                message: trainer::error::error_chain(error.as_ref()),
+            }),
+            other => Box::new(other),
+        }
+    }
 }
 
 impl AnalysisError {
     pub fn hdf5(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
         AnalysisError::Hdf5 {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: condense_hdf5(&e.to_string()),
         }
+    }
+}
+
+/// libhdf5's message without its internals: the function and what failed, then the operating system's own
+/// words when it gives them (`H5Fflush(): unable to flush file's cached information: file write failed: No
+/// space left on device (os error 28)` instead of a line with the time, descriptor, buffer and byte counts).
+fn condense_hdf5(message: &str) -> String {
+    let internals = ["time =", "filename =", "file descriptor =", "errno ="];
+    let head: Vec<&str> = message
+        .split(": ")
+        .take_while(|part| !internals.iter().any(|i| part.contains(i)))
+        .collect();
+    let os = message.split_once("errno = ").and_then(|(_, rest)| {
+        let errno = rest.split(',').next()?.trim();
+        let (_, text) = rest.split_once("error message = '")?;
+        Some(format!("{} (os error {errno})", text.split('\'').next()?))
+    });
+    match os {
+        Some(os) => format!("{}: {os}", head.join(": ")),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::condense_hdf5;
+
+    #[test]
+    fn libhdf5_internals_give_way_to_the_os_cause() {
+        let raw = "H5Fflush(): unable to flush file's cached information: file write failed: time = Tue Dec  1 \
+                   09:26:39 2026; , filename = 'r/a.h5.tmp', file descriptor = 7, errno = 28, error message = 'No \
+                   space left on device', buf = 0x7f05702291c0, total write size = 2048, offset = 0";
+        assert_eq!(
+            condense_hdf5(raw),
+            "H5Fflush(): unable to flush file's cached information: file write failed: No space left on device \
+             (os error 28)"
+        );
+        assert_eq!(
+            condense_hdf5("H5Fopen(): unable to open file"),
+            "H5Fopen(): unable to open file"
+        );
     }
 }

@@ -21,8 +21,8 @@ use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, SendStats};
 use crate::selection::needed;
 use crate::sidecar::{Sidecar, SidecarState};
-use crate::sinks::hdf5::ActivationStore;
-use crate::sinks::jsonl::{existing_steps, last_row};
+use crate::sinks::hdf5::{ActivationStore, read_stored_step, stored_step_readable};
+use crate::sinks::jsonl::{damaged_after, existing_steps, last_row};
 
 /// `analysis/` inside a run directory.
 pub fn analysis_dir(run: &RunDir) -> PathBuf {
@@ -71,7 +71,7 @@ impl AnalyzePlugin {
 
     fn fail(&mut self, step: u64, error: AnalysisError) -> Result<(), PluginError> {
         match self.config.on_error {
-            OnError::Stop => Err(Box::new(error)),
+            OnError::Stop => Err(error.into_plugin_error()),
             OnError::Warn => {
                 eprintln!(
                     "WARNING: analysis failed at step {step}: {error}. Training continues WITHOUT analysis \
@@ -179,13 +179,54 @@ pub fn capture(
 }
 
 impl CheckpointPlugin for AnalyzePlugin {
+    /// The first scheduled step without a committed row *and* a readable step file (a row whose arrays are
+    /// missing or unreadable is recomputed, never trusted), or whose successor's dynamics could not be restored
+    /// from its arrays.
     fn first_missing_step(
         &mut self,
         run: &RunDir,
         schedule: &[u64],
     ) -> Result<Option<u64>, PluginError> {
-        let done = existing_steps(&metrics_path(run));
-        Ok(schedule.iter().copied().find(|s| !done.contains(s)))
+        let rows = existing_steps(&metrics_path(run));
+        let activations = analysis_dir(run).join("activations");
+        let done: Vec<u64> = schedule
+            .iter()
+            .copied()
+            .take_while(|&s| rows.contains(&s) && stored_step_readable(&activations, s))
+            .collect();
+        let mut first_missing = schedule.get(done.len()).copied();
+        // A damaged, duplicated or out-of-order line: rewrite the rows from there.
+        if let Some(after) = damaged_after(&metrics_path(run)) {
+            let damaged = schedule
+                .iter()
+                .copied()
+                .find(|&s| after.is_none_or(|a| s > a));
+            first_missing = match (first_missing, damaged) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        // The next checkpoint's dynamics compare with the last analyzed one: its arrays must read back whole.
+        for &step in done.iter().rev() {
+            if first_missing.is_none()
+                || read_stored_step(&activations, step, &DYNAMICS_GROUPS).is_ok()
+            {
+                break;
+            }
+            first_missing = Some(step);
+        }
+        Ok(first_missing)
+    }
+
+    fn on_create(&mut self, run: &RunDir) -> Result<(), PluginError> {
+        let path = probe_set_path(run);
+        let dir = run.root.join("probes");
+        std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::Io {
+            path: dir,
+            message: e.to_string(),
+        })?;
+        self.probe.save(&path)?;
+        Ok(())
     }
 
     fn on_start(&mut self, event: &StartEvent<'_>) -> Result<(), PluginError> {
@@ -195,17 +236,7 @@ impl CheckpointPlugin for AnalyzePlugin {
                 event.run.root.display()
             )
         })?;
-        let probe_path = probe_set_path(event.run);
-        if event.resume {
-            ProbeSet::load_pinned(&probe_path, &hash)?;
-        } else {
-            let dir = event.run.root.join("probes");
-            std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::Io {
-                path: dir,
-                message: e.to_string(),
-            })?;
-            self.probe.save(&probe_path)?;
-        }
+        ProbeSet::load_pinned(&probe_set_path(event.run), &hash)?;
         let analysis = analysis_dir(event.run);
         std::fs::create_dir_all(&analysis).map_err(|e| AnalysisError::Io {
             path: analysis.clone(),
@@ -299,7 +330,7 @@ impl CheckpointPlugin for AnalyzePlugin {
 
     fn finish(&mut self) -> Result<(), PluginError> {
         match self.sidecar.take() {
-            Some(sidecar) => sidecar.finish().map_err(|e| Box::new(e) as PluginError),
+            Some(sidecar) => sidecar.finish().map_err(AnalysisError::into_plugin_error),
             None => Ok(()),
         }
     }

@@ -92,7 +92,13 @@ impl Drop for Sidecar {
 fn run(mut state: SidecarState, receiver: Receiver<Message>) -> Result<(), AnalysisError> {
     for message in receiver {
         match message {
-            Message::Checkpoint(checkpoint) => process(&mut state, *checkpoint)?,
+            Message::Checkpoint(checkpoint) => {
+                let step = checkpoint.step;
+                process(&mut state, *checkpoint).map_err(|error| AnalysisError::AtStep {
+                    step,
+                    error: Box::new(error),
+                })?
+            }
             Message::End => break,
         }
     }
@@ -105,6 +111,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
     let mut analysis = state.analyzer.analyze(&message)?;
     let store_start = Instant::now();
     state.store.write(message.step, &analysis.arrays)?;
+    trainer::failpoint::hit_at("row-pending", message.step);
     analysis
         .families
         .insert("store".into(), store_start.elapsed().as_secs_f64() * 1e3);
@@ -118,6 +125,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         families: analysis.families,
     };
     state.jsonl.write(&analysis.row)?;
+    trainer::failpoint::hit_at("row-written", message.step);
     Ok(())
 }
 

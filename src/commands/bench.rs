@@ -282,7 +282,7 @@ fn train_into(config: &Config, dir: &std::path::Path, analyze: bool) -> anyhow::
     let job = trainer::train_loop::TrainJob {
         config,
         run: &run,
-        resume: false,
+        start: trainer::train_loop::Start::New,
         device,
         device_name: device_name.to_owned(),
         probe_set_sha256: hash,

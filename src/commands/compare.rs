@@ -84,6 +84,13 @@ pub fn compare_dirs(dirs: &[PathBuf], config: Option<&Path>) -> anyhow::Result<C
         }
     } else {
         for dir in dirs {
+            if !dir.join("run.json").exists() {
+                bail!(
+                    "{} is neither a run directory (no run.json) nor a study directory (no study.json)",
+                    dir.display()
+                );
+            }
+            crate::note_if_in_progress(dir);
             let name = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use trainer::checkpoint;
+use trainer::lock::DirLock;
 use trainer::model::{ModelDims, Transformer};
 use trainer::run_dir::RunDir;
 use trainer::tasks;
@@ -23,6 +24,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let run = RunDir::new(&args.run_dir);
     run.read_manifest()?;
+    let _lock = DirLock::acquire(&run.root, "formation export")?;
     let config = run.read_config()?;
     let task = tasks::build(&config.task, config.train.seed);
     let dims = ModelDims::new(&config, task.as_ref());

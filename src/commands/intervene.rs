@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use probes::ProbeSet;
 use trainer::checkpoint;
 use trainer::config::{InterventionKind, TaskConfig};
+use trainer::lock::DirLock;
 use trainer::model::{Channel, HookName, HostArray, ModelDims, Transformer, int_tensor};
 use trainer::run_dir::{RunDir, write_atomic};
 use trainer::tasks;
@@ -69,7 +70,10 @@ impl From<InterventionKind> for Kind {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (out, report) = intervene(&RunDir::new(&args.run_dir), args.step, args.kind)?;
+    let run = RunDir::new(&args.run_dir);
+    run.read_manifest()?;
+    let _lock = DirLock::acquire(&run.root, "formation intervene")?;
+    let (out, report) = intervene(&run, args.step, args.kind)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("wrote {}", out.display());
     Ok(())

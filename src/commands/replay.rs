@@ -11,7 +11,7 @@ use trainer::model::ModelDims;
 use trainer::replay::{plan, prepare, verify};
 use trainer::run_dir::{RunDir, write_atomic};
 use trainer::tasks;
-use trainer::train_loop::{TrainJob, train};
+use trainer::train_loop::{Start, TrainJob, train};
 
 use crate::commands::intervene::intervene;
 use crate::commands::train::analyze_plugin;
@@ -68,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let plan = plan(&run, start, end, every)?;
     let dest = RunDir::new(run.root.join("windows").join(&name));
-    prepare(&run, &dest, &plan, &format!("{}-{name}", manifest.run_id))?;
+    let lock = prepare(&run, &dest, &plan, &format!("{}-{name}", manifest.run_id))?;
 
     let (device, device_name) = crate::device::pick();
     let (mut plugin, _) = analyze_plugin(&config, &dest, true, &device)?;
@@ -77,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let job = TrainJob {
         config: &config,
         run: &dest,
-        resume: true,
+        start: Start::Resume(&lock),
         device: device.clone(),
         device_name: device_name.to_owned(),
         probe_set_sha256: None,

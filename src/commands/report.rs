@@ -40,6 +40,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             study_sections(&compared.comparison, &runs),
         )
     } else {
+        if !args.dir.join("run.json").exists() {
+            anyhow::bail!(
+                "{} is neither a run directory (no run.json) nor a study directory (no study.json)",
+                args.dir.display()
+            );
+        }
+        crate::note_if_in_progress(&args.dir);
         let run = RunDir::new(&args.dir);
         let name = args
             .dir

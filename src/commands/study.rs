@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use trainer::Config;
-use trainer::checkpoint;
+use trainer::lock::DirLock;
 use trainer::slurm::array_script;
 use trainer::study::{
     Factor, RunState, RunStatus, StatusState, Study, StudyKind, StudyManifest, parse_seeds, plan,
@@ -138,7 +138,7 @@ fn start(
     }
     let (manifest, configs) = plan(kind, base, config_path, seeds, factor)?;
     let study = Study::new(engine.out.clone().unwrap_or(default));
-    study.prepare(&manifest, &configs)?;
+    let _lock = study.prepare(&manifest, &configs)?;
     if engine.slurm {
         return write_slurm(&study, &manifest, base, &engine);
     }
@@ -203,6 +203,7 @@ fn write_slurm(
 /// One run of a study, as its own process: trains with analysis (resuming an interrupted run), finds the
 /// windows, and records the outcome in `status/NAME.json`.
 pub fn task(args: TaskArgs) -> anyhow::Result<()> {
+    die_with_parent()?;
     let study = Study::new(&args.study_dir);
     let manifest = study.read_manifest()?;
     if !manifest.runs.iter().any(|r| r.name == args.name) {
@@ -212,6 +213,12 @@ pub fn task(args: TaskArgs) -> anyhow::Result<()> {
             args.name
         );
     }
+    // One process per run: a second study (or a rerun while an orphan still trains) is refused here.
+    let _lock = DirLock::acquire_file(
+        &study.status_lock(&args.name),
+        &study.run_dir(&args.name),
+        "formation study-task",
+    )?;
     if study.state(&args.name) == RunState::Done {
         println!("{} is already done", args.name);
         return Ok(());
@@ -232,15 +239,32 @@ pub fn task(args: TaskArgs) -> anyhow::Result<()> {
     outcome
 }
 
+/// The environment variable through which a local study hands its pid to the runs it starts.
+pub const PARENT_PID_ENV: &str = "FORMATION_STUDY_PARENT";
+
+/// A run started by a local study dies with it (the kernel sends SIGKILL when the parent ends), so that a
+/// killed study leaves no orphan writing on; its run resumes when the study is run again. A run whose parent is
+/// already gone stops at once. Runs started by Slurm have no such parent.
+fn die_with_parent() -> anyhow::Result<()> {
+    let Some(parent) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return Ok(());
+    };
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .context("asking to die with the study process")?;
+    let current = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    if current != parent {
+        bail!("the study process that started this run (pid {parent}) is gone");
+    }
+    Ok(())
+}
+
 fn train_and_find_windows(study: &Study, name: &str) -> anyhow::Result<()> {
     let run_dir = study.run_dir(name);
-    let mut resume = run_dir.join("run.json").exists();
-    // Killed before its first checkpoint: nothing to resume from and nothing to lose; start again.
-    if resume && checkpoint::list(&run_dir.join("checkpoints")).is_ok_and(|c| c.is_empty()) {
-        std::fs::remove_dir_all(&run_dir)
-            .with_context(|| format!("removing the empty run {}", run_dir.display()))?;
-        resume = false;
-    }
+    // A run directory appears whole (run.json with its first checkpoint), so it either resumes or starts anew.
+    let resume = run_dir.join("run.json").exists();
     train::run(train::Args {
         config: study.config(name),
         analyze: true,

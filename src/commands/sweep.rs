@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use trainer::lock::DirLock;
+use trainer::plugin::CheckpointPlugin;
 use trainer::run_dir::RunDir;
 use trainer::sweep::sweep_checkpoints;
 use trainer::train_loop::Progress;
@@ -41,15 +43,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Sweeps `run` (see the module doc); returns the number of checkpoints analyzed now.
 pub fn sweep(run: &RunDir, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<usize> {
     let mut manifest = run.read_manifest()?;
+    let lock = DirLock::acquire(&run.root, "formation sweep")?;
     let config = run.read_config()?;
     let (device, _) = crate::device::pick();
-    // A run trained without --analyze gets its probe set now, pinned in run.json like train would have.
+    // A run trained without --analyze gets its probe set now, pinned in run.json like train would have: the
+    // file first, then its hash (a kill in between leaves an unpinned file that the next sweep rewrites).
     let pinned = manifest.probe_set_sha256.is_some();
     let (mut plugin, hash) = analyze_plugin(&config, run, pinned, &device)?;
     if !pinned {
+        plugin.on_create(run).map_err(|e| anyhow::anyhow!(e))?;
+        trainer::failpoint::hit("sweep-probe-set");
         manifest.probe_set_sha256 = Some(hash);
         run.write_manifest(&manifest)?;
     }
-    sweep_checkpoints(run, &device, &mut plugin, progress)
+    sweep_checkpoints(run, &lock, &device, &mut plugin, progress)
         .with_context(|| format!("sweeping {}", run.root.display()))
 }

@@ -7,10 +7,11 @@ use analysis::plugin::probe_set_path;
 use anyhow::{Context, bail};
 use probes::ProbeSet;
 use trainer::Config;
+use trainer::lock::DirLock;
 use trainer::plugin::{CheckpointPlugin, NoPlugin};
 use trainer::run_dir::RunDir;
 use trainer::tasks;
-use trainer::train_loop::{TrainJob, train};
+use trainer::train_loop::{Start, TrainJob, train};
 
 use crate::progress::Display;
 
@@ -35,7 +36,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(dir), _) => {
             if !dir.join("run.json").exists() {
                 bail!(
-                    "cannot resume {}: it is not a run directory (no run.json)",
+                    "cannot resume {}: it is not a run directory (no run.json; a run killed before its first \
+                     checkpoint leaves none), so start it with --out {}",
+                    dir.display(),
                     dir.display()
                 );
             }
@@ -52,6 +55,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let run = RunDir::new(&root);
+    let lock = resume
+        .then(|| DirLock::acquire(&root, "formation train --resume"))
+        .transpose()?;
     let (device, device_name) = crate::device::pick();
     let mut display = Display::new();
     let (mut plugin, probe_set_sha256) = if args.analyze {
@@ -64,7 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let job = TrainJob {
         config: &config,
         run: &run,
-        resume,
+        start: match &lock {
+            Some(lock) => Start::Resume(lock),
+            None => Start::New,
+        },
         device,
         device_name: device_name.to_owned(),
         probe_set_sha256,
@@ -73,6 +82,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let summary = train(job, plugin.as_mut(), &mut |p| display.update(p))
         .with_context(|| format!("training {}", root.display()))?;
     display.finish();
+    if summary.already_complete {
+        println!(
+            "run {} is already complete ({} steps); nothing changed in {}",
+            summary.run_id,
+            summary.steps,
+            root.display()
+        );
+        return Ok(());
+    }
     let accuracy = summary
         .final_eval
         .map(|e| {
@@ -126,6 +144,19 @@ fn probe_set(config: &Config, run: &RunDir, resume: bool) -> anyhow::Result<Prob
             )
         })?;
         let path = probe_set_path(run);
+        if !path.exists() {
+            // A kill between pinning the hash and writing the file (older versions pinned first): the probe
+            // set is a pure function of the config, so it is made again, and used only if it is the pinned one.
+            let set = ProbeSet::generate(
+                task.as_ref(),
+                config.analysis.probe_size,
+                config.analysis.probe_seed,
+            );
+            if config.analysis.probe_set.is_none() && set.sha256() == hash {
+                std::fs::create_dir_all(path.parent().expect("probe set path has a parent"))?;
+                set.save(&path)?;
+            }
+        }
         (path.clone(), ProbeSet::load_pinned(&path, &hash)?)
     } else if let Some(path) = &config.analysis.probe_set {
         (path.clone(), ProbeSet::load(path)?)

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use analysis::row::Row;
+use analysis::sinks::jsonl::read_rows;
 use analysis::windows::{find_windows, table};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use trainer::Config;
 use trainer::run_dir::{RunDir, write_atomic};
 
@@ -24,22 +24,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => run.read_config()?,
     };
+    // A run still being written is read as far as it goes, and its windows file is left to the finished run.
+    let lock = crate::lock_or_note(&run.root, "formation windows")?;
     let metrics = analysis::plugin::metrics_path(&run);
-    let text = std::fs::read_to_string(&metrics).with_context(|| {
-        format!(
-            "reading {} (was the run trained with --analyze?)",
-            metrics.display()
-        )
-    })?;
-    let rows: Vec<Row> = text
-        .lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).with_context(|| {
-                format!("{} line {} is not a metrics row", metrics.display(), i + 1)
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let rows = read_rows(&metrics)?;
     if rows.len() < 5 {
         bail!(
             "{} has {} rows; the detector needs at least 5 checkpoints",
@@ -48,9 +36,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let found = find_windows(&manifest.run_id, &rows, &config.windows);
-    let out = analysis::plugin::analysis_dir(&run).join("birth_windows.json");
-    write_atomic(&out, serde_json::to_string_pretty(&found)?.as_bytes())?;
     print!("{}", table(&found));
-    println!("\nwrote {}", out.display());
+    let out = analysis::plugin::analysis_dir(&run).join("birth_windows.json");
+    if lock.is_some() {
+        write_atomic(&out, serde_json::to_string_pretty(&found)?.as_bytes())?;
+        println!("\nwrote {}", out.display());
+    } else {
+        println!(
+            "\n{} not written: the run is still in progress",
+            out.display()
+        );
+    }
     Ok(())
 }

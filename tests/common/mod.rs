@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn formation(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_formation"))
@@ -10,6 +11,23 @@ pub fn formation(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .output()
         .expect("binary runs")
+}
+
+/// `formation replicate CONFIG --seeds SEEDS -j 2 --out st` in `dir`.
+pub fn replicate(config: &str, seeds: &str, dir: &Path) -> Output {
+    formation(
+        &[
+            "replicate",
+            config,
+            "--seeds",
+            seeds,
+            "-j",
+            "2",
+            "--out",
+            "st",
+        ],
+        dir,
+    )
 }
 
 pub fn example(name: &str) -> String {
@@ -75,7 +93,8 @@ pub fn read(path: PathBuf) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every file under `dir` with its bytes, sorted by path.
+/// Every file under `dir` with its bytes, sorted by path; `formation.lock` is left out (every writer, even one
+/// that then refuses bad input, writes its own pid there).
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = vec![];
     let mut stack = vec![dir.to_owned()];
@@ -84,7 +103,7 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if !path.ends_with("formation.lock") {
                 out.push((path.clone(), read(path)));
             }
         }
@@ -148,4 +167,46 @@ pub fn final_error(output: Output) -> String {
     assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
     assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
     errors[0].to_owned()
+}
+
+/// The CI config stretched to 3000 steps with a checkpoint every 50 (65 checkpoints, a few seconds).
+pub fn long_ci_config(dir: &Path) -> String {
+    let text = std::fs::read_to_string(example("ci.toml")).unwrap();
+    let text = text
+        .replace("steps = 60", "steps = 3000")
+        .replace("every = 20\nlog_spaced", "every = 50\nlog_spaced");
+    assert!(text.contains("every = 50"));
+    let path = dir.join("long.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    jsonl(&run.join("analysis/checkpoint_metrics.jsonl"))
+}
+
+/// Starts a run (or resume) and SIGKILLs it once its metrics file has at least `rows` rows.
+pub fn kill_after_rows(args: &[&str], cwd: &Path, run: &Path, rows: usize) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_formation"))
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let count = std::fs::read_to_string(run.join("analysis/checkpoint_metrics.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if count >= rows || Instant::now() > deadline {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            panic!("the run finished before {rows} rows: make the test config longer");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
 }

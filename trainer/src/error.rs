@@ -2,6 +2,21 @@
 
 use std::path::{Path, PathBuf};
 
+/// An error and all its causes as one line, most general first (`writing X: No space left on device`).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        // Some errors repeat their cause in their own message.
+        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
+}
+
 /// A config that cannot be read, parsed or trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -92,6 +107,25 @@ pub enum TrainError {
     /// A tensor could not be copied to the host.
     #[error("reading a tensor back to the host: {0}")]
     Host(String),
+    /// Another process writes the run directory.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+}
+
+impl From<crate::lock::StageError<TrainError>> for TrainError {
+    fn from(e: crate::lock::StageError<TrainError>) -> Self {
+        use crate::lock::StageError;
+        match e {
+            StageError::Exists { root } => TrainError::RunDir {
+                path: root,
+                why: "already holds a run; pass --resume to continue it or choose another --out"
+                    .into(),
+            },
+            StageError::Lock(e) => TrainError::Lock(e),
+            StageError::Io { path, source } => TrainError::Io { path, source },
+            StageError::Fill(e) => e,
+        }
+    }
 }
 
 /// A study (`formation replicate` / `screen`) that cannot be planned, written or read.
@@ -112,4 +146,7 @@ pub enum StudyError {
     },
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// Another process writes the study directory or runs one of its runs.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }

@@ -69,13 +69,47 @@ pub fn hooked_transformer_config(model: &Transformer) -> serde_json::Value {
 /// Writes `model.safetensors`, `config.json` and `sample.safetensors` into `out_dir`. The sample holds
 /// `tokens` [n, n_ctx] (int64) and our `logits` [n, n_ctx, d_vocab_out] on them, so a reader can check that
 /// its copy of the model computes the same thing.
-pub fn export(model: &Transformer, sample: &Examples, out_dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(out_dir)?;
+/// Writes the export into `out` (replacing an earlier one). The caller holds the run's write lock.
+pub fn export(model: &Transformer, sample: &Examples, out: &Path) -> std::io::Result<()> {
+    // Written whole under a temporary sibling name, then renamed into place: a kill leaves the previous
+    // export (or none), never a directory with a 0-byte or missing file.
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    // Partial exports of killed processes go first (the caller holds the run's lock: no other export runs).
+    let prefix = format!(".{name}.partial-");
+    for entry in std::fs::read_dir(parent)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    let staging = parent.join(format!("{prefix}{}", std::process::id()));
+    std::fs::create_dir(&staging)?;
+    write_export(model, sample, &staging)?;
+    for file in ["model.safetensors", "config.json", "sample.safetensors"] {
+        std::fs::File::open(staging.join(file))?.sync_all()?;
+    }
+    crate::failpoint::hit("export-written");
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    std::fs::rename(&staging, out)
+}
+
+/// The three export files, into `out_dir`.
+fn write_export(model: &Transformer, sample: &Examples, out_dir: &Path) -> std::io::Result<()> {
     let params: Vec<NamedBytes> = named_parameters(model)
         .into_iter()
         .map(|(name, (shape, values))| (name, Dtype::F32, shape, f32_bytes(&values)))
         .collect();
     write_safetensors(&out_dir.join("model.safetensors"), &params)?;
+    crate::failpoint::hit("export-model");
     let config = serde_json::to_vec_pretty(&hooked_transformer_config(model))
         .map_err(std::io::Error::other)?;
     std::fs::write(out_dir.join("config.json"), config)?;

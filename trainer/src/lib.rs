@@ -8,6 +8,8 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod failpoint;
+pub mod lock;
 pub mod model;
 pub mod plugin;
 pub mod replay;

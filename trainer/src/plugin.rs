@@ -2,6 +2,7 @@
 
 use burn::prelude::*;
 
+use crate::error::{TrainError, error_chain};
 use crate::model::Transformer;
 use crate::run_dir::{Manifest, RunDir};
 use crate::tasks::Task;
@@ -9,6 +10,31 @@ use crate::train_loop::EvalRow;
 
 /// What a plugin may fail with; the loop stops and reports it with the step.
 pub type PluginError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A plugin failure that belongs to another step than the checkpoint being handed over (work done in the
+/// background fails behind the trainer): the loop reports this step, not its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FailedAt {
+    pub step: u64,
+    /// The failure with all its causes.
+    pub message: String,
+}
+
+/// The training error for a plugin failure at `step` (or at the step a [`FailedAt`] names), keeping every
+/// cause of the error in its message.
+pub fn plugin_failure(step: u64, error: PluginError) -> TrainError {
+    match error.downcast::<FailedAt>() {
+        Ok(failed) => TrainError::Plugin {
+            step: failed.step,
+            message: failed.message,
+        },
+        Err(error) => TrainError::Plugin {
+            step,
+            message: error_chain(error.as_ref()),
+        },
+    }
+}
 
 /// Everything the loop knows at a checkpoint save.
 pub struct CheckpointEvent<'a> {
@@ -50,6 +76,13 @@ pub trait CheckpointPlugin {
     ) -> Result<Option<u64>, PluginError> {
         let _ = (run, schedule);
         Ok(None)
+    }
+
+    /// Called while a new run directory is prepared (`run` is its staging name, renamed into place afterwards):
+    /// write what the run must hold from its first moment, such as a pinned input file.
+    fn on_create(&mut self, run: &RunDir) -> Result<(), PluginError> {
+        let _ = run;
+        Ok(())
     }
 
     /// Called once, after the run directory exists (or was verified) and before the first step.

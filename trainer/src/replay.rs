@@ -13,6 +13,7 @@ use burn::prelude::*;
 
 use crate::checkpoint;
 use crate::error::TrainError;
+use crate::lock::{DirLock, create_staged};
 use crate::model::{ModelDims, Transformer};
 use crate::run_dir::RunDir;
 use crate::train_loop::ReplaySchedule;
@@ -64,19 +65,21 @@ pub fn plan(source: &RunDir, start: u64, end: u64, every: u64) -> Result<ReplayP
 }
 
 /// Creates the replay directory `dest` from `source`: the same config and probe set, a manifest named
-/// `run_id` with the dense schedule, and a copy of the starting checkpoint. A `dest` that already holds this
-/// replay is left as it is (an interrupted replay resumes); one holding another plan is refused.
+/// `run_id` with the dense schedule, and a copy of the starting checkpoint, all at once ([`create_staged`]). A
+/// `dest` that already holds this replay is left as it is (an interrupted replay resumes); one holding another
+/// plan is refused. Returns the write lock of `dest`.
 pub fn prepare(
     source: &RunDir,
     dest: &RunDir,
     plan: &ReplayPlan,
     run_id: &str,
-) -> Result<(), TrainError> {
+) -> Result<DirLock, TrainError> {
     let mut manifest = source.read_manifest()?;
     manifest.run_id = run_id.to_owned();
     manifest.steps = plan.schedule.stop_at;
     manifest.checkpoint_steps = plan.schedule.checkpoints.clone();
     if dest.manifest().exists() {
+        let lock = DirLock::acquire(&dest.root, "formation replay")?;
         let existing = dest.read_manifest()?;
         if existing != manifest {
             return Err(error(
@@ -84,35 +87,31 @@ pub fn prepare(
                 "holds a replay with another schedule; remove it or pass the same --every",
             ));
         }
-        return Ok(());
+        return Ok(lock);
     }
     let config = source.read_config()?;
-    let tmp = dest.root.with_extension("tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    let staged = RunDir::new(&tmp);
-    staged.create(&config, &manifest)?;
-    let probe = source.root.join("probes").join("probe_set.h5");
-    if probe.exists() {
-        let dir = staged.root.join("probes");
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        copy(&probe, &dir.join("probe_set.h5"))?;
-    }
-    let name = checkpoint::step_dir_name(plan.from);
-    let (from_dir, to_dir) = (
-        source.checkpoints().join(&name),
-        staged.checkpoints().join(&name),
-    );
-    std::fs::create_dir_all(&to_dir).map_err(io(&to_dir))?;
-    for entry in std::fs::read_dir(&from_dir).map_err(io(&from_dir))? {
-        let entry = entry.map_err(io(&from_dir))?;
-        copy(&entry.path(), &to_dir.join(entry.file_name()))?;
-    }
-    if let Some(parent) = dest.root.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    std::fs::rename(&tmp, &dest.root).map_err(io(&dest.root))
+    let lock = create_staged(&dest.root, "formation replay", |staging| {
+        let staged = RunDir::new(staging);
+        staged.create(&config, &manifest)?;
+        let probe = source.root.join("probes").join("probe_set.h5");
+        if probe.exists() {
+            let dir = staged.root.join("probes");
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            copy(&probe, &dir.join("probe_set.h5"))?;
+        }
+        let name = checkpoint::step_dir_name(plan.from);
+        let (from_dir, to_dir) = (
+            source.checkpoints().join(&name),
+            staged.checkpoints().join(&name),
+        );
+        std::fs::create_dir_all(&to_dir).map_err(io(&to_dir))?;
+        for entry in std::fs::read_dir(&from_dir).map_err(io(&from_dir))? {
+            let entry = entry.map_err(io(&from_dir))?;
+            copy(&entry.path(), &to_dir.join(entry.file_name()))?;
+        }
+        Ok::<(), TrainError>(())
+    })?;
+    Ok(lock)
 }
 
 /// One original checkpoint compared with its replay.

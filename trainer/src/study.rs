@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::StudyError;
+use crate::lock::{DirLock, StageError, create_staged};
 use crate::run_dir::{read_versioned, write_atomic};
 
 /// Version of the study manifest; a study directory of another version is refused.
@@ -233,10 +234,21 @@ impl Study {
         self.root.join("slurm").join("array.sbatch")
     }
 
+    /// The lock file of one run's process (`status/NAME.lock`): one process per run, whichever started it.
+    pub fn status_lock(&self, name: &str) -> PathBuf {
+        self.root.join("status").join(format!("{name}.lock"))
+    }
+
     /// Writes the plan, or checks it against the one already there (re-running a study command continues
-    /// it; a different plan in the same directory is refused before anything changes).
-    pub fn prepare(&self, manifest: &StudyManifest, configs: &[Config]) -> Result<(), StudyError> {
+    /// it; a different plan in the same directory is refused before anything changes). A new study directory
+    /// appears whole ([`create_staged`]). Returns the study's write lock.
+    pub fn prepare(
+        &self,
+        manifest: &StudyManifest,
+        configs: &[Config],
+    ) -> Result<DirLock, StudyError> {
         if self.manifest_path().exists() {
+            let lock = DirLock::acquire(&self.root, "formation study")?;
             let existing = self.read_manifest()?;
             if existing.kind != manifest.kind
                 || existing.factor != manifest.factor
@@ -255,28 +267,31 @@ impl Study {
                     )));
                 }
             }
-            return Ok(());
+            return Ok(lock);
         }
-        if self.root.exists()
-            && fs::read_dir(&self.root)
-                .map_err(|e| self.io(&self.root, e))?
-                .next()
-                .is_some()
-        {
-            return Err(self.error("exists and is not a study directory (no study.json)"));
-        }
-        for dir in ["configs", "runs", "status", "logs"] {
-            let path = self.root.join(dir);
-            fs::create_dir_all(&path).map_err(|e| self.io(&path, e))?;
-        }
-        for (run, config) in manifest.runs.iter().zip(configs) {
-            write_atomic(&self.config(&run.name), config.to_toml().as_bytes())?;
-        }
-        write_atomic(
-            &self.manifest_path(),
-            &serde_json::to_vec_pretty(manifest).expect("study manifest serializes"),
-        )?;
-        Ok(())
+        let fill = |staging: &Path| -> Result<(), StudyError> {
+            let staged = Study::new(staging);
+            for dir in ["configs", "runs", "status", "logs"] {
+                let path = staging.join(dir);
+                fs::create_dir_all(&path).map_err(|e| staged.io(&path, e))?;
+            }
+            for (run, config) in manifest.runs.iter().zip(configs) {
+                write_atomic(&staged.config(&run.name), config.to_toml().as_bytes())?;
+            }
+            write_atomic(
+                &staged.manifest_path(),
+                &serde_json::to_vec_pretty(manifest).expect("study manifest serializes"),
+            )?;
+            Ok(())
+        };
+        create_staged(&self.root, "formation study", fill).map_err(|e| match e {
+            StageError::Exists { .. } => {
+                self.error("exists and is not a study directory (no study.json)")
+            }
+            StageError::Lock(e) => e.into(),
+            StageError::Io { path, source } => self.io(&path, source),
+            StageError::Fill(e) => e,
+        })
     }
 
     /// Reads `study.json`, refusing another schema version.

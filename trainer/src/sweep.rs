@@ -4,22 +4,24 @@
 //! state and `metrics/eval.jsonl`. A plugin sees the same events as in the training loop, so `formation sweep`
 //! writes what `train --analyze` would have.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::prelude::*;
 
 use crate::checkpoint;
 use crate::error::{CheckpointError, TrainError};
+use crate::lock::DirLock;
 use crate::model::{ModelDims, Transformer};
-use crate::plugin::{CheckpointEvent, CheckpointPlugin, StartEvent};
+use crate::plugin::{CheckpointEvent, CheckpointPlugin, StartEvent, plugin_failure};
 use crate::run_dir::RunDir;
 use crate::tasks;
-use crate::train_loop::{EvalRow, Progress};
+use crate::train_loop::{Progress, read_eval_rows};
 
 /// Calls `plugin` at every scheduled checkpoint of `run` that it has no output for yet; returns how many.
+/// The caller holds the run's write lock (`_lock`).
 pub fn sweep_checkpoints(
     run: &RunDir,
+    _lock: &DirLock,
     device: &Device,
     plugin: &mut dyn CheckpointPlugin,
     progress: &mut dyn FnMut(Progress),
@@ -29,12 +31,7 @@ pub fn sweep_checkpoints(
     let task = tasks::build(&config.task, config.train.seed);
     let dims = ModelDims::new(&config, task.as_ref());
     let schedule = manifest.checkpoint_steps.clone();
-    let plugin_err = |step| {
-        move |e: crate::plugin::PluginError| TrainError::Plugin {
-            step,
-            message: e.to_string(),
-        }
-    };
+    let plugin_err = |step| move |e| plugin_failure(step, e);
     let Some(first) = plugin
         .first_missing_step(run, &schedule)
         .map_err(plugin_err(0))?
@@ -50,7 +47,7 @@ pub fn sweep_checkpoints(
         }
         .into());
     }
-    let evals = read_evals(run)?;
+    let evals = read_eval_rows(run)?;
     plugin
         .on_start(&StartEvent {
             run,
@@ -88,18 +85,4 @@ pub fn sweep_checkpoints(
     }
     plugin.finish().map_err(plugin_err(manifest.steps))?;
     Ok(todo.len())
-}
-
-/// The rows of `metrics/eval.jsonl` by step.
-fn read_evals(run: &RunDir) -> Result<BTreeMap<u64, EvalRow>, TrainError> {
-    let path = run.eval_log();
-    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<EvalRow>(line).ok())
-        .map(|row| (row.step, row))
-        .collect())
 }

@@ -1,7 +1,7 @@
 //! The training loop. It reads top to bottom: learning rate, checkpoint (+ evaluation + plugin), forward on
 //! the step's batch, log, backward, optional global-norm clipping, AdamW update.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -13,8 +13,9 @@ use crate::checkpoint::{self, CheckpointState, RngState};
 use crate::config::{Config, OptimConfig};
 use crate::error::{CheckpointError, TrainError};
 use crate::eval::{SplitScore, evaluate};
+use crate::lock::{DirLock, create_staged};
 use crate::model::{ModelDims, Queries, Transformer, cross_entropy, int_tensor};
-use crate::plugin::{CheckpointEvent, CheckpointPlugin, StartEvent};
+use crate::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent, plugin_failure};
 use crate::run_dir::{JsonlWriter, Manifest, RUN_SCHEMA_VERSION, RunDir, config_sha256};
 use crate::schedule::{checkpoint_steps, learning_rate};
 use crate::tasks::{self, Split, Task};
@@ -52,6 +53,8 @@ pub struct EvalRow {
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub run_id: String,
+    /// The run was already complete: nothing was trained or written.
+    pub already_complete: bool,
     pub steps: u64,
     pub final_eval: Option<EvalRow>,
     pub wall_s: f64,
@@ -61,8 +64,8 @@ pub struct Summary {
 pub struct TrainJob<'a> {
     pub config: &'a Config,
     pub run: &'a RunDir,
-    /// Continue the run in `run` from its last checkpoint instead of starting a new one.
-    pub resume: bool,
+    /// A new run, or a resume of the run in `run`.
+    pub start: Start<'a>,
     /// The plain (non-autodiff) device; training uses its autodiff view.
     pub device: Device,
     pub device_name: String,
@@ -71,6 +74,17 @@ pub struct TrainJob<'a> {
     /// A replay of a window (`formation replay`): its own checkpoint steps, and where to stop. The config (and
     /// so the learning-rate schedule and the data) stays the original run's.
     pub replay: Option<ReplaySchedule>,
+}
+
+/// How a [`train`] call starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// A new run. Its directory is created whole: config, manifest, what the plugin pins
+    /// ([`CheckpointPlugin::on_create`]) and checkpoint 0 are written under a staging name that is renamed into
+    /// place ([`create_staged`]); `train` holds the directory's lock while it runs.
+    New,
+    /// Continue the run in the job's directory from its last checkpoint; the caller holds its lock.
+    Resume(&'a DirLock),
 }
 
 /// The checkpoints and the last step of a window replay.
@@ -101,6 +115,8 @@ pub fn train(
         None => checkpoint_steps(&config.train.checkpoints, total),
     };
     let config_hash = config_sha256(config);
+    let examples_per_step = batch_size.unwrap_or_else(|| task.train_batch(0, None).n) as u64;
+    let tokens_per_step = examples_per_step * task.seq_len() as u64;
 
     let mut model = Transformer::new(&dims, config.train.seed, &train_device);
     let mut optim = make_optimizer(&config.optim);
@@ -125,52 +141,92 @@ pub fn train(
         probe_set_sha256: job.probe_set_sha256.clone(),
     };
     let mut resumed_report = (0.0, None);
-    let plugin_err = |step| {
-        move |e: crate::plugin::PluginError| TrainError::Plugin {
-            step,
-            message: e.to_string(),
-        }
+    let plugin_err = |step| move |e: PluginError| plugin_failure(step, e);
+    let checkpoint_state = |step: u64, lr: f64, last_train_loss: Option<f32>| CheckpointState {
+        format: 0,
+        step,
+        rng: RngState {
+            seed: config.train.seed,
+            next_step: step,
+        },
+        data_cursor: task.data_cursor(step, batch_size),
+        tokens_seen: step * tokens_per_step,
+        lr,
+        last_train_loss,
+        config_sha256: config_hash.clone(),
+        weights_sha256: String::new(),
+        files: Default::default(),
     };
-    let (start, manifest) = if job.resume {
-        let on_disk = job.run.read_manifest()?;
-        job.run.check_same_config(config)?;
-        let saved = checkpoint::list(&job.run.checkpoints())?;
-        let needed = plugin
-            .first_missing_step(job.run, &schedule)
-            .map_err(plugin_err(0))?;
-        let last = *saved
-            .iter()
-            .rev()
-            .find(|&&s| needed.is_none_or(|n| s <= n))
-            .ok_or_else(|| CheckpointError::NoneFound {
-                dir: job.run.checkpoints(),
-            })?;
-        let (loaded, loaded_optim, state) = checkpoint::load(
-            &checkpoint::step_dir(&job.run.checkpoints(), last),
-            model,
-            optim,
-        )?;
-        if state.data_cursor != task.data_cursor(state.step, batch_size)
-            || state.config_sha256 != on_disk.config_sha256
-        {
-            return Err(CheckpointError::Corrupt {
-                path: checkpoint::step_dir(&job.run.checkpoints(), last),
-                why: "its data cursor or config hash does not match this run".into(),
+    // Held for the whole run when this call creates the directory (a resume's caller holds its own).
+    let _created_lock: Option<DirLock>;
+    let (start, manifest) = match job.start {
+        Start::Resume(_) => {
+            let on_disk = job.run.read_manifest()?;
+            job.run.check_same_config(config)?;
+            let saved = checkpoint::list(&job.run.checkpoints())?;
+            let needed = plugin
+                .first_missing_step(job.run, &schedule)
+                .map_err(plugin_err(0))?;
+            let evals = read_eval_rows(job.run)?;
+            if needed.is_none() && saved.last() == Some(&total) && evals.contains_key(&total) {
+                return Ok(Summary {
+                    run_id: on_disk.run_id,
+                    already_complete: true,
+                    steps: total,
+                    final_eval: evals.get(&total).cloned(),
+                    wall_s: 0.0,
+                });
             }
-            .into());
+            let last = *saved
+                .iter()
+                .rev()
+                .find(|&&s| needed.is_none_or(|n| s <= n))
+                .ok_or_else(|| CheckpointError::NoneFound {
+                    dir: job.run.checkpoints(),
+                })?;
+            let (loaded, loaded_optim, state) = checkpoint::load(
+                &checkpoint::step_dir(&job.run.checkpoints(), last),
+                model,
+                optim,
+            )?;
+            if state.data_cursor != task.data_cursor(state.step, batch_size)
+                || state.config_sha256 != on_disk.config_sha256
+            {
+                return Err(CheckpointError::Corrupt {
+                    path: checkpoint::step_dir(&job.run.checkpoints(), last),
+                    why: "its data cursor or config hash does not match this run".into(),
+                }
+                .into());
+            }
+            (model, optim) = (loaded, loaded_optim);
+            resumed_report = (state.lr, state.last_train_loss);
+            _created_lock = None;
+            (state.step, on_disk)
         }
-        (model, optim) = (loaded, loaded_optim);
-        resumed_report = (state.lr, state.last_train_loss);
-        (state.step, on_disk)
-    } else {
-        job.run.create(config, &manifest)?;
-        (0, manifest)
+        Start::New => {
+            let lock = create_staged(&job.run.root, "formation train", |staging| {
+                let staged = RunDir::new(staging);
+                staged.create(config, &manifest)?;
+                crate::failpoint::hit("create-manifest");
+                plugin.on_create(&staged).map_err(plugin_err(0))?;
+                crate::failpoint::hit("create-pinned");
+                checkpoint::save(
+                    &staged.checkpoints(),
+                    &model,
+                    &optim,
+                    checkpoint_state(0, 0.0, None),
+                )?;
+                Ok::<(), TrainError>(())
+            })?;
+            _created_lock = Some(lock);
+            (0, manifest)
+        }
     };
     let start_event = StartEvent {
         run: job.run,
         manifest: &manifest,
         start_step: start,
-        resume: job.resume,
+        resume: matches!(job.start, Start::Resume(_)),
     };
     plugin.on_start(&start_event).map_err(plugin_err(start))?;
 
@@ -182,31 +238,17 @@ pub fn train(
         .collect();
     let mut stepper = Stepper::new(model, task.as_ref(), config, &train_device);
     let checkpoint_set: BTreeSet<u64> = schedule.iter().copied().collect();
-    let examples_per_step = batch_size.unwrap_or_else(|| task.train_batch(0, None).n) as u64;
-    let tokens_per_step = examples_per_step * task.seq_len() as u64;
     let clock = Instant::now();
     let ((mut last_lr, mut last_loss), mut final_eval) = (resumed_report, None);
     progress(Progress::Start { start, total });
 
     for step in start..=total {
         if checkpoint_set.contains(&step) {
-            if !(job.resume && step == start) {
-                let state = CheckpointState {
-                    format: 0,
-                    step,
-                    rng: RngState {
-                        seed: config.train.seed,
-                        next_step: step,
-                    },
-                    data_cursor: task.data_cursor(step, batch_size),
-                    tokens_seen: step * tokens_per_step,
-                    lr: last_lr,
-                    last_train_loss: last_loss,
-                    config_sha256: config_hash.clone(),
-                    weights_sha256: String::new(),
-                    files: Default::default(),
-                };
+            // The starting checkpoint is on disk already (resumed from, or written with the new directory).
+            if step != start {
+                let state = checkpoint_state(step, last_lr, last_loss);
                 checkpoint::save(&job.run.checkpoints(), stepper.model(), &optim, state)?;
+                crate::failpoint::hit_at("checkpoint-saved", step);
             }
             let eval_due =
                 step == total || (config.eval.every > 0 && step % config.eval.every == 0);
@@ -268,6 +310,7 @@ pub fn train(
     plugin.finish().map_err(plugin_err(total))?;
     Ok(Summary {
         run_id: manifest.run_id,
+        already_complete: false,
         steps: total,
         final_eval,
         wall_s: clock.elapsed().as_secs_f64(),
@@ -368,6 +411,22 @@ pub fn make_optimizer(optim: &OptimConfig) -> ModuleOptimizer {
         .with_epsilon(optim.eps as f32)
         .with_weight_decay(optim.weight_decay as f32)
         .init()
+}
+
+/// The rows of `metrics/eval.jsonl` by step (none when the file does not exist yet). A line that is torn or
+/// not UTF-8 is skipped: its step counts as not evaluated.
+pub fn read_eval_rows(run: &RunDir) -> Result<BTreeMap<u64, EvalRow>, TrainError> {
+    let path = run.eval_log();
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => return Err(TrainError::Io { path, source }),
+    };
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<EvalRow>(line).ok())
+        .map(|row| (row.step, row))
+        .collect())
 }
 
 /// Token and target tensors of training step `step`.
@@ -483,11 +542,11 @@ mod tests {
         }
     }
 
-    fn job<'a>(config: &'a Config, run: &'a RunDir, resume: bool) -> TrainJob<'a> {
+    fn job<'a>(config: &'a Config, run: &'a RunDir, start: Start<'a>) -> TrainJob<'a> {
         TrainJob {
             config,
             run,
-            resume,
+            start,
             device: crate::test_device(),
             device_name: "test".into(),
             probe_set_sha256: None,
@@ -501,7 +560,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path().join("run"));
         let mut recorder = Recorder::default();
-        train(job(&config, &run, false), &mut recorder, &mut |_| {}).unwrap();
+        train(job(&config, &run, Start::New), &mut recorder, &mut |_| {}).unwrap();
         assert_eq!(recorder.starts, vec![(0, false)]);
         assert_eq!(recorder.steps, vec![0, 1, 2, 4, 8, 20, 40, 60]);
         assert_eq!(
@@ -514,9 +573,27 @@ mod tests {
         // A resume calls it again from the checkpoint it continues from.
         std::fs::remove_dir_all(checkpoint::step_dir(&run.checkpoints(), 60)).unwrap();
         let mut recorder = Recorder::default();
-        train(job(&config, &run, true), &mut recorder, &mut |_| {}).unwrap();
+        let lock = DirLock::acquire(&run.root, "test").unwrap();
+        train(
+            job(&config, &run, Start::Resume(&lock)),
+            &mut recorder,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(recorder.starts, vec![(40, true)]);
         assert_eq!(recorder.steps, vec![40, 60]);
+
+        // A complete run is left as it is.
+        let mut recorder = Recorder::default();
+        let summary = train(
+            job(&config, &run, Start::Resume(&lock)),
+            &mut recorder,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(summary.already_complete);
+        assert_eq!(summary.final_eval.map(|e| e.step), Some(60));
+        assert!(recorder.starts.is_empty() && recorder.steps.is_empty());
     }
 
     #[test]
@@ -534,7 +611,7 @@ mod tests {
         let config = Config::parse(include_str!("../../examples/ci.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path().join("run"));
-        let err = train(job(&config, &run, false), &mut Failing, &mut |_| {}).unwrap_err();
+        let err = train(job(&config, &run, Start::New), &mut Failing, &mut |_| {}).unwrap_err();
         assert_eq!(
             err.to_string(),
             "checkpoint plugin failed at step 4: probe exploded"

@@ -7,14 +7,12 @@ pub mod decision;
 pub mod stability;
 pub mod summary;
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use trainer::config::DecisionConfig;
 use trainer::run_dir::RunDir;
 
 use crate::error::AnalysisError;
-use crate::row::Row;
+use crate::sinks::jsonl::read_rows;
 use crate::windows::Window;
 use decision::{Decision, decide};
 use stability::Stability;
@@ -149,23 +147,6 @@ pub fn summarize(
         stability,
         stability_note,
     })
-}
-
-/// Every row of an analysis JSONL file.
-pub fn read_rows(path: &Path) -> Result<Vec<Row>, AnalysisError> {
-    let io = |message: String| AnalysisError::Io {
-        path: path.to_owned(),
-        message,
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| io(format!("{e} (was the run trained with --analyze?)")))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line)
-                .map_err(|e| io(format!("line {} is not a metrics row: {e}", i + 1)))
-        })
-        .collect()
 }
 
 /// The runs of one config (one factor value), compared across seeds, with the rule's decision.

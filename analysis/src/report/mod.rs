@@ -9,8 +9,9 @@ use std::path::Path;
 use serde_json::Value;
 use trainer::run_dir::RunDir;
 
-use crate::compare::{Comparison, read_rows};
+use crate::compare::Comparison;
 use crate::error::AnalysisError;
+use crate::sinks::jsonl::read_rows;
 use crate::windows::Window;
 use plots::{Mark, Plot, Point, Series, run_plots, series, window_plots};
 

@@ -78,6 +78,7 @@ impl ActivationStore {
         self.write_step_file(&tmp, step, arrays)
             .map_err(|e| AnalysisError::hdf5(&path, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        trainer::failpoint::hit_at("step-file-written", step);
         self.steps.insert(step);
         self.write_index()?;
         Ok(std::fs::metadata(&path).map_err(|e| io(&path, e))?.len())
@@ -200,6 +201,15 @@ pub fn stored_key_positions(
     names
         .map(|names| names.split(',').map(str::to_owned).collect())
         .map_err(|e| AnalysisError::hdf5(&path, e))
+}
+
+/// Whether the stored step's file in `activations_dir` exists, opens as HDF5 and is the file of `step`.
+pub fn stored_step_readable(activations_dir: &Path, step: u64) -> bool {
+    let path = stored_step_file(activations_dir, step);
+    path.exists()
+        && hdf5::File::open(&path)
+            .and_then(|file| file.attr("step")?.read_scalar::<u64>())
+            .is_ok_and(|stored| stored == step)
 }
 
 /// A stored step's file in `activations_dir` (`analysis/activations/step_000100.h5`).

@@ -5,25 +5,71 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// Steps of the complete rows already in `path` (a torn last line is ignored).
+use trainer::run_dir::{committed_rows, first_damage};
+
+use crate::error::AnalysisError;
+use crate::row::Row;
+
+/// Steps of the complete rows already in `path`, as a resumed writer keeps them
+/// ([`committed_rows`]: torn, damaged and out-of-order lines left out).
 pub fn existing_steps(path: &Path) -> BTreeSet<u64> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(bytes) = std::fs::read(path) else {
         return BTreeSet::new();
     };
-    text.lines()
-        .filter_map(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()?
-                .get("step")?
-                .as_u64()
-        })
+    committed_rows(&bytes)
+        .into_iter()
+        .map(|(step, _)| step)
         .collect()
 }
 
-/// The last complete row of `path` that parses as a [`Row`](crate::row::Row), if any.
+/// Where `path` first holds a line that is not a committed row (see [`first_damage`]).
+pub fn damaged_after(path: &Path) -> Option<Option<u64>> {
+    first_damage(&std::fs::read(path).ok()?)
+}
+
+/// The last committed row of `path` that parses as a [`Row`](crate::row::Row), if any.
 pub fn last_row(path: &Path) -> Option<crate::row::Row> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
+    let bytes = std::fs::read(path).ok()?;
+    committed_rows(&bytes)
+        .into_iter()
         .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
+        .find_map(|(_, line)| serde_json::from_slice(line).ok())
+}
+
+/// Every row of an analysis JSONL file, for readers (windows, compare, report). A last line without its newline
+/// is a row being written and is left out; any other line that is not a row, or a step that is not above the
+/// one before (duplicated or out of order: the file was written by two processes at once), is refused with one
+/// error naming the line.
+pub fn read_rows(path: &Path) -> Result<Vec<Row>, AnalysisError> {
+    let io = |message: String| AnalysisError::Io {
+        path: path.to_owned(),
+        message,
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| io(format!("{e} (was the run trained with --analyze?)")))?;
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..end],
+        None => &[][..],
+    };
+    let mut rows: Vec<Row> = vec![];
+    for (i, line) in complete.split(|&b| b == b'\n').enumerate() {
+        if complete.is_empty() {
+            break;
+        }
+        let row: Row = serde_json::from_slice(line)
+            .map_err(|e| io(format!("line {} is not a metrics row: {e}", i + 1)))?;
+        if let Some(last) = rows.last()
+            && row.step <= last.step
+        {
+            return Err(io(format!(
+                "line {} has step {} after step {}: the rows are duplicated or out of order (two processes \
+                 wrote this run at once?); `formation train --resume` (or `sweep`) rewrites them in order",
+                i + 1,
+                row.step,
+                last.step
+            )));
+        }
+        rows.push(row);
+    }
+    Ok(rows)
 }
