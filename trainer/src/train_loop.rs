@@ -169,6 +169,8 @@ pub fn train(
                 .map_err(plugin_err(0))?;
             let evals = read_eval_rows(job.run)?;
             if needed.is_none() && saved.last() == Some(&total) && evals.contains_key(&total) {
+                // Complete: nothing is written, but a damaged final checkpoint is still reported.
+                checkpoint::read_state(&checkpoint::step_dir(&job.run.checkpoints(), total))?;
                 return Ok(Summary {
                     run_id: on_disk.run_id,
                     already_complete: true,
