@@ -472,6 +472,12 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
     assert_eq!(estimate["traces"].as_array().unwrap().len(), 4);
     assert_eq!(estimate["traces"][0].as_array().unwrap().len(), 200);
     assert!(estimate["llc"].as_f64().unwrap().is_finite());
+    // The settings as used (issue 13): nbeta is n / ln n for the full train split of ci.toml (p = 23, half of
+    // the 529 pairs: n = 264 or 265), not the config's null.
+    let nbeta = first["settings"]["nbeta"]
+        .as_f64()
+        .expect("nbeta is a number");
+    assert!((47.0..48.0).contains(&nbeta), "nbeta {nbeta}");
     assert_eq!(
         intervene(tmp.path(), "llc"),
         first,

@@ -257,10 +257,12 @@ pub fn intervene(
             ("neurons", serde_json::Value::Object(report))
         }
         Kind::Llc => {
-            let estimate = checkpoint_llc(&model, task.as_ref(), &config, &config.llc, &device);
+            // The settings as used: `nbeta` is the resolved value, never the config's "absent".
+            let (settings, estimate) =
+                checkpoint_llc(&model, task.as_ref(), &config, &config.llc, &device);
             (
                 "llc",
-                serde_json::json!({ "settings": config.llc, "estimate": estimate }),
+                serde_json::json!({ "settings": settings, "estimate": estimate }),
             )
         }
     };

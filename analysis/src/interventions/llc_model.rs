@@ -11,14 +11,15 @@ use trainer::tasks::Task;
 
 use super::llc::{LlcEstimate, SgldConfig, estimate_llc};
 
-/// λ̂ at `model`'s weights (the checkpoint is w*).
+/// λ̂ at `model`'s weights (the checkpoint is w*), with the sampler settings it used (`nbeta` resolved: the
+/// config's, or n / ln n for the n examples of the loss).
 pub fn checkpoint_llc(
     model: &Transformer,
     task: &dyn Task,
     config: &Config,
     llc: &LlcConfig,
     device: &Device,
-) -> LlcEstimate {
+) -> (SgldConfig, LlcEstimate) {
     let device = device.clone().without_autodiff().autodiff();
     let data = task.train_batch(0, config.train.batch_size);
     let tokens = int_tensor(&data.tokens, data.n, data.seq_len, &device);
@@ -55,7 +56,8 @@ pub fn checkpoint_llc(
         burn_in: llc.burn_in,
         seed: llc.seed,
     };
-    estimate_llc(&w_star, loss_and_grad, &sgld)
+    let estimate = estimate_llc(&w_star, loss_and_grad, &sgld);
+    (sgld, estimate)
 }
 
 /// Every float parameter's values in visiting order (the order [`SetParams`] reads them back in).
