@@ -113,10 +113,10 @@ fn exit_on_usage_error(error: clap::Error) -> ! {
 pub fn lock_or_note(
     dir: &std::path::Path,
     command: &str,
-) -> anyhow::Result<Option<trainer::lock::DirLock>> {
-    match trainer::lock::DirLock::acquire(dir, command) {
+) -> anyhow::Result<Option<host::lock::DirLock>> {
+    match host::lock::DirLock::acquire(dir, command) {
         Ok(lock) => Ok(Some(lock)),
-        Err(trainer::lock::LockError::Held { holder, .. }) => {
+        Err(host::lock::LockError::Held { holder, .. }) => {
             note_in_progress(dir, &holder);
             Ok(None)
         }
@@ -126,7 +126,7 @@ pub fn lock_or_note(
 
 /// Says on stderr that `dir` is still being written by `holder`, if it is.
 pub fn note_if_in_progress(dir: &std::path::Path) {
-    if let Some(holder) = trainer::lock::holder(dir) {
+    if let Some(holder) = host::lock::holder(dir) {
         note_in_progress(dir, &holder);
     }
 }

@@ -8,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use host::layout::StudyLayout;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use trainer::Config;
-use trainer::study::{PlannedRun, RunState, Study, StudyManifest, last_logged_step};
+use trainer::study::{PlannedRun, RunState, StudyFiles, StudyManifest, last_logged_step};
 
 struct Running<'a> {
     run: &'a PlannedRun,
@@ -19,7 +20,7 @@ struct Running<'a> {
     started: Instant,
 }
 
-pub fn run_local(study: &Study, manifest: &StudyManifest, jobs: usize) -> anyhow::Result<()> {
+pub fn run_local(study: &StudyLayout, manifest: &StudyManifest, jobs: usize) -> anyhow::Result<()> {
     let todo: Vec<&PlannedRun> = manifest
         .runs
         .iter()
@@ -86,7 +87,7 @@ pub fn run_local(study: &Study, manifest: &StudyManifest, jobs: usize) -> anyhow
         std::thread::sleep(Duration::from_millis(200));
         let mut still = vec![];
         for mut r in running {
-            let step = last_logged_step(&study.run_dir(&r.run.name));
+            let step = last_logged_step(&study.run(&r.run.name));
             match r
                 .child
                 .try_wait()

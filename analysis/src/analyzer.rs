@@ -6,9 +6,11 @@
 //! restores [`Previous`] from the last completed step's file and its row ([`Previous::load`]) and writes the
 //! same rows an uninterrupted run would.
 
+use host::names::{AttnWeight, Component, ParamName};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use trainer::tasks::RepeatKeys;
 
 use probes::ProbeSet;
 use probes::control_task::control_labels;
@@ -69,13 +71,15 @@ pub struct Analysis {
 }
 
 impl Analyzer {
+    /// `repeat_keys`: the task's in-context copying structure ([`trainer::tasks::Task::repeat_keys`]).
     pub fn new(
         run_id: String,
         probe: Arc<ProbeSet>,
         config: &AnalysisConfig,
+        repeat_keys: Option<RepeatKeys>,
         previous: Option<Previous>,
     ) -> Self {
-        let induction_repeat = induction_repeat(&probe);
+        let induction_repeat = repeat_keys.and_then(|keys| repeat_lengths(&probe, keys));
         let controls = probe
             .key_positions
             .iter()
@@ -221,7 +225,7 @@ impl Analyzer {
                 "embed": attribution.embed,
                 "pos_embed": attribution.pos_embed,
                 "attn_bias": attribution.attn_bias.iter().enumerate()
-                    .map(|(l, v)| (format!("L{l}"), *v)).collect::<BTreeMap<_, _>>(),
+                    .map(|(l, v)| (Component::mlp(l).to_string(), *v)).collect::<BTreeMap<_, _>>(),
                 "unembed_bias": attribution.unembed_bias,
                 "logit_diff": attribution.logit_diff,
             }),
@@ -280,9 +284,11 @@ impl Analyzer {
                 induction_repeat: self.induction_repeat.as_deref(),
             });
             let z = hook(&message.hooks, HookName::Z(layer));
-            let w_o = message.params.get(&format!("blocks.{layer}.attn.W_O"));
+            let w_o = message
+                .params
+                .get(&ParamName::Attn(layer, AttnWeight::WO).to_string());
             for (h, m) in metrics.into_iter().enumerate() {
-                let id = format!("L{layer}H{h}");
+                let id = Component::head(layer, h).to_string();
                 let mut value = json!(m);
                 if let (Some(z), Some(w_o)) = (z, w_o) {
                     value["output_norm"] = json!(head_output_norms(z, w_o, h, probe));
@@ -318,13 +324,15 @@ impl Analyzer {
                 HookName::MlpPost(l) => (*l, "active_fraction", active_fraction),
                 _ => continue,
             };
-            let entry = out.entry(format!("L{layer}")).or_insert_with(|| {
-                let mut entry = json!({ "dla": attribution.mlp.get(layer) });
-                if let Some(dloss) = message.ablation.as_ref().and_then(|a| a.mlp.get(layer)) {
-                    entry["ablation_dloss"] = json!(dloss);
-                }
-                entry
-            });
+            let entry = out
+                .entry(Component::mlp(layer).to_string())
+                .or_insert_with(|| {
+                    let mut entry = json!({ "dla": attribution.mlp.get(layer) });
+                    if let Some(dloss) = message.ablation.as_ref().and_then(|a| a.mlp.get(layer)) {
+                        entry["ablation_dloss"] = json!(dloss);
+                    }
+                    entry
+                });
             entry[field] = json!(at_keys(array, f));
         }
         out
@@ -404,7 +412,10 @@ impl Analyzer {
                                 );
                             }
                         }
-                        js_drift.insert(format!("L{layer}H{h}"), total / (n * keys).max(1) as f64);
+                        js_drift.insert(
+                            Component::head(layer, h).to_string(),
+                            total / (n * keys).max(1) as f64,
+                        );
                     }
                 }
                 _ => {}
@@ -515,10 +526,13 @@ fn k_composition_row(
     let mut ov = vec![];
     let mut qk_t = vec![];
     for layer in 0.. {
-        let get = |p: &str| params.get(&format!("blocks.{layer}.attn.{p}"));
-        let (Some(w_q), Some(w_k), Some(w_v), Some(w_o)) =
-            (get("W_Q"), get("W_K"), get("W_V"), get("W_O"))
-        else {
+        let get = |p: AttnWeight| params.get(&ParamName::Attn(layer, p).to_string());
+        let (Some(w_q), Some(w_k), Some(w_v), Some(w_o)) = (
+            get(AttnWeight::WQ),
+            get(AttnWeight::WK),
+            get(AttnWeight::WV),
+            get(AttnWeight::WO),
+        ) else {
             break;
         };
         let [heads, d_model, d_head] = w_q.shape[..] else {
@@ -539,9 +553,9 @@ fn k_composition_row(
     }
     let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for (l1, h1, l2, h2, score) in k_composition(&ov, &qk_t) {
-        out.entry(format!("L{l2}H{h2}"))
+        out.entry(Component::head(l2, h2).to_string())
             .or_default()
-            .insert(format!("L{l1}H{h1}"), score);
+            .insert(Component::head(l1, h1).to_string(), score);
     }
     out
 }
@@ -557,7 +571,7 @@ pub fn readout<'a>(
     let logits = hook(hooks, HookName::Logits)?;
     let w_u = params.get("unembed.W_U")?;
     let n_layers = (0..)
-        .take_while(|l| params.contains_key(&format!("blocks.{l}.attn.W_O")))
+        .take_while(|&l| params.contains_key(&ParamName::Attn(l, AttnWeight::WO).to_string()))
         .count();
     let final_resid = hook(hooks, HookName::ResidPost(n_layers.checked_sub(1)?))?;
     Some(Readout {
@@ -580,17 +594,17 @@ fn attribution(message: &CheckpointMessage, probe: &ProbeSet) -> Option<Attribut
     let param = |name: &str| params.get(name).map(|p| p.data.as_slice());
     let readout = readout(&message.hooks, params, probe)?;
     let n_layers = (0..)
-        .take_while(|l| params.contains_key(&format!("blocks.{l}.attn.W_O")))
+        .take_while(|&l| params.contains_key(&ParamName::Attn(l, AttnWeight::WO).to_string()))
         .count();
     let layers = (0..n_layers)
         .map(|l| {
-            let w_o = params.get(&format!("blocks.{l}.attn.W_O"))?;
+            let w_o = params.get(&ParamName::Attn(l, AttnWeight::WO).to_string())?;
             Some(LayerWrites {
                 z: &hook(&message.hooks, HookName::Z(l))?.data,
                 n_heads: w_o.shape[0],
                 d_head: w_o.shape[1],
                 w_o: &w_o.data,
-                b_o: param(&format!("blocks.{l}.attn.b_O"))?,
+                b_o: param(&ParamName::Attn(l, AttnWeight::BO).to_string())?,
                 mlp_out: hook(&message.hooks, HookName::MlpOut(l)).map(|a| a.data.as_slice()),
             })
         })
@@ -605,13 +619,11 @@ fn attribution(message: &CheckpointMessage, probe: &ProbeSet) -> Option<Attribut
     }))
 }
 
-/// For an induction probe set, each example's repeat length: the distance from `cur` back to `prev_occ`.
-fn induction_repeat(probe: &ProbeSet) -> Option<Vec<usize>> {
-    if probe.task != "induction" {
-        return None;
-    }
+/// Each probe example's repeat length: the distance from the repeated token back to its first occurrence, at
+/// the key positions the task declares.
+fn repeat_lengths(probe: &ProbeSet, keys: RepeatKeys) -> Option<Vec<usize>> {
     let key = |name: &str| probe.key_positions.iter().find(|k| k.name == name);
-    let (cur, prev) = (key("cur")?, key("prev_occ")?);
+    let (cur, prev) = (key(keys.repeat)?, key(keys.first)?);
     Some(
         cur.values
             .iter()
@@ -740,7 +752,13 @@ mod tests {
         )
         .unwrap();
         let message = test_message(0, captured);
-        let mut analyzer = Analyzer::new("r".into(), probe, &AnalysisConfig::default(), None);
+        let mut analyzer = Analyzer::new(
+            "r".into(),
+            probe,
+            &AnalysisConfig::default(),
+            task.repeat_keys(),
+            None,
+        );
         let row = analyzer.analyze(&message).unwrap().row;
         let score = |head: &str| {
             row.heads[head]["scores"]["previous_token_head"]

@@ -28,6 +28,9 @@ pub enum AnalysisError {
     /// A run-directory problem (manifest, log rewrite).
     #[error(transparent)]
     Train(#[from] trainer::TrainError),
+    /// A whole-file write or a JSON-lines file failed.
+    #[error(transparent)]
+    File(#[from] host::files::FileError),
     /// The sidecar failed on the checkpoint of `step` (it runs behind the trainer, so the trainer learns of it
     /// at a later checkpoint).
     #[error("{error}")]

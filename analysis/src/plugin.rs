@@ -3,18 +3,19 @@
 //! what the metrics need to host memory and sends it to the sidecar. Everything else happens on the sidecar.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::prelude::*;
+use host::jsonl::JsonlWriter;
+use host::layout::RunLayout;
 use probes::ProbeSet;
 use trainer::config::{AnalysisConfig, OnError, StoreItem};
 use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transformer, int_tensor};
 use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent};
-use trainer::run_dir::{JsonlWriter, RunDir};
+use trainer::tasks::RepeatKeys;
 
 use crate::analyzer::{Analyzer, DYNAMICS_GROUPS, Previous};
 use crate::error::AnalysisError;
@@ -24,25 +25,11 @@ use crate::sidecar::{Sidecar, SidecarState};
 use crate::sinks::hdf5::{ActivationStore, read_stored_step, stored_step_readable};
 use crate::sinks::jsonl::{damaged_after, existing_steps, last_row};
 
-/// `analysis/` inside a run directory.
-pub fn analysis_dir(run: &RunDir) -> PathBuf {
-    run.root.join("analysis")
-}
-
-/// `analysis/checkpoint_metrics.jsonl`.
-pub fn metrics_path(run: &RunDir) -> PathBuf {
-    analysis_dir(run).join("checkpoint_metrics.jsonl")
-}
-
-/// `probes/probe_set.h5`.
-pub fn probe_set_path(run: &RunDir) -> PathBuf {
-    run.root.join("probes").join("probe_set.h5")
-}
-
 /// The `--analyze` plugin.
 pub struct AnalyzePlugin {
     config: AnalysisConfig,
     probe: Arc<ProbeSet>,
+    repeat_keys: Option<RepeatKeys>,
     inputs: ProbeInputs,
     sidecar: Option<Sidecar>,
     /// Queue depth after the last send, for the progress display.
@@ -51,12 +38,19 @@ pub struct AnalyzePlugin {
 }
 
 impl AnalyzePlugin {
-    /// `device` is the plain (non-autodiff) device the model trains on.
-    pub fn new(config: AnalysisConfig, probe: ProbeSet, device: &Device) -> Self {
+    /// `device` is the plain (non-autodiff) device the model trains on; `repeat_keys` is the task's
+    /// in-context copying structure ([`trainer::tasks::Task::repeat_keys`]).
+    pub fn new(
+        config: AnalysisConfig,
+        probe: ProbeSet,
+        repeat_keys: Option<RepeatKeys>,
+        device: &Device,
+    ) -> Self {
         let inputs = ProbeInputs::new(&probe, config.ablation_size, device);
         Self {
             config,
             probe: Arc::new(probe),
+            repeat_keys,
             inputs,
             sidecar: None,
             depth: Arc::new(AtomicUsize::new(0)),
@@ -142,8 +136,8 @@ pub fn capture(
     for (name, tensor) in capture.hooks() {
         if needed(store, name, n_layers) {
             let array = match tensor {
-                HookTensor::Rank3(t) => HostArray::from_tensor(t.clone()),
-                HookTensor::Rank4(t) => HostArray::from_tensor(t.clone()),
+                HookTensor::Rank3(t) => trainer::model::to_host(t.clone()),
+                HookTensor::Rank4(t) => trainer::model::to_host(t.clone()),
             };
             hooks.push((
                 name,
@@ -184,11 +178,11 @@ impl CheckpointPlugin for AnalyzePlugin {
     /// from its arrays.
     fn first_missing_step(
         &mut self,
-        run: &RunDir,
+        run: &RunLayout,
         schedule: &[u64],
     ) -> Result<Option<u64>, PluginError> {
-        let rows = existing_steps(&metrics_path(run));
-        let activations = analysis_dir(run).join("activations");
+        let rows = existing_steps(&run.metrics());
+        let activations = run.activations_dir();
         let done: Vec<u64> = schedule
             .iter()
             .copied()
@@ -196,7 +190,7 @@ impl CheckpointPlugin for AnalyzePlugin {
             .collect();
         let mut first_missing = schedule.get(done.len()).copied();
         // A damaged, duplicated or out-of-order line: rewrite the rows from there.
-        if let Some(after) = damaged_after(&metrics_path(run)) {
+        if let Some(after) = damaged_after(&run.metrics()) {
             let damaged = schedule
                 .iter()
                 .copied()
@@ -218,9 +212,9 @@ impl CheckpointPlugin for AnalyzePlugin {
         Ok(first_missing)
     }
 
-    fn on_create(&mut self, run: &RunDir) -> Result<(), PluginError> {
-        let path = probe_set_path(run);
-        let dir = run.root.join("probes");
+    fn on_create(&mut self, run: &RunLayout) -> Result<(), PluginError> {
+        let path = run.probe_set();
+        let dir = run.probes_dir();
         std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::Io {
             path: dir,
             message: e.to_string(),
@@ -236,8 +230,8 @@ impl CheckpointPlugin for AnalyzePlugin {
                 event.run.root.display()
             )
         })?;
-        ProbeSet::load_pinned(&probe_set_path(event.run), &hash)?;
-        let analysis = analysis_dir(event.run);
+        ProbeSet::load_pinned(&event.run.probe_set(), &hash)?;
+        let analysis = event.run.analysis_dir();
         std::fs::create_dir_all(&analysis).map_err(|e| AnalysisError::Io {
             path: analysis.clone(),
             message: e.to_string(),
@@ -248,11 +242,11 @@ impl CheckpointPlugin for AnalyzePlugin {
             .iter()
             .map(|k| k.name.as_str())
             .collect();
-        let metrics = metrics_path(event.run);
+        let metrics = event.run.metrics();
         let jsonl =
             JsonlWriter::open_from(&metrics, event.start_step).map_err(AnalysisError::from)?;
         let store = ActivationStore::open(
-            &analysis,
+            event.run,
             &event.manifest.run_id,
             &hash,
             &key_names,
@@ -271,6 +265,7 @@ impl CheckpointPlugin for AnalyzePlugin {
                 event.manifest.run_id.clone(),
                 self.probe.clone(),
                 &self.config,
+                self.repeat_keys,
                 previous,
             ),
             jsonl,

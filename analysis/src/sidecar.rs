@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use trainer::run_dir::JsonlWriter;
+use host::jsonl::JsonlWriter;
 
 use crate::analyzer::Analyzer;
 use crate::error::AnalysisError;
@@ -111,7 +111,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
     let mut analysis = state.analyzer.analyze(&message)?;
     let store_start = Instant::now();
     state.store.write(message.step, &analysis.arrays)?;
-    trainer::failpoint::hit_at("row-pending", message.step);
+    host::failpoint::hit_at("row-pending", message.step);
     analysis
         .families
         .insert("store".into(), store_start.elapsed().as_secs_f64() * 1e3);
@@ -125,7 +125,7 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
         families: analysis.families,
     };
     state.jsonl.write(&analysis.row)?;
-    trainer::failpoint::hit_at("row-written", message.step);
+    host::failpoint::hit_at("row-written", message.step);
     Ok(())
 }
 
@@ -162,9 +162,16 @@ mod tests {
 
     fn spawn(dir: &std::path::Path, probe: &Arc<ProbeSet>) -> Sidecar {
         let state = SidecarState {
-            analyzer: Analyzer::new("r".into(), probe.clone(), &AnalysisConfig::default(), None),
+            analyzer: Analyzer::new(
+                "r".into(),
+                probe.clone(),
+                &AnalysisConfig::default(),
+                None,
+                None,
+            ),
             jsonl: JsonlWriter::open_from(&dir.join("rows.jsonl"), 0).unwrap(),
-            store: ActivationStore::open(dir, "r", "h", &["a"], 0).unwrap(),
+            store: ActivationStore::open(&host::layout::RunLayout::new(dir), "r", "h", &["a"], 0)
+                .unwrap(),
         };
         Sidecar::spawn(state, 2).unwrap()
     }
@@ -190,8 +197,9 @@ mod tests {
         let probe = Arc::new(ProbeSet::generate(&task as &dyn Task, 10, 0));
         let mut sidecar = spawn(dir.path(), &probe);
         // Sabotage: the per-checkpoint directory becomes a file, so the HDF5 write fails.
-        std::fs::remove_dir_all(dir.path().join("activations")).unwrap();
-        std::fs::write(dir.path().join("activations"), b"not a directory").unwrap();
+        let activations = host::layout::RunLayout::new(dir.path()).activations_dir();
+        std::fs::remove_dir_all(&activations).unwrap();
+        std::fs::write(&activations, b"not a directory").unwrap();
         let mut error = None;
         for step in 0..10 {
             if let Err(e) = sidecar.send(message(step, &probe)) {

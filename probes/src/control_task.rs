@@ -8,7 +8,7 @@
 //! type's label is the target label of an example drawn by a generator seeded with the type, so control
 //! labels share the target's label space and, in expectation, its marginal.
 
-use trainer::rng::SplitMix64;
+use host::rng::SplitMix64;
 use trainer::tasks::{Examples, Labeled};
 
 /// Control labels for probing `target` at the key position `key` of `examples`.

@@ -4,7 +4,6 @@
 //! tasks ([`control_task`], Hewitt & Liang 2019).
 
 pub mod control_task;
-pub mod h5;
 pub mod probe_set;
 pub mod ridge;
 

@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use host::rng::SplitMix64;
 use ndarray::ArrayView2;
 use sha2::{Digest, Sha256};
-use trainer::rng::SplitMix64;
 use trainer::tasks::{Examples, Labeled, Split, Task};
 
-use crate::h5::{read_str_attr, write_str_attr};
+use host::h5::{read_str_attr, write_str_attr};
 
 /// Version of the probe-set file layout.
 pub const FORMAT: u32 = 1;

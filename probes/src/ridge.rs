@@ -12,7 +12,7 @@
 
 use faer::prelude::Solve;
 use faer::{Mat, Side};
-use trainer::rng::SplitMix64;
+use host::rng::SplitMix64;
 
 /// Smallest λ, so that a constant feature matrix (XᵀX = 0) still factorizes; its probe predicts the majority
 /// class.

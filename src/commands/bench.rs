@@ -236,7 +236,7 @@ fn bench_sweep(args: AnalyzeArgs) -> anyhow::Result<()> {
             let dir = scratch_dir(round, "sweep");
             train_into(&config, &dir, false)?;
             let start = Instant::now();
-            let run = trainer::run_dir::RunDir::new(&dir);
+            let run = host::layout::RunLayout::new(&dir);
             checkpoints = crate::commands::sweep::sweep(&run, &mut |_| {})?;
             swept.push(start.elapsed().as_secs_f64() * 1e3 / checkpoints.max(1) as f64);
             std::fs::remove_dir_all(&dir)?;
@@ -271,7 +271,7 @@ fn scratch_dir(round: usize, what: &str) -> PathBuf {
 /// Trains `config` into `dir` (replacing it), with or without `--analyze`.
 fn train_into(config: &Config, dir: &std::path::Path, analyze: bool) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
-    let run = trainer::run_dir::RunDir::new(dir);
+    let run = host::layout::RunLayout::new(dir);
     let (device, device_name) = crate::device::pick();
     let (mut plugin, hash): (Box<dyn trainer::plugin::CheckpointPlugin>, _) = if analyze {
         let (plugin, hash) = crate::commands::train::analyze_plugin(config, &run, false, &device)?;
@@ -318,7 +318,8 @@ fn timed_run(
 }
 
 fn analysis_stats(dir: &std::path::Path) -> anyhow::Result<AnalysisStats> {
-    let text = std::fs::read_to_string(dir.join("analysis/checkpoint_metrics.jsonl"))?;
+    let run = host::layout::RunLayout::new(dir);
+    let text = std::fs::read_to_string(run.metrics())?;
     let rows: Vec<serde_json::Value> = text
         .lines()
         .map(serde_json::from_str)
@@ -328,7 +329,7 @@ fn analysis_stats(dir: &std::path::Path) -> anyhow::Result<AnalysisStats> {
     };
     let timing = |r: &serde_json::Value, k: &str| r["timing"][k].as_f64().unwrap_or(0.0);
     let mut bytes = 0u64;
-    for entry in std::fs::read_dir(dir.join("analysis/activations"))?.flatten() {
+    for entry in std::fs::read_dir(run.activations_dir())?.flatten() {
         bytes += entry.metadata()?.len();
     }
     Ok(AnalysisStats {

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 
 use analysis::compare::{Comparison, RunSummary, compare, summarize, table};
 use anyhow::{Context, bail};
+use host::files::write_atomic;
+use host::layout::RunLayout;
+use host::layout::StudyLayout;
 use trainer::Config;
-use trainer::run_dir::{RunDir, write_atomic};
-use trainer::study::{RunState, Study};
+use trainer::run_dir::RunFiles;
+use trainer::study::{RunState, StudyFiles};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print!("{}", table(&compared.comparison));
     let json = args
         .json
-        .or_else(|| compared.study.as_ref().map(|s| s.root.join("compare.json")));
+        .or_else(|| compared.study.as_ref().map(StudyLayout::comparison));
     if let Some(path) = json {
         write_atomic(
             &path,
@@ -43,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub struct Compared {
     pub comparison: Comparison,
     /// The study, when one study directory was given.
-    pub study: Option<Study>,
+    pub study: Option<StudyLayout>,
     /// (name, run directory) of every compared run.
     pub members: Vec<(String, PathBuf)>,
 }
@@ -52,7 +55,7 @@ pub struct Compared {
 /// from `config` or the first run's own config.
 pub fn compare_dirs(dirs: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Compared> {
     let study =
-        (dirs.len() == 1 && dirs[0].join("study.json").exists()).then(|| Study::new(&dirs[0]));
+        (dirs.len() == 1 && host::layout::is_study(&dirs[0])).then(|| StudyLayout::new(&dirs[0]));
     // (name, run dir, factor value)
     let mut members: Vec<(String, PathBuf, Option<String>)> = vec![];
     let mut factor = None;
@@ -64,7 +67,7 @@ pub fn compare_dirs(dirs: &[PathBuf], config: Option<&Path>) -> anyhow::Result<C
             if study.state(&run.name) == RunState::Done {
                 members.push((
                     run.name.clone(),
-                    study.run_dir(&run.name),
+                    study.run(&run.name).root,
                     run.value.clone(),
                 ));
             } else {
@@ -84,7 +87,7 @@ pub fn compare_dirs(dirs: &[PathBuf], config: Option<&Path>) -> anyhow::Result<C
         }
     } else {
         for dir in dirs {
-            if !dir.join("run.json").exists() {
+            if !RunLayout::new(dir).exists() {
                 bail!(
                     "{} is neither a run directory (no run.json) nor a study directory (no study.json)",
                     dir.display()
@@ -100,12 +103,12 @@ pub fn compare_dirs(dirs: &[PathBuf], config: Option<&Path>) -> anyhow::Result<C
     }
     let thresholds = match config {
         Some(path) => Config::load(path)?.decision,
-        None => RunDir::new(&members[0].1).read_config()?.decision,
+        None => RunLayout::new(&members[0].1).read_config()?.decision,
     };
     let runs: Vec<RunSummary> = members
         .iter()
         .map(|(name, dir, value)| {
-            summarize(&RunDir::new(dir), name, value.clone(), &thresholds)
+            summarize(&RunLayout::new(dir), name, value.clone(), &thresholds)
                 .with_context(|| format!("summarizing {}", dir.display()))
         })
         .collect::<anyhow::Result<_>>()?;

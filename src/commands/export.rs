@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use host::layout::RunLayout;
+use host::lock::DirLock;
 use trainer::checkpoint;
-use trainer::lock::DirLock;
 use trainer::model::{ModelDims, Transformer};
-use trainer::run_dir::RunDir;
+use trainer::run_dir::RunFiles;
 use trainer::tasks;
 
 #[derive(clap::Args)]
@@ -22,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let run = RunDir::new(&args.run_dir);
+    let run = RunLayout::new(&args.run_dir);
     run.read_manifest()?;
     let _lock = DirLock::acquire(&run.root, "formation export")?;
     let config = run.read_config()?;
@@ -40,11 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let (device, _) = crate::device::pick();
     let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
-    let out = args.out.unwrap_or_else(|| {
-        args.run_dir
-            .join("export")
-            .join(checkpoint::step_dir_name(args.step))
-    });
+    let out = args.out.unwrap_or_else(|| run.export(args.step));
     // A few test-split examples (or train, for tasks without a test split) with our logits on them.
     let examples = task
         .split(tasks::Split::Test)

@@ -2,6 +2,7 @@
 //! run, or of a window replay under `RUN_DIR/windows/WN`), written to `RUN_DIR/interventions/step_S/KIND.json`
 //! and, the same tree, `KIND.h5`.
 
+use host::names::{Component, MlpWeight, ParamName};
 use std::path::PathBuf;
 
 use analysis::analyzer::readout;
@@ -10,15 +11,17 @@ use analysis::interventions::{
     corrupted_tokens, fourier_report, logit_lens_report, patching_report,
 };
 use analysis::metrics::attribution::neuron_attribution;
-use analysis::plugin::{ProbeInputs, capture, probe_set_path};
+use analysis::plugin::{ProbeInputs, capture};
 use analysis::sinks::report::write_report_h5;
 use anyhow::{Context, bail};
+use host::files::write_atomic;
+use host::layout::RunLayout;
+use host::lock::DirLock;
 use probes::ProbeSet;
 use trainer::checkpoint;
 use trainer::config::{InterventionKind, TaskConfig};
-use trainer::lock::DirLock;
 use trainer::model::{Channel, HookName, HostArray, ModelDims, Transformer, int_tensor};
-use trainer::run_dir::{RunDir, write_atomic};
+use trainer::run_dir::RunFiles;
 use trainer::tasks;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -70,7 +73,7 @@ impl From<InterventionKind> for Kind {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let run = RunDir::new(&args.run_dir);
+    let run = RunLayout::new(&args.run_dir);
     run.read_manifest()?;
     let _lock = DirLock::acquire(&run.root, "formation intervene")?;
     let (out, report) = intervene(&run, args.step, args.kind)?;
@@ -81,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Runs intervention `kind` on checkpoint `step` of `run`; writes and returns its report.
 pub fn intervene(
-    run: &RunDir,
+    run: &RunLayout,
     step: u64,
     kind: Kind,
 ) -> anyhow::Result<(PathBuf, serde_json::Value)> {
@@ -93,7 +96,7 @@ pub fn intervene(
             run.root.display()
         );
     };
-    let probe = ProbeSet::load_pinned(&probe_set_path(run), hash)?;
+    let probe = ProbeSet::load_pinned(&run.probe_set(), hash)?;
     let dir = checkpoint::step_dir(&run.checkpoints(), step);
     if !dir.exists() {
         bail!(
@@ -139,7 +142,7 @@ pub fn intervene(
                 let mut to_heads = serde_json::Map::new();
                 for l1 in 0..layers {
                     for h1 in 0..heads {
-                        let sender = format!("L{l1}H{h1}");
+                        let sender = Component::head(l1, h1).to_string();
                         let direct = model
                             .path_patch_logits(&clean, &corrupt, (l1, h1), &targets, &answers)
                             .map_err(anyhow::Error::msg)?;
@@ -236,7 +239,7 @@ pub fn intervene(
                     .find(|(h, _)| *h == HookName::MlpPost(layer))
                     .map(|(_, a)| a)
                     .context("no mlp.hook_post")?;
-                let w_out = &captured.params[&format!("blocks.{layer}.mlp.W_out")];
+                let w_out = &captured.params[&ParamName::Mlp(layer, MlpWeight::WOut).to_string()];
                 let dla = neuron_attribution(&readout, &post.data, &w_out.data);
                 let mut top: Vec<usize> = (0..dla.len()).collect();
                 top.sort_by(|&a, &b| dla[b].abs().total_cmp(&dla[a].abs()));
@@ -250,7 +253,7 @@ pub fn intervene(
                     .map(|(&n, &d)| serde_json::json!({ "neuron": n, "dla": dla[n], "ablation_dloss": d }))
                     .collect();
                 report.insert(
-                    format!("L{layer}"),
+                    Component::mlp(layer).to_string(),
                     serde_json::json!({ "block_ablation_dloss": dloss, "dla": dla, "top_neurons": neurons }),
                 );
             }
@@ -266,10 +269,7 @@ pub fn intervene(
             )
         }
     };
-    let out_dir = run
-        .root
-        .join("interventions")
-        .join(checkpoint::step_dir_name(step));
+    let out_dir = run.interventions(step);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out = out_dir.join(format!("{name}.json"));
     write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;

@@ -5,11 +5,13 @@
 
 use std::path::PathBuf;
 
-use analysis::plugin::analysis_dir;
+use analysis::windows::read_windows;
 use anyhow::{Context, bail};
+use host::files::write_atomic;
+use host::layout::RunLayout;
 use trainer::model::ModelDims;
 use trainer::replay::{plan, prepare, verify};
-use trainer::run_dir::{RunDir, write_atomic};
+use trainer::run_dir::RunFiles;
 use trainer::tasks;
 use trainer::train_loop::{Start, TrainJob, train};
 
@@ -30,32 +32,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let run = RunDir::new(&args.run_dir);
+    let run = RunLayout::new(&args.run_dir);
     let manifest = run.read_manifest()?;
     let config = run.read_config()?;
     let name = format!("W{}", args.window);
-    let windows_path = analysis_dir(&run).join("birth_windows.json");
-    let text = std::fs::read_to_string(&windows_path).with_context(|| {
-        format!(
-            "reading {} (run `formation windows {}` first)",
-            windows_path.display(),
-            run.root.display()
-        )
-    })?;
-    let found: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a windows file", windows_path.display()))?;
-    let window = found["windows"]
-        .as_array()
-        .and_then(|ws| ws.iter().find(|w| w["id"] == name.as_str()))
-        .with_context(|| format!("{} has no window {name}", windows_path.display()))?;
-    let (start, end) = (
-        window["start_step"]
-            .as_u64()
-            .context("window without start_step")?,
-        window["end_step"]
-            .as_u64()
-            .context("window without end_step")?,
-    );
+    let windows = read_windows(&run)?;
+    let window = windows
+        .iter()
+        .find(|w| w.id == name)
+        .with_context(|| format!("{} has no window {name}", run.birth_windows().display()))?;
+    let (start, end) = (window.start_step, window.end_step);
     let every = args.every.unwrap_or(((end - start) / 40).max(1));
     if every == 0 {
         bail!("--every must be at least 1");
@@ -67,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let plan = plan(&run, start, end, every)?;
-    let dest = RunDir::new(run.root.join("windows").join(&name));
+    let dest = run.window(&name);
     let lock = prepare(&run, &dest, &plan, &format!("{}-{name}", manifest.run_id))?;
 
     let (device, device_name) = crate::device::pick();
@@ -100,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "bit_exact": checks.iter().all(|c| c.identical),
     });
     write_atomic(
-        &dest.root.join("replay.json"),
+        &dest.replay_report(),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
     println!(
@@ -140,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "ran {:?} at {} checkpoints -> {}",
             kinds,
             plan.schedule.checkpoints.len(),
-            dest.root.join("interventions").display()
+            dest.interventions_dir().display()
         );
     }
     Ok(())

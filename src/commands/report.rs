@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use analysis::report::{load_run, render, run_sections, study_sections};
 use anyhow::Context;
-use trainer::run_dir::{RunDir, write_atomic};
+use host::files::write_atomic;
+use host::layout::RunLayout;
 
 use crate::commands::compare::compare_dirs;
 
@@ -19,14 +20,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let out = args.out.clone().unwrap_or(args.dir.join("report.html"));
-    let (title, subtitle, sections) = if args.dir.join("study.json").exists() {
+    let is_study = host::layout::is_study(&args.dir);
+    let out = args.out.clone().unwrap_or_else(|| match is_study {
+        true => host::layout::StudyLayout::new(&args.dir).report(),
+        false => RunLayout::new(&args.dir).report(),
+    });
+    let (title, subtitle, sections) = if is_study {
         let compared = compare_dirs(std::slice::from_ref(&args.dir), None)?;
         let runs = compared
             .members
             .iter()
             .map(|(name, dir)| {
-                load_run(&RunDir::new(dir), name)
+                load_run(&RunLayout::new(dir), name)
                     .with_context(|| format!("reading {}", dir.display()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -40,14 +45,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             study_sections(&compared.comparison, &runs),
         )
     } else {
-        if !args.dir.join("run.json").exists() {
+        if !RunLayout::new(&args.dir).exists() {
             anyhow::bail!(
                 "{} is neither a run directory (no run.json) nor a study directory (no study.json)",
                 args.dir.display()
             );
         }
         crate::note_if_in_progress(&args.dir);
-        let run = RunDir::new(&args.dir);
+        let run = RunLayout::new(&args.dir);
         let name = args
             .dir
             .file_name()

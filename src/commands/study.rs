@@ -6,11 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use host::layout::StudyLayout;
+use host::lock::DirLock;
 use trainer::Config;
-use trainer::lock::DirLock;
 use trainer::slurm::array_script;
 use trainer::study::{
-    Factor, RunState, RunStatus, StatusState, Study, StudyKind, StudyManifest, parse_seeds, plan,
+    Factor, RunState, RunStatus, StatusState, StudyFiles, StudyKind, StudyManifest, parse_seeds,
+    plan,
 };
 
 use crate::commands::{train, windows};
@@ -137,7 +139,7 @@ fn start(
         bail!("-j must be at least 1");
     }
     let (manifest, configs) = plan(kind, base, config_path, seeds, factor)?;
-    let study = Study::new(engine.out.clone().unwrap_or(default));
+    let study = StudyLayout::new(engine.out.clone().unwrap_or(default));
     let _lock = study.prepare(&manifest, &configs)?;
     if engine.slurm {
         return write_slurm(&study, &manifest, base, &engine);
@@ -146,7 +148,7 @@ fn start(
 }
 
 fn write_slurm(
-    study: &Study,
+    study: &StudyLayout,
     manifest: &StudyManifest,
     base: &Config,
     engine: &Engine,
@@ -184,11 +186,11 @@ fn write_slurm(
     let exe = std::env::current_exe().context("locating the formation binary")?;
     let root = std::path::absolute(&study.root)
         .with_context(|| format!("resolving {}", study.root.display()))?;
-    let script = array_script(&Study::new(root), &unfinished, &exe, &resources);
+    let script = array_script(&StudyLayout::new(root), &unfinished, &exe, &resources);
     let path = study.sbatch();
     std::fs::create_dir_all(path.parent().expect("sbatch path has a parent"))
         .with_context(|| format!("creating {}", path.display()))?;
-    trainer::run_dir::write_atomic(&path, script.as_bytes())?;
+    host::files::write_atomic(&path, script.as_bytes())?;
     println!(
         "wrote {} ({} array tasks of {} runs; finished runs are left out)\nsubmit:  sbatch {}\nthen:    formation collect {}",
         path.display(),
@@ -204,19 +206,19 @@ fn write_slurm(
 /// windows, and records the outcome in `status/NAME.json`.
 pub fn task(args: TaskArgs) -> anyhow::Result<()> {
     die_with_parent()?;
-    let study = Study::new(&args.study_dir);
+    let study = StudyLayout::new(&args.study_dir);
     let manifest = study.read_manifest()?;
     if !manifest.runs.iter().any(|r| r.name == args.name) {
         bail!(
             "{} has no run named {}",
-            study.manifest_path().display(),
+            study.manifest().display(),
             args.name
         );
     }
     // One process per run: a second study (or a rerun while an orphan still trains) is refused here.
     let _lock = DirLock::acquire_file(
         &study.status_lock(&args.name),
-        &study.run_dir(&args.name),
+        &study.run(&args.name).root,
         "formation study-task",
     )?;
     if study.state(&args.name) == RunState::Done {
@@ -261,10 +263,11 @@ fn die_with_parent() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn train_and_find_windows(study: &Study, name: &str) -> anyhow::Result<()> {
-    let run_dir = study.run_dir(name);
+fn train_and_find_windows(study: &StudyLayout, name: &str) -> anyhow::Result<()> {
+    let run = study.run(name);
     // A run directory appears whole (run.json with its first checkpoint), so it either resumes or starts anew.
-    let resume = run_dir.join("run.json").exists();
+    let resume = run.exists();
+    let run_dir = run.root;
     train::run(train::Args {
         config: study.config(name),
         analyze: true,
@@ -285,7 +288,7 @@ fn hostname() -> String {
 
 /// `formation collect STUDY_DIR`: every run's state; fails while some are not done.
 pub fn collect(args: CollectArgs) -> anyhow::Result<()> {
-    let study = Study::new(&args.study_dir);
+    let study = StudyLayout::new(&args.study_dir);
     let manifest = study.read_manifest()?;
     let mut not_done = vec![];
     println!(

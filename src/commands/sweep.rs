@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use trainer::lock::DirLock;
+use host::layout::RunLayout;
+use host::lock::DirLock;
 use trainer::plugin::CheckpointPlugin;
-use trainer::run_dir::RunDir;
+use trainer::run_dir::RunFiles;
 use trainer::sweep::sweep_checkpoints;
 use trainer::train_loop::Progress;
 
@@ -20,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let run = RunDir::new(&args.run_dir);
+    let run = RunLayout::new(&args.run_dir);
     let mut display = Display::new();
     let swept = sweep(&run, &mut |p| display.update(p))?;
     display.finish();
@@ -34,14 +35,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!(
             "analyzed {swept} checkpoints of {} -> {}",
             manifest.run_id,
-            analysis::plugin::metrics_path(&run).display()
+            run.metrics().display()
         );
     }
     Ok(())
 }
 
 /// Sweeps `run` (see the module doc); returns the number of checkpoints analyzed now.
-pub fn sweep(run: &RunDir, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<usize> {
+pub fn sweep(run: &RunLayout, progress: &mut dyn FnMut(Progress)) -> anyhow::Result<usize> {
     let mut manifest = run.read_manifest()?;
     let lock = DirLock::acquire(&run.root, "formation sweep")?;
     let config = run.read_config()?;
@@ -52,7 +53,7 @@ pub fn sweep(run: &RunDir, progress: &mut dyn FnMut(Progress)) -> anyhow::Result
     let (mut plugin, hash) = analyze_plugin(&config, run, pinned, &device)?;
     if !pinned {
         plugin.on_create(run).map_err(|e| anyhow::anyhow!(e))?;
-        trainer::failpoint::hit("sweep-probe-set");
+        host::failpoint::hit("sweep-probe-set");
         manifest.probe_set_sha256 = Some(hash);
         run.write_manifest(&manifest)?;
     }

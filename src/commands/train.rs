@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 
 use analysis::AnalyzePlugin;
-use analysis::plugin::probe_set_path;
 use anyhow::{Context, bail};
+use host::layout::RunLayout;
+use host::lock::DirLock;
 use probes::ProbeSet;
 use trainer::Config;
-use trainer::lock::DirLock;
 use trainer::plugin::{CheckpointPlugin, NoPlugin};
-use trainer::run_dir::RunDir;
+use trainer::run_dir::RunFiles;
 use trainer::tasks;
 use trainer::train_loop::{Start, TrainJob, train};
 
@@ -34,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     let (root, resume) = match (&args.resume, &args.out) {
         (Some(dir), _) => {
-            if !dir.join("run.json").exists() {
+            if !RunLayout::new(dir).exists() {
                 bail!(
                     "cannot resume {}: it is not a run directory (no run.json; a run killed before its first \
                      checkpoint leaves none), so start it with --out {}",
@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (PathBuf::from("runs").join(stem), false)
         }
     };
-    let run = RunDir::new(&root);
+    let run = RunLayout::new(&root);
     let lock = resume
         .then(|| DirLock::acquire(&root, "formation train --resume"))
         .transpose()?;
@@ -119,21 +119,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// The `--analyze` plugin of a run and the content hash of its probe set.
 pub fn analyze_plugin(
     config: &Config,
-    run: &RunDir,
+    run: &RunLayout,
     resume: bool,
     device: &burn::prelude::Device,
 ) -> anyhow::Result<(AnalyzePlugin, String)> {
     let probe = probe_set(config, run, resume)?;
     let hash = probe.sha256();
     Ok((
-        AnalyzePlugin::new(config.analysis.clone(), probe, device),
+        AnalyzePlugin::new(
+            config.analysis.clone(),
+            probe,
+            tasks::build(&config.task, config.train.seed).repeat_keys(),
+            device,
+        ),
         hash,
     ))
 }
 
 /// The probe set of this run: on resume the run's own, verified against its manifest; otherwise the file the
 /// config names, or a fresh one generated from the task and `analysis.probe_seed`.
-fn probe_set(config: &Config, run: &RunDir, resume: bool) -> anyhow::Result<ProbeSet> {
+fn probe_set(config: &Config, run: &RunLayout, resume: bool) -> anyhow::Result<ProbeSet> {
     let task = tasks::build(&config.task, config.train.seed);
     let (path, set) = if resume {
         let manifest = run.read_manifest()?;
@@ -143,7 +148,7 @@ fn probe_set(config: &Config, run: &RunDir, resume: bool) -> anyhow::Result<Prob
                 run.root.display()
             )
         })?;
-        let path = probe_set_path(run);
+        let path = run.probe_set();
         if !path.exists() {
             // A kill between pinning the hash and writing the file (older versions pinned first): the probe
             // set is a pure function of the config, so it is made again, and used only if it is the pinned one.

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use analysis::sinks::jsonl::read_rows;
 use analysis::windows::{find_windows, table};
 use anyhow::bail;
+use host::files::write_atomic;
+use host::layout::RunLayout;
 use trainer::Config;
-use trainer::run_dir::{RunDir, write_atomic};
+use trainer::run_dir::RunFiles;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let run = RunDir::new(&args.run_dir);
+    let run = RunLayout::new(&args.run_dir);
     let manifest = run.read_manifest()?;
     let config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -26,7 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // A run still being written is read as far as it goes, and its windows file is left to the finished run.
     let lock = crate::lock_or_note(&run.root, "formation windows")?;
-    let metrics = analysis::plugin::metrics_path(&run);
+    let metrics = run.metrics();
     let rows = read_rows(&metrics)?;
     if rows.len() < 5 {
         bail!(
@@ -37,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let found = find_windows(&manifest.run_id, &rows, &config.windows);
     print!("{}", table(&found));
-    let out = analysis::plugin::analysis_dir(&run).join("birth_windows.json");
+    let out = run.birth_windows();
     if lock.is_some() {
         write_atomic(&out, serde_json::to_string_pretty(&found)?.as_bytes())?;
         println!("\nwrote {}", out.display());

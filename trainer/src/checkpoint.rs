@@ -54,7 +54,7 @@ pub struct RngState {
 
 /// Directory name of the checkpoint at `step`.
 pub fn step_dir_name(step: u64) -> String {
-    format!("step_{step:06}")
+    host::layout::step_name(step)
 }
 
 /// The checkpoint directory for `step` under `checkpoints`.

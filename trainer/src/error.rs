@@ -91,7 +91,7 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     /// The run directory cannot be created, read or resumed.
     #[error("run directory {path}: {why}")]
-    RunDir { path: PathBuf, why: String },
+    RunLayout { path: PathBuf, why: String },
     /// Writing a log file failed.
     #[error("writing {}", path.display())]
     Io {
@@ -109,14 +109,17 @@ pub enum TrainError {
     Host(String),
     /// Another process writes the run directory.
     #[error(transparent)]
-    Lock(#[from] crate::lock::LockError),
+    Lock(#[from] host::lock::LockError),
+    /// A whole-file write or a JSON-lines log failed.
+    #[error(transparent)]
+    File(#[from] host::files::FileError),
 }
 
-impl From<crate::lock::StageError<TrainError>> for TrainError {
-    fn from(e: crate::lock::StageError<TrainError>) -> Self {
-        use crate::lock::StageError;
+impl From<host::lock::StageError<TrainError>> for TrainError {
+    fn from(e: host::lock::StageError<TrainError>) -> Self {
+        use host::lock::StageError;
         match e {
-            StageError::Exists { root } => TrainError::RunDir {
+            StageError::Exists { root } => TrainError::RunLayout {
                 path: root,
                 why: "already holds a run; pass --resume to continue it or choose another --out"
                     .into(),
@@ -148,5 +151,7 @@ pub enum StudyError {
     Train(#[from] TrainError),
     /// Another process writes the study directory or runs one of its runs.
     #[error(transparent)]
-    Lock(#[from] crate::lock::LockError),
+    Lock(#[from] host::lock::LockError),
+    #[error(transparent)]
+    File(#[from] host::files::FileError),
 }

@@ -95,7 +95,7 @@ pub fn export(model: &Transformer, sample: &Examples, out: &Path) -> std::io::Re
     for file in ["model.safetensors", "config.json", "sample.safetensors"] {
         std::fs::File::open(staging.join(file))?.sync_all()?;
     }
-    crate::failpoint::hit("export-written");
+    host::failpoint::hit("export-written");
     if out.exists() {
         std::fs::remove_dir_all(out)?;
     }
@@ -109,7 +109,7 @@ fn write_export(model: &Transformer, sample: &Examples, out_dir: &Path) -> std::
         .map(|(name, (shape, values))| (name, Dtype::F32, shape, f32_bytes(&values)))
         .collect();
     write_safetensors(&out_dir.join("model.safetensors"), &params)?;
-    crate::failpoint::hit("export-model");
+    host::failpoint::hit("export-model");
     let config = serde_json::to_vec_pretty(&hooked_transformer_config(model))
         .map_err(std::io::Error::other)?;
     std::fs::write(out_dir.join("config.json"), config)?;

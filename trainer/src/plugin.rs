@@ -4,9 +4,10 @@ use burn::prelude::*;
 
 use crate::error::{TrainError, error_chain};
 use crate::model::Transformer;
-use crate::run_dir::{Manifest, RunDir};
+use crate::run_dir::Manifest;
 use crate::tasks::Task;
 use crate::train_loop::EvalRow;
+use host::layout::RunLayout;
 
 /// What a plugin may fail with; the loop stops and reports it with the step.
 pub type PluginError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,7 +58,7 @@ pub struct CheckpointEvent<'a> {
 
 /// What the loop tells a plugin before the first step.
 pub struct StartEvent<'a> {
-    pub run: &'a RunDir,
+    pub run: &'a RunLayout,
     pub manifest: &'a Manifest,
     /// The step training starts from (0, or the checkpoint a resume continues from).
     pub start_step: u64,
@@ -71,7 +72,7 @@ pub trait CheckpointPlugin {
     /// kill can stop it behind the trainer). The loop resumes from the last checkpoint at or before it.
     fn first_missing_step(
         &mut self,
-        run: &RunDir,
+        run: &RunLayout,
         schedule: &[u64],
     ) -> Result<Option<u64>, PluginError> {
         let _ = (run, schedule);
@@ -80,7 +81,7 @@ pub trait CheckpointPlugin {
 
     /// Called while a new run directory is prepared (`run` is its staging name, renamed into place afterwards):
     /// write what the run must hold from its first moment, such as a pinned input file.
-    fn on_create(&mut self, run: &RunDir) -> Result<(), PluginError> {
+    fn on_create(&mut self, run: &RunLayout) -> Result<(), PluginError> {
         let _ = run;
         Ok(())
     }

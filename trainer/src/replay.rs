@@ -13,10 +13,11 @@ use burn::prelude::*;
 
 use crate::checkpoint;
 use crate::error::TrainError;
-use crate::lock::{DirLock, create_staged};
 use crate::model::{ModelDims, Transformer};
-use crate::run_dir::RunDir;
+use crate::run_dir::RunFiles;
 use crate::train_loop::ReplaySchedule;
+use host::layout::RunLayout;
+use host::lock::{DirLock, create_staged};
 
 /// What a replay trains and checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +31,12 @@ pub struct ReplayPlan {
 
 /// The dense schedule for the window `[start, end]`: every `every` steps from the starting checkpoint, the
 /// original checkpoints in between, and `end`.
-pub fn plan(source: &RunDir, start: u64, end: u64, every: u64) -> Result<ReplayPlan, TrainError> {
+pub fn plan(
+    source: &RunLayout,
+    start: u64,
+    end: u64,
+    every: u64,
+) -> Result<ReplayPlan, TrainError> {
     let manifest = source.read_manifest()?;
     let saved = checkpoint::list(&source.checkpoints())?;
     let end = end.min(manifest.steps);
@@ -69,8 +75,8 @@ pub fn plan(source: &RunDir, start: u64, end: u64, every: u64) -> Result<ReplayP
 /// `dest` that already holds this replay is left as it is (an interrupted replay resumes); one holding another
 /// plan is refused. Returns the write lock of `dest`.
 pub fn prepare(
-    source: &RunDir,
-    dest: &RunDir,
+    source: &RunLayout,
+    dest: &RunLayout,
     plan: &ReplayPlan,
     run_id: &str,
 ) -> Result<DirLock, TrainError> {
@@ -91,13 +97,13 @@ pub fn prepare(
     }
     let config = source.read_config()?;
     let lock = create_staged(&dest.root, "formation replay", |staging| {
-        let staged = RunDir::new(staging);
+        let staged = RunLayout::new(staging);
         staged.create(&config, &manifest)?;
-        let probe = source.root.join("probes").join("probe_set.h5");
+        let probe = source.probe_set();
         if probe.exists() {
-            let dir = staged.root.join("probes");
+            let dir = staged.probes_dir();
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            copy(&probe, &dir.join("probe_set.h5"))?;
+            copy(&probe, &staged.probe_set())?;
         }
         let name = checkpoint::step_dir_name(plan.from);
         let (from_dir, to_dir) = (
@@ -126,8 +132,8 @@ pub struct Verification {
 
 /// Compares the weights of `dest`'s checkpoints at `steps` with `source`'s.
 pub fn verify(
-    source: &RunDir,
-    dest: &RunDir,
+    source: &RunLayout,
+    dest: &RunLayout,
     steps: &[u64],
     dims: &ModelDims,
     device: &Device,
@@ -178,8 +184,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     }
 }
 
-fn error(run: &RunDir, why: &str) -> TrainError {
-    TrainError::RunDir {
+fn error(run: &RunLayout, why: &str) -> TrainError {
+    TrainError::RunLayout {
         path: run.root.clone(),
         why: why.to_owned(),
     }

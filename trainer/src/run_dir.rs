@@ -2,7 +2,6 @@
 //! Created only after the config validated; resumed only under the identical config.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +10,8 @@ use crate::checkpoint::sha256_bytes;
 use crate::config::Config;
 use crate::error::TrainError;
 use crate::model::ModelDims;
+use host::files::write_atomic;
+use host::layout::RunLayout;
 
 /// Version of the run-directory layout and manifest; a run dir from another version is refused.
 pub const RUN_SCHEMA_VERSION: u32 = 1;
@@ -37,45 +38,32 @@ pub struct Manifest {
     pub probe_set_sha256: Option<String>,
 }
 
-/// Paths inside one run directory.
-#[derive(Debug, Clone)]
-pub struct RunDir {
-    pub root: PathBuf,
+/// The run directory's own files, read and written with the types they hold (config, manifest); the paths
+/// come from [`RunLayout`].
+pub trait RunFiles {
+    /// Creates a fresh run directory's config and manifest; refuses one that already holds a run.
+    fn create(&self, config: &Config, manifest: &Manifest) -> Result<(), TrainError>;
+    /// Rewrites the manifest (atomically).
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), TrainError>;
+    /// Reads the manifest, refusing another schema version.
+    fn read_manifest(&self) -> Result<Manifest, TrainError>;
+    /// Reads the frozen config of this run.
+    fn read_config(&self) -> Result<Config, TrainError>;
+    /// Checks that `config` is the one this run was started with.
+    fn check_same_config(&self, config: &Config) -> Result<(), TrainError>;
 }
 
-impl RunDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-    pub fn config(&self) -> PathBuf {
-        self.root.join("config.toml")
-    }
-    pub fn manifest(&self) -> PathBuf {
-        self.root.join("run.json")
-    }
-    pub fn checkpoints(&self) -> PathBuf {
-        self.root.join("checkpoints")
-    }
-    pub fn train_log(&self) -> PathBuf {
-        self.root.join("metrics").join("train.jsonl")
-    }
-    pub fn eval_log(&self) -> PathBuf {
-        self.root.join("metrics").join("eval.jsonl")
-    }
-
+impl RunFiles for RunLayout {
     /// Creates a fresh run directory; refuses one that already holds a run.
-    pub fn create(&self, config: &Config, manifest: &Manifest) -> Result<(), TrainError> {
+    fn create(&self, config: &Config, manifest: &Manifest) -> Result<(), TrainError> {
         if self.manifest().exists() || self.checkpoints().exists() {
-            return Err(self.error(
+            return Err(error(
+                self,
                 "already holds a run; pass --resume to continue it or choose another --out",
             ));
         }
         let io = |path: PathBuf| move |source| TrainError::Io { path, source };
-        for dir in [
-            self.root.clone(),
-            self.checkpoints(),
-            self.root.join("metrics"),
-        ] {
+        for dir in [self.root.clone(), self.checkpoints(), self.metrics_dir()] {
             fs::create_dir_all(&dir).map_err(io(dir.clone()))?;
         }
         write_atomic(&self.config(), config.to_toml().as_bytes())?;
@@ -83,25 +71,25 @@ impl RunDir {
     }
 
     /// Rewrites the manifest (atomically).
-    pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), TrainError> {
-        write_atomic(
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), TrainError> {
+        Ok(write_atomic(
             &self.manifest(),
             &serde_json::to_vec_pretty(manifest).expect("manifest serializes"),
-        )
+        )?)
     }
 
     /// Reads the manifest, refusing another schema version.
-    pub fn read_manifest(&self) -> Result<Manifest, TrainError> {
-        read_versioned(&self.manifest(), "run", RUN_SCHEMA_VERSION).map_err(|why| self.error(&why))
+    fn read_manifest(&self) -> Result<Manifest, TrainError> {
+        read_versioned(&self.manifest(), "run", RUN_SCHEMA_VERSION).map_err(|why| error(self, &why))
     }
 
     /// Reads the frozen config of this run.
-    pub fn read_config(&self) -> Result<Config, TrainError> {
+    fn read_config(&self) -> Result<Config, TrainError> {
         Ok(Config::load(&self.config())?)
     }
 
     /// Checks that `config` is the one this run was started with.
-    pub fn check_same_config(&self, config: &Config) -> Result<(), TrainError> {
+    fn check_same_config(&self, config: &Config) -> Result<(), TrainError> {
         let frozen = self.read_config()?;
         if &frozen != config {
             let (a, b) = (frozen.to_toml(), config.to_toml());
@@ -110,19 +98,22 @@ impl RunDir {
                 .zip(b.lines())
                 .find(|(x, y)| x != y)
                 .map(|(x, y)| format!(" (run has `{x}`, given `{y}`)"));
-            return Err(self.error(&format!(
-                "was trained with a different config{}; resume with the run's own config.toml",
-                first_diff.unwrap_or_default()
-            )));
+            return Err(error(
+                self,
+                &format!(
+                    "was trained with a different config{}; resume with the run's own config.toml",
+                    first_diff.unwrap_or_default()
+                ),
+            ));
         }
         Ok(())
     }
+}
 
-    fn error(&self, why: &str) -> TrainError {
-        TrainError::RunDir {
-            path: self.root.clone(),
-            why: why.to_owned(),
-        }
+fn error(run: &RunLayout, why: &str) -> TrainError {
+    TrainError::RunLayout {
+        path: run.root.clone(),
+        why: why.to_owned(),
     }
 }
 
@@ -149,147 +140,4 @@ pub fn read_versioned<T: serde::de::DeserializeOwned>(
 /// SHA-256 of a config's canonical TOML.
 pub fn config_sha256(config: &Config) -> String {
     sha256_bytes(config.to_toml().as_bytes())
-}
-
-/// Writes a file whole: to a temporary sibling (named for this process), fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let io = |source| TrainError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
-}
-
-/// The complete rows of a JSON-lines file with their `step`, in file order. A torn, non-UTF-8 or non-JSON
-/// line is left out (its step counts as not written), and so is a row whose step is not above the last kept
-/// one: what a resumed writer keeps is unique and in step order whatever happened to the file.
-pub fn committed_rows(bytes: &[u8]) -> Vec<StepLine<'_>> {
-    read_committed(bytes).0
-}
-
-/// Where a JSON-lines file first holds a line that [`committed_rows`] leaves out: `Some(after)`, with `after`
-/// the step of the last kept row before it (`None`: before any). A writer resumes at the first step after it,
-/// so that the rewritten file is clean. `None` when every line is a committed row.
-pub fn first_damage(bytes: &[u8]) -> Option<Option<u64>> {
-    read_committed(bytes).1
-}
-
-/// A row's step and its line.
-type StepLine<'a> = (u64, &'a [u8]);
-
-fn read_committed(bytes: &[u8]) -> (Vec<StepLine<'_>>, Option<Option<u64>>) {
-    let mut rows: Vec<StepLine<'_>> = vec![];
-    let mut damage = None;
-    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let step = serde_json::from_slice::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v.get("step")?.as_u64());
-        match step {
-            Some(step) if rows.last().is_none_or(|&(last, _)| step > last) => {
-                rows.push((step, line))
-            }
-            _ => {
-                if damage.is_none() {
-                    damage = Some(rows.last().map(|&(last, _)| last));
-                }
-            }
-        }
-    }
-    (rows, damage)
-}
-
-/// An append-only JSON-lines file: each row is written whole with one `write` and flushed.
-pub struct JsonlWriter {
-    path: PathBuf,
-    file: fs::File,
-}
-
-impl JsonlWriter {
-    /// Opens `path` for appending, first dropping every row whose `step` is `from_step` or later (rows a resumed
-    /// run will write again), a torn last line, and any line [`committed_rows`] leaves out.
-    pub fn open_from(path: &Path, from_step: u64) -> Result<Self, TrainError> {
-        let io = |source| TrainError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        match fs::read(path) {
-            Ok(bytes) => {
-                let mut kept = Vec::with_capacity(bytes.len());
-                for (_, line) in committed_rows(&bytes)
-                    .into_iter()
-                    .filter(|&(step, _)| step < from_step)
-                {
-                    kept.extend_from_slice(line);
-                    kept.push(b'\n');
-                }
-                if kept != bytes {
-                    write_atomic(path, &kept)?;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
-        })
-    }
-
-    /// Appends one row.
-    pub fn write<T: Serialize>(&mut self, row: &T) -> Result<(), TrainError> {
-        let mut line = serde_json::to_vec(row).expect("row serializes");
-        line.push(b'\n');
-        let io = |source| TrainError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(&line).map_err(io)?;
-        self.file.flush().map_err(io)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn committed_rows_skip_damaged_lines_duplicates_and_steps_out_of_order() {
-        let bytes = b"{\"step\":0}\n{\"step\":1\xff}\n{\"step\":2}\n{\"step\":2}\n{\"step\":1}\n{\"step\":4}\n{\"st";
-        let steps: Vec<u64> = committed_rows(bytes).iter().map(|r| r.0).collect();
-        assert_eq!(steps, [0, 2, 4]);
-        assert_eq!(
-            first_damage(bytes),
-            Some(Some(0)),
-            "the damaged row after step 0"
-        );
-        assert_eq!(first_damage(b"{\"step\":0}\n{\"step\":1}\n"), None);
-        assert_eq!(first_damage(b"{\"step\":3}\n{\"step\":3}\n"), Some(Some(3)));
-        assert_eq!(first_damage(b"x\n{\"step\":3}\n"), Some(None));
-    }
-
-    #[test]
-    fn a_reopened_log_keeps_the_committed_rows_before_the_resume_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rows.jsonl");
-        fs::write(
-            &path,
-            b"{\"step\":0}\n\xfe\xff\n{\"step\":2}\n{\"step\":2}\n{\"step\":4}\n",
-        )
-        .unwrap();
-        let mut log = JsonlWriter::open_from(&path, 4).unwrap();
-        log.write(&serde_json::json!({"step": 4})).unwrap();
-        assert_eq!(
-            fs::read_to_string(&path).unwrap(),
-            "{\"step\":0}\n{\"step\":2}\n{\"step\":4}\n"
-        );
-    }
 }

@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use crate::config::SlurmConfig;
-use crate::study::Study;
+use host::layout::StudyLayout;
 
 /// The `sbatch` script that runs `names` of `study` as one array job. `exe` is the `formation` binary the
 /// tasks run (an absolute path on a filesystem the nodes share, like the study directory).
 pub fn array_script(
-    study: &Study,
+    study: &StudyLayout,
     names: &[String],
     exe: &Path,
     resources: &SlurmConfig,
@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn the_script_names_every_run_and_the_resources() {
-        let study = Study::new("/data/studies/lr screen");
+        let study = StudyLayout::new("/data/studies/lr screen");
         let resources = SlurmConfig {
             partition: Some("gpu".into()),
             max_parallel: Some(2),

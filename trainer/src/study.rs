@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::StudyError;
-use crate::lock::{DirLock, StageError, create_staged};
-use crate::run_dir::{read_versioned, write_atomic};
+use crate::run_dir::read_versioned;
+use host::files::write_atomic;
+use host::layout::{RunLayout, StudyLayout};
+use host::lock::{DirLock, StageError, create_staged};
 
 /// Version of the study manifest; a study directory of another version is refused.
 pub const STUDY_SCHEMA_VERSION: u32 = 1;
@@ -205,106 +207,86 @@ impl RunState {
     }
 }
 
-/// Paths inside one study directory.
-#[derive(Debug, Clone)]
-pub struct Study {
-    pub root: PathBuf,
+/// A study directory's own files, read and written with the types they hold (plan, run status); the paths
+/// come from [`StudyLayout`].
+pub trait StudyFiles {
+    /// Writes the plan, or checks it against the one already there; returns the study's write lock.
+    fn prepare(&self, manifest: &StudyManifest, configs: &[Config]) -> Result<DirLock, StudyError>;
+    /// Reads `study.json`, refusing another schema version.
+    fn read_manifest(&self) -> Result<StudyManifest, StudyError>;
+    /// Writes `status/NAME.json` (atomically).
+    fn write_status(&self, name: &str, status: &RunStatus) -> Result<(), StudyError>;
+    /// Where the run `name` stands, from its status file and its run directory.
+    fn state(&self, name: &str) -> RunState;
 }
 
-impl Study {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-    pub fn manifest_path(&self) -> PathBuf {
-        self.root.join("study.json")
-    }
-    pub fn config(&self, name: &str) -> PathBuf {
-        self.root.join("configs").join(format!("{name}.toml"))
-    }
-    pub fn run_dir(&self, name: &str) -> PathBuf {
-        self.root.join("runs").join(name)
-    }
-    pub fn status(&self, name: &str) -> PathBuf {
-        self.root.join("status").join(format!("{name}.json"))
-    }
-    pub fn log(&self, name: &str) -> PathBuf {
-        self.root.join("logs").join(format!("{name}.log"))
-    }
-    pub fn sbatch(&self) -> PathBuf {
-        self.root.join("slurm").join("array.sbatch")
-    }
-
-    /// The lock file of one run's process (`status/NAME.lock`): one process per run, whichever started it.
-    pub fn status_lock(&self, name: &str) -> PathBuf {
-        self.root.join("status").join(format!("{name}.lock"))
-    }
-
+impl StudyFiles for StudyLayout {
     /// Writes the plan, or checks it against the one already there (re-running a study command continues
     /// it; a different plan in the same directory is refused before anything changes). A new study directory
     /// appears whole ([`create_staged`]). Returns the study's write lock.
-    pub fn prepare(
-        &self,
-        manifest: &StudyManifest,
-        configs: &[Config],
-    ) -> Result<DirLock, StudyError> {
-        if self.manifest_path().exists() {
+    fn prepare(&self, manifest: &StudyManifest, configs: &[Config]) -> Result<DirLock, StudyError> {
+        if self.manifest().exists() {
             let lock = DirLock::acquire(&self.root, "formation study")?;
             let existing = self.read_manifest()?;
             if existing.kind != manifest.kind
                 || existing.factor != manifest.factor
                 || existing.runs != manifest.runs
             {
-                return Err(self.error(
+                return Err(error(
+                    self,
                     "already holds a different study (other runs, factor or kind); choose another --out",
                 ));
             }
             for (run, config) in manifest.runs.iter().zip(configs) {
                 let frozen = Config::load(&self.config(&run.name))?;
                 if &frozen != config {
-                    return Err(self.error(&format!(
-                        "run {} was planned from a different config; choose another --out",
-                        run.name
-                    )));
+                    return Err(error(
+                        self,
+                        &format!(
+                            "run {} was planned from a different config; choose another --out",
+                            run.name
+                        ),
+                    ));
                 }
             }
             return Ok(lock);
         }
         let fill = |staging: &Path| -> Result<(), StudyError> {
-            let staged = Study::new(staging);
-            for dir in ["configs", "runs", "status", "logs"] {
+            let staged = StudyLayout::new(staging);
+            for dir in StudyLayout::DIRS {
                 let path = staging.join(dir);
-                fs::create_dir_all(&path).map_err(|e| staged.io(&path, e))?;
+                fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
             }
             for (run, config) in manifest.runs.iter().zip(configs) {
                 write_atomic(&staged.config(&run.name), config.to_toml().as_bytes())?;
             }
             write_atomic(
-                &staged.manifest_path(),
+                &staged.manifest(),
                 &serde_json::to_vec_pretty(manifest).expect("study manifest serializes"),
             )?;
             Ok(())
         };
         create_staged(&self.root, "formation study", fill).map_err(|e| match e {
             StageError::Exists { .. } => {
-                self.error("exists and is not a study directory (no study.json)")
+                error(self, "exists and is not a study directory (no study.json)")
             }
             StageError::Lock(e) => e.into(),
-            StageError::Io { path, source } => self.io(&path, source),
+            StageError::Io { path, source } => io(&path, source),
             StageError::Fill(e) => e,
         })
     }
 
     /// Reads `study.json`, refusing another schema version.
-    pub fn read_manifest(&self) -> Result<StudyManifest, StudyError> {
-        if !self.manifest_path().exists() {
-            return Err(self.error("is not a study directory (no study.json)"));
+    fn read_manifest(&self) -> Result<StudyManifest, StudyError> {
+        if !self.manifest().exists() {
+            return Err(error(self, "is not a study directory (no study.json)"));
         }
-        read_versioned(&self.manifest_path(), "study", STUDY_SCHEMA_VERSION)
-            .map_err(|why| self.error(&why))
+        read_versioned(&self.manifest(), "study", STUDY_SCHEMA_VERSION)
+            .map_err(|why| error(self, &why))
     }
 
     /// Records a run's state (atomically).
-    pub fn write_status(&self, name: &str, status: &RunStatus) -> Result<(), StudyError> {
+    fn write_status(&self, name: &str, status: &RunStatus) -> Result<(), StudyError> {
         Ok(write_atomic(
             &self.status(name),
             &serde_json::to_vec_pretty(status).expect("status serializes"),
@@ -312,11 +294,11 @@ impl Study {
     }
 
     /// Where a run stands.
-    pub fn state(&self, name: &str) -> RunState {
+    fn state(&self, name: &str) -> RunState {
         let status: Option<RunStatus> = fs::read_to_string(self.status(name))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok());
-        let step = last_logged_step(&self.run_dir(name));
+        let step = last_logged_step(&self.run(name));
         match status {
             None => RunState::Pending,
             Some(s) => match s.state {
@@ -329,25 +311,25 @@ impl Study {
             },
         }
     }
+}
 
-    fn error(&self, why: &str) -> StudyError {
-        StudyError::Dir {
-            path: self.root.clone(),
-            why: why.to_owned(),
-        }
+fn error(study: &StudyLayout, why: &str) -> StudyError {
+    StudyError::Dir {
+        path: study.root.clone(),
+        why: why.to_owned(),
     }
+}
 
-    fn io(&self, path: &Path, source: std::io::Error) -> StudyError {
-        StudyError::Io {
-            path: path.to_owned(),
-            source,
-        }
+fn io(path: &Path, source: std::io::Error) -> StudyError {
+    StudyError::Io {
+        path: path.to_owned(),
+        source,
     }
 }
 
 /// The step of the last line of a run's `metrics/train.jsonl` (read from the file's tail: cheap to poll).
-pub fn last_logged_step(run_dir: &Path) -> Option<u64> {
-    let mut file = fs::File::open(run_dir.join("metrics").join("train.jsonl")).ok()?;
+pub fn last_logged_step(run: &RunLayout) -> Option<u64> {
+    let mut file = fs::File::open(run.train_log()).ok()?;
     let len = file.metadata().ok()?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
     let mut tail = String::new();

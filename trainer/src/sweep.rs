@@ -10,17 +10,18 @@ use burn::prelude::*;
 
 use crate::checkpoint;
 use crate::error::{CheckpointError, TrainError};
-use crate::lock::DirLock;
 use crate::model::{ModelDims, Transformer};
 use crate::plugin::{CheckpointEvent, CheckpointPlugin, StartEvent, plugin_failure};
-use crate::run_dir::RunDir;
+use crate::run_dir::RunFiles;
 use crate::tasks;
 use crate::train_loop::{Progress, read_eval_rows};
+use host::layout::RunLayout;
+use host::lock::DirLock;
 
 /// Calls `plugin` at every scheduled checkpoint of `run` that it has no output for yet; returns how many.
 /// The caller holds the run's write lock (`_lock`).
 pub fn sweep_checkpoints(
-    run: &RunDir,
+    run: &RunLayout,
     _lock: &DirLock,
     device: &Device,
     plugin: &mut dyn CheckpointPlugin,

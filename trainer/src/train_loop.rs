@@ -13,12 +13,14 @@ use crate::checkpoint::{self, CheckpointState, RngState};
 use crate::config::{Config, OptimConfig};
 use crate::error::{CheckpointError, TrainError};
 use crate::eval::{SplitScore, evaluate};
-use crate::lock::{DirLock, create_staged};
 use crate::model::{ModelDims, Queries, Transformer, cross_entropy, int_tensor};
 use crate::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent, plugin_failure};
-use crate::run_dir::{JsonlWriter, Manifest, RUN_SCHEMA_VERSION, RunDir, config_sha256};
+use crate::run_dir::{Manifest, RUN_SCHEMA_VERSION, RunFiles, config_sha256};
 use crate::schedule::{checkpoint_steps, learning_rate};
 use crate::tasks::{self, Split, Task};
+use host::jsonl::JsonlWriter;
+use host::layout::RunLayout;
+use host::lock::{DirLock, create_staged};
 
 /// One line of the progress display.
 #[derive(Debug, Clone)]
@@ -63,7 +65,7 @@ pub struct Summary {
 /// Everything one call to [`train`] needs.
 pub struct TrainJob<'a> {
     pub config: &'a Config,
-    pub run: &'a RunDir,
+    pub run: &'a RunLayout,
     /// A new run, or a resume of the run in `run`.
     pub start: Start<'a>,
     /// The plain (non-autodiff) device; training uses its autodiff view.
@@ -207,11 +209,11 @@ pub fn train(
         }
         Start::New => {
             let lock = create_staged(&job.run.root, "formation train", |staging| {
-                let staged = RunDir::new(staging);
+                let staged = RunLayout::new(staging);
                 staged.create(config, &manifest)?;
-                crate::failpoint::hit("create-manifest");
+                host::failpoint::hit("create-manifest");
                 plugin.on_create(&staged).map_err(plugin_err(0))?;
-                crate::failpoint::hit("create-pinned");
+                host::failpoint::hit("create-pinned");
                 checkpoint::save(
                     &staged.checkpoints(),
                     &model,
@@ -250,7 +252,7 @@ pub fn train(
             if step != start {
                 let state = checkpoint_state(step, last_lr, last_loss);
                 checkpoint::save(&job.run.checkpoints(), stepper.model(), &optim, state)?;
-                crate::failpoint::hit_at("checkpoint-saved", step);
+                host::failpoint::hit_at("checkpoint-saved", step);
             }
             let eval_due =
                 step == total || (config.eval.every > 0 && step % config.eval.every == 0);
@@ -417,7 +419,7 @@ pub fn make_optimizer(optim: &OptimConfig) -> ModuleOptimizer {
 
 /// The rows of `metrics/eval.jsonl` by step (none when the file does not exist yet). A line that is torn or
 /// not UTF-8 is skipped: its step counts as not evaluated.
-pub fn read_eval_rows(run: &RunDir) -> Result<BTreeMap<u64, EvalRow>, TrainError> {
+pub fn read_eval_rows(run: &RunLayout) -> Result<BTreeMap<u64, EvalRow>, TrainError> {
     let path = run.eval_log();
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -544,7 +546,7 @@ mod tests {
         }
     }
 
-    fn job<'a>(config: &'a Config, run: &'a RunDir, start: Start<'a>) -> TrainJob<'a> {
+    fn job<'a>(config: &'a Config, run: &'a RunLayout, start: Start<'a>) -> TrainJob<'a> {
         TrainJob {
             config,
             run,
@@ -560,7 +562,7 @@ mod tests {
     fn plugin_is_called_at_exactly_the_scheduled_steps_in_order() {
         let config = Config::parse(include_str!("../../examples/ci.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::new(dir.path().join("run"));
+        let run = RunLayout::new(dir.path().join("run"));
         let mut recorder = Recorder::default();
         train(job(&config, &run, Start::New), &mut recorder, &mut |_| {}).unwrap();
         assert_eq!(recorder.starts, vec![(0, false)]);
@@ -612,7 +614,7 @@ mod tests {
         }
         let config = Config::parse(include_str!("../../examples/ci.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::new(dir.path().join("run"));
+        let run = RunLayout::new(dir.path().join("run"));
         let err = train(job(&config, &run, Start::New), &mut Failing, &mut |_| {}).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -7,13 +7,14 @@ pub mod decision;
 pub mod stability;
 pub mod summary;
 
-use serde::{Deserialize, Serialize};
+use host::layout::RunLayout;
+use serde::Serialize;
 use trainer::config::DecisionConfig;
-use trainer::run_dir::RunDir;
+use trainer::run_dir::RunFiles;
 
 use crate::error::AnalysisError;
 use crate::sinks::jsonl::read_rows;
-use crate::windows::Window;
+use crate::windows::read_windows;
 use decision::{Decision, decide};
 use stability::Stability;
 use summary::{
@@ -58,32 +59,18 @@ pub struct RunSummary {
     pub stability_note: String,
 }
 
-#[derive(Deserialize)]
-struct WindowsFile {
-    windows: Vec<Window>,
-}
-
 /// Summarizes an analyzed run whose windows were found.
 pub fn summarize(
-    run: &RunDir,
+    run: &RunLayout,
     name: &str,
     value: Option<String>,
     config: &DecisionConfig,
 ) -> Result<RunSummary, AnalysisError> {
     let manifest = run.read_manifest()?;
-    let rows = read_rows(&crate::plugin::metrics_path(run))?;
-    let analysis = crate::plugin::analysis_dir(run);
-    let windows_path = analysis.join("birth_windows.json");
-    let windows: Vec<Window> = std::fs::read_to_string(&windows_path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<WindowsFile>(&text).ok())
-        .ok_or_else(|| AnalysisError::Io {
-            path: windows_path.clone(),
-            message: "missing or unreadable; run `formation windows` on the run first".into(),
-        })?
-        .windows;
+    let rows = read_rows(&run.metrics())?;
+    let windows = read_windows(run)?;
     let last = rows.last().ok_or_else(|| AnalysisError::Io {
-        path: crate::plugin::metrics_path(run),
+        path: run.metrics(),
         message: "has no rows".into(),
     })?;
     let shares = ablation_shares(last);
@@ -98,7 +85,7 @@ pub fn summarize(
                     .map(|(probe, _)| probe)
                     .collect();
                 let s = stability::stability(
-                    &analysis.join("activations"),
+                    &run.activations_dir(),
                     after.step,
                     last.step,
                     &selective,

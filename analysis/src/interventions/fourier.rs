@@ -228,7 +228,7 @@ mod tests {
     /// Logits that depend on (a + b) mod p only: L[a, b, c] = g((a + b) mod p, c) for a fixed random g, with
     /// a bump at the correct answer so the loss is low.
     fn logits_of_the_sum(p: usize) -> Vec<f32> {
-        let mut rng = trainer::rng::SplitMix64::new(3);
+        let mut rng = host::rng::SplitMix64::new(3);
         let g: Vec<f64> = (0..p * p).map(|_| rng.normal()).collect();
         (0..p * p * p)
             .map(|i| {

@@ -12,8 +12,8 @@
 //! loss traces are returned so a user can judge convergence (a trace still drifting at the end means more
 //! draws or a smaller ε).
 
+use host::rng::SplitMix64;
 use serde::Serialize;
-use trainer::rng::SplitMix64;
 
 /// Sampler settings (devinterp names: `epsilon`, `gamma`, `nbeta`, `num_chains`, `num_draws`, `num_burnin_steps`).
 #[derive(Debug, Clone, PartialEq, Serialize)]

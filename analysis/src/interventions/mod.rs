@@ -7,6 +7,7 @@ pub mod llc;
 pub mod llc_model;
 pub mod logit_lens;
 
+use host::names::Component;
 use std::collections::BTreeMap;
 
 use probes::ProbeSet;
@@ -54,7 +55,7 @@ pub fn corrupted_tokens(
     let positions = probe.key_positions.iter().find(|k| k.name == key)?;
     let e = &probe.examples;
     let mut tokens = e.tokens.clone();
-    let mut rng = trainer::rng::SplitMix64::derived(seed, "patching-corruption", 0);
+    let mut rng = host::rng::SplitMix64::derived(seed, "patching-corruption", 0);
     for (i, &t) in positions.values.iter().enumerate() {
         let at = i * e.seq_len + t as usize;
         let shift = 1 + rng.below(d_vocab_out.max(2) - 1) as u32;
@@ -70,14 +71,14 @@ pub fn patching_report(effects: &trainer::model::PatchingEffects) -> Value {
     let mut heads = BTreeMap::new();
     for (l, layer) in effects.heads.iter().enumerate() {
         for (h, &ld) in layer.iter().enumerate() {
-            heads.insert(format!("L{l}H{h}"), recovery(ld));
+            heads.insert(Component::head(l, h).to_string(), recovery(ld));
         }
     }
     let mlp: BTreeMap<String, f64> = effects
         .mlp
         .iter()
         .enumerate()
-        .map(|(l, &ld)| (format!("L{l}"), recovery(ld)))
+        .map(|(l, &ld)| (Component::mlp(l).to_string(), recovery(ld)))
         .collect();
     let resid: BTreeMap<String, Vec<f64>> = effects
         .resid_pre

@@ -230,6 +230,7 @@ impl Attribution {
 mod tests {
     use super::*;
     use burn::prelude::*;
+    use host::names::{AttnWeight, ParamName};
     use trainer::config::{Activation, Normalization};
     use trainer::model::{HookName, HostArray, ModelDims, Transformer, int_tensor};
 
@@ -274,8 +275,8 @@ mod tests {
                     z: &hook(HookName::Z(l)).data,
                     n_heads: 4,
                     d_head: 4,
-                    w_o: &params[&format!("blocks.{l}.attn.W_O")].data,
-                    b_o: &params[&format!("blocks.{l}.attn.b_O")].data,
+                    w_o: &params[&ParamName::Attn(l, AttnWeight::WO).to_string()].data,
+                    b_o: &params[&ParamName::Attn(l, AttnWeight::BO).to_string()].data,
                     mlp_out: Some(&hook(HookName::MlpOut(l)).data),
                 })
                 .collect();

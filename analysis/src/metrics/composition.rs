@@ -50,7 +50,7 @@ pub fn k_composition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trainer::rng::SplitMix64;
+    use host::rng::SplitMix64;
 
     #[test]
     fn aligned_rank_one_matrices_compose_fully() {

@@ -1,7 +1,7 @@
 //! Dynamics metrics (SPEC §5E): how the model's representations and weights change between checkpoints.
 
 use faer::Mat;
-use trainer::rng::SplitMix64;
+use host::rng::SplitMix64;
 
 /// Frobenius norm ‖W‖_F of one parameter tensor.
 pub fn frobenius_norm(values: &[f32]) -> f64 {

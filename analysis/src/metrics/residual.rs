@@ -114,7 +114,7 @@ mod tests {
         // noise unrelated to it. Control labels: a fixed function of the example index parity.
         let n = 120;
         let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7) % 3).collect();
-        let mut rng = trainer::rng::SplitMix64::new(5);
+        let mut rng = host::rng::SplitMix64::new(5);
         let mut resid = vec![];
         for &label in &labels {
             resid.extend((0..3).map(|j| if j == label as usize { 4.0 } else { 1.0 }));

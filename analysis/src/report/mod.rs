@@ -6,13 +6,14 @@ pub mod plots;
 
 use std::path::Path;
 
+use host::layout::RunLayout;
 use serde_json::Value;
-use trainer::run_dir::RunDir;
+use trainer::run_dir::RunFiles;
 
 use crate::compare::Comparison;
 use crate::error::AnalysisError;
 use crate::sinks::jsonl::read_rows;
-use crate::windows::Window;
+use crate::windows::{Window, read_windows};
 use plots::{Mark, Plot, Point, Series, run_plots, series, window_plots};
 
 /// One analyzed run's files, as the report needs them.
@@ -34,29 +35,29 @@ pub struct Replay {
 }
 
 /// Reads what the report shows of a run (windows and replays are optional).
-pub fn load_run(run: &RunDir, name: &str) -> Result<RunData, AnalysisError> {
+pub fn load_run(run: &RunLayout, name: &str) -> Result<RunData, AnalysisError> {
     let manifest = run.read_manifest()?;
-    let rows = read_rows(&crate::plugin::metrics_path(run))?
+    let rows = read_rows(&run.metrics())?
         .into_iter()
         .map(|r| serde_json::to_value(r).expect("rows serialize"))
         .collect();
-    let windows: Vec<Window> =
-        std::fs::read_to_string(crate::plugin::analysis_dir(run).join("birth_windows.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| serde_json::from_value(v["windows"].clone()).ok())
-            .unwrap_or_default();
+    // Windows are optional in a report, but a windows file that is there must read.
+    let windows: Vec<Window> = if run.birth_windows().exists() {
+        read_windows(run)?
+    } else {
+        vec![]
+    };
     let mut replays = vec![];
     for window in &windows {
-        let dir = run.root.join("windows").join(&window.id);
-        if !dir.is_dir() {
+        let replay = run.window(&window.id);
+        if !replay.root.is_dir() {
             continue;
         }
-        let bit_exact = read_json(&dir.join("replay.json")).and_then(|r| r["bit_exact"].as_bool());
+        let bit_exact = read_json(&replay.replay_report()).and_then(|r| r["bit_exact"].as_bool());
         replays.push(Replay {
             window: window.clone(),
             bit_exact,
-            reports: intervention_reports(&dir.join("interventions")),
+            reports: intervention_reports(&replay.interventions_dir()),
         });
     }
     Ok(RunData {

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayViewD, IxDyn};
 
-use probes::h5::{read_str_attr, write_str_attr};
+use host::h5::{read_str_attr, write_str_attr};
+use host::layout::RunLayout;
 use trainer::model::HostArray;
 
 use crate::error::AnalysisError;
@@ -33,16 +34,16 @@ pub struct ActivationStore {
 }
 
 impl ActivationStore {
-    /// Opens the store under `analysis_dir`, dropping the files of steps at or after `from_step` (a resumed
-    /// run writes them again).
+    /// Opens the store of `run`, dropping the files of steps at or after `from_step` (a resumed run writes
+    /// them again).
     pub fn open(
-        analysis_dir: &Path,
+        run: &RunLayout,
         run_id: &str,
         probe_set_sha256: &str,
         key_positions: &[&str],
         from_step: u64,
     ) -> Result<Self, AnalysisError> {
-        let dir = analysis_dir.join("activations");
+        let dir = run.activations_dir();
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let mut steps = BTreeSet::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?.flatten() {
@@ -59,7 +60,7 @@ impl ActivationStore {
             }
         }
         let store = Self {
-            index: analysis_dir.join("activations.h5"),
+            index: run.activations_index(),
             dir,
             run_id: run_id.to_owned(),
             probe_set_sha256: probe_set_sha256.to_owned(),
@@ -78,7 +79,7 @@ impl ActivationStore {
         self.write_step_file(&tmp, step, arrays)
             .map_err(|e| AnalysisError::hdf5(&path, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-        trainer::failpoint::hit_at("step-file-written", step);
+        host::failpoint::hit_at("step-file-written", step);
         self.steps.insert(step);
         self.write_index()?;
         Ok(std::fs::metadata(&path).map_err(|e| io(&path, e))?.len())
@@ -232,7 +233,7 @@ fn ensure_group(file: &hdf5::File, path: &str) -> hdf5::Result<hdf5::Group> {
 
 /// `step_000100`, the same name as the step's checkpoint directory.
 pub fn group_name(step: u64) -> String {
-    trainer::checkpoint::step_dir_name(step)
+    host::layout::step_name(step)
 }
 
 fn io(path: &Path, e: std::io::Error) -> AnalysisError {
@@ -260,7 +261,8 @@ mod tests {
     #[test]
     fn nested_names_make_groups_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = ActivationStore::open(dir.path(), "run", "abc", &["a"], 0).unwrap();
+        let mut store =
+            ActivationStore::open(&RunLayout::new(dir.path()), "run", "abc", &["a"], 0).unwrap();
         store
             .write(
                 5,
@@ -292,14 +294,15 @@ mod tests {
     #[test]
     fn steps_are_reachable_through_the_index_and_a_resume_drops_later_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = ActivationStore::open(dir.path(), "run", "abc", &["a"], 0).unwrap();
+        let mut store =
+            ActivationStore::open(&RunLayout::new(dir.path()), "run", "abc", &["a"], 0).unwrap();
         store
             .write(0, &[array("blocks.0.hook_resid_pre", 1.0)])
             .unwrap();
         store
             .write(10, &[array("blocks.0.hook_resid_pre", 2.0)])
             .unwrap();
-        let index = hdf5::File::open(dir.path().join("activations.h5")).unwrap();
+        let index = hdf5::File::open(RunLayout::new(dir.path()).activations_index()).unwrap();
         let values = index
             .dataset("step_000010/blocks.0.hook_resid_pre")
             .unwrap()
@@ -307,11 +310,12 @@ mod tests {
             .unwrap();
         assert_eq!(values, vec![2.0; 6]);
         drop(index);
-        let store = ActivationStore::open(dir.path(), "run", "abc", &["a"], 10).unwrap();
+        let store =
+            ActivationStore::open(&RunLayout::new(dir.path()), "run", "abc", &["a"], 10).unwrap();
         assert_eq!(store.steps, BTreeSet::from([0]));
         let nested = store.read_step(0, &["blocks.0.hook_resid_pre"]);
         assert!(nested.unwrap().is_empty(), "only groups are read");
-        let index = hdf5::File::open(dir.path().join("activations.h5")).unwrap();
+        let index = hdf5::File::open(RunLayout::new(dir.path()).activations_index()).unwrap();
         assert_eq!(
             index.member_names().unwrap(),
             vec!["step_000000".to_owned()]

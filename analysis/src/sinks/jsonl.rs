@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use trainer::run_dir::{committed_rows, first_damage};
+use host::jsonl::{committed_rows, first_damage};
 
 use crate::error::AnalysisError;
 use crate::row::Row;

@@ -8,7 +8,7 @@ use std::path::Path;
 use ndarray::Array2;
 use serde_json::Value;
 
-use probes::h5::write_str_attr;
+use host::h5::write_str_attr;
 
 use crate::error::AnalysisError;
 
@@ -114,6 +114,6 @@ mod tests {
                 .unwrap(),
             3.0
         );
-        assert_eq!(probes::h5::read_str_attr(&file, "kind").unwrap(), "test");
+        assert_eq!(host::h5::read_str_attr(&file, "kind").unwrap(), "test");
     }
 }

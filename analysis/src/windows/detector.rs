@@ -250,7 +250,7 @@ pub fn turning_points(steps: &[u64], points: &[Vec<f64>], config: &WindowsConfig
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trainer::rng::SplitMix64;
+    use host::rng::SplitMix64;
 
     /// The checkpoint schedule of the examples: 0, 1, 2, 4, …, 64, then every 100 up to `last`.
     fn schedule(last: u64) -> Vec<u64> {

@@ -9,9 +9,11 @@ pub mod detector;
 use std::collections::BTreeMap;
 
 use faer::Mat;
+use host::layout::RunLayout;
 use serde::{Deserialize, Serialize};
 use trainer::config::WindowsConfig;
 
+use crate::error::AnalysisError;
 use crate::row::{Row, numeric_leaves};
 use detector::{Flag, detect, turning_points};
 
@@ -27,22 +29,29 @@ pub struct Trigger {
     pub flag: Flag,
 }
 
-/// A birth window: a merged step range with every trigger that fell in it.
+/// A birth window: a merged step range with every trigger that fell in it. Only `id`, `start_step` and
+/// `end_step` are required when reading one, so a window written by hand (a range a researcher wants
+/// replayed) is accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     /// `W0`, `W1`, … in step order (the name `formation replay --window N` uses).
     pub id: String,
     /// 1 = the strongest window.
+    #[serde(default)]
     pub rank: usize,
     pub start_step: u64,
     pub end_step: u64,
     /// Sum of the triggers' scores (the ranking key).
+    #[serde(default)]
     pub score: f64,
     /// The probe-set loss fell across the window.
+    #[serde(default)]
     pub loss_fell: bool,
     /// Components whose mean-ablation Δloss grew across the window (the mechanism they carry grew), largest
     /// growth first.
+    #[serde(default)]
     pub mechanism_grew: Vec<String>,
+    #[serde(default)]
     pub triggers: Vec<Trigger>,
 }
 
@@ -120,6 +129,29 @@ pub fn essential_trajectory(rows: &[Row], components: usize) -> Option<(Vec<u64>
 }
 
 /// Every window of a run, merged across metrics and ranked.
+/// The windows of `run` as `formation windows` wrote them (`analysis/birth_windows.json`); one error naming
+/// the file when it is missing or is not a windows file.
+pub fn read_windows(run: &RunLayout) -> Result<Vec<Window>, AnalysisError> {
+    #[derive(Deserialize)]
+    struct WindowsFile {
+        windows: Vec<Window>,
+    }
+    let path = run.birth_windows();
+    let error = |message: String| AnalysisError::Io {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        error(format!(
+            "{e}; run `formation windows {}` first",
+            run.root.display()
+        ))
+    })?;
+    serde_json::from_str::<WindowsFile>(&text)
+        .map(|file| file.windows)
+        .map_err(|e| error(format!("is not a windows file: {e}")))
+}
+
 pub fn find_windows(run_id: &str, rows: &[Row], config: &WindowsConfig) -> BirthWindows {
     let series = tracked_series(rows);
     let mut triggers = vec![];

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use super::init;
-use crate::rng::SplitMix64;
+use host::rng::SplitMix64;
 
 #[derive(Module, Debug)]
 pub struct Attention {

@@ -2,8 +2,10 @@
 
 use burn::prelude::*;
 
+use host::array::HostArray;
+
 use super::block::BlockActs;
-use super::hook::HookName;
+use host::hook::HookName;
 
 /// All activations of one forward pass, TransformerLens shapes.
 pub struct Capture {
@@ -17,23 +19,14 @@ pub struct Capture {
     pub attn_only: bool,
 }
 
-/// A host copy of one activation: row-major `f32` values with their shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostArray {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-impl HostArray {
-    /// Copies a device tensor to host memory.
-    pub fn from_tensor<const D: usize>(tensor: Tensor<D>) -> Result<Self, String> {
-        let shape = tensor.dims().to_vec();
-        let data = tensor
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| format!("{e:?}"))?;
-        Ok(Self { shape, data })
-    }
+/// Copies a device tensor to host memory.
+pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<HostArray, String> {
+    let shape = tensor.dims().to_vec();
+    let data = tensor
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(HostArray { shape, data })
 }
 
 /// One hook point's tensor, whatever its rank.
@@ -75,8 +68,8 @@ impl Capture {
             .into_iter()
             .map(|(name, t)| {
                 let host = match t {
-                    HookTensor::Rank3(t) => HostArray::from_tensor(t.clone()),
-                    HookTensor::Rank4(t) => HostArray::from_tensor(t.clone()),
+                    HookTensor::Rank3(t) => to_host(t.clone()),
+                    HookTensor::Rank4(t) => to_host(t.clone()),
                 }?;
                 Ok((name, host))
             })

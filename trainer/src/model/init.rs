@@ -4,7 +4,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 
-use crate::rng::SplitMix64;
+use host::rng::SplitMix64;
 
 /// Normal(0, std²) weights of `shape`.
 pub fn normal<const D: usize>(

@@ -7,7 +7,7 @@ use burn::tensor::activation::{gelu, relu};
 
 use super::init;
 use crate::config::Activation;
-use crate::rng::SplitMix64;
+use host::rng::SplitMix64;
 
 #[derive(Module, Debug)]
 pub struct Mlp {

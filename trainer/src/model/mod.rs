@@ -10,7 +10,6 @@ mod ablation;
 mod attention;
 mod block;
 mod capture;
-mod hook;
 mod init;
 mod layer_norm;
 mod mlp;
@@ -19,8 +18,9 @@ mod patching;
 pub use ablation::AblationLosses;
 pub use attention::Attention;
 pub use block::{Block, BlockActs, Queries};
-pub use capture::{Capture, HookTensor, HostArray};
-pub use hook::HookName;
+pub use capture::{Capture, HookTensor, to_host};
+pub use host::array::HostArray;
+pub use host::hook::HookName;
 pub use layer_norm::LayerNorm;
 
 /// The LayerNorm epsilon (TransformerLens `eps`).
@@ -35,8 +35,8 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::config::{Activation, Config, Normalization};
-use crate::rng::SplitMix64;
 use crate::tasks::Task;
+use host::rng::SplitMix64;
 
 /// The model's shape, resolved from the config and the task.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -4,8 +4,8 @@
 //! the task, and the model has to find the previous occurrence by content (previous-token head + induction
 //! head). The loss counts at the last `min_repeat − 1` positions, which lie inside the second copy for every h.
 
-use super::{DataCursor, Examples, Labeled, Split, Task};
-use crate::rng::SplitMix64;
+use super::{DataCursor, Examples, Labeled, RepeatKeys, Split, Task};
+use host::rng::SplitMix64;
 
 pub struct Induction {
     vocab: usize,
@@ -111,6 +111,12 @@ impl Task for Induction {
     }
     fn corrupted_key(&self) -> &'static str {
         "prev_occ"
+    }
+    fn repeat_keys(&self) -> Option<RepeatKeys> {
+        Some(RepeatKeys {
+            repeat: "cur",
+            first: "prev_occ",
+        })
     }
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled> {
         let seq_len = self.seq_len();

@@ -5,11 +5,12 @@
 mod induction;
 mod modular_addition;
 
+pub use host::examples::{Examples, Labeled};
 pub use induction::Induction;
 pub use modular_addition::ModularAddition;
 
 use crate::config::TaskConfig;
-use crate::rng::SplitMix64;
+use host::rng::SplitMix64;
 
 /// Which fixed split of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -32,48 +33,11 @@ impl Split {
     }
 }
 
-/// A block of examples. `tokens` is `[n, seq_len]` row-major; `targets` is `[n, n_answers]`, the correct
-/// next token at each of the task's answer positions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Examples {
-    pub n: usize,
-    pub seq_len: usize,
-    pub tokens: Vec<u32>,
-    pub n_answers: usize,
-    pub targets: Vec<u32>,
-}
-
-impl Examples {
-    /// The examples at `indices`, in that order.
-    pub fn select(&self, indices: &[usize]) -> Examples {
-        let mut tokens = Vec::with_capacity(indices.len() * self.seq_len);
-        let mut targets = Vec::with_capacity(indices.len() * self.n_answers);
-        for &i in indices {
-            tokens.extend_from_slice(&self.tokens[i * self.seq_len..(i + 1) * self.seq_len]);
-            targets.extend_from_slice(&self.targets[i * self.n_answers..(i + 1) * self.n_answers]);
-        }
-        Examples {
-            n: indices.len(),
-            seq_len: self.seq_len,
-            tokens,
-            n_answers: self.n_answers,
-            targets,
-        }
-    }
-
-    /// Token `pos` of example `i`.
-    pub fn token(&self, i: usize, pos: usize) -> u32 {
-        self.tokens[i * self.seq_len + pos]
-    }
-}
-
-/// A named per-example integer: a key position (a sequence index) or a probe target (a class label).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Labeled {
-    pub name: String,
-    /// For a target, labels lie in `0..n_classes`; for a key position, `n_classes` is the sequence length.
-    pub n_classes: usize,
-    pub values: Vec<u32>,
+/// The key positions of a repeated token (`repeat`) and of its first occurrence (`first`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepeatKeys {
+    pub repeat: &'static str,
+    pub first: &'static str,
 }
 
 /// An algorithmic task the model is trained on.
@@ -102,6 +66,13 @@ pub trait Task: Send + Sync {
     /// The key position whose token activation patching changes to make a corrupted input (modular addition:
     /// `a`; induction: the first occurrence, `prev_occ`).
     fn corrupted_key(&self) -> &'static str;
+    /// The task's in-context copying structure, if it has one (declared here so that no analysis code asks
+    /// for a task by name): the key position of a repeated token and the key position of its first
+    /// occurrence. The analysis takes each probe example's repeat length from them for the in-context score
+    /// and the induction score.
+    fn repeat_keys(&self) -> Option<RepeatKeys> {
+        None
+    }
     /// Candidate examples for a probe set of `size`, each block with the split it came from. The default is
     /// every fixed split; tasks with a generated stream add fresh draws from `seed`.
     fn probe_pool(&self, seed: u64, size: usize) -> Vec<(Split, Examples)> {

@@ -2,7 +2,7 @@
 //! at `=`. The train split is a seeded fraction of all p² pairs, the test split the rest.
 
 use super::{DataCursor, Examples, Labeled, Split, Task, finite_cursor, finite_minibatch};
-use crate::rng::SplitMix64;
+use host::rng::SplitMix64;
 
 /// Position of `=`, the only answer position.
 const EQ: usize = 2;

@@ -1,0 +1,22 @@
+//! The host-side vocabulary every formation crate shares, with no dependency on burn or on the trainer:
+//!
+//! - [`array::HostArray`] and [`hook::HookName`]: activations as they leave the device, named by their
+//!   TransformerLens hook point; [`names`]: [`names::Component`] (`L1H2`, `L0`) and [`names::ParamName`]
+//!   (state-dict names).
+//! - [`examples`]: token sequences and named per-example labels; [`rng::SplitMix64`], the seedable generator
+//!   data, initialization and probe sets are drawn from.
+//! - [`layout`]: every path of a run and a study directory; [`lock`]: the one-writer lock and directories that
+//!   appear whole; [`files`], [`jsonl`], [`h5`]: whole-file writes, JSON-lines rows, HDF5 attributes;
+//!   [`failpoint`]: crash injection for the tests.
+
+pub mod array;
+pub mod examples;
+pub mod failpoint;
+pub mod files;
+pub mod h5;
+pub mod hook;
+pub mod jsonl;
+pub mod layout;
+pub mod lock;
+pub mod names;
+pub mod rng;
