@@ -569,7 +569,7 @@ pub fn readout<'a>(
 ) -> Option<Readout<'a>> {
     let param = |name: &str| params.get(name).map(|p| p.data.as_slice());
     let logits = hook(hooks, HookName::Logits)?;
-    let w_u = params.get("unembed.W_U")?;
+    let w_u = params.get(&ParamName::Unembed.to_string())?;
     let n_layers = (0..)
         .take_while(|&l| params.contains_key(&ParamName::Attn(l, AttnWeight::WO).to_string()))
         .count();
@@ -582,8 +582,10 @@ pub fn readout<'a>(
         answer_positions: &probe.answer_positions,
         answer_targets: &probe.examples.targets,
         w_u: &w_u.data,
-        b_u: param("unembed.b_U")?,
-        ln_final: param("ln_final.w").zip(param("ln_final.b")),
+        b_u: param(&ParamName::UnembedBias.to_string())?,
+        ln_final: param(&ParamName::LnFinalWeight.to_string())
+            .zip(param(&ParamName::LnFinalBias.to_string())),
+        ln_eps: trainer::model::layer_norm_eps(),
         final_resid: &final_resid.data,
     })
 }
@@ -612,8 +614,8 @@ fn attribution(message: &CheckpointMessage, probe: &ProbeSet) -> Option<Attribut
     Some(direct_logit_attribution(&AttributionInput {
         readout,
         tokens: &probe.examples.tokens,
-        w_e: param("embed.W_E")?,
-        w_pos: param("pos_embed.W_pos")?,
+        w_e: param(&ParamName::Embed.to_string())?,
+        w_pos: param(&ParamName::PosEmbed.to_string())?,
         layers,
         logits: &hook(&message.hooks, HookName::Logits)?.data,
     }))

@@ -1,7 +1,5 @@
 //! What crosses the bounded channel from the trainer thread to the sidecar: host arrays only.
 
-use std::sync::{Arc, OnceLock};
-
 use trainer::model::{HookName, HostArray};
 use trainer::train_loop::EvalRow;
 
@@ -21,12 +19,11 @@ pub struct CheckpointMessage {
     pub ablation: Option<trainer::model::AblationLosses>,
     pub capture_ms: f64,
     pub ablation_ms: f64,
-    /// Set by the trainer as soon as the send returns (the sidecar waits for it before writing the row).
-    pub send_stats: Arc<OnceLock<SendStats>>,
 }
 
-/// How the send went, seen from the trainer thread.
-#[derive(Debug, Clone, Copy)]
+/// How a checkpoint's send went, seen from the trainer thread. It follows its checkpoint through the channel
+/// (the trainer knows it only once the send returned), and the sidecar writes it into that checkpoint's row.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SendStats {
     /// Time blocked waiting for room in the channel (backpressure), ms.
     pub queue_ms: f64,
@@ -42,20 +39,17 @@ pub struct StoredArray {
     pub array: HostArray,
 }
 
-/// The sidecar's private message enum: work, or the explicit end.
+/// The sidecar's private message enum: a checkpoint, the report of its send (always right behind it), or the
+/// explicit end.
 pub(crate) enum Message {
     Checkpoint(Box<CheckpointMessage>),
+    Sent(SendStats),
     End,
 }
 
-/// A message of `captured` at `step` with no training context and an already-completed send (tests).
+/// A message of `captured` at `step` with no training context (tests).
 #[cfg(test)]
 pub(crate) fn test_message(step: u64, captured: crate::plugin::Captured) -> CheckpointMessage {
-    let send_stats = Arc::new(OnceLock::new());
-    let _ = send_stats.set(SendStats {
-        queue_ms: 0.0,
-        queue_depth: 0,
-    });
     CheckpointMessage {
         step,
         tokens_seen: 0,
@@ -68,6 +62,5 @@ pub(crate) fn test_message(step: u64, captured: crate::plugin::Captured) -> Chec
         ablation: captured.ablation,
         capture_ms: 0.0,
         ablation_ms: 0.0,
-        send_stats,
     }
 }

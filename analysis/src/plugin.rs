@@ -3,13 +3,12 @@
 //! what the metrics need to host memory and sends it to the sidecar. Everything else happens on the sidecar.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::prelude::*;
-use host::jsonl::JsonlWriter;
 use host::layout::RunLayout;
 use probes::ProbeSet;
 use trainer::config::{AnalysisConfig, OnError, StoreItem};
@@ -17,13 +16,13 @@ use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transforme
 use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent};
 use trainer::tasks::RepeatKeys;
 
-use crate::analyzer::{Analyzer, DYNAMICS_GROUPS, Previous};
+use crate::analyzer::DYNAMICS_GROUPS;
 use crate::error::AnalysisError;
-use crate::message::{CheckpointMessage, SendStats};
+use crate::message::CheckpointMessage;
 use crate::selection::needed;
-use crate::sidecar::{Sidecar, SidecarState};
-use crate::sinks::hdf5::{ActivationStore, read_stored_step, stored_step_readable};
-use crate::sinks::jsonl::{damaged_after, existing_steps, last_row};
+use crate::sidecar::{Sidecar, SidecarSetup};
+use crate::sinks::hdf5::{read_stored_step, stored_step_readable};
+use crate::sinks::jsonl::{damaged_after, existing_steps};
 
 /// The `--analyze` plugin.
 pub struct AnalyzePlugin {
@@ -231,47 +230,16 @@ impl CheckpointPlugin for AnalyzePlugin {
             )
         })?;
         ProbeSet::load_pinned(&event.run.probe_set(), &hash)?;
-        let analysis = event.run.analysis_dir();
-        std::fs::create_dir_all(&analysis).map_err(|e| AnalysisError::Io {
-            path: analysis.clone(),
-            message: e.to_string(),
-        })?;
-        let key_names: Vec<&str> = self
-            .probe
-            .key_positions
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect();
-        let metrics = event.run.metrics();
-        let jsonl =
-            JsonlWriter::open_from(&metrics, event.start_step).map_err(AnalysisError::from)?;
-        let store = ActivationStore::open(
-            event.run,
-            &event.manifest.run_id,
-            &hash,
-            &key_names,
-            event.start_step,
-        )?;
-        // A resumed run's dynamics compare with the last analyzed checkpoint, as the uninterrupted run did.
-        let previous = match last_row(&metrics) {
-            Some(row) => {
-                let arrays = store.read_step(row.step, &DYNAMICS_GROUPS)?;
-                Some(Previous::load(row.step, arrays, &row))
-            }
-            None => None,
+        let setup = SidecarSetup {
+            run: event.run.clone(),
+            run_id: event.manifest.run_id.clone(),
+            probe_set_sha256: hash,
+            probe: self.probe.clone(),
+            config: self.config.clone(),
+            repeat_keys: self.repeat_keys,
+            start_step: event.start_step,
         };
-        let state = SidecarState {
-            analyzer: Analyzer::new(
-                event.manifest.run_id.clone(),
-                self.probe.clone(),
-                &self.config,
-                self.repeat_keys,
-                previous,
-            ),
-            jsonl,
-            store,
-        };
-        self.sidecar = Some(Sidecar::spawn(state, self.config.queue)?);
+        self.sidecar = Some(Sidecar::spawn(setup, self.config.queue)?);
         Ok(())
     }
 
@@ -289,7 +257,6 @@ impl CheckpointPlugin for AnalyzePlugin {
             Ok(captured) => captured,
             Err(e) => return self.fail(event.step, e),
         };
-        let send_stats = Arc::new(OnceLock::new());
         let message = CheckpointMessage {
             step: event.step,
             tokens_seen: event.tokens_seen,
@@ -302,7 +269,6 @@ impl CheckpointPlugin for AnalyzePlugin {
             ablation: captured.ablation,
             capture_ms: captured.capture_ms,
             ablation_ms: captured.ablation_ms,
-            send_stats: send_stats.clone(),
         };
         let Some(sidecar) = self.sidecar.as_mut() else {
             return self.fail(
@@ -311,12 +277,8 @@ impl CheckpointPlugin for AnalyzePlugin {
             );
         };
         match sidecar.send(message) {
-            Ok((queue_ms, queue_depth)) => {
-                let _ = send_stats.set(SendStats {
-                    queue_ms,
-                    queue_depth,
-                });
-                self.depth.store(queue_depth, Ordering::Relaxed);
+            Ok(sent) => {
+                self.depth.store(sent.queue_depth, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => self.fail(event.step, e),

@@ -1,25 +1,91 @@
-//! The sidecar thread: receives [`CheckpointMessage`]s over a bounded channel, computes every metric from host
-//! arrays ([`Analyzer`]), writes the arrays to HDF5 and then the row to JSONL. It owns everything it carries between
+//! The sidecar thread: opens its own sinks and restores its own previous-checkpoint state ([`SidecarSetup`]),
+//! then receives [`CheckpointMessage`]s over a bounded channel, computes every metric from host arrays
+//! ([`Analyzer`]), writes the arrays to HDF5 and then the row to JSONL. It owns everything it carries between
 //! checkpoints. Dropping the handle sends the end message and joins; [`Sidecar::finish`] does the same and
 //! returns the thread's result.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use host::jsonl::JsonlWriter;
+use host::layout::RunLayout;
+use probes::ProbeSet;
+use trainer::config::AnalysisConfig;
+use trainer::tasks::RepeatKeys;
 
-use crate::analyzer::Analyzer;
+use crate::analyzer::{Analyzer, DYNAMICS_GROUPS, Previous};
 use crate::error::AnalysisError;
-use crate::message::{CheckpointMessage, Message};
+use crate::message::{CheckpointMessage, Message, SendStats};
 use crate::row::Timing;
 use crate::sinks::hdf5::ActivationStore;
+use crate::sinks::jsonl::last_row;
+
+/// What the sidecar starts from: it opens its own sinks and restores its own previous-checkpoint state.
+pub struct SidecarSetup {
+    pub run: RunLayout,
+    pub run_id: String,
+    pub probe_set_sha256: String,
+    pub probe: Arc<ProbeSet>,
+    pub config: AnalysisConfig,
+    /// The task's in-context copying structure ([`trainer::tasks::Task::repeat_keys`]).
+    pub repeat_keys: Option<RepeatKeys>,
+    /// The first step this process analyzes: rows and step files from here on are written again.
+    pub start_step: u64,
+}
 
 /// What the sidecar thread owns.
-pub struct SidecarState {
-    pub analyzer: Analyzer,
-    pub jsonl: JsonlWriter,
-    pub store: ActivationStore,
+struct SidecarState {
+    analyzer: Analyzer,
+    jsonl: JsonlWriter,
+    store: ActivationStore,
+}
+
+impl SidecarSetup {
+    /// Opens the rows file and the activation store (dropping what a resumed run writes again) and restores the
+    /// last analyzed checkpoint, which the next one's dynamics compare with, as the uninterrupted run did.
+    fn open(self) -> Result<SidecarState, AnalysisError> {
+        let analysis = self.run.analysis_dir();
+        std::fs::create_dir_all(&analysis).map_err(|e| AnalysisError::Io {
+            path: analysis.clone(),
+            message: e.to_string(),
+        })?;
+        let key_names: Vec<&str> = self
+            .probe
+            .key_positions
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        let metrics = self.run.metrics();
+        let jsonl = JsonlWriter::open_from(&metrics, self.start_step)?;
+        let store = ActivationStore::open(
+            &self.run,
+            &self.run_id,
+            &self.probe_set_sha256,
+            &key_names,
+            self.start_step,
+        )?;
+        let previous = match last_row(&metrics) {
+            Some(row) => {
+                let arrays = store.read_step(row.step, &DYNAMICS_GROUPS)?;
+                Some(Previous::load(row.step, arrays, &row))
+            }
+            None => None,
+        };
+        let analyzer = Analyzer::new(
+            self.run_id,
+            self.probe,
+            &self.config,
+            self.repeat_keys,
+            previous,
+        );
+        Ok(SidecarState {
+            analyzer,
+            jsonl,
+            store,
+        })
+    }
 }
 
 /// Handle of the running sidecar thread.
@@ -29,34 +95,62 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Starts the thread with a channel of `capacity` checkpoints.
-    pub fn spawn(state: SidecarState, capacity: usize) -> Result<Self, AnalysisError> {
-        let (sender, receiver) = bounded(capacity);
+    /// Starts the thread, which opens its sinks from `setup`, with room for `capacity` checkpoints in the
+    /// channel; returns once the thread is ready (or with the reason it could not start).
+    pub fn spawn(setup: SidecarSetup, capacity: usize) -> Result<Self, AnalysisError> {
+        // Each checkpoint is two messages: itself and the report of its send.
+        let (sender, receiver) = bounded(2 * capacity);
+        let (ready_tx, ready_rx) = bounded(1);
         let handle = std::thread::Builder::new()
             .name("formation-sidecar".into())
-            .spawn(move || run(state, receiver))
+            .spawn(move || match setup.open() {
+                Ok(state) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(state, receiver)
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    Ok(())
+                }
+            })
             .map_err(|e| AnalysisError::SidecarGone(format!("cannot start the thread: {e}")))?;
-        Ok(Self {
+        let mut sidecar = Self {
             sender,
             handle: Some(handle),
-        })
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(sidecar),
+            Ok(Err(e)) => {
+                let _ = sidecar.join();
+                Err(e)
+            }
+            Err(_) => Err(sidecar
+                .join()
+                .err()
+                .unwrap_or(AnalysisError::SidecarGone("it exited".into()))),
+        }
     }
 
-    /// Sends one checkpoint, waiting while the channel is full. Returns the wait in ms and the queue depth.
-    pub fn send(&mut self, message: CheckpointMessage) -> Result<(f64, usize), AnalysisError> {
+    /// Sends one checkpoint, waiting while the channel is full, then the report of that send. Returns it.
+    pub fn send(&mut self, message: CheckpointMessage) -> Result<SendStats, AnalysisError> {
         let start = Instant::now();
-        if self
+        let sent = self
             .sender
             .send(Message::Checkpoint(Box::new(message)))
-            .is_err()
-        {
+            .is_ok();
+        let stats = SendStats {
+            queue_ms: start.elapsed().as_secs_f64() * 1e3,
+            // Checkpoints waiting, this one included (each is followed by its report).
+            queue_depth: self.sender.len().div_ceil(2),
+        };
+        if !sent || self.sender.send(Message::Sent(stats)).is_err() {
             // The thread ended early: its result says why.
             return Err(self
                 .join()
                 .err()
                 .unwrap_or(AnalysisError::SidecarGone("it exited".into())));
         }
-        Ok((start.elapsed().as_secs_f64() * 1e3, self.sender.len()))
+        Ok(stats)
     }
 
     /// Lets the sidecar drain the channel, ends it and returns its result.
@@ -90,14 +184,21 @@ impl Drop for Sidecar {
 }
 
 fn run(mut state: SidecarState, receiver: Receiver<Message>) -> Result<(), AnalysisError> {
-    for message in receiver {
+    while let Ok(message) = receiver.recv() {
         match message {
             Message::Checkpoint(checkpoint) => {
                 let step = checkpoint.step;
-                process(&mut state, *checkpoint).map_err(|error| AnalysisError::AtStep {
-                    step,
-                    error: Box::new(error),
+                process(&mut state, *checkpoint, &receiver).map_err(|error| {
+                    AnalysisError::AtStep {
+                        step,
+                        error: Box::new(error),
+                    }
                 })?
+            }
+            Message::Sent(_) => {
+                return Err(AnalysisError::SidecarGone(
+                    "a send report arrived without its checkpoint".into(),
+                ));
             }
             Message::End => break,
         }
@@ -105,8 +206,13 @@ fn run(mut state: SidecarState, receiver: Receiver<Message>) -> Result<(), Analy
     Ok(())
 }
 
-/// Metrics, arrays, then the row: the row is the commit point of a checkpoint's analysis.
-fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), AnalysisError> {
+/// Metrics, arrays, then the row: the row is the commit point of a checkpoint's analysis. The report of the
+/// checkpoint's send, right behind it in the channel, completes the row's timing.
+fn process(
+    state: &mut SidecarState,
+    message: CheckpointMessage,
+    receiver: &Receiver<Message>,
+) -> Result<(), AnalysisError> {
     let start = Instant::now();
     let mut analysis = state.analyzer.analyze(&message)?;
     let store_start = Instant::now();
@@ -115,7 +221,14 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
     analysis
         .families
         .insert("store".into(), store_start.elapsed().as_secs_f64() * 1e3);
-    let sent = *message.send_stats.wait();
+    let sent = match receiver.recv() {
+        Ok(Message::Sent(sent)) => sent,
+        _ => {
+            return Err(AnalysisError::SidecarGone(
+                "the checkpoint's send report did not follow it".into(),
+            ));
+        }
+    };
     analysis.row.timing = Timing {
         capture_ms: message.capture_ms,
         ablation_ms: message.ablation_ms,
@@ -132,11 +245,9 @@ fn process(state: &mut SidecarState, message: CheckpointMessage) -> Result<(), A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     use burn::prelude::Device;
-    use probes::ProbeSet;
-    use trainer::config::{AnalysisConfig, Config};
+    use trainer::config::Config;
     use trainer::model::{ModelDims, Transformer};
     use trainer::tasks::{ModularAddition, Task};
 
@@ -161,19 +272,21 @@ mod tests {
     }
 
     fn spawn(dir: &std::path::Path, probe: &Arc<ProbeSet>) -> Sidecar {
-        let state = SidecarState {
-            analyzer: Analyzer::new(
-                "r".into(),
-                probe.clone(),
-                &AnalysisConfig::default(),
-                None,
-                None,
-            ),
-            jsonl: JsonlWriter::open_from(&dir.join("rows.jsonl"), 0).unwrap(),
-            store: ActivationStore::open(&host::layout::RunLayout::new(dir), "r", "h", &["a"], 0)
-                .unwrap(),
+        let setup = SidecarSetup {
+            run: RunLayout::new(dir),
+            run_id: "r".into(),
+            probe_set_sha256: "h".into(),
+            probe: probe.clone(),
+            config: AnalysisConfig::default(),
+            repeat_keys: None,
+            start_step: 0,
         };
-        Sidecar::spawn(state, 2).unwrap()
+        Sidecar::spawn(setup, 2).unwrap()
+    }
+
+    fn rows(dir: &std::path::Path) -> Vec<u64> {
+        let rows = crate::sinks::jsonl::existing_steps(&RunLayout::new(dir).metrics());
+        rows.into_iter().collect()
     }
 
     #[test]
@@ -186,8 +299,7 @@ mod tests {
             sidecar.send(message(step, &probe)).unwrap();
         }
         sidecar.finish().unwrap();
-        let steps = crate::sinks::jsonl::existing_steps(&dir.path().join("rows.jsonl"));
-        assert_eq!(steps.into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 4, 8]);
+        assert_eq!(rows(dir.path()), vec![0, 1, 2, 4, 8]);
     }
 
     #[test]
@@ -212,9 +324,6 @@ mod tests {
             None => sidecar.finish().unwrap_err(),
         };
         assert!(error.to_string().contains("HDF5"), "{error}");
-        assert!(
-            crate::sinks::jsonl::existing_steps(&dir.path().join("rows.jsonl")).is_empty(),
-            "no row without its arrays"
-        );
+        assert!(rows(dir.path()).is_empty(), "no row without its arrays");
     }
 }

@@ -86,6 +86,10 @@ pub enum ParamName {
     Unembed,
     /// `unembed.b_U` [d_vocab_out]
     UnembedBias,
+    /// `ln_final.w` [d_model] (models with LayerNorm)
+    LnFinalWeight,
+    /// `ln_final.b` [d_model] (models with LayerNorm)
+    LnFinalBias,
 }
 
 impl fmt::Display for AttnWeight {
@@ -125,6 +129,8 @@ impl fmt::Display for ParamName {
             ParamName::Mlp(l, w) => write!(f, "blocks.{l}.mlp.{w}"),
             ParamName::Unembed => write!(f, "unembed.W_U"),
             ParamName::UnembedBias => write!(f, "unembed.b_U"),
+            ParamName::LnFinalWeight => write!(f, "ln_final.w"),
+            ParamName::LnFinalBias => write!(f, "ln_final.b"),
         }
     }
 }

@@ -209,7 +209,7 @@ pub fn intervene(
                 bail!("the Fourier progress measures need a model with MLPs");
             };
             let params = trainer::export::named_parameters(&model);
-            let (shape, data) = params["embed.W_E"].clone();
+            let (shape, data) = params[&ParamName::Embed.to_string()].clone();
             let w_e = HostArray { shape, data };
             ("fourier", fourier_report(mlp_post, logits, &w_e, p, &train))
         }

@@ -7,7 +7,7 @@ pub mod llc;
 pub mod llc_model;
 pub mod logit_lens;
 
-use host::names::Component;
+use host::names::{Component, ParamName};
 use std::collections::BTreeMap;
 
 use probes::ProbeSet;
@@ -26,9 +26,10 @@ pub fn logit_lens_report(
 ) -> Option<Value> {
     let param = |name: &str| params.get(name).map(|p| p.data.as_slice());
     let unembed = Unembedding {
-        w_u: param("unembed.W_U")?,
-        b_u: param("unembed.b_U")?,
-        ln_final: param("ln_final.w").zip(param("ln_final.b")),
+        w_u: param(&ParamName::Unembed.to_string())?,
+        b_u: param(&ParamName::UnembedBias.to_string())?,
+        ln_final: param(&ParamName::LnFinalWeight.to_string())
+            .zip(param(&ParamName::LnFinalBias.to_string())),
         eps: trainer::model::layer_norm_eps(),
     };
     let targets = &probe.examples.targets;

@@ -24,6 +24,8 @@ pub struct Readout<'a> {
     pub b_u: &'a [f32],
     /// `ln_final.w` and `ln_final.b` [d_model], if the model has LayerNorm.
     pub ln_final: Option<(&'a [f32], &'a [f32])>,
+    /// The LayerNorm ε of the model.
+    pub ln_eps: f64,
     /// The last `hook_resid_post` [n, seq, d_model] (for the frozen LayerNorm scale).
     pub final_resid: &'a [f32],
 }
@@ -60,10 +62,8 @@ pub fn directions(readout: &Readout<'_>) -> Vec<Direction> {
                 .collect();
             let mut bias = f64::from(readout.b_u[c]) - b_u_mean;
             if let Some((ln_w, ln_b)) = readout.ln_final {
-                let (_, scale) = layer_norm_stats(
-                    &readout.final_resid[row..row + d],
-                    trainer::model::layer_norm_eps(),
-                );
+                let (_, scale) =
+                    layer_norm_stats(&readout.final_resid[row..row + d], readout.ln_eps);
                 bias += dot(ln_b, &u);
                 for (uj, &w) in u.iter_mut().zip(ln_w) {
                     *uj *= f64::from(w) / scale;
@@ -280,8 +280,12 @@ mod tests {
                     mlp_out: Some(&hook(HookName::MlpOut(l)).data),
                 })
                 .collect();
-            let ln =
-                (normalization == Normalization::Ln).then(|| (p("ln_final.w"), p("ln_final.b")));
+            let ln = (normalization == Normalization::Ln).then(|| {
+                (
+                    p(&ParamName::LnFinalWeight.to_string()),
+                    p(&ParamName::LnFinalBias.to_string()),
+                )
+            });
             let readout = Readout {
                 n,
                 seq_len: seq,
@@ -289,16 +293,17 @@ mod tests {
                 d_vocab_out: 10,
                 answer_positions: &answers,
                 answer_targets: &targets,
-                w_u: p("unembed.W_U"),
-                b_u: p("unembed.b_U"),
+                w_u: p(&ParamName::Unembed.to_string()),
+                b_u: p(&ParamName::UnembedBias.to_string()),
                 ln_final: ln,
+                ln_eps: trainer::model::layer_norm_eps(),
                 final_resid: &hook(HookName::ResidPost(1)).data,
             };
             let input = AttributionInput {
                 readout,
                 tokens: &tokens,
-                w_e: p("embed.W_E"),
-                w_pos: p("pos_embed.W_pos"),
+                w_e: p(&ParamName::Embed.to_string()),
+                w_pos: p(&ParamName::PosEmbed.to_string()),
                 layers,
                 logits: &hook(HookName::Logits).data,
             };

@@ -3,9 +3,9 @@
 //! target's control task ([`probes::control_task`], Hewitt & Liang 2019) under the same folds, their difference
 //! (selectivity), and the probe fitted on every example (its weights go to HDF5 for stability tracking).
 
+use host::examples::Labeled;
 use probes::ridge::{Labels, RidgeError, RidgeProbe, cross_validated_accuracy, fit};
 use serde::Serialize;
-use trainer::tasks::Labeled;
 
 /// What stays fixed across checkpoints: labels, control labels and folds.
 pub struct ProbeTargets {
