@@ -15,7 +15,7 @@ use trainer::tasks::RepeatKeys;
 use probes::ProbeSet;
 use probes::control_task::control_labels;
 use probes::ridge::folds;
-use serde_json::{Value, json};
+
 use trainer::config::{AnalysisConfig, StoreItem};
 use trainer::model::{HookName, HostArray};
 
@@ -31,8 +31,8 @@ use crate::metrics::dynamics::{
 };
 use crate::metrics::heads::{HeadInput, head_metrics};
 use crate::metrics::mlp::{active_fraction, head_output_norm, norm};
-use crate::metrics::residual::{ProbeTargets, probe_boundary};
-use crate::row::{Row, SCHEMA_VERSION, Timing, numeric_leaves};
+use crate::metrics::residual::{ProbeScore, ProbeTargets, probe_boundary};
+use crate::row::{Dla, Dynamics, HeadRow, MlpRow, Row, SCHEMA_VERSION, Timing};
 use crate::selection::{at_key_positions, at_key_queries, at_positions, boundaries, hook_axes};
 
 /// Groups of the per-checkpoint HDF5 file that the dynamics read back.
@@ -146,14 +146,14 @@ impl Analyzer {
                     step: message.step,
                     message: format!("{name}: {e}"),
                 })?;
-            let mut by_key: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+            let mut by_key: BTreeMap<String, BTreeMap<String, ProbeScore>> = BTreeMap::new();
             for result in results {
                 let key = &self.probe_targets.key_names[result.key];
                 let target = &self.probe_targets.targets[result.target];
                 by_key
                     .entry(key.clone())
                     .or_default()
-                    .insert(target.name.clone(), json!(result.score));
+                    .insert(target.name.clone(), result.score);
                 let path = format!("{name}/{key}/{}", target.name);
                 arrays.push(stored(
                     format!("{PROBE_GROUP}/{path}"),
@@ -172,7 +172,7 @@ impl Analyzer {
                     },
                 ));
             }
-            residual.insert(name.to_string(), json!(by_key));
+            residual.insert(name.to_string(), by_key);
             arrays.push(stored(
                 format!("{RESID_GROUP}/{name}"),
                 "example,key_position,d_model",
@@ -221,15 +221,19 @@ impl Analyzer {
             residual,
             heads,
             mlp,
-            dla: json!({
-                "embed": attribution.embed,
-                "pos_embed": attribution.pos_embed,
-                "attn_bias": attribution.attn_bias.iter().enumerate()
-                    .map(|(l, v)| (Component::mlp(l).to_string(), *v)).collect::<BTreeMap<_, _>>(),
-                "unembed_bias": attribution.unembed_bias,
-                "logit_diff": attribution.logit_diff,
-            }),
-            dynamics: BTreeMap::new(),
+            dla: Dla {
+                attn_bias: attribution
+                    .attn_bias
+                    .iter()
+                    .enumerate()
+                    .map(|(l, v)| (Component::mlp(l).to_string(), *v))
+                    .collect(),
+                embed: attribution.embed,
+                logit_diff: attribution.logit_diff,
+                pos_embed: attribution.pos_embed,
+                unembed_bias: attribution.unembed_bias,
+            },
+            dynamics: Dynamics::default(),
             timing: Timing::default(),
         };
         let headline = headline(&row);
@@ -257,7 +261,7 @@ impl Analyzer {
         message: &CheckpointMessage,
         attribution: &Attribution,
         arrays: &mut Vec<StoredArray>,
-    ) -> BTreeMap<String, Value> {
+    ) -> BTreeMap<String, HeadRow> {
         let probe = &self.probe;
         let keys: Vec<(&str, &[u32])> = probe
             .key_positions
@@ -289,18 +293,18 @@ impl Analyzer {
                 .get(&ParamName::Attn(layer, AttnWeight::WO).to_string());
             for (h, m) in metrics.into_iter().enumerate() {
                 let id = Component::head(layer, h).to_string();
-                let mut value = json!(m);
-                if let (Some(z), Some(w_o)) = (z, w_o) {
-                    value["output_norm"] = json!(head_output_norms(z, w_o, h, probe));
-                }
-                if let Some(dloss) = message.ablation.as_ref().map(|a| a.heads[layer][h]) {
-                    value["ablation_dloss"] = json!(dloss);
-                }
-                value["dla"] = json!(attribution.heads[layer][h]);
-                if let Some(scores) = composition.get(&id) {
-                    value["k_composition"] = json!(scores);
-                }
-                out.insert(id, value);
+                let row = HeadRow {
+                    ablation_dloss: message.ablation.as_ref().map(|a| a.heads[layer][h]),
+                    attn: m.attn,
+                    dla: attribution.heads[layer][h],
+                    entropy: m.entropy,
+                    k_composition: composition.get(&id).cloned(),
+                    output_norm: z
+                        .zip(w_o)
+                        .map(|(z, w_o)| head_output_norms(z, w_o, h, probe)),
+                    scores: m.scores,
+                };
+                out.insert(id, row);
             }
         }
         out
@@ -311,7 +315,7 @@ impl Analyzer {
         &self,
         message: &CheckpointMessage,
         attribution: &Attribution,
-    ) -> BTreeMap<String, Value> {
+    ) -> BTreeMap<String, MlpRow> {
         let probe = &self.probe;
         let at_keys = |array: &HostArray, f: RowMetric| {
             let (seq, d) = (array.shape[1], array.shape[2]);
@@ -319,21 +323,26 @@ impl Analyzer {
         };
         let mut out = BTreeMap::new();
         for (name, array) in &message.hooks {
-            let (layer, field, f): (usize, &str, RowMetric) = match name {
-                HookName::MlpOut(l) => (*l, "output_norm", norm),
-                HookName::MlpPost(l) => (*l, "active_fraction", active_fraction),
+            let (layer, f): (usize, RowMetric) = match name {
+                HookName::MlpOut(l) => (*l, norm),
+                HookName::MlpPost(l) => (*l, active_fraction),
                 _ => continue,
             };
             let entry = out
                 .entry(Component::mlp(layer).to_string())
-                .or_insert_with(|| {
-                    let mut entry = json!({ "dla": attribution.mlp.get(layer) });
-                    if let Some(dloss) = message.ablation.as_ref().and_then(|a| a.mlp.get(layer)) {
-                        entry["ablation_dloss"] = json!(dloss);
-                    }
-                    entry
+                .or_insert_with(|| MlpRow {
+                    ablation_dloss: message
+                        .ablation
+                        .as_ref()
+                        .and_then(|a| a.mlp.get(layer).copied()),
+                    dla: attribution.mlp.get(layer).copied(),
+                    ..MlpRow::default()
                 });
-            entry[field] = json!(at_keys(array, f));
+            let values = Some(at_keys(array, f));
+            match name {
+                HookName::MlpOut(_) => entry.output_norm = values,
+                _ => entry.active_fraction = values,
+            }
         }
         out
     }
@@ -346,16 +355,16 @@ impl Analyzer {
         arrays: &[StoredArray],
         headline: &BTreeMap<String, f64>,
         projection: Vec<f64>,
-    ) -> BTreeMap<String, Value> {
-        let param_norm: BTreeMap<&str, f64> = message
-            .params
-            .iter()
-            .map(|(name, p)| (name.as_str(), frobenius_norm(&p.data)))
-            .collect();
-        let mut out = BTreeMap::from([
-            ("param_norm".to_owned(), json!(param_norm)),
-            ("output_projection".to_owned(), json!(projection)),
-        ]);
+    ) -> Dynamics {
+        let mut out = Dynamics {
+            param_norm: message
+                .params
+                .iter()
+                .map(|(name, p)| (name.clone(), frobenius_norm(&p.data)))
+                .collect(),
+            output_projection: projection,
+            ..Dynamics::default()
+        };
         let Some(previous) = &self.previous else {
             return out;
         };
@@ -421,16 +430,17 @@ impl Analyzer {
                 _ => {}
             }
         }
-        let delta: BTreeMap<&String, f64> = headline
-            .iter()
-            .filter_map(|(name, now)| Some((name, now - previous.headline.get(name)?)))
-            .collect();
-        out.insert("previous_step".into(), json!(previous.step));
-        out.insert("relative_update".into(), json!(relative));
-        out.insert("cka".into(), json!(cka));
-        out.insert("probe_cosine".into(), json!(probe_cosine));
-        out.insert("pattern_js".into(), json!(js_drift));
-        out.insert("delta".into(), json!(delta));
+        out.delta = Some(
+            headline
+                .iter()
+                .filter_map(|(name, now)| Some((name.clone(), now - previous.headline.get(name)?)))
+                .collect(),
+        );
+        out.previous_step = Some(previous.step);
+        out.relative_update = Some(relative);
+        out.cka = Some(cka);
+        out.probe_cosine = Some(probe_cosine);
+        out.pattern_js = Some(js_drift);
         out
     }
 
@@ -507,14 +517,10 @@ fn headline(row: &Row) -> BTreeMap<String, f64> {
         "previous_token_head",
         "duplicate_token_head",
     ];
-    let value = json!({
-        "behavior": row.behavior,
-        "residual": row.residual,
-        "heads": row.heads,
-        "mlp": row.mlp,
-    });
-    numeric_leaves(&value)
+    const FAMILIES: [&str; 4] = ["behavior", "residual", "heads", "mlp"];
+    row.series()
         .into_iter()
+        .filter(|(path, _)| FAMILIES.contains(&path.split('.').next().unwrap_or_default()))
         .filter(|(path, _)| LEAVES.contains(&path.rsplit('.').next().unwrap_or_default()))
         .collect()
 }
@@ -762,11 +768,7 @@ mod tests {
             None,
         );
         let row = analyzer.analyze(&message).unwrap().row;
-        let score = |head: &str| {
-            row.heads[head]["scores"]["previous_token_head"]
-                .as_f64()
-                .unwrap()
-        };
+        let score = |head: &str| row.heads[head].scores["previous_token_head"];
         let want = (t - 1) as f64 / t as f64;
         assert!(
             (score("L0H0") - want).abs() < 1e-3,

@@ -82,15 +82,14 @@ pub fn birth_step(window: &Window) -> u64 {
 /// `mlp.L0`), largest first. A negative Δloss (ablating helps) counts as 0. Mean-ablation effects do not add
 /// up exactly; the share ranks the components, it does not decompose the loss.
 pub fn ablation_shares(row: &Row) -> Vec<(String, f64)> {
-    let effect = |v: &serde_json::Value| v.get("ablation_dloss").and_then(|x| x.as_f64());
     let mut effects: Vec<(String, f64)> = row
         .heads
         .iter()
-        .filter_map(|(name, v)| Some((format!("heads.{name}"), effect(v)?)))
+        .filter_map(|(name, head)| Some((format!("heads.{name}"), head.ablation_dloss?)))
         .chain(
             row.mlp
                 .iter()
-                .filter_map(|(name, v)| Some((format!("mlp.{name}"), effect(v)?))),
+                .filter_map(|(name, mlp)| Some((format!("mlp.{name}"), mlp.ablation_dloss?))),
         )
         .map(|(name, e)| (name, e.max(0.0)))
         .collect();
@@ -174,17 +173,9 @@ pub fn birth_step_spread(steps: &[u64]) -> Option<(f64, f64)> {
 pub fn probe_selectivity(row: &Row) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for (boundary, keys) in &row.residual {
-        let Some(keys) = keys.as_object() else {
-            continue;
-        };
         for (key, targets) in keys {
-            let Some(targets) = targets.as_object() else {
-                continue;
-            };
             for (target, scores) in targets {
-                if let Some(s) = scores.get("selectivity").and_then(|s| s.as_f64()) {
-                    out.insert(format!("{boundary}/{key}/{target}"), s);
-                }
+                out.insert(format!("{boundary}/{key}/{target}"), scores.selectivity);
             }
         }
     }
@@ -253,9 +244,20 @@ mod tests {
             ("L0H2", -0.5), // ablating it helps: counts as 0
         ]
         .into_iter()
-        .map(|(n, d)| (n.to_string(), serde_json::json!({"ablation_dloss": d})))
+        .map(|(n, d)| {
+            let head = serde_json::json!({"ablation_dloss": d, "attn": {}, "dla": 0.0,
+                                          "entropy": {}, "scores": {}});
+            (n.to_string(), serde_json::from_value(head).unwrap())
+        })
         .collect();
-        row.mlp = [("L0".to_string(), serde_json::json!({"ablation_dloss": 6.0}))].into();
+        row.mlp = [(
+            "L0".to_string(),
+            crate::row::MlpRow {
+                ablation_dloss: Some(6.0),
+                ..Default::default()
+            },
+        )]
+        .into();
         let shares = ablation_shares(&row);
         // Total 10: mlp 0.6, L0H1 0.3, L0H0 0.1, L0H2 0.
         assert_eq!(

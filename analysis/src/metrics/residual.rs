@@ -5,7 +5,7 @@
 
 use host::examples::Labeled;
 use probes::ridge::{Labels, RidgeError, RidgeProbe, cross_validated_accuracy, fit};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What stays fixed across checkpoints: labels, control labels and folds.
 pub struct ProbeTargets {
@@ -20,7 +20,8 @@ pub struct ProbeTargets {
 }
 
 /// One probe's scores.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProbeScore {
     /// Held-out accuracy on the target.
     pub accuracy: f64,

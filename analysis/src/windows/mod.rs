@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use trainer::config::WindowsConfig;
 
 use crate::error::AnalysisError;
-use crate::row::{Row, numeric_leaves};
+use crate::row::Row;
 use detector::{Flag, detect, turning_points};
 
 /// The name of the essential-dynamics trigger.
@@ -72,15 +72,7 @@ pub struct BirthWindows {
 pub fn tracked_series(rows: &[Row]) -> BTreeMap<String, Vec<(u64, f64)>> {
     let mut series: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
     for row in rows {
-        let value = serde_json::json!({
-            "behavior": row.behavior,
-            "eval": row.eval,
-            "residual": row.residual,
-            "heads": row.heads,
-            "mlp": row.mlp,
-            "dynamics": { "cka": row.dynamics.get("cka") },
-        });
-        for (path, x) in numeric_leaves(&value) {
+        for (path, x) in row.series() {
             if is_tracked(&path) {
                 series.entry(path).or_default().push((row.step, x));
             }
@@ -97,7 +89,7 @@ fn is_tracked(path: &str) -> bool {
         "residual" => matches!(leaf, "accuracy" | "selectivity"),
         "heads" => path.contains(".scores.") || leaf == "ablation_dloss",
         "mlp" => leaf == "ablation_dloss",
-        "dynamics" => true,
+        "dynamics" => path.starts_with("dynamics.cka."),
         _ => false,
     }
 }
@@ -107,8 +99,8 @@ pub fn essential_trajectory(rows: &[Row], components: usize) -> Option<(Vec<u64>
     let points: Vec<(u64, Vec<f64>)> = rows
         .iter()
         .filter_map(|r| {
-            let p = r.dynamics.get("output_projection")?.as_array()?;
-            Some((r.step, p.iter().filter_map(|v| v.as_f64()).collect()))
+            let p = &r.dynamics.output_projection;
+            (!p.is_empty()).then(|| (r.step, p.clone()))
         })
         .collect();
     let (n, dims) = (points.len(), points.first()?.1.len());
