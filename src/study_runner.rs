@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use host::layout::StudyLayout;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use studies::study::{PlannedRun, RunState, StudyFiles, StudyManifest, last_logged_step};
 use trainer::Config;
-use trainer::study::{PlannedRun, RunState, StudyFiles, StudyManifest, last_logged_step};
 
 struct Running<'a> {
     run: &'a PlannedRun,

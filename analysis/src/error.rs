@@ -10,9 +10,13 @@ pub enum AnalysisError {
     /// libhdf5 failed.
     #[error("HDF5 {path}: {message}")]
     Hdf5 { path: PathBuf, message: String },
-    /// A tensor could not be copied to the host.
-    #[error("copying activations to the host at step {step}: {message}")]
-    Host { step: u64, message: String },
+    /// The capture or ablation forwards, or their copy to the host, failed.
+    #[error("the capture at step {step}")]
+    Host {
+        step: u64,
+        #[source]
+        source: trainer::error::ForwardError,
+    },
     /// A checkpoint message lacks an array the metrics need.
     #[error("analysis at step {step}: the checkpoint message has no {what}")]
     Missing { step: u64, what: String },

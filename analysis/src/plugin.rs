@@ -140,7 +140,7 @@ pub fn capture(
             };
             hooks.push((
                 name,
-                array.map_err(|message| AnalysisError::Host { step, message })?,
+                array.map_err(|source| AnalysisError::Host { step, source })?,
             ));
         }
     }
@@ -161,7 +161,7 @@ pub fn capture(
             )
         })
         .transpose()
-        .map_err(|message| AnalysisError::Host { step, message })?;
+        .map_err(|source| AnalysisError::Host { step, source })?;
     Ok(Captured {
         hooks,
         params,

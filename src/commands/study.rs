@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use host::layout::StudyLayout;
 use host::lock::DirLock;
-use trainer::Config;
-use trainer::slurm::array_script;
-use trainer::study::{
+use studies::slurm::array_script;
+use studies::study::{
     Factor, RunState, RunStatus, StatusState, StudyFiles, StudyKind, StudyManifest, parse_seeds,
     plan,
 };
+use trainer::Config;
 
 use crate::commands::{train, windows};
 use crate::study_runner::run_local;

@@ -82,6 +82,46 @@ pub enum CheckpointError {
     Record { path: PathBuf, message: String },
 }
 
+/// A forward, or a copy of its result to host memory, that could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// burn could not hand a tensor's values to the host (burn's error only has a debug form).
+    #[error("copying a tensor to host memory: {0}")]
+    HostCopy(String),
+    /// The model has no such part (e.g. the MLP of an attention-only block).
+    #[error("{0}")]
+    NoSuchPart(String),
+}
+
+/// A JSON manifest (`run.json`, `study.json`) that cannot be used; `name` is its file name.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name} is not valid JSON")]
+    Json {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("was written with {kind} schema version {found:?}; this build reads version {version}")]
+    Version {
+        kind: String,
+        found: Option<u64>,
+        version: u32,
+    },
+    #[error("{name} does not match its schema")]
+    Schema {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// What can stop a training run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -104,9 +144,9 @@ pub enum TrainError {
     /// A checkpoint plugin failed.
     #[error("checkpoint plugin failed at step {step}: {message}")]
     Plugin { step: u64, message: String },
-    /// A tensor could not be copied to the host.
-    #[error("reading a tensor back to the host: {0}")]
-    Host(String),
+    /// A forward or its copy to the host failed.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
     /// Another process writes the run directory.
     #[error(transparent)]
     Lock(#[from] host::lock::LockError),
@@ -129,29 +169,4 @@ impl From<host::lock::StageError<TrainError>> for TrainError {
             StageError::Fill(e) => e,
         }
     }
-}
-
-/// A study (`formation replicate` / `screen`) that cannot be planned, written or read.
-#[derive(Debug, thiserror::Error)]
-pub enum StudyError {
-    /// A seed list, factor or factor value that cannot be used.
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The study directory cannot be created, read or continued.
-    #[error("study directory {path}: {why}")]
-    Dir { path: PathBuf, why: String },
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Train(#[from] TrainError),
-    /// Another process writes the study directory or runs one of its runs.
-    #[error(transparent)]
-    Lock(#[from] host::lock::LockError),
-    #[error(transparent)]
-    File(#[from] host::files::FileError),
 }

@@ -1,5 +1,6 @@
 //! Loss and accuracy of a model on a whole split, at the task's answer positions.
 
+use crate::error::ForwardError;
 use burn::prelude::*;
 
 use crate::model::{Transformer, cross_entropy, int_tensor};
@@ -21,7 +22,7 @@ pub fn evaluate(
     examples: &Examples,
     answers: &[usize],
     device: &Device,
-) -> Result<SplitScore, String> {
+) -> Result<SplitScore, ForwardError> {
     let queries = model.answer_queries(answers, device);
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     let mut start = 0;

@@ -13,14 +13,12 @@ pub mod plugin;
 pub mod replay;
 pub mod run_dir;
 pub mod schedule;
-pub mod slurm;
-pub mod study;
 pub mod sweep;
 pub mod tasks;
 pub mod train_loop;
 
 pub use config::Config;
-pub use error::{CheckpointError, ConfigError, StudyError, TrainError};
+pub use error::{CheckpointError, ConfigError, TrainError};
 
 /// The device unit tests run on (the binary picks the device for real runs).
 #[cfg(test)]

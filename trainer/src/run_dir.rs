@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::sha256_bytes;
 use crate::config::Config;
-use crate::error::TrainError;
+use crate::error::{ManifestError, TrainError, error_chain as host_error_chain};
 use crate::model::ModelDims;
 use host::files::write_atomic;
 use host::layout::RunLayout;
@@ -80,7 +80,8 @@ impl RunFiles for RunLayout {
 
     /// Reads the manifest, refusing another schema version.
     fn read_manifest(&self) -> Result<Manifest, TrainError> {
-        read_versioned(&self.manifest(), "run", RUN_SCHEMA_VERSION).map_err(|why| error(self, &why))
+        read_versioned(&self.manifest(), "run", RUN_SCHEMA_VERSION)
+            .map_err(|why| error(self, &host_error_chain(&why)))
     }
 
     /// Reads the frozen config of this run.
@@ -123,18 +124,30 @@ pub fn read_versioned<T: serde::de::DeserializeOwned>(
     path: &Path,
     kind: &str,
     version: u32,
-) -> Result<T, String> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+) -> Result<T, ManifestError> {
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let text = fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        name: name.clone(),
+        source,
+    })?;
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{name} is not valid JSON: {e}"))?;
+        serde_json::from_str(&text).map_err(|source| ManifestError::Json {
+            name: name.clone(),
+            source,
+        })?;
     let found = value.get("schema_version").and_then(|v| v.as_u64());
     if found != Some(u64::from(version)) {
-        return Err(format!(
-            "was written with {kind} schema version {found:?}; this build reads version {version}"
-        ));
+        return Err(ManifestError::Version {
+            kind: kind.to_owned(),
+            found,
+            version,
+        });
     }
-    serde_json::from_value(value).map_err(|e| format!("{name} does not match its schema: {e}"))
+    serde_json::from_value(value).map_err(|source| ManifestError::Schema { name, source })
 }
 
 /// SHA-256 of a config's canonical TOML.

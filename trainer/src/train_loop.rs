@@ -462,8 +462,7 @@ fn evaluate_splits(
         ood: None,
     };
     for (split, examples) in splits {
-        let score =
-            evaluate(model, examples, task.answer_positions(), device).map_err(TrainError::Host)?;
+        let score = evaluate(model, examples, task.answer_positions(), device)?;
         match split {
             Split::Train => row.train = Some(score),
             Split::Test => row.test = Some(score),

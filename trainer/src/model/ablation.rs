@@ -6,6 +6,7 @@
 //! and the clean reference go through the rest of the model as one batch; the clean copy takes the same path,
 //! so a head that writes nothing (W_O[h] = 0) changes the loss by exactly 0.
 
+use crate::error::ForwardError;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
@@ -30,7 +31,7 @@ impl Transformer {
         targets: &Tensor<2, Int>,
         answers: &Queries,
         rows: Option<&Tensor<1, Int>>,
-    ) -> Result<AblationLosses, String> {
+    ) -> Result<AblationLosses, ForwardError> {
         let some = |x: Tensor<3>| match rows {
             Some(rows) => x.select(0, rows.clone()),
             None => x,
@@ -81,10 +82,12 @@ impl Transformer {
         neurons: &[usize],
         targets: &Tensor<2, Int>,
         answers: &Queries,
-    ) -> Result<Vec<f64>, String> {
+    ) -> Result<Vec<f64>, ForwardError> {
         let acts = &capture.blocks[layer];
         let (Some(post), Some(mlp)) = (&acts.mlp_post, &self.blocks[layer].mlp) else {
-            return Err(format!("block {layer} has no MLP"));
+            return Err(ForwardError::NoSuchPart(format!(
+                "block {layer} has no MLP"
+            )));
         };
         let device = post.device();
         let [n, pos, _] = post.dims();
@@ -153,7 +156,7 @@ fn copy_losses(
     logits: Tensor<3>,
     targets: &Tensor<2, Int>,
     copies: usize,
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<f64>, ForwardError> {
     let correct = log_softmax(logits, 2).gather(2, copy_targets(targets, copies));
     mean_per_copy(correct.neg(), copies)
 }
@@ -165,14 +168,14 @@ pub(super) fn copy_targets(targets: &Tensor<2, Int>, copies: usize) -> Tensor<3,
 }
 
 /// The mean of `values` [copies·n, answers, 1] over each copy's examples and answers, on the host.
-pub(super) fn mean_per_copy(values: Tensor<3>, copies: usize) -> Result<Vec<f64>, String> {
+pub(super) fn mean_per_copy(values: Tensor<3>, copies: usize) -> Result<Vec<f64>, ForwardError> {
     let [rows, answers, _] = values.dims();
     let host = values
         .reshape([copies, rows / copies * answers])
         .mean_dim(1)
         .into_data()
         .try_into_vec_as::<f32>()
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| ForwardError::HostCopy(format!("{e:?}")))?;
     Ok(host.into_iter().map(f64::from).collect())
 }
 

@@ -1,5 +1,6 @@
 //! The capture forward's result: every hook point, on the device, and its copy to host memory.
 
+use crate::error::ForwardError;
 use burn::prelude::*;
 
 use host::array::HostArray;
@@ -20,12 +21,12 @@ pub struct Capture {
 }
 
 /// Copies a device tensor to host memory.
-pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<HostArray, String> {
+pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<HostArray, ForwardError> {
     let shape = tensor.dims().to_vec();
     let data = tensor
         .into_data()
         .try_into_vec_as::<f32>()
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| ForwardError::HostCopy(format!("{e:?}")))?;
     Ok(HostArray { shape, data })
 }
 
@@ -63,7 +64,7 @@ impl Capture {
     }
 
     /// Host copies of every hook point.
-    pub fn to_host(&self) -> Result<Vec<(HookName, HostArray)>, String> {
+    pub fn to_host(&self) -> Result<Vec<(HookName, HostArray)>, ForwardError> {
         self.hooks()
             .into_iter()
             .map(|(name, t)| {

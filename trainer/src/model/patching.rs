@@ -8,6 +8,7 @@
 //! The logit difference is logit[clean answer] − mean logit (the direction of the direct logit attribution),
 //! averaged over the examples and answer positions.
 
+use crate::error::ForwardError;
 use burn::prelude::*;
 
 use super::ablation::{at, copy_targets, mean_per_copy};
@@ -48,7 +49,7 @@ impl Transformer {
         corrupt: &Capture,
         targets: &Tensor<2, Int>,
         answers: &Queries,
-    ) -> Result<PatchingEffects, String> {
+    ) -> Result<PatchingEffects, ForwardError> {
         let mut out = PatchingEffects {
             clean: logit_diffs(at(clean.logits.clone(), answers), targets, 1)?[0],
             ..Default::default()
@@ -134,13 +135,13 @@ impl Transformer {
         channel: Channel,
         targets: &Tensor<2, Int>,
         answers: &Queries,
-    ) -> Result<f64, String> {
+    ) -> Result<f64, ForwardError> {
         let (l2, h2) = receiver;
         if l2 <= sender.0 {
-            return Err(format!(
+            return Err(ForwardError::NoSuchPart(format!(
                 "receiver layer {l2} is not after sender layer {}",
                 sender.0
-            ));
+            )));
         }
         let x = &corrupt.blocks[l2];
         let block = &self.blocks[l2];
@@ -184,7 +185,7 @@ impl Transformer {
         sender: (usize, usize),
         targets: &Tensor<2, Int>,
         answers: &Queries,
-    ) -> Result<f64, String> {
+    ) -> Result<f64, ForwardError> {
         let last = &corrupt.blocks[self.blocks.len() - 1];
         let resid = last.resid_post.clone() + self.head_write_change(clean, corrupt, sender);
         logit_diffs(self.unembed(at(resid, answers)), targets, 1).map(|d| d[0])
@@ -219,7 +220,7 @@ fn logit_diffs(
     logits: Tensor<3>,
     targets: &Tensor<2, Int>,
     copies: usize,
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<f64>, ForwardError> {
     let diffs = logits.clone().gather(2, copy_targets(targets, copies)) - logits.mean_dim(2);
     mean_per_copy(diffs, copies)
 }

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::config::SlurmConfig;
 use host::layout::StudyLayout;
+use trainer::config::SlurmConfig;
 
 /// The `sbatch` script that runs `names` of `study` as one array job. `exe` is the `formation` binary the
 /// tasks run (an absolute path on a filesystem the nodes share, like the study directory).

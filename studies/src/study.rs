@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::error::StudyError;
-use crate::run_dir::read_versioned;
 use host::files::write_atomic;
 use host::layout::{RunLayout, StudyLayout};
 use host::lock::{DirLock, StageError, create_staged};
+use trainer::config::Config;
+use trainer::run_dir::read_versioned;
 
 /// Version of the study manifest; a study directory of another version is refused.
 pub const STUDY_SCHEMA_VERSION: u32 = 1;
@@ -282,7 +282,7 @@ impl StudyFiles for StudyLayout {
             return Err(error(self, "is not a study directory (no study.json)"));
         }
         read_versioned(&self.manifest(), "study", STUDY_SCHEMA_VERSION)
-            .map_err(|why| error(self, &why))
+            .map_err(|why| error(self, &trainer::error::error_chain(&why)))
     }
 
     /// Records a run's state (atomically).
@@ -430,6 +430,6 @@ mod tests {
         let c = base.with_override("train.checkpoints.every", "10").unwrap();
         assert_eq!(c.train.checkpoints.every, 10);
         let c = base.with_override("model.act_fn", "gelu").unwrap();
-        assert_eq!(c.model.act_fn, crate::config::Activation::Gelu);
+        assert_eq!(c.model.act_fn, trainer::config::Activation::Gelu);
     }
 }
