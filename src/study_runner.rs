@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use host::layout::StudyLayout;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use studies::study::{PlannedRun, RunState, StudyFiles, StudyManifest, last_logged_step};
+use study::study::{PlannedRun, RunState, StudyFiles, StudyManifest, last_logged_step};
 use trainer::Config;
 
 struct Running<'a> {

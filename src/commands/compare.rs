@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use host::files::write_atomic;
 use host::layout::RunLayout;
 use host::layout::StudyLayout;
-use studies::study::{RunState, StudyFiles};
+use study::study::{RunState, StudyFiles};
 use trainer::Config;
 use trainer::run_dir::RunFiles;
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use host::layout::StudyLayout;
 use host::lock::DirLock;
-use studies::slurm::array_script;
-use studies::study::{
+use study::slurm::array_script;
+use study::study::{
     Factor, RunState, RunStatus, StatusState, StudyFiles, StudyKind, StudyManifest, parse_seeds,
     plan,
 };
