@@ -1,10 +1,7 @@
 //! `formation`: train small transformers and watch mechanisms form. This binary only parses the command line,
 //! picks the device and turns errors into one sentence and an exit code; the work lives in the library crates.
 
-mod commands;
-mod device;
-mod progress;
-mod study_runner;
+use formation::commands;
 
 // burn allocates fresh buffers for every op; mimalloc reuses them instead of going back to the kernel.
 #[global_allocator]
@@ -52,8 +49,6 @@ enum Command {
     /// One run of a study, as the study's engines start it (train --analyze or resume, then windows).
     #[command(hide = true)]
     StudyTask(commands::study::TaskArgs),
-    /// Benchmarks (printed as Markdown tables for BENCHMARKS.md).
-    Bench(commands::bench::Args),
 }
 
 fn main() {
@@ -69,7 +64,6 @@ fn main() {
         Command::Windows(args) => commands::windows::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Intervene(args) => commands::intervene::run(args),
-        Command::Bench(args) => commands::bench::run(args),
         Command::Replicate(args) => commands::study::replicate(args),
         Command::Screen(args) => commands::study::screen(args),
         Command::Collect(args) => commands::study::collect(args),
@@ -78,7 +72,7 @@ fn main() {
         Command::StudyTask(args) => commands::study::task(args),
     };
     if let Err(err) = result {
-        eprintln!("error: {}", one_sentence(&err));
+        eprintln!("error: {}", formation::one_sentence(&err));
         std::process::exit(1);
     }
 }
@@ -106,54 +100,4 @@ fn exit_on_usage_error(error: clap::Error) -> ! {
             std::process::exit(2);
         }
     }
-}
-
-/// The write lock of `dir` for `command`, or `None` with a note on stderr when another process is writing it
-/// (a reader then works on what is there so far).
-pub fn lock_or_note(
-    dir: &std::path::Path,
-    command: &str,
-) -> anyhow::Result<Option<host::lock::DirLock>> {
-    match host::lock::DirLock::acquire(dir, command) {
-        Ok(lock) => Ok(Some(lock)),
-        Err(host::lock::LockError::Held { holder, .. }) => {
-            note_in_progress(dir, &holder);
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Says on stderr that `dir` is still being written by `holder`, if it is.
-pub fn note_if_in_progress(dir: &std::path::Path) {
-    if let Some(holder) = host::lock::holder(dir) {
-        note_in_progress(dir, &holder);
-    }
-}
-
-fn note_in_progress(dir: &std::path::Path, holder: &str) {
-    eprintln!(
-        "note: {} is still being written ({holder}); this reads it as far as it goes",
-        dir.display()
-    );
-}
-
-/// The error and its causes as one line, most general first.
-pub fn one_sentence(err: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = vec![];
-    for cause in err.chain() {
-        // One line: libraries (libhdf5 among them) put their own stacks on several.
-        let text = cause
-            .to_string()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        // Some errors repeat their cause in their own message.
-        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
 }

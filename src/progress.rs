@@ -16,6 +16,12 @@ pub struct Display {
     queue: Option<Arc<AtomicUsize>>,
 }
 
+impl Default for Display {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Display {
     pub fn new() -> Self {
         Self {

@@ -1,19 +1,27 @@
-//! `formation bench train CONFIG`: training steps/s of our loop, side by side with the equivalent PyTorch CPU
+//! `formation-bench`, the benchmarks of BENCHMARKS.md as their own binary (built with the same release profile
+//! and allocator as `formation`). `formation-bench train CONFIG`: training steps/s of our loop, side by side with the equivalent PyTorch CPU
 //! script (`bench/torch_reference.py`) in the same run, as a ratio. Rounds alternate so that both see the same
 //! machine state.
+
+// Benchmarks run with the allocator the product runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use trainer::Config;
 use trainer::model::{ModelDims, Transformer};
 use trainer::tasks;
 use trainer::train_loop::{Stepper, make_optimizer};
 
-#[derive(clap::Args)]
-pub struct Args {
+/// Benchmarks of formation, printed as Markdown tables for BENCHMARKS.md.
+#[derive(clap::Parser)]
+#[command(name = "formation-bench", version)]
+struct Args {
     #[command(subcommand)]
     what: What,
 }
@@ -64,7 +72,15 @@ struct TrainArgs {
     python: String,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+fn main() {
+    let args = Args::parse();
+    if let Err(err) = run(args) {
+        eprintln!("error: {}", formation::one_sentence(&err));
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Train(args) => bench_train(args),
         What::Analyze(args) => bench_analyze(args),
@@ -102,7 +118,7 @@ fn bench_train(args: TrainArgs) -> anyhow::Result<()> {
 
 /// Milliseconds of each timed training step of our loop (fresh model, the config's batch and optimizer).
 fn time_ours(config: &Config, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
-    let (device, _) = crate::device::pick();
+    let (device, _) = formation::device::pick();
     let device = device.autodiff();
     let task = tasks::build(&config.task, config.train.seed);
     let dims = ModelDims::new(config, task.as_ref());
@@ -237,7 +253,7 @@ fn bench_sweep(args: AnalyzeArgs) -> anyhow::Result<()> {
             train_into(&config, &dir, false)?;
             let start = Instant::now();
             let run = host::layout::RunLayout::new(&dir);
-            checkpoints = crate::commands::sweep::sweep(&run, &mut |_| {})?;
+            checkpoints = formation::commands::sweep::sweep(&run, &mut |_| {})?;
             swept.push(start.elapsed().as_secs_f64() * 1e3 / checkpoints.max(1) as f64);
             std::fs::remove_dir_all(&dir)?;
             let stats = timed_run(&config, true, round)?
@@ -272,9 +288,10 @@ fn scratch_dir(round: usize, what: &str) -> PathBuf {
 fn train_into(config: &Config, dir: &std::path::Path, analyze: bool) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     let run = host::layout::RunLayout::new(dir);
-    let (device, device_name) = crate::device::pick();
+    let (device, device_name) = formation::device::pick();
     let (mut plugin, hash): (Box<dyn trainer::plugin::CheckpointPlugin>, _) = if analyze {
-        let (plugin, hash) = crate::commands::train::analyze_plugin(config, &run, false, &device)?;
+        let (plugin, hash) =
+            formation::commands::train::analyze_plugin(config, &run, false, &device)?;
         (Box::new(plugin), Some(hash))
     } else {
         (Box::new(trainer::plugin::NoPlugin), None)

@@ -1,0 +1,59 @@
+//! The `formation` command line as a library: one module per subcommand ([`commands`]), the device choice
+//! ([`device`]), the progress display, and the error and lock helpers the subcommands share. The `formation`
+//! binary (`src/main.rs`) parses the command line and calls into it; the `formation-bench` binary
+//! (`bench/main.rs`) measures it.
+
+pub mod commands;
+pub mod device;
+pub mod progress;
+mod study_runner;
+
+/// The write lock of `dir` for `command`, or `None` with a note on stderr when another process is writing it
+/// (a reader then works on what is there so far).
+pub fn lock_or_note(
+    dir: &std::path::Path,
+    command: &str,
+) -> anyhow::Result<Option<host::lock::DirLock>> {
+    match host::lock::DirLock::acquire(dir, command) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(host::lock::LockError::Held { holder, .. }) => {
+            note_in_progress(dir, &holder);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Says on stderr that `dir` is still being written by `holder`, if it is.
+pub fn note_if_in_progress(dir: &std::path::Path) {
+    if let Some(holder) = host::lock::holder(dir) {
+        note_in_progress(dir, &holder);
+    }
+}
+
+fn note_in_progress(dir: &std::path::Path, holder: &str) {
+    eprintln!(
+        "note: {} is still being written ({holder}); this reads it as far as it goes",
+        dir.display()
+    );
+}
+
+/// The error and its causes as one line, most general first.
+pub fn one_sentence(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = vec![];
+    for cause in err.chain() {
+        // One line: libraries (libhdf5 among them) put their own stacks on several.
+        let text = cause
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        // Some errors repeat their cause in their own message.
+        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
