@@ -8,6 +8,7 @@ use trainer::eval::SplitScore;
 
 use crate::metrics::behavior::Behavior;
 use crate::metrics::residual::ProbeScore;
+use host::hook::HookName;
 
 /// Version of the row schema and of the analysis file layout.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,6 +30,7 @@ pub struct Row {
     /// Loss and accuracy per full split, only on evaluation steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<BTreeMap<String, SplitScore>>,
+    #[serde(serialize_with = "host::hook::serialize_by_name")]
     pub residual: Residual,
     /// Every head, keyed by its [`Component`](host::names::Component) (`L1H2`).
     pub heads: BTreeMap<String, HeadRow>,
@@ -60,8 +62,8 @@ impl Row {
 // The records below list their fields in alphabetical order: serde writes them in declaration order, and the
 // row format has always written these objects' keys sorted (they were JSON maps), so the bytes stay the same.
 
-/// Residual-stream probes: boundary (hook name) → key position → target → scores.
-pub type Residual = BTreeMap<String, BTreeMap<String, BTreeMap<String, ProbeScore>>>;
+/// Residual-stream probes: boundary → key position → target → scores.
+pub type Residual = BTreeMap<HookName, BTreeMap<String, BTreeMap<String, ProbeScore>>>;
 
 /// One head's metrics (`heads.L{l}H{h}`, documented in `docs/schema.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Examples and per-example labels: token sequences with the correct token at each answer position, and named
-//! per-example integers (key positions, probe targets).
+//! per-example integers (key positions, probe targets), the splits they come from, and [`ProbeSource`]: what a
+//! task gives the probe set.
 
 /// A block of examples. `tokens` is `[n, seq_len]` row-major; `targets` is `[n, n_answers]`, the correct
 /// next token at each of the task's answer positions.
@@ -43,4 +44,43 @@ pub struct Labeled {
     /// For a target, labels lie in `0..n_classes`; for a key position, `n_classes` is the sequence length.
     pub n_classes: usize,
     pub values: Vec<u32>,
+}
+
+/// Which fixed split of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+    Ood,
+}
+
+impl Split {
+    pub const ALL: [Split; 3] = [Split::Train, Split::Test, Split::Ood];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::Ood => "ood",
+        }
+    }
+}
+
+/// What a probe set is drawn from: the part of a task that the probes need (every trainer task is one).
+pub trait ProbeSource {
+    /// The task's config name.
+    fn name(&self) -> &str;
+    /// Input vocabulary size.
+    fn d_vocab(&self) -> usize;
+    /// Tokens per example.
+    fn seq_len(&self) -> usize;
+    /// Positions whose next-token logits count in the loss.
+    fn answer_positions(&self) -> &[usize];
+    /// Candidate examples for a probe set of `size`, each block with the split it came from.
+    fn probe_pool(&self, seed: u64, size: usize) -> Vec<(Split, Examples)>;
+    /// Named key positions of each example.
+    fn key_positions(&self, examples: &Examples) -> Vec<Labeled>;
+    /// Named probe targets of each example.
+    fn probe_targets(&self, examples: &Examples) -> Vec<Labeled>;
 }

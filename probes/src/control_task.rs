@@ -8,8 +8,8 @@
 //! type's label is the target label of an example drawn by a generator seeded with the type, so control
 //! labels share the target's label space and, in expectation, its marginal.
 
+use host::examples::{Examples, Labeled};
 use host::rng::SplitMix64;
-use trainer::tasks::{Examples, Labeled};
 
 /// Control labels for probing `target` at the key position `key` of `examples`.
 pub fn control_labels(examples: &Examples, key: &Labeled, target: &Labeled, seed: u64) -> Vec<u32> {

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use host::examples::{Examples, Labeled, ProbeSource, Split};
 use host::rng::SplitMix64;
 use ndarray::ArrayView2;
 use sha2::{Digest, Sha256};
-use trainer::tasks::{Examples, Labeled, Split, Task};
 
 use host::h5::{read_str_attr, write_str_attr};
 
@@ -56,7 +56,7 @@ impl ProbeSet {
     /// Draws `size` examples from the task's probe pool (or the whole pool if it is smaller): first, for each
     /// target in turn, one example for every class value not yet present (in a seeded random order), then
     /// random examples up to `size`. Items are kept in pool order.
-    pub fn generate(task: &dyn Task, size: usize, seed: u64) -> Self {
+    pub fn generate<S: ProbeSource + ?Sized>(task: &S, size: usize, seed: u64) -> Self {
         let pool = task.probe_pool(seed, size);
         let mut all = Examples {
             seq_len: task.seq_len(),
@@ -180,7 +180,11 @@ impl ProbeSet {
     }
 
     /// Checks that this probe set was made for `task`.
-    pub fn check_matches(&self, task: &dyn Task, path: &Path) -> Result<(), ProbeSetError> {
+    pub fn check_matches<S: ProbeSource + ?Sized>(
+        &self,
+        task: &S,
+        path: &Path,
+    ) -> Result<(), ProbeSetError> {
         let mismatch = |why: String| {
             Err(ProbeSetError::Mismatch {
                 path: path.to_owned(),
@@ -422,12 +426,12 @@ fn write_u32(group: &hdf5::Group, name: &str, values: &[u32], shape: &[usize]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trainer::tasks::{Induction, ModularAddition};
+    use trainer::tasks::{Induction, ModularAddition, Task};
 
     #[test]
     fn every_target_value_appears() {
         let task = ModularAddition::new(23, 0.3, 0);
-        let set = ProbeSet::generate(&task, 100, 7);
+        let set = ProbeSet::generate(&task as &dyn Task, 100, 7);
         assert_eq!(set.len(), 100);
         for target in &set.targets {
             let seen: BTreeSet<u32> = target.values.iter().copied().collect();
@@ -444,21 +448,22 @@ mod tests {
     #[test]
     fn generation_is_deterministic_and_seeded() {
         let task = Induction::new(16, 6, 3, 32, 1);
-        let a = ProbeSet::generate(&task, 50, 3);
-        assert_eq!(a, ProbeSet::generate(&task, 50, 3));
-        assert_eq!(a.sha256(), ProbeSet::generate(&task, 50, 3).sha256());
-        assert_ne!(a.sha256(), ProbeSet::generate(&task, 50, 4).sha256());
+        let task = &task as &dyn Task;
+        let a = ProbeSet::generate(task, 50, 3);
+        assert_eq!(a, ProbeSet::generate(task, 50, 3));
+        assert_eq!(a.sha256(), ProbeSet::generate(task, 50, 3).sha256());
+        assert_ne!(a.sha256(), ProbeSet::generate(task, 50, 4).sha256());
     }
 
     #[test]
     fn hdf5_round_trip_keeps_content_and_hash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("probe_set.h5");
-        let induction = ProbeSet::generate(&Induction::new(16, 6, 3, 32, 1), 40, 2);
+        let induction = ProbeSet::generate(&Induction::new(16, 6, 3, 32, 1) as &dyn Task, 40, 2);
         induction.save(&path).unwrap();
         assert_eq!(ProbeSet::load(&path).unwrap(), induction);
         let task = ModularAddition::new(11, 0.5, 0);
-        let set = ProbeSet::generate(&task, 60, 0);
+        let set = ProbeSet::generate(&task as &dyn Task, 60, 0);
         set.save(&path).unwrap();
         let back = ProbeSet::load_pinned(&path, &set.sha256()).unwrap();
         assert_eq!(back, set);
@@ -468,7 +473,7 @@ mod tests {
         ));
         let other = ModularAddition::new(13, 0.5, 0);
         assert!(matches!(
-            back.check_matches(&other, &path),
+            back.check_matches(&other as &dyn Task, &path),
             Err(ProbeSetError::Mismatch { .. })
         ));
     }

@@ -48,7 +48,7 @@ impl Analyzer {
                     },
                 ));
             }
-            residual.insert(name.to_string(), by_key);
+            residual.insert(name, by_key);
             arrays.push(stored(
                 format!("{RESID_GROUP}/{name}"),
                 "example,key_position,d_model",

@@ -5,33 +5,12 @@
 mod induction;
 mod modular_addition;
 
-pub use host::examples::{Examples, Labeled};
+pub use host::examples::{Examples, Labeled, ProbeSource, Split};
 pub use induction::Induction;
 pub use modular_addition::ModularAddition;
 
 use crate::config::TaskConfig;
 use host::rng::SplitMix64;
-
-/// Which fixed split of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    Train,
-    Test,
-    Ood,
-}
-
-impl Split {
-    pub const ALL: [Split; 3] = [Split::Train, Split::Test, Split::Ood];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "test",
-            Split::Ood => "ood",
-        }
-    }
-}
 
 /// The key positions of a repeated token (`repeat`) and of its first occurrence (`first`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +60,31 @@ pub trait Task: Send + Sync {
             .iter()
             .filter_map(|&s| self.split(s).map(|e| (s, e)))
             .collect()
+    }
+}
+
+/// Every task is a source of probe sets (the part of a task the `probes` crate needs, without the trainer).
+impl ProbeSource for dyn Task + '_ {
+    fn name(&self) -> &str {
+        Task::name(self)
+    }
+    fn d_vocab(&self) -> usize {
+        Task::d_vocab(self)
+    }
+    fn seq_len(&self) -> usize {
+        Task::seq_len(self)
+    }
+    fn answer_positions(&self) -> &[usize] {
+        Task::answer_positions(self)
+    }
+    fn probe_pool(&self, seed: u64, size: usize) -> Vec<(Split, Examples)> {
+        Task::probe_pool(self, seed, size)
+    }
+    fn key_positions(&self, examples: &Examples) -> Vec<Labeled> {
+        Task::key_positions(self, examples)
+    }
+    fn probe_targets(&self, examples: &Examples) -> Vec<Labeled> {
+        Task::probe_targets(self, examples)
     }
 }
 
