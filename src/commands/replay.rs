@@ -118,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !kinds.is_empty() {
         for &step in &plan.schedule.checkpoints {
             for &kind in kinds {
-                intervene(&dest, step, kind.into())
+                intervene(&dest, step, kind)
                     .with_context(|| format!("{kind:?} at step {step} of {name}"))?;
             }
         }

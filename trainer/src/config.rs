@@ -327,6 +327,23 @@ pub enum InterventionKind {
     Llc,
 }
 
+/// A name that is not an intervention kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not an intervention kind (logit-lens, patching, path-patching, fourier, neurons, llc)"
+)]
+pub struct UnknownIntervention(pub String);
+
+impl std::str::FromStr for InterventionKind {
+    type Err = UnknownIntervention;
+
+    /// The config's names (`logit-lens`, `path-patching`, …).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned()))
+            .map_err(|_| UnknownIntervention(text.to_owned()))
+    }
+}
+
 /// Which interventions run where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

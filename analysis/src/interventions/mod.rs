@@ -6,6 +6,7 @@ pub mod fourier;
 pub mod llc;
 pub mod llc_model;
 pub mod logit_lens;
+pub mod run;
 
 use host::names::{Component, ParamName};
 use std::collections::BTreeMap;

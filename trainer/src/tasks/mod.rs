@@ -12,6 +12,16 @@ pub use modular_addition::ModularAddition;
 use crate::config::TaskConfig;
 use host::rng::SplitMix64;
 
+/// Every input of a cyclic group task, for the Fourier progress measures: `p` elements, `inputs` the p² token
+/// sequences (`a b =`, a-major) and `train` the indices (a·p + b) of the pairs in the train split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FourierGrid {
+    pub p: usize,
+    pub seq_len: usize,
+    pub inputs: Vec<u32>,
+    pub train: Vec<usize>,
+}
+
 /// The key positions of a repeated token (`repeat`) and of its first occurrence (`first`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RepeatKeys {
@@ -50,6 +60,12 @@ pub trait Task: Send + Sync {
     /// occurrence. The analysis takes each probe example's repeat length from them for the in-context score
     /// and the induction score.
     fn repeat_keys(&self) -> Option<RepeatKeys> {
+        None
+    }
+    /// The task's Fourier grid, if it has one (modular addition): every input of the group, in the order the
+    /// Fourier progress measures (Nanda et al. 2023) index them. Declared here so that no analysis asks for a
+    /// task by name.
+    fn fourier_grid(&self) -> Option<FourierGrid> {
         None
     }
     /// Candidate examples for a probe set of `size`, each block with the split it came from. The default is

@@ -1,7 +1,9 @@
 //! Modular addition (grokking; Power et al. 2022, Nanda et al. 2023): tokens `a b =`, answer (a + b) mod p
 //! at `=`. The train split is a seeded fraction of all p² pairs, the test split the rest.
 
-use super::{DataCursor, Examples, Labeled, Split, Task, finite_cursor, finite_minibatch};
+use super::{
+    DataCursor, Examples, FourierGrid, Labeled, Split, Task, finite_cursor, finite_minibatch,
+};
 use host::rng::SplitMix64;
 
 /// Position of `=`, the only answer position.
@@ -81,6 +83,23 @@ impl Task for ModularAddition {
     }
     fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor {
         finite_cursor(self.train.n, batch_size, step)
+    }
+    fn fourier_grid(&self) -> Option<FourierGrid> {
+        let p = self.p;
+        let inputs = (0..p * p)
+            .flat_map(|i| [(i / p) as u32, (i % p) as u32, p as u32])
+            .collect();
+        let train = self.split(Split::Train).map_or_else(Vec::new, |e| {
+            (0..e.n)
+                .map(|i| e.token(i, 0) as usize * p + e.token(i, 1) as usize)
+                .collect()
+        });
+        Some(FourierGrid {
+            p,
+            seq_len: 3,
+            inputs,
+            train,
+        })
     }
     fn corrupted_key(&self) -> &'static str {
         "a"
