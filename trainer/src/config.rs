@@ -536,15 +536,53 @@ impl Config {
         Config::parse(&text)
     }
 
+    /// Every section validates itself ([`Validate`]); what spans sections is checked here.
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &str, why: String| {
-            Err(ConfigError::Invalid {
-                path: None,
-                field: field.to_owned(),
-                why,
-            })
-        };
-        match &self.task {
+        self.task.validate()?;
+        self.model.validate()?;
+        self.optim.validate()?;
+        self.train.validate()?;
+        self.analysis.validate()?;
+        self.windows.validate()?;
+        self.llc.validate()?;
+        self.decision.validate()?;
+        self.slurm.validate()?;
+        if matches!(self.task, TaskConfig::Induction { .. }) && self.train.batch_size.is_none() {
+            return invalid(
+                "train.batch_size",
+                "is required for induction (its train stream is unbounded)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Width of one attention head.
+    pub fn d_head(&self) -> usize {
+        self.model
+            .d_head
+            .unwrap_or(self.model.d_model / self.model.n_heads)
+    }
+}
+
+/// A config section that checks its own values (ranges, non-empty fields); [`Config::parse`] runs every
+/// section's check, then the checks that span sections.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// The error for `field` (a dotted config path) with the reason.
+fn invalid(field: &str, why: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        path: None,
+        field: field.to_owned(),
+        why,
+    })
+}
+
+impl Validate for TaskConfig {
+    /// The task's own parameters (p, train fraction, vocabulary, lengths).
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self {
             TaskConfig::ModularAddition { p, train_fraction } => {
                 if *p < 2 {
                     return invalid("task.p", format!("must be at least 2, got {p}"));
@@ -593,7 +631,14 @@ impl Config {
                 }
             }
         }
-        let m = &self.model;
+        Ok(())
+    }
+}
+
+impl Validate for ModelConfig {
+    /// Layer, width and head counts, and the initialization range.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let m = self;
         if m.n_layers == 0 {
             return invalid("model.n_layers", "must be at least 1".into());
         }
@@ -627,7 +672,14 @@ impl Config {
                 format!("must be positive, got {}", m.init_range),
             );
         }
-        let o = &self.optim;
+        Ok(())
+    }
+}
+
+impl Validate for OptimConfig {
+    /// Learning rate, AdamW constants, schedule bounds and clipping.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let o = self;
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             return invalid("optim.lr", format!("must be positive, got {}", o.lr));
         }
@@ -656,7 +708,14 @@ impl Config {
         {
             return invalid("optim.grad_clip", format!("must be positive, got {c}"));
         }
-        let t = &self.train;
+        Ok(())
+    }
+}
+
+impl Validate for TrainConfig {
+    /// Steps, batch, logging and checkpoint cadence.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let t = self;
         if t.steps == 0 {
             return invalid("train.steps", "must be at least 1".into());
         }
@@ -666,37 +725,48 @@ impl Config {
                 "must be positive (omit it for full batch)".into(),
             );
         }
-        if matches!(self.task, TaskConfig::Induction { .. }) && t.batch_size.is_none() {
-            return invalid(
-                "train.batch_size",
-                "is required for induction (its train stream is unbounded)".into(),
-            );
-        }
         if t.log_every == 0 {
             return invalid("train.log_every", "must be at least 1".into());
         }
         if t.checkpoints.every == 0 {
             return invalid("train.checkpoints.every", "must be at least 1".into());
         }
-        if self.analysis.probe_size == 0 {
+        Ok(())
+    }
+}
+
+impl Validate for AnalysisConfig {
+    /// Probe-set size, folds, ablation subset, ridge penalty and channel capacity.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.probe_size == 0 {
             return invalid("analysis.probe_size", "must be positive".into());
         }
-        if self.analysis.probe_folds < 2 || self.analysis.probe_folds > self.analysis.probe_size {
+        if self.probe_folds < 2 || self.probe_folds > self.probe_size {
             return invalid(
                 "analysis.probe_folds",
                 "must be at least 2 and at most analysis.probe_size".into(),
             );
         }
-        if self.analysis.ablation_size == Some(0) {
+        if self.ablation_size == Some(0) {
             return invalid(
                 "analysis.ablation_size",
                 "must be positive (or absent for all)".into(),
             );
         }
-        if !(self.analysis.probe_alpha.is_finite() && self.analysis.probe_alpha > 0.0) {
+        if !(self.probe_alpha.is_finite() && self.probe_alpha > 0.0) {
             return invalid("analysis.probe_alpha", "must be a positive number".into());
         }
-        let w = &self.windows;
+        if self.queue == 0 {
+            return invalid("analysis.queue", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl Validate for WindowsConfig {
+    /// The detector's thresholds.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let w = self;
         if !(w.k > 0.0 && w.min_sigma > 0.0 && w.smooth_fraction >= 0.0 && w.min_change >= 0.0) {
             return invalid(
                 "windows",
@@ -716,7 +786,14 @@ impl Config {
                 "turn_degrees must be in (0, 180) and components at least 1".into(),
             );
         }
-        let l = &self.llc;
+        Ok(())
+    }
+}
+
+impl Validate for LlcConfig {
+    /// The SGLD sampler's settings.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let l = self;
         if !(l.epsilon > 0.0 && l.gamma >= 0.0 && l.nbeta.is_none_or(|b| b > 0.0))
             || l.chains == 0
             || l.draws == 0
@@ -726,7 +803,14 @@ impl Config {
                 "epsilon and nbeta must be positive, gamma not negative, chains and draws at least 1".into(),
             );
         }
-        let d = &self.decision;
+        Ok(())
+    }
+}
+
+impl Validate for DecisionConfig {
+    /// The decision rule's thresholds.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let d = self;
         let unit = |x: f64| (0.0..=1.0).contains(&x);
         if !(unit(d.min_accuracy)
             && unit(d.max_accuracy_change)
@@ -751,7 +835,14 @@ impl Config {
                     .into(),
             );
         }
-        let s = &self.slurm;
+        Ok(())
+    }
+}
+
+impl Validate for SlurmConfig {
+    /// The Slurm resources.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = self;
         if s.cpus_per_task == 0
             || s.max_parallel == Some(0)
             || s.mem.is_empty()
@@ -762,17 +853,7 @@ impl Config {
                 "cpus_per_task and max_parallel must be at least 1, mem and time not empty".into(),
             );
         }
-        if self.analysis.queue == 0 {
-            return invalid("analysis.queue", "must be at least 1".into());
-        }
         Ok(())
-    }
-
-    /// Width of one attention head.
-    pub fn d_head(&self) -> usize {
-        self.model
-            .d_head
-            .unwrap_or(self.model.d_model / self.model.n_heads)
     }
 }
 
