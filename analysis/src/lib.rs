@@ -22,6 +22,7 @@ pub mod row;
 pub mod selection;
 pub mod sidecar;
 pub mod sinks;
+pub mod stored;
 pub mod windows;
 
 pub use error::AnalysisError;

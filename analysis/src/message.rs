@@ -33,7 +33,7 @@ pub struct SendStats {
 
 /// One array for `activations.h5`.
 pub struct StoredArray {
-    pub name: String,
+    pub name: crate::stored::StoredName,
     /// Comma-separated axis names, e.g. `example,key_position,d_model`.
     pub axes: String,
     pub array: HostArray,

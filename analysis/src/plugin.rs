@@ -16,13 +16,13 @@ use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transforme
 use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent};
 use trainer::tasks::RepeatKeys;
 
-use crate::analyzer::DYNAMICS_GROUPS;
 use crate::error::AnalysisError;
 use crate::message::CheckpointMessage;
 use crate::selection::needed;
 use crate::sidecar::{Sidecar, SidecarSetup};
 use crate::sinks::hdf5::{read_stored_step, stored_step_readable};
 use crate::sinks::jsonl::{damaged_after, existing_steps};
+use crate::stored::StoredName;
 
 /// The `--analyze` plugin.
 pub struct AnalyzePlugin {
@@ -202,7 +202,7 @@ impl CheckpointPlugin for AnalyzePlugin {
         // The next checkpoint's dynamics compare with the last analyzed one: its arrays must read back whole.
         for &step in done.iter().rev() {
             if first_missing.is_none()
-                || read_stored_step(&activations, step, &DYNAMICS_GROUPS).is_ok()
+                || read_stored_step(&activations, step, &StoredName::DYNAMICS_GROUPS).is_ok()
             {
                 break;
             }

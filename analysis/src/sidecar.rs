@@ -15,12 +15,13 @@ use probes::ProbeSet;
 use trainer::config::AnalysisConfig;
 use trainer::tasks::RepeatKeys;
 
-use crate::analyzer::{Analyzer, DYNAMICS_GROUPS, Previous};
+use crate::analyzer::{Analyzer, Previous};
 use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, Message, SendStats};
 use crate::row::Timing;
 use crate::sinks::hdf5::ActivationStore;
 use crate::sinks::jsonl::last_row;
+use crate::stored::StoredName;
 
 /// What the sidecar starts from: it opens its own sinks and restores its own previous-checkpoint state.
 pub struct SidecarSetup {
@@ -68,7 +69,7 @@ impl SidecarSetup {
         )?;
         let previous = match last_row(&metrics) {
             Some(row) => {
-                let arrays = store.read_step(row.step, &DYNAMICS_GROUPS)?;
+                let arrays = store.read_step(row.step, &StoredName::DYNAMICS_GROUPS)?;
                 Some(Previous::load(row.step, arrays, &row))
             }
             None => None,

@@ -25,7 +25,7 @@ impl Analyzer {
         let Some(previous) = &self.previous else {
             return out;
         };
-        let before = |name: &str| previous.arrays.get(name);
+        let before = |name: &StoredName| previous.arrays.get(name);
         let mut relative = BTreeMap::new();
         let mut cka: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
         let mut probe_cosine: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>> =
@@ -35,14 +35,13 @@ impl Analyzer {
             let Some(old) = before(&array.name) else {
                 continue;
             };
-            let parts: Vec<&str> = array.name.split('/').collect();
-            match parts.as_slice() {
-                [PARAM_GROUP, name] => {
+            match &array.name {
+                StoredName::Param(name) => {
                     if let Some(r) = relative_update(&array.array.data, &old.data) {
-                        relative.insert(name.to_string(), r);
+                        relative.insert(name.clone(), r);
                     }
                 }
-                [RESID_GROUP, boundary] => {
+                StoredName::ResidAtKeys(boundary) => {
                     let [_, _, d] = array.array.shape[..] else {
                         continue;
                     };
@@ -54,16 +53,20 @@ impl Analyzer {
                             .insert(key.clone(), score);
                     }
                 }
-                [PROBE_GROUP, boundary, key, target] => {
+                StoredName::ProbeWeights {
+                    boundary,
+                    key,
+                    target,
+                } => {
                     probe_cosine
                         .entry(boundary.to_string())
                         .or_default()
-                        .entry(key.to_string())
+                        .entry(key.clone())
                         .or_default()
-                        .insert(target.to_string(), cosine(&array.array.data, &old.data));
+                        .insert(target.clone(), cosine(&array.array.data, &old.data));
                 }
-                [PATTERN_GROUP, hook] => {
-                    let layer = hook_layer(hook);
+                StoredName::Pattern(HookName::Pattern(layer)) => {
+                    let layer = *layer;
                     let [n, heads, keys, k] = array.array.shape[..] else {
                         continue;
                     };
@@ -111,16 +114,6 @@ pub fn key_column(resid: &HostArray, k: usize) -> Vec<f32> {
         .flat_map(|i| &resid.data[(i * keys + k) * d..][..d])
         .copied()
         .collect()
-}
-
-/// The HDF5 groups the next checkpoint's dynamics compare with.
-pub const DYNAMICS_GROUPS: [&str; 4] = [RESID_GROUP, PATTERN_GROUP, PARAM_GROUP, PROBE_GROUP];
-
-/// Whether a stored array is one the next checkpoint's dynamics compare with.
-pub fn is_dynamics_input(name: &str) -> bool {
-    DYNAMICS_GROUPS
-        .iter()
-        .any(|group| name.starts_with(&format!("{group}/")))
 }
 
 /// The headline metrics whose change the dynamics report: every numeric leaf of behavior, residual, heads and

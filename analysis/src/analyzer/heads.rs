@@ -24,7 +24,7 @@ impl Analyzer {
                 continue;
             };
             arrays.push(stored(
-                format!("{PATTERN_GROUP}/{name}"),
+                StoredName::Pattern(*name),
                 "example,head,key_position,k",
                 at_key_queries(pattern, &probe.key_positions),
             ));

@@ -15,10 +15,11 @@ mod heads;
 mod mlp;
 mod residual;
 
+use crate::stored::StoredName;
 use attribution::logit_attribution;
 pub use attribution::readout;
 use dynamics::headline;
-pub use dynamics::{DYNAMICS_GROUPS, is_dynamics_input, key_column};
+pub use dynamics::key_column;
 
 use host::names::{AttnWeight, Component, ParamName};
 use std::collections::BTreeMap;
@@ -49,19 +50,11 @@ use crate::metrics::residual::{ProbeScore, ProbeTargets, probe_boundary};
 use crate::row::{Dla, Dynamics, HeadRow, MlpRow, Residual, Row, SCHEMA_VERSION, Timing};
 use crate::selection::{at_key_positions, at_key_queries, at_positions, boundaries, hook_axes};
 
-/// Groups of the per-checkpoint HDF5 file that the dynamics read back.
-pub const RESID_GROUP: &str = "resid_at_keys";
-pub const PATTERN_GROUP: &str = "patterns";
-pub const PARAM_GROUP: &str = "params";
-pub const PROBE_GROUP: &str = "probe_weights";
-pub const PROBE_BIAS_GROUP: &str = "probe_bias";
-pub const PROJECTION: &str = "output_projection";
-
 /// What the dynamics compare against: the previous checkpoint's stored arrays (by stored name) and row.
 #[derive(Debug, Clone, Default)]
 pub struct Previous {
     pub step: u64,
-    pub arrays: BTreeMap<String, HostArray>,
+    pub arrays: BTreeMap<StoredName, HostArray>,
     /// The numeric leaves of the previous row's behavior, residual, heads and mlp, by dotted path.
     pub headline: BTreeMap<String, f64>,
 }
@@ -164,12 +157,12 @@ impl Analyzer {
         lap("mlp", &mut families);
 
         for (name, param) in &message.params {
-            arrays.push(stored(format!("{PARAM_GROUP}/{name}"), "", param.clone()));
+            arrays.push(stored(StoredName::Param(name.clone()), "", param.clone()));
         }
         let outputs = at_positions(logits, &probe.answer_positions);
         let projection = output_projection(&outputs.data, probe.seed);
         arrays.push(stored(
-            PROJECTION.into(),
+            StoredName::OutputProjection,
             "component",
             HostArray {
                 shape: vec![projection.len()],
@@ -217,7 +210,7 @@ impl Analyzer {
             step: message.step,
             arrays: arrays
                 .iter()
-                .filter(|a| is_dynamics_input(&a.name))
+                .filter(|a| a.name.is_dynamics_input())
                 .map(|a| (a.name.clone(), a.array.clone()))
                 .collect(),
             headline,
@@ -236,7 +229,7 @@ impl Analyzer {
                 StoreItem::LogitsAtAnswers => {
                     if let Some(logits) = hook(hooks, HookName::Logits) {
                         arrays.push(stored(
-                            "logits_at_answers".into(),
+                            StoredName::LogitsAtAnswers,
                             "example,answer,d_vocab_out",
                             at_positions(logits, &self.probe.answer_positions),
                         ));
@@ -244,7 +237,11 @@ impl Analyzer {
                 }
                 StoreItem::AllHooks => {
                     for (name, array) in hooks {
-                        arrays.push(stored(name.to_string(), hook_axes(*name), array.clone()));
+                        arrays.push(stored(
+                            StoredName::Hook(*name),
+                            hook_axes(*name),
+                            array.clone(),
+                        ));
                     }
                 }
             }
@@ -253,13 +250,15 @@ impl Analyzer {
 }
 
 impl Previous {
-    /// The dynamics inputs of a stored checkpoint: its arrays under [`DYNAMICS_GROUPS`] and its JSONL row.
+    /// The dynamics inputs of a stored checkpoint: its arrays under [`StoredName::DYNAMICS_GROUPS`] (read
+    /// back by path) and its JSONL row.
     pub fn load(step: u64, arrays: BTreeMap<String, HostArray>, row: &Row) -> Self {
         Self {
             step,
             arrays: arrays
                 .into_iter()
-                .filter(|(name, _)| is_dynamics_input(name))
+                .filter_map(|(path, array)| Some((path.parse::<StoredName>().ok()?, array)))
+                .filter(|(name, _)| name.is_dynamics_input())
                 .collect(),
             headline: headline(row),
         }
@@ -284,15 +283,7 @@ fn hook(hooks: &[(HookName, HostArray)], name: HookName) -> Option<&HostArray> {
     hooks.iter().find(|(n, _)| *n == name).map(|(_, a)| a)
 }
 
-/// The layer of a hook name `blocks.{l}.…`.
-fn hook_layer(name: &str) -> usize {
-    name.split('.')
-        .nth(1)
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0)
-}
-
-fn stored(name: String, axes: &str, array: HostArray) -> StoredArray {
+fn stored(name: StoredName, axes: &str, array: HostArray) -> StoredArray {
     StoredArray {
         name,
         axes: axes.into(),

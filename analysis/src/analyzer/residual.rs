@@ -30,9 +30,12 @@ impl Analyzer {
                     .entry(key.clone())
                     .or_default()
                     .insert(target.name.clone(), result.score);
-                let path = format!("{name}/{key}/{}", target.name);
                 arrays.push(stored(
-                    format!("{PROBE_GROUP}/{path}"),
+                    StoredName::ProbeWeights {
+                        boundary: name,
+                        key: key.clone(),
+                        target: target.name.clone(),
+                    },
                     "d_model,class",
                     HostArray {
                         shape: vec![d_model, target.n_classes],
@@ -40,7 +43,11 @@ impl Analyzer {
                     },
                 ));
                 arrays.push(stored(
-                    format!("{PROBE_BIAS_GROUP}/{path}"),
+                    StoredName::ProbeBias {
+                        boundary: name,
+                        key: key.clone(),
+                        target: target.name.clone(),
+                    },
                     "class",
                     HostArray {
                         shape: vec![target.n_classes],
@@ -50,7 +57,7 @@ impl Analyzer {
             }
             residual.insert(name, by_key);
             arrays.push(stored(
-                format!("{RESID_GROUP}/{name}"),
+                StoredName::ResidAtKeys(name),
                 "example,key_position,d_model",
                 at_keys,
             ));

@@ -7,10 +7,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::analyzer::{PROBE_GROUP, RESID_GROUP, key_column};
+use crate::analyzer::key_column;
 use crate::error::AnalysisError;
 use crate::metrics::dynamics::{cosine, linear_cka};
 use crate::sinks::hdf5::{read_stored_step, stored_key_positions};
+use crate::stored::StoredName;
 
 /// CKA and probe-direction cosine from one checkpoint to the last.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,7 +38,7 @@ pub fn stability(
     to_step: u64,
     selective: &[String],
 ) -> Result<Stability, AnalysisError> {
-    let groups = [RESID_GROUP, PROBE_GROUP];
+    let groups = [StoredName::RESID_GROUP, StoredName::PROBE_GROUP];
     let from = read_stored_step(activations_dir, from_step, &groups)?;
     let to = read_stored_step(activations_dir, to_step, &groups)?;
     let key_names = stored_key_positions(activations_dir, to_step)?;
@@ -47,7 +48,10 @@ pub fn stability(
         let Some(early) = from.get(name) else {
             continue;
         };
-        if let Some(boundary) = name.strip_prefix(&format!("{RESID_GROUP}/")) {
+        let Ok(stored) = name.parse::<StoredName>() else {
+            continue;
+        };
+        if let StoredName::ResidAtKeys(boundary) = &stored {
             let [_, keys, d] = late.shape[..] else {
                 continue;
             };
@@ -66,8 +70,14 @@ pub fn stability(
                     (min_cka, min_cka_at) = (score, format!("{boundary} @ {key}"));
                 }
             }
-        } else if let Some(probe) = name.strip_prefix(&format!("{PROBE_GROUP}/"))
-            && selective.iter().any(|s| s == probe)
+        } else if let StoredName::ProbeWeights {
+            boundary,
+            key,
+            target,
+        } = &stored
+            && selective
+                .iter()
+                .any(|s| *s == format!("{boundary}/{key}/{target}"))
         {
             cosines.push(cosine(&early.data, &late.data));
         }

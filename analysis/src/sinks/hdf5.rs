@@ -95,9 +95,10 @@ impl ActivationStore {
                 .map_err(|e| hdf5::Error::from(e.to_string()))?;
             let mut chunk = shape.clone();
             chunk[0] = chunk[0].clamp(1, CHUNK_EXAMPLES);
-            let (parent, leaf) = match stored.name.rsplit_once('/') {
+            let path = stored.name.to_string();
+            let (parent, leaf) = match path.rsplit_once('/') {
                 Some((groups, leaf)) => (ensure_group(&file, groups)?, leaf),
-                None => ((*file).clone(), stored.name.as_str()),
+                None => ((*file).clone(), path.as_str()),
             };
             let mut builder = parent
                 .new_dataset_builder()
@@ -249,7 +250,7 @@ mod tests {
 
     fn array(name: &str, value: f32) -> StoredArray {
         StoredArray {
-            name: name.into(),
+            name: name.parse().unwrap(),
             axes: "example,d".into(),
             array: HostArray {
                 shape: vec![3, 2],
