@@ -153,6 +153,23 @@ pub enum TrainError {
     /// A whole-file write or a JSON-lines log failed.
     #[error(transparent)]
     File(#[from] host::files::FileError),
+    /// Something failed while the run was at `step` (the cause says what and where).
+    #[error("at step {step}")]
+    AtStep {
+        step: u64,
+        #[source]
+        source: Box<TrainError>,
+    },
+}
+
+impl TrainError {
+    /// This error, said to have happened at `step`.
+    pub fn at_step(step: u64) -> impl FnOnce(TrainError) -> TrainError {
+        move |e| TrainError::AtStep {
+            step,
+            source: Box::new(e),
+        }
+    }
 }
 
 impl From<host::lock::StageError<TrainError>> for TrainError {

@@ -264,7 +264,9 @@ pub fn train(
                     step,
                     &infer_device,
                 )?;
-                eval_log.write(&row)?;
+                eval_log
+                    .write(&row)
+                    .map_err(|e| TrainError::at_step(step)(e.into()))?;
                 Some(row)
             } else {
                 None
@@ -296,12 +298,14 @@ pub fn train(
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss { step, loss: value });
             }
-            train_log.write(&TrainRow {
-                step,
-                loss: value,
-                lr,
-                tokens_seen: step * tokens_per_step,
-            })?;
+            train_log
+                .write(&TrainRow {
+                    step,
+                    loss: value,
+                    lr,
+                    tokens_seen: step * tokens_per_step,
+                })
+                .map_err(|e| TrainError::at_step(step)(e.into()))?;
             last_loss = Some(value);
             progress(Progress::Step {
                 step,
