@@ -40,20 +40,5 @@ fn note_in_progress(dir: &std::path::Path, holder: &str) {
 
 /// The error and its causes as one line, most general first.
 pub fn one_sentence(err: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = vec![];
-    for cause in err.chain() {
-        // One line: libraries (libhdf5 among them) put their own stacks on several.
-        let text = cause
-            .to_string()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        // Some errors repeat their cause in their own message.
-        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
+    trainer::error::error_chain(err.as_ref())
 }

@@ -21,7 +21,7 @@ use crate::message::CheckpointMessage;
 use crate::selection::needed;
 use crate::sidecar::{Sidecar, SidecarSetup};
 use crate::sinks::hdf5::{read_stored_step, stored_step_readable};
-use crate::sinks::jsonl::{damaged_after, existing_steps};
+use crate::sinks::jsonl::committed_steps;
 use crate::stored::StoredName;
 
 /// The `--analyze` plugin.
@@ -180,7 +180,7 @@ impl CheckpointPlugin for AnalyzePlugin {
         run: &RunLayout,
         schedule: &[u64],
     ) -> Result<Option<u64>, PluginError> {
-        let rows = existing_steps(&run.metrics());
+        let (rows, damage) = committed_steps(&run.metrics());
         let activations = run.activations_dir();
         let done: Vec<u64> = schedule
             .iter()
@@ -189,7 +189,7 @@ impl CheckpointPlugin for AnalyzePlugin {
             .collect();
         let mut first_missing = schedule.get(done.len()).copied();
         // A damaged, duplicated or out-of-order line: rewrite the rows from there.
-        if let Some(after) = damaged_after(&run.metrics()) {
+        if let Some(after) = damage {
             let damaged = schedule
                 .iter()
                 .copied()

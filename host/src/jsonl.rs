@@ -13,20 +13,23 @@ use crate::files::{FileError, write_atomic};
 /// line is left out (its step counts as not written), and so is a row whose step is not above the last kept
 /// one: what a resumed writer keeps is unique and in step order whatever happened to the file.
 pub fn committed_rows(bytes: &[u8]) -> Vec<StepLine<'_>> {
-    read_committed(bytes).0
-}
-
-/// Where a JSON-lines file first holds a line that [`committed_rows`] leaves out: `Some(after)`, with `after`
-/// the step of the last kept row before it (`None`: before any). A writer resumes at the first step after it,
-/// so that the rewritten file is clean. `None` when every line is a committed row.
-pub fn first_damage(bytes: &[u8]) -> Option<Option<u64>> {
-    read_committed(bytes).1
+    committed(bytes).rows
 }
 
 /// A row's step and its line.
-type StepLine<'a> = (u64, &'a [u8]);
+pub type StepLine<'a> = (u64, &'a [u8]);
 
-fn read_committed(bytes: &[u8]) -> (Vec<StepLine<'_>>, Option<Option<u64>>) {
+/// What [`committed_rows`] keeps of a JSON-lines file, and where it first left a line out.
+pub struct Committed<'a> {
+    pub rows: Vec<StepLine<'a>>,
+    /// `Some(after)`, with `after` the step of the last kept row before the first line left out (`None`: before
+    /// any). A writer resumes at the first step after it, so that the rewritten file is clean. `None` when
+    /// every line is a committed row.
+    pub first_damage: Option<Option<u64>>,
+}
+
+/// The committed rows of `bytes` and where the first line was left out, in one pass.
+pub fn committed(bytes: &[u8]) -> Committed<'_> {
     let mut rows: Vec<StepLine<'_>> = vec![];
     let mut damage = None;
     for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -44,7 +47,10 @@ fn read_committed(bytes: &[u8]) -> (Vec<StepLine<'_>>, Option<Option<u64>>) {
             }
         }
     }
-    (rows, damage)
+    Committed {
+        rows,
+        first_damage: damage,
+    }
 }
 
 /// An append-only JSON-lines file: each row is written whole with one `write` and flushed.
@@ -112,13 +118,19 @@ mod tests {
         let steps: Vec<u64> = committed_rows(bytes).iter().map(|r| r.0).collect();
         assert_eq!(steps, [0, 2, 4]);
         assert_eq!(
-            first_damage(bytes),
+            committed(bytes).first_damage,
             Some(Some(0)),
             "the damaged row after step 0"
         );
-        assert_eq!(first_damage(b"{\"step\":0}\n{\"step\":1}\n"), None);
-        assert_eq!(first_damage(b"{\"step\":3}\n{\"step\":3}\n"), Some(Some(3)));
-        assert_eq!(first_damage(b"x\n{\"step\":3}\n"), Some(None));
+        assert_eq!(
+            committed(b"{\"step\":0}\n{\"step\":1}\n").first_damage,
+            None
+        );
+        assert_eq!(
+            committed(b"{\"step\":3}\n{\"step\":3}\n").first_damage,
+            Some(Some(3))
+        );
+        assert_eq!(committed(b"x\n{\"step\":3}\n").first_damage, Some(None));
     }
 
     #[test]

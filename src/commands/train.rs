@@ -10,7 +10,7 @@ use probes::ProbeSet;
 use trainer::Config;
 use trainer::plugin::{CheckpointPlugin, NoPlugin};
 use trainer::run_dir::RunFiles;
-use trainer::tasks;
+use trainer::tasks::{self, Task};
 use trainer::train_loop::{Start, TrainJob, train};
 
 use crate::progress::Display;
@@ -123,23 +123,25 @@ pub fn analyze_plugin(
     resume: bool,
     device: &burn::prelude::Device,
 ) -> anyhow::Result<(AnalyzePlugin, String)> {
-    let probe = probe_set(config, run, resume)?;
+    let task = tasks::build(&config.task, config.train.seed);
+    let probe = probe_set(config, task.as_ref(), run, resume)?;
     let hash = probe.sha256();
     Ok((
-        AnalyzePlugin::new(
-            config.analysis.clone(),
-            probe,
-            tasks::build(&config.task, config.train.seed).repeat_keys(),
-            device,
-        ),
+        AnalyzePlugin::new(config.analysis.clone(), probe, task.repeat_keys(), device),
         hash,
     ))
 }
 
 /// The probe set of this run: on resume the run's own, verified against its manifest; otherwise the file the
 /// config names, or a fresh one generated from the task and `analysis.probe_seed`.
-fn probe_set(config: &Config, run: &RunLayout, resume: bool) -> anyhow::Result<ProbeSet> {
-    let task = tasks::build(&config.task, config.train.seed);
+fn probe_set(
+    config: &Config,
+    task: &dyn Task,
+    run: &RunLayout,
+    resume: bool,
+) -> anyhow::Result<ProbeSet> {
+    let generate =
+        || ProbeSet::generate(task, config.analysis.probe_size, config.analysis.probe_seed);
     let (path, set) = if resume {
         let manifest = run.read_manifest()?;
         let hash = manifest.probe_set_sha256.with_context(|| {
@@ -152,11 +154,7 @@ fn probe_set(config: &Config, run: &RunLayout, resume: bool) -> anyhow::Result<P
         if !path.exists() {
             // A kill between pinning the hash and writing the file (older versions pinned first): the probe
             // set is a pure function of the config, so it is made again, and used only if it is the pinned one.
-            let set = ProbeSet::generate(
-                task.as_ref(),
-                config.analysis.probe_size,
-                config.analysis.probe_seed,
-            );
+            let set = generate();
             if config.analysis.probe_set.is_none() && set.sha256() == hash {
                 std::fs::create_dir_all(path.parent().expect("probe set path has a parent"))?;
                 set.save(&path)?;
@@ -166,12 +164,8 @@ fn probe_set(config: &Config, run: &RunLayout, resume: bool) -> anyhow::Result<P
     } else if let Some(path) = &config.analysis.probe_set {
         (path.clone(), ProbeSet::load(path)?)
     } else {
-        return Ok(ProbeSet::generate(
-            task.as_ref(),
-            config.analysis.probe_size,
-            config.analysis.probe_seed,
-        ));
+        return Ok(generate());
     };
-    set.check_matches(task.as_ref(), &path)?;
+    set.check_matches(task, &path)?;
     Ok(set)
 }

@@ -4,10 +4,17 @@ use std::path::{Path, PathBuf};
 
 /// An error and all its causes as one line, most general first (`writing X: No space left on device`).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut cause = error.source();
+    let mut parts: Vec<String> = vec![];
+    let mut cause = Some(error);
     while let Some(e) = cause {
-        let text = e.to_string();
+        // One line: libraries (libhdf5 among them) put their own stacks on several.
+        let text = e
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         // Some errors repeat their cause in their own message.
         if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);

@@ -24,8 +24,8 @@ pub struct FailedAt {
 
 /// The training error for a plugin failure at `step` (or at the step a [`FailedAt`] names), keeping every
 /// cause of the error in its message.
-pub fn plugin_failure(step: u64, error: PluginError) -> TrainError {
-    match error.downcast::<FailedAt>() {
+pub fn plugin_failure(step: u64) -> impl FnOnce(PluginError) -> TrainError {
+    move |error| match error.downcast::<FailedAt>() {
         Ok(failed) => TrainError::Plugin {
             step: failed.step,
             message: failed.message,

@@ -32,10 +32,9 @@ pub fn sweep_checkpoints(
     let task = tasks::build(&config.task, config.train.seed);
     let dims = ModelDims::new(&config, task.as_ref());
     let schedule = manifest.checkpoint_steps.clone();
-    let plugin_err = |step| move |e| plugin_failure(step, e);
     let Some(first) = plugin
         .first_missing_step(run, &schedule)
-        .map_err(plugin_err(0))?
+        .map_err(plugin_failure(0))?
     else {
         return Ok(0);
     };
@@ -56,7 +55,7 @@ pub fn sweep_checkpoints(
             start_step: first,
             resume: first > 0,
         })
-        .map_err(plugin_err(first))?;
+        .map_err(plugin_failure(first))?;
     progress(Progress::Start {
         start: first,
         total: manifest.steps,
@@ -78,12 +77,12 @@ pub fn sweep_checkpoints(
             wall_s: clock.elapsed().as_secs_f64(),
             eval,
         };
-        plugin.on_checkpoint(&event).map_err(plugin_err(step))?;
+        plugin.on_checkpoint(&event).map_err(plugin_failure(step))?;
         progress(Progress::Checkpoint {
             step,
             eval: eval.cloned(),
         });
     }
-    plugin.finish().map_err(plugin_err(manifest.steps))?;
+    plugin.finish().map_err(plugin_failure(manifest.steps))?;
     Ok(todo.len())
 }

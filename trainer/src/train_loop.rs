@@ -14,7 +14,7 @@ use crate::config::{Config, OptimConfig};
 use crate::error::{CheckpointError, TrainError};
 use crate::eval::{SplitScore, evaluate};
 use crate::model::{ModelDims, Queries, Transformer, cross_entropy, int_tensor};
-use crate::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent, plugin_failure};
+use crate::plugin::{CheckpointEvent, CheckpointPlugin, StartEvent, plugin_failure};
 use crate::run_dir::{Manifest, RUN_SCHEMA_VERSION, RunFiles, config_sha256};
 use crate::schedule::{checkpoint_steps, learning_rate};
 use crate::tasks::{self, Split, Task};
@@ -143,7 +143,6 @@ pub fn train(
         probe_set_sha256: job.probe_set_sha256.clone(),
     };
     let mut resumed_report = (0.0, None);
-    let plugin_err = |step| move |e: PluginError| plugin_failure(step, e);
     let checkpoint_state = |step: u64, lr: f64, last_train_loss: Option<f32>| CheckpointState {
         format: 0,
         step,
@@ -168,7 +167,7 @@ pub fn train(
             let saved = checkpoint::list(&job.run.checkpoints())?;
             let needed = plugin
                 .first_missing_step(job.run, &schedule)
-                .map_err(plugin_err(0))?;
+                .map_err(plugin_failure(0))?;
             let evals = read_eval_rows(job.run)?;
             if needed.is_none() && saved.last() == Some(&total) && evals.contains_key(&total) {
                 // Complete: nothing is written, but a damaged final checkpoint is still reported.
@@ -212,7 +211,7 @@ pub fn train(
                 let staged = RunLayout::new(staging);
                 staged.create(config, &manifest)?;
                 host::failpoint::hit("create-manifest");
-                plugin.on_create(&staged).map_err(plugin_err(0))?;
+                plugin.on_create(&staged).map_err(plugin_failure(0))?;
                 host::failpoint::hit("create-pinned");
                 checkpoint::save(
                     &staged.checkpoints(),
@@ -232,7 +231,9 @@ pub fn train(
         start_step: start,
         resume: matches!(job.start, Start::Resume(_)),
     };
-    plugin.on_start(&start_event).map_err(plugin_err(start))?;
+    plugin
+        .on_start(&start_event)
+        .map_err(plugin_failure(start))?;
 
     let mut train_log = JsonlWriter::open_from(&job.run.train_log(), start)?;
     let mut eval_log = JsonlWriter::open_from(&job.run.eval_log(), start)?;
@@ -282,7 +283,7 @@ pub fn train(
                 tokens_seen: step * tokens_per_step,
                 wall_s: clock.elapsed().as_secs_f64(),
             };
-            plugin.on_checkpoint(&event).map_err(plugin_err(step))?;
+            plugin.on_checkpoint(&event).map_err(plugin_failure(step))?;
             if step == total {
                 final_eval = eval.clone();
             }
@@ -315,7 +316,7 @@ pub fn train(
         }
         last_lr = lr;
     }
-    plugin.finish().map_err(plugin_err(total))?;
+    plugin.finish().map_err(plugin_failure(total))?;
     Ok(Summary {
         run_id: manifest.run_id,
         already_complete: false,

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use host::jsonl::{committed_rows, first_damage};
+use host::jsonl::{committed, committed_rows};
 
 use crate::error::AnalysisError;
 use crate::row::Row;
@@ -13,18 +13,18 @@ use crate::row::Row;
 /// Steps of the complete rows already in `path`, as a resumed writer keeps them
 /// ([`committed_rows`]: torn, damaged and out-of-order lines left out).
 pub fn existing_steps(path: &Path) -> BTreeSet<u64> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return BTreeSet::new();
-    };
-    committed_rows(&bytes)
-        .into_iter()
-        .map(|(step, _)| step)
-        .collect()
+    committed_steps(path).0
 }
 
-/// Where `path` first holds a line that is not a committed row (see [`first_damage`]).
-pub fn damaged_after(path: &Path) -> Option<Option<u64>> {
-    first_damage(&std::fs::read(path).ok()?)
+/// The steps of the committed rows in `path`, and where the file first holds a line that is not one
+/// ([`host::jsonl::Committed::first_damage`]), from one read of the file.
+pub fn committed_steps(path: &Path) -> (BTreeSet<u64>, Option<Option<u64>>) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return (BTreeSet::new(), None);
+    };
+    let file = committed(&bytes);
+    let steps = file.rows.into_iter().map(|(step, _)| step).collect();
+    (steps, file.first_damage)
 }
 
 /// The last committed row of `path` that parses as a [`Row`](crate::row::Row), if any.
