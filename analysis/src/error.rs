@@ -5,11 +5,39 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
     /// Writing or reading an analysis file failed.
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that must be there cannot be read; `hint` says which command makes it.
+    #[error("{path} cannot be read; {hint}")]
+    Unreadable {
+        path: PathBuf,
+        hint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file, or one line of a JSON-lines file, is not what it should be.
+    #[error("{path}: {what}")]
+    Json {
+        path: PathBuf,
+        /// What it should have been (`line 3 is not a metrics row`).
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file reads but its content cannot be used (rows out of order, no rows).
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
     /// libhdf5 failed.
-    #[error("HDF5 {path}: {message}")]
-    Hdf5 { path: PathBuf, message: String },
+    #[error("HDF5 {path}")]
+    Hdf5 {
+        path: PathBuf,
+        #[source]
+        source: Libhdf5,
+    },
     /// The capture or ablation forwards, or their copy to the host, failed.
     #[error("the capture at step {step}")]
     Host {
@@ -59,13 +87,32 @@ impl AnalysisError {
 }
 
 impl AnalysisError {
-    pub fn hdf5(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+    pub fn hdf5(path: &std::path::Path, source: hdf5::Error) -> Self {
         AnalysisError::Hdf5 {
             path: path.to_owned(),
-            message: condense_hdf5(&e.to_string()),
+            source: Libhdf5(source),
+        }
+    }
+
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        AnalysisError::Io {
+            path: path.to_owned(),
+            source,
         }
     }
 }
+
+/// An error of libhdf5, shown without its internals ([`condense_hdf5`]).
+#[derive(Debug)]
+pub struct Libhdf5(pub hdf5::Error);
+
+impl std::fmt::Display for Libhdf5 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&condense_hdf5(&self.0.to_string()))
+    }
+}
+
+impl std::error::Error for Libhdf5 {}
 
 /// libhdf5's message without its internals: the function and what failed, then the operating system's own
 /// words when it gives them (`H5Fflush(): unable to flush file's cached information: file write failed: No

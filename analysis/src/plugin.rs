@@ -214,10 +214,7 @@ impl CheckpointPlugin for AnalyzePlugin {
     fn on_create(&mut self, run: &RunLayout) -> Result<(), PluginError> {
         let path = run.probe_set();
         let dir = run.probes_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::Io {
-            path: dir,
-            message: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::io(&dir, e))?;
         self.probe.save(&path)?;
         Ok(())
     }

@@ -48,10 +48,7 @@ impl SidecarSetup {
     /// last analyzed checkpoint, which the next one's dynamics compare with, as the uninterrupted run did.
     fn open(self) -> Result<SidecarState, AnalysisError> {
         let analysis = self.run.analysis_dir();
-        std::fs::create_dir_all(&analysis).map_err(|e| AnalysisError::Io {
-            path: analysis.clone(),
-            message: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&analysis).map_err(|e| AnalysisError::io(&analysis, e))?;
         let key_names: Vec<&str> = self
             .probe
             .key_positions

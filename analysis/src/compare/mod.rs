@@ -69,9 +69,9 @@ pub fn summarize(
     let manifest = run.read_manifest()?;
     let rows = read_rows(&run.metrics())?;
     let windows = read_windows(run)?;
-    let last = rows.last().ok_or_else(|| AnalysisError::Io {
+    let last = rows.last().ok_or_else(|| AnalysisError::Invalid {
         path: run.metrics(),
-        message: "has no rows".into(),
+        problem: "has no rows".into(),
     })?;
     let shares = ablation_shares(last);
     let birth = birth_window(&windows);

@@ -12,16 +12,17 @@ use trainer::run_dir::RunFiles;
 
 use crate::compare::Comparison;
 use crate::error::AnalysisError;
+use crate::row::Row;
 use crate::sinks::jsonl::read_rows;
 use crate::windows::{Window, read_windows};
-use plots::{Mark, Plot, Point, Series, run_plots, series, window_plots};
+use plots::{Mark, Plot, Point, Series, run_plots, series, split_score, window_plots};
 
 /// One analyzed run's files, as the report needs them.
 pub struct RunData {
     pub name: String,
     pub run_id: String,
-    /// The rows of `analysis/checkpoint_metrics.jsonl`, as JSON.
-    pub rows: Vec<Value>,
+    /// The rows of `analysis/checkpoint_metrics.jsonl`.
+    pub rows: Vec<Row>,
     pub windows: Vec<Window>,
     pub replays: Vec<Replay>,
 }
@@ -37,10 +38,7 @@ pub struct Replay {
 /// Reads what the report shows of a run (windows and replays are optional).
 pub fn load_run(run: &RunLayout, name: &str) -> Result<RunData, AnalysisError> {
     let manifest = run.read_manifest()?;
-    let rows = read_rows(&run.metrics())?
-        .into_iter()
-        .map(|r| serde_json::to_value(r).expect("rows serialize"))
-        .collect();
+    let rows = read_rows(&run.metrics())?;
     // Windows are optional in a report, but a windows file that is there must read.
     let windows: Vec<Window> = if run.birth_windows().exists() {
         read_windows(run)?
@@ -185,14 +183,11 @@ fn windows_table(windows: &[Window]) -> String {
 }
 
 /// The accuracy a seed overlay shows: the test split's where the run evaluates it, else the probe set's.
-fn headline_accuracy(rows: &[Value]) -> (&'static str, Vec<&'static str>) {
-    if rows
-        .iter()
-        .any(|r| r["eval"]["test"]["accuracy"].is_number())
-    {
-        ("test accuracy", vec!["eval", "test", "accuracy"])
+fn headline_accuracy(rows: &[Row]) -> (&'static str, fn(&Row) -> Option<f64>) {
+    if rows.iter().any(|r| split_score(r, "test", true).is_some()) {
+        ("test accuracy", |r| split_score(r, "test", true))
     } else {
-        ("probe-set accuracy", vec!["behavior", "accuracy"])
+        ("probe-set accuracy", |r| Some(r.behavior.accuracy))
     }
 }
 
@@ -203,14 +198,13 @@ pub fn study_sections(comparison: &Comparison, runs: &[RunData]) -> Vec<Section>
     let mut html = decision_tables(comparison);
     html.push_str("<p>The full comparison is in <code>compare.json</code> (<code>formation compare</code>).</p>");
     let mut plots = vec![];
-    let (label, path) = headline_accuracy(runs.first().map(|r| r.rows.as_slice()).unwrap_or(&[]));
-    for (what, path, log_y) in [
-        (label, path, false),
-        ("test loss", vec!["eval", "test", "loss"], true),
-    ] {
+    let (label, accuracy) =
+        headline_accuracy(runs.first().map(|r| r.rows.as_slice()).unwrap_or(&[]));
+    let test_loss: fn(&Row) -> Option<f64> = |r| split_score(r, "test", false);
+    for (what, pick, log_y) in [(label, accuracy, false), ("test loss", test_loss, true)] {
         let overlay: Vec<Series> = runs
             .iter()
-            .filter_map(|r| series(&r.rows, &r.name, &path))
+            .filter_map(|r| series(&r.rows, &r.name, pick))
             .collect();
         let marks = comparison
             .runs

@@ -1,11 +1,12 @@
 //! The plots of a report, as data: which series of the rows go into which plot. Pure functions over a run's
-//! rows (as JSON) and windows; `plot.js` draws them.
+//! typed rows and windows (and the intervention reports' JSON); `plot.js` draws them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::row::Row;
 use crate::windows::Window;
 
 /// One line of a line plot: y at each x (a checkpoint step); `None` where the row lacks the metric.
@@ -97,36 +98,32 @@ impl Plot {
     }
 }
 
-/// The value at a dotted path whose parts are given separately (keys may contain dots, as hook names do).
-pub fn leaf(row: &Value, path: &[&str]) -> Option<f64> {
-    path.iter()
-        .try_fold(row, |v, key| v.get(*key))
-        .and_then(Value::as_f64)
-        .filter(|v| v.is_finite())
+/// Picks one metric from a row (`None` where the row lacks it).
+type Pick<'a> = Box<dyn Fn(&Row) -> Option<f64> + 'a>;
+
+/// The keys of a map in the rows, sorted (the union over all rows; `map` returns `None` where a row lacks it).
+fn keys<'r, K: Ord + Clone + 'r, V: 'r>(
+    rows: &'r [Row],
+    map: impl Fn(&'r Row) -> Option<&'r BTreeMap<K, V>>,
+) -> Vec<K> {
+    let keys: BTreeSet<&K> = rows
+        .iter()
+        .filter_map(map)
+        .flat_map(BTreeMap::keys)
+        .collect();
+    keys.into_iter().cloned().collect()
 }
 
-/// The object keys at a path, sorted (the union over all rows).
-fn keys_at(rows: &[Value], path: &[&str]) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    for row in rows {
-        if let Some(obj) = path
-            .iter()
-            .try_fold(row, |v, key| v.get(*key))
-            .and_then(Value::as_object)
-        {
-            out.extend(obj.keys().cloned());
-        }
-    }
-    out.into_iter().collect()
+fn steps(rows: &[Row]) -> Vec<u64> {
+    rows.iter().map(|r| r.step).collect()
 }
 
-fn steps(rows: &[Value]) -> Vec<u64> {
-    rows.iter().filter_map(|r| r["step"].as_u64()).collect()
-}
-
-/// A series of the rows at `path`, or none when no row has it.
-pub fn series(rows: &[Value], name: &str, path: &[&str]) -> Option<Series> {
-    let y: Vec<Option<f64>> = rows.iter().map(|r| leaf(r, path)).collect();
+/// One metric over the rows (non-finite values are gaps), or none when no row has it.
+pub fn series(rows: &[Row], name: &str, pick: impl Fn(&Row) -> Option<f64>) -> Option<Series> {
+    let y: Vec<Option<f64>> = rows
+        .iter()
+        .map(|r| pick(r).filter(|v| v.is_finite()))
+        .collect();
     y.iter().any(Option::is_some).then(|| Series {
         name: name.to_owned(),
         x: steps(rows),
@@ -169,20 +166,21 @@ fn lines(id: String, title: &str, log_y: bool, series: Vec<Series>, windows: &[W
     }
 }
 
-/// A heatmap of `rows` (label, path) over the checkpoints; the colour range is [lo, hi] or the data's.
+/// A heatmap of `rows` (label, metric) over the checkpoints; the colour range is [lo, hi] or the data's.
 fn heatmap(
     id: String,
     title: &str,
-    data: &[Value],
-    rows: Vec<(String, Vec<String>)>,
+    data: &[Row],
+    rows: Vec<(String, Pick<'_>)>,
     range: (Option<f64>, Option<f64>),
     windows: &[Window],
 ) -> Plot {
     let z: Vec<Vec<Option<f64>>> = rows
         .iter()
-        .map(|(_, path)| {
-            let path: Vec<&str> = path.iter().map(String::as_str).collect();
-            data.iter().map(|r| leaf(r, &path)).collect()
+        .map(|(_, pick)| {
+            data.iter()
+                .map(|r| pick(r).filter(|v| v.is_finite()))
+                .collect()
         })
         .collect();
     let values = z.iter().flatten().flatten().copied();
@@ -201,54 +199,69 @@ fn heatmap(
     }
 }
 
+/// A full split's loss or accuracy in a row (`None` where the row did not evaluate it).
+pub fn split_score(row: &Row, split: &str, accuracy: bool) -> Option<f64> {
+    let score = row.eval.as_ref()?.get(split)?;
+    Some(if accuracy { score.accuracy } else { score.loss })
+}
+
+/// A residual boundary as a short label (`blocks.1.hook_resid_pre` → `1 resid_pre`).
+fn short_boundary(boundary: &str) -> String {
+    boundary
+        .trim_start_matches("blocks.")
+        .replace(".hook_", " ")
+}
+
 /// Every plot of one analyzed run: behavior, probes, heads, MLPs, dynamics; windows shaded on each.
 /// `prefix` keeps plot ids unique when a page shows several runs.
-pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> {
+pub fn run_plots(prefix: &str, rows: &[Row], windows: &[Window]) -> Vec<Plot> {
     let id = |name: &str| format!("{prefix}-{name}");
     let mut plots = vec![];
     let loss: Vec<Series> = [
-        ("train batch loss", vec!["train_loss"]),
-        ("probe-set loss", vec!["behavior", "loss"]),
-        ("train split loss", vec!["eval", "train", "loss"]),
-        ("test split loss", vec!["eval", "test", "loss"]),
+        series(rows, "train batch loss", |r| r.train_loss.map(f64::from)),
+        series(rows, "probe-set loss", |r| Some(r.behavior.loss)),
+        series(rows, "train split loss", |r| split_score(r, "train", false)),
+        series(rows, "test split loss", |r| split_score(r, "test", false)),
     ]
-    .iter()
-    .filter_map(|(name, path)| series(rows, name, path))
+    .into_iter()
+    .flatten()
     .collect();
     plots.push(lines(id("loss"), "Loss", true, loss, windows));
     let mut accuracy: Vec<Series> = [
-        ("probe-set accuracy", vec!["behavior", "accuracy"]),
-        ("train split accuracy", vec!["eval", "train", "accuracy"]),
-        ("test split accuracy", vec!["eval", "test", "accuracy"]),
+        series(rows, "probe-set accuracy", |r| Some(r.behavior.accuracy)),
+        series(rows, "train split accuracy", |r| {
+            split_score(r, "train", true)
+        }),
+        series(rows, "test split accuracy", |r| {
+            split_score(r, "test", true)
+        }),
     ]
-    .iter()
-    .filter_map(|(name, path)| series(rows, name, path))
+    .into_iter()
+    .flatten()
     .collect();
-    for split in keys_at(rows, &["behavior", "split_accuracy"]) {
-        accuracy.extend(series(
-            rows,
-            &format!("probe items from {split}"),
-            &["behavior", "split_accuracy", &split],
-        ));
+    for split in keys(rows, |r| Some(&r.behavior.split_accuracy)) {
+        accuracy.extend(series(rows, &format!("probe items from {split}"), |r| {
+            r.behavior.split_accuracy.get(&split).copied()
+        }));
     }
     plots.push(lines(id("accuracy"), "Accuracy", false, accuracy, windows));
 
     let mut probes = vec![];
-    for boundary in keys_at(rows, &["residual"]) {
-        for key in keys_at(rows, &["residual", &boundary]) {
-            for target in keys_at(rows, &["residual", &boundary, &key]) {
-                probes.push((boundary.clone(), key.clone(), target));
+    for boundary in keys(rows, |r| Some(&r.residual)) {
+        for key in keys(rows, |r| r.residual.get(&boundary)) {
+            for target in keys(rows, |r| r.residual.get(&boundary)?.get(&key)) {
+                probes.push((boundary, key.clone(), target));
             }
         }
     }
-    for (measure, title, lo) in [
+    for (accuracy, title, lo) in [
         (
-            "accuracy",
+            true,
             "Residual probes: held-out accuracy (boundary · key position · target)",
             Some(0.0),
         ),
         (
-            "selectivity",
+            false,
             "Residual probes: selectivity (accuracy − control accuracy)",
             None,
         ),
@@ -256,19 +269,21 @@ pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> 
         let rows_spec = probes
             .iter()
             .map(|(b, k, t)| {
-                let short = b.trim_start_matches("blocks.").replace(".hook_", " ");
+                let pick: Pick<'_> = Box::new(move |r: &Row| {
+                    let score = r.residual.get(b)?.get(k)?.get(t)?;
+                    Some(if accuracy {
+                        score.accuracy
+                    } else {
+                        score.selectivity
+                    })
+                });
                 (
-                    format!("{short} · {k} · {t}"),
-                    vec![
-                        "residual".into(),
-                        b.clone(),
-                        k.clone(),
-                        t.clone(),
-                        measure.into(),
-                    ],
+                    format!("{} · {k} · {t}", short_boundary(&b.to_string())),
+                    pick,
                 )
             })
             .collect();
+        let measure = if accuracy { "accuracy" } else { "selectivity" };
         plots.push(heatmap(
             id(&format!("probe-{measure}")),
             title,
@@ -279,13 +294,13 @@ pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> 
         ));
     }
 
-    let heads = keys_at(rows, &["heads"]);
-    let mut score_rows = vec![];
+    let heads = keys(rows, |r| Some(&r.heads));
+    let mut score_rows: Vec<(String, Pick<'_>)> = vec![];
     for head in &heads {
-        for score in keys_at(rows, &["heads", head, "scores"]) {
+        for score in keys(rows, |r| Some(&r.heads.get(head)?.scores)) {
             score_rows.push((
                 format!("{head} {score}"),
-                vec!["heads".into(), head.clone(), "scores".into(), score],
+                Box::new(move |r: &Row| r.heads.get(head)?.scores.get(&score).copied()),
             ));
         }
     }
@@ -302,10 +317,8 @@ pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> 
     let ablation = heads
         .iter()
         .map(|h| {
-            (
-                h.clone(),
-                vec!["heads".into(), h.clone(), "ablation_dloss".into()],
-            )
+            let pick: Pick<'_> = Box::new(move |r: &Row| r.heads.get(h)?.ablation_dloss);
+            (h.clone(), pick)
         })
         .collect();
     plots.push(heatmap(
@@ -318,7 +331,10 @@ pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> 
     ));
     let dla = heads
         .iter()
-        .map(|h| (h.clone(), vec!["heads".into(), h.clone(), "dla".into()]))
+        .map(|h| {
+            let pick: Pick<'_> = Box::new(move |r: &Row| Some(r.heads.get(h)?.dla));
+            (h.clone(), pick)
+        })
         .collect();
     plots.push(heatmap(
         id("head-dla"),
@@ -330,22 +346,25 @@ pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> 
     ));
 
     let mut mlp = vec![];
-    for block in keys_at(rows, &["mlp"]) {
-        mlp.extend(series(
-            rows,
-            &format!("{block} ablation Δloss"),
-            &["mlp", &block, "ablation_dloss"],
-        ));
-        mlp.extend(series(
-            rows,
-            &format!("{block} DLA"),
-            &["mlp", &block, "dla"],
-        ));
-        for key in keys_at(rows, &["mlp", &block, "active_fraction"]) {
+    for block in keys(rows, |r| Some(&r.mlp)) {
+        mlp.extend(series(rows, &format!("{block} ablation Δloss"), |r| {
+            r.mlp.get(&block)?.ablation_dloss
+        }));
+        mlp.extend(series(rows, &format!("{block} DLA"), |r| {
+            r.mlp.get(&block)?.dla
+        }));
+        for key in keys(rows, |r| r.mlp.get(&block)?.active_fraction.as_ref()) {
             mlp.extend(series(
                 rows,
                 &format!("{block} active fraction at {key}"),
-                &["mlp", &block, "active_fraction", &key],
+                |r| {
+                    r.mlp
+                        .get(&block)?
+                        .active_fraction
+                        .as_ref()?
+                        .get(&key)
+                        .copied()
+                },
             ));
         }
     }
@@ -354,15 +373,12 @@ pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> 
     }
 
     let mut cka = vec![];
-    for boundary in keys_at(rows, &["dynamics", "cka"]) {
-        for key in keys_at(rows, &["dynamics", "cka", &boundary]) {
-            let short = boundary
-                .trim_start_matches("blocks.")
-                .replace(".hook_", " ");
+    for boundary in keys(rows, |r| r.dynamics.cka.as_ref()) {
+        for key in keys(rows, |r| r.dynamics.cka.as_ref()?.get(&boundary)) {
             cka.extend(series(
                 rows,
-                &format!("{short} · {key}"),
-                &["dynamics", "cka", &boundary, &key],
+                &format!("{} · {key}", short_boundary(&boundary)),
+                |r| r.dynamics.cka.as_ref()?.get(&boundary)?.get(&key).copied(),
             ));
         }
     }
@@ -376,10 +392,9 @@ pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> 
     let drift = heads
         .iter()
         .map(|h| {
-            (
-                h.clone(),
-                vec!["dynamics".into(), "pattern_js".into(), h.clone()],
-            )
+            let pick: Pick<'_> =
+                Box::new(move |r: &Row| r.dynamics.pattern_js.as_ref()?.get(h).copied());
+            (h.clone(), pick)
         })
         .collect();
     plots.push(heatmap(
@@ -390,10 +405,14 @@ pub fn run_plots(prefix: &str, rows: &[Value], windows: &[Window]) -> Vec<Plot> 
         (Some(0.0), None),
         windows,
     ));
-    let update: Vec<Series> = keys_at(rows, &["dynamics", "relative_update"])
+    let update: Vec<Series> = keys(rows, |r| r.dynamics.relative_update.as_ref())
         .iter()
         .filter(|p| p.contains(".W_"))
-        .filter_map(|p| series(rows, p, &["dynamics", "relative_update", p]))
+        .filter_map(|p| {
+            series(rows, p, |r| {
+                r.dynamics.relative_update.as_ref()?.get(p).copied()
+            })
+        })
         .collect();
     plots.push(lines(
         id("update"),
@@ -464,6 +483,14 @@ pub fn window_plots(prefix: &str, window: &Window, reports: &[(u64, String, Valu
     plots
 }
 
+/// The finite number at a path of an intervention report (keys may contain dots, as hook names do).
+fn leaf(report: &Value, path: &[&str]) -> Option<f64> {
+    path.iter()
+        .try_fold(report, |v, key| v.get(*key))
+        .and_then(Value::as_f64)
+        .filter(|v| v.is_finite())
+}
+
 /// Paths of the finite numeric leaves reached through objects only (arrays are left out).
 fn scalar_leaves(value: &Value, prefix: Vec<String>) -> Vec<Vec<String>> {
     match value {
@@ -487,34 +514,41 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn rows() -> Vec<Value> {
-        vec![
-            json!({"step": 0, "train_loss": null, "behavior": {"loss": 4.0, "accuracy": 0.0},
-                   "residual": {"blocks.0.hook_resid_post": {"eq": {"sum": {"accuracy": 0.1, "selectivity": 0.0}}}},
-                   "heads": {"L0H0": {"ablation_dloss": 0.0, "dla": 0.1, "scores": {"induction_score": 0.2}}},
-                   "dynamics": {}}),
-            json!({"step": 10, "train_loss": 3.5, "behavior": {"loss": 3.0, "accuracy": 0.5},
-                   "eval": {"test": {"loss": 3.2, "accuracy": 0.4}},
-                   "residual": {"blocks.0.hook_resid_post": {"eq": {"sum": {"accuracy": 0.6, "selectivity": 0.4}}}},
-                   "heads": {"L0H0": {"ablation_dloss": 0.7, "dla": 0.3, "scores": {"induction_score": 0.9}}},
-                   "dynamics": {"cka": {"blocks.0.hook_resid_post": {"eq": 0.8}}}}),
-        ]
+    fn rows() -> Vec<Row> {
+        let mut first = crate::row::tests::minimal_row_json();
+        first["behavior"]["loss"] = json!(4.0);
+        first["residual"] = json!({"blocks.0.hook_resid_post": {"eq": {"sum":
+            {"accuracy": 0.1, "control_accuracy": 0.1, "selectivity": 0.0}}}});
+        first["heads"] = json!({"L0H0": {"ablation_dloss": 0.0, "attn": {}, "dla": 0.1, "entropy": {},
+            "scores": {"induction_score": 0.2}}});
+        let mut second = crate::row::tests::minimal_row_json();
+        second["step"] = json!(10);
+        second["train_loss"] = json!(3.5);
+        second["behavior"]["loss"] = json!(3.0);
+        second["behavior"]["accuracy"] = json!(0.5);
+        second["eval"] = json!({"test": {"loss": 3.2, "accuracy": 0.4}});
+        second["residual"] = json!({"blocks.0.hook_resid_post": {"eq": {"sum":
+            {"accuracy": 0.6, "control_accuracy": 0.2, "selectivity": 0.4}}}});
+        second["heads"] = json!({"L0H0": {"ablation_dloss": 0.7, "attn": {}, "dla": 0.3, "entropy": {},
+            "scores": {"induction_score": 0.9}}});
+        second["dynamics"] = json!({"cka": {"blocks.0.hook_resid_post": {"eq": 0.8}}});
+        [first, second]
+            .into_iter()
+            .map(|r| serde_json::from_value(r).unwrap())
+            .collect()
     }
 
     #[test]
     fn series_follow_the_rows_with_gaps_where_a_row_lacks_the_metric() {
         let rows = rows();
-        let s = series(&rows, "test", &["eval", "test", "loss"]).unwrap();
+        let test_loss = |r: &Row| Some(r.eval.as_ref()?.get("test")?.loss);
+        let s = series(&rows, "test", test_loss).unwrap();
         assert_eq!(s.x, vec![0, 10]);
         assert_eq!(s.y, vec![None, Some(3.2)]);
-        assert!(series(&rows, "none", &["eval", "ood", "loss"]).is_none());
-        // Keys with dots are one key.
-        assert_eq!(
-            leaf(
-                &rows[1],
-                &["dynamics", "cka", "blocks.0.hook_resid_post", "eq"]
-            ),
-            Some(0.8)
+        assert!(series(&rows, "none", |r| Some(r.eval.as_ref()?.get("ood")?.loss)).is_none());
+        assert!(
+            series(&rows, "nan", |_| Some(f64::NAN)).is_none(),
+            "a non-finite value is a gap"
         );
     }
 

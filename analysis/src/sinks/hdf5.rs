@@ -44,9 +44,12 @@ impl ActivationStore {
         from_step: u64,
     ) -> Result<Self, AnalysisError> {
         let dir = run.activations_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::io(&dir, e))?;
         let mut steps = BTreeSet::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?.flatten() {
+        for entry in std::fs::read_dir(&dir)
+            .map_err(|e| AnalysisError::io(&dir, e))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             let step = name
                 .strip_prefix("step_")
@@ -56,7 +59,8 @@ impl ActivationStore {
                 Some(step) if step < from_step => {
                     steps.insert(step);
                 }
-                _ => std::fs::remove_file(entry.path()).map_err(|e| io(&entry.path(), e))?,
+                _ => std::fs::remove_file(entry.path())
+                    .map_err(|e| AnalysisError::io(&entry.path(), e))?,
             }
         }
         let store = Self {
@@ -78,11 +82,13 @@ impl ActivationStore {
         let tmp = self.dir.join(format!(".{name}.h5.tmp"));
         self.write_step_file(&tmp, step, arrays)
             .map_err(|e| AnalysisError::hdf5(&path, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| AnalysisError::io(&path, e))?;
         host::failpoint::hit_at("step-file-written", step);
         self.steps.insert(step);
         self.write_index()?;
-        Ok(std::fs::metadata(&path).map_err(|e| io(&path, e))?.len())
+        Ok(std::fs::metadata(&path)
+            .map_err(|e| AnalysisError::io(&path, e))?
+            .len())
     }
 
     fn write_step_file(&self, path: &Path, step: u64, arrays: &[StoredArray]) -> hdf5::Result<()> {
@@ -144,7 +150,7 @@ impl ActivationStore {
             file.flush()
         };
         write().map_err(|e| AnalysisError::hdf5(&self.index, e))?;
-        std::fs::rename(&tmp, &self.index).map_err(|e| io(&self.index, e))
+        std::fs::rename(&tmp, &self.index).map_err(|e| AnalysisError::io(&self.index, e))
     }
 
     fn write_file_attrs(&self, file: &hdf5::File) -> hdf5::Result<()> {
@@ -235,13 +241,6 @@ fn ensure_group(file: &hdf5::File, path: &str) -> hdf5::Result<hdf5::Group> {
 /// `step_000100`, the same name as the step's checkpoint directory.
 pub fn group_name(step: u64) -> String {
     host::layout::step_name(step)
-}
-
-fn io(path: &Path, e: std::io::Error) -> AnalysisError {
-    AnalysisError::Io {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
 }
 
 #[cfg(test)]

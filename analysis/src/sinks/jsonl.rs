@@ -41,12 +41,11 @@ pub fn last_row(path: &Path) -> Option<crate::row::Row> {
 /// one before (duplicated or out of order: the file was written by two processes at once), is refused with one
 /// error naming the line.
 pub fn read_rows(path: &Path) -> Result<Vec<Row>, AnalysisError> {
-    let io = |message: String| AnalysisError::Io {
+    let bytes = std::fs::read(path).map_err(|source| AnalysisError::Unreadable {
         path: path.to_owned(),
-        message,
-    };
-    let bytes = std::fs::read(path)
-        .map_err(|e| io(format!("{e} (was the run trained with --analyze?)")))?;
+        hint: "was the run trained with --analyze (or swept)?".into(),
+        source,
+    })?;
     let complete = match bytes.iter().rposition(|&b| b == b'\n') {
         Some(end) => &bytes[..end],
         None => &[][..],
@@ -56,18 +55,25 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>, AnalysisError> {
         if complete.is_empty() {
             break;
         }
-        let row: Row = serde_json::from_slice(line)
-            .map_err(|e| io(format!("line {} is not a metrics row: {e}", i + 1)))?;
+        let row: Row = serde_json::from_slice(line).map_err(|source| AnalysisError::Json {
+            path: path.to_owned(),
+            what: format!("line {} is not a metrics row", i + 1),
+            source,
+        })?;
         if let Some(last) = rows.last()
             && row.step <= last.step
         {
-            return Err(io(format!(
-                "line {} has step {} after step {}: the rows are duplicated or out of order (two processes \
-                 wrote this run at once?); `formation train --resume` (or `sweep`) rewrites them in order",
-                i + 1,
-                row.step,
-                last.step
-            )));
+            return Err(AnalysisError::Invalid {
+                path: path.to_owned(),
+                problem: format!(
+                    "line {} has step {} after step {}: the rows are duplicated or out of order (two \
+                     processes wrote this run at once?); `formation train --resume` (or `sweep`) rewrites them \
+                     in order",
+                    i + 1,
+                    row.step,
+                    last.step
+                ),
+            });
         }
         rows.push(row);
     }

@@ -21,10 +21,7 @@ pub fn write_report_h5(path: &Path, report: &Value) -> Result<(), AnalysisError>
         file.flush()
     };
     write().map_err(|e| AnalysisError::hdf5(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| AnalysisError::Io {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    std::fs::rename(&tmp, path).map_err(|e| AnalysisError::io(path, e))
 }
 
 /// Writes `value` as member `name` of `group` (the group itself when `name` is empty and `value` an object).

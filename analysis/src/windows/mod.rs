@@ -129,19 +129,18 @@ pub fn read_windows(run: &RunLayout) -> Result<Vec<Window>, AnalysisError> {
         windows: Vec<Window>,
     }
     let path = run.birth_windows();
-    let error = |message: String| AnalysisError::Io {
+    let text = std::fs::read_to_string(&path).map_err(|source| AnalysisError::Unreadable {
         path: path.clone(),
-        message,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        error(format!(
-            "{e}; run `formation windows {}` first",
-            run.root.display()
-        ))
+        hint: format!("run `formation windows {}` first", run.root.display()),
+        source,
     })?;
     serde_json::from_str::<WindowsFile>(&text)
         .map(|file| file.windows)
-        .map_err(|e| error(format!("is not a windows file: {e}")))
+        .map_err(|source| AnalysisError::Json {
+            path: path.clone(),
+            what: "is not a windows file".into(),
+            source,
+        })
 }
 
 pub fn find_windows(run_id: &str, rows: &[Row], config: &WindowsConfig) -> BirthWindows {
