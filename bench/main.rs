@@ -120,7 +120,7 @@ fn bench_train(args: TrainArgs) -> anyhow::Result<()> {
 fn time_ours(config: &Config, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
     let (device, _) = formation::device::pick();
     let device = device.autodiff();
-    let task = tasks::build(&config.task, config.train.seed);
+    let task = tasks::build(&config.task, config.train.seed)?;
     let dims = ModelDims::new(config, task.as_ref());
     let model = Transformer::new(&dims, config.train.seed, &device);
     let mut optim = make_optimizer(&config.optim);
@@ -289,15 +289,22 @@ fn train_into(config: &Config, dir: &std::path::Path, analyze: bool) -> anyhow::
     let _ = std::fs::remove_dir_all(dir);
     let run = host::layout::RunLayout::new(dir);
     let (device, device_name) = formation::device::pick();
+    let task = trainer::tasks::build(&config.task, config.train.seed)?;
     let (mut plugin, hash): (Box<dyn trainer::plugin::CheckpointPlugin>, _) = if analyze {
-        let (plugin, hash) =
-            formation::commands::train::analyze_plugin(config, &run, false, &device)?;
+        let (plugin, hash) = formation::commands::train::analyze_plugin(
+            config,
+            task.as_ref(),
+            &run,
+            false,
+            &device,
+        )?;
         (Box::new(plugin), Some(hash))
     } else {
         (Box::new(trainer::plugin::NoPlugin), None)
     };
     let job = trainer::train_loop::TrainJob {
         config,
+        task: task.as_ref(),
         run: &run,
         start: trainer::train_loop::Start::New,
         device,

@@ -30,6 +30,11 @@ enum Command {
     Export(commands::export::Args),
     /// Analyze every saved checkpoint of a finished run, as `train --analyze` would have.
     Sweep(commands::sweep::Args),
+    /// Data-defined tasks: check a dataset directory, or export a config's task as one.
+    Task {
+        #[command(subcommand)]
+        command: commands::task::Command,
+    },
     /// Find the birth windows of an analyzed run (writes analysis/birth_windows.json).
     Windows(commands::windows::Args),
     /// Re-train a birth window densely from the checkpoint before it, analyze it, verify it bit for bit.
@@ -61,6 +66,7 @@ fn main() {
         Command::Export(args) => commands::export::run(args),
         Command::ProbeSet(args) => commands::probe_set::run(args),
         Command::Sweep(args) => commands::sweep::run(args),
+        Command::Task { command } => commands::task::run(command),
         Command::Windows(args) => commands::windows::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Intervene(args) => commands::intervene::run(args),

@@ -341,8 +341,8 @@ fn replay_of_a_window_is_dense_bit_exact_leaves_the_run_alone_and_survives_a_kil
     // The window a detector would have written (the replay mechanics do not depend on which one).
     let windows = r#"{"windows": [{"id": "W0", "start_step": 120, "end_step": 260}]}"#;
     std::fs::write(tmp.path().join("a/analysis/birth_windows.json"), windows).unwrap();
-    copy_dir(&tmp.path().join("a"), &tmp.path().join("b"));
-    copy_dir(&tmp.path().join("a"), &tmp.path().join("c"));
+    common::copy_dir(&tmp.path().join("a"), &tmp.path().join("b"));
+    common::copy_dir(&tmp.path().join("a"), &tmp.path().join("c"));
     let before = run_files(&tmp.path().join("a"));
 
     let out = ok(formation(
@@ -410,18 +410,6 @@ fn replay_of_a_window_is_dense_bit_exact_leaves_the_run_alone_and_survives_a_kil
         &strip_id(metrics(&b.join("windows/W0"))),
         &strip_id(metrics(&replay)),
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Runs `formation intervene run --step 60 --kind KIND` in `dir` and returns the report it wrote.

@@ -2,6 +2,8 @@
 //! per-example integers (key positions, probe targets), the splits they come from, and [`ProbeSource`]: what a
 //! task gives the probe set.
 
+use std::collections::BTreeMap;
+
 /// A block of examples. `tokens` is `[n, seq_len]` row-major; `targets` is `[n, n_answers]`, the correct
 /// next token at each of the task's answer positions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -11,6 +13,10 @@ pub struct Examples {
     pub tokens: Vec<u32>,
     pub n_answers: usize,
     pub targets: Vec<u32>,
+    /// Named per-example integers that travel with the examples (`[n]` each): a data-defined task's key
+    /// positions, labels and control types, by column name. Built-in tasks derive theirs from the tokens and
+    /// leave this empty.
+    pub columns: BTreeMap<String, Vec<u32>>,
 }
 
 impl Examples {
@@ -22,12 +28,18 @@ impl Examples {
             tokens.extend_from_slice(&self.tokens[i * self.seq_len..(i + 1) * self.seq_len]);
             targets.extend_from_slice(&self.targets[i * self.n_answers..(i + 1) * self.n_answers]);
         }
+        let columns = self
+            .columns
+            .iter()
+            .map(|(name, values)| (name.clone(), indices.iter().map(|&i| values[i]).collect()))
+            .collect();
         Examples {
             n: indices.len(),
             seq_len: self.seq_len,
             tokens,
             n_answers: self.n_answers,
             targets,
+            columns,
         }
     }
 
@@ -83,4 +95,7 @@ pub trait ProbeSource {
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled>;
     /// Named probe targets of each example.
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled>;
+    /// Each example's Hewitt & Liang input type for the control task of a target, by the target's name, where
+    /// the task declares one; targets not listed use the token at the probed key position.
+    fn control_types(&self, examples: &Examples) -> Vec<Labeled>;
 }

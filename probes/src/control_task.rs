@@ -4,24 +4,33 @@
 //! accuracy − control accuracy separates what the representation encodes from what the probe can fit.
 //!
 //! The type of an example at a key position is the token there when that token varies across the probe set
-//! (e.g. `a` at position `a`), otherwise the whole input sequence (e.g. `(a, b)` at the constant `=` token). A
-//! type's label is the target label of an example drawn by a generator seeded with the type, so control
-//! labels share the target's label space and, in expectation, its marginal.
+//! (e.g. `a` at position `a`), otherwise the whole input sequence (e.g. `(a, b)` at the constant `=` token),
+//! unless the task declares each example's type itself (a data-defined task's control column). A type's label
+//! is the target label of an example drawn by a generator seeded with the type, so control labels share the
+//! target's label space and, in expectation, its marginal.
 
 use host::examples::{Examples, Labeled};
 use host::rng::SplitMix64;
 
-/// Control labels for probing `target` at the key position `key` of `examples`.
-pub fn control_labels(examples: &Examples, key: &Labeled, target: &Labeled, seed: u64) -> Vec<u32> {
+/// Control labels for probing `target` at the key position `key` of `examples`; `declared` is each example's
+/// type where the task declares it (else the type comes from the tokens, as above).
+pub fn control_labels(
+    examples: &Examples,
+    key: &Labeled,
+    target: &Labeled,
+    declared: Option<&[u32]>,
+    seed: u64,
+) -> Vec<u32> {
     let token_at_key = |i: usize| examples.token(i, key.values[i] as usize);
     let varies = (1..examples.n).any(|i| token_at_key(i) != token_at_key(0));
     let purpose = format!("control-task/{}/{}", key.name, target.name);
     (0..examples.n)
         .map(|i| {
-            let input_type: &[u32] = if varies {
-                &[token_at_key(i)]
-            } else {
-                &examples.tokens[i * examples.seq_len..(i + 1) * examples.seq_len]
+            let token = [token_at_key(i)];
+            let input_type: &[u32] = match declared {
+                Some(types) => std::slice::from_ref(&types[i]),
+                None if varies => &token,
+                None => &examples.tokens[i * examples.seq_len..(i + 1) * examples.seq_len],
             };
             let mut rng = SplitMix64::derived(seed, &purpose, type_hash(input_type));
             target.values[rng.below(target.values.len())]
@@ -50,7 +59,13 @@ mod tests {
         let task = ModularAddition::new(7, 1.0, 0);
         let examples = task.split(Split::Train).unwrap();
         let (keys, targets) = (task.key_positions(&examples), task.probe_targets(&examples));
-        let control = control_labels(&examples, labeled(&keys, "a"), labeled(&targets, "sum"), 0);
+        let control = control_labels(
+            &examples,
+            labeled(&keys, "a"),
+            labeled(&targets, "sum"),
+            None,
+            0,
+        );
         // Every example with the same `a` gets the same control label, whatever its sum.
         for i in 0..examples.n {
             for j in 0..examples.n {
@@ -69,7 +84,7 @@ mod tests {
         let examples = task.split(Split::Train).unwrap();
         let (keys, targets) = (task.key_positions(&examples), task.probe_targets(&examples));
         let sum = labeled(&targets, "sum");
-        let control = control_labels(&examples, labeled(&keys, "eq"), sum, 0);
+        let control = control_labels(&examples, labeled(&keys, "eq"), sum, None, 0);
         // Examples with the same sum get different control labels (a map of label values would give one).
         let same_sum: Vec<u32> = (0..examples.n)
             .filter(|&i| sum.values[i] == 3)
@@ -86,11 +101,32 @@ mod tests {
         // Fixed: the same seed gives the same labels, another seed others.
         assert_eq!(
             control,
-            control_labels(&examples, labeled(&keys, "eq"), sum, 0)
+            control_labels(&examples, labeled(&keys, "eq"), sum, None, 0)
         );
         assert_ne!(
             control,
-            control_labels(&examples, labeled(&keys, "eq"), sum, 1)
+            control_labels(&examples, labeled(&keys, "eq"), sum, None, 1)
         );
+    }
+
+    #[test]
+    fn a_declared_type_decides_the_control_label_whatever_the_tokens() {
+        let task = ModularAddition::new(7, 1.0, 0);
+        let examples = task.split(Split::Train).unwrap();
+        let (keys, targets) = (task.key_positions(&examples), task.probe_targets(&examples));
+        // Two declared types: the parity of b. Examples of one type share a control label although their
+        // tokens at `a` differ.
+        let types: Vec<u32> = (0..examples.n).map(|i| examples.token(i, 1) % 2).collect();
+        let control = control_labels(
+            &examples,
+            labeled(&keys, "a"),
+            labeled(&targets, "sum"),
+            Some(&types),
+            0,
+        );
+        for i in 0..examples.n {
+            let same_type = (0..examples.n).find(|&j| types[j] == types[i]).unwrap();
+            assert_eq!(control[i], control[same_type]);
+        }
     }
 }

@@ -50,6 +50,9 @@ pub struct ProbeSet {
     pub splits: Vec<Split>,
     pub key_positions: Vec<Labeled>,
     pub targets: Vec<Labeled>,
+    /// Declared control types of the targets that have one (by target name; see
+    /// [`ProbeSource::control_types`]); empty for built-in tasks.
+    pub control_types: Vec<Labeled>,
 }
 
 impl ProbeSet {
@@ -63,8 +66,12 @@ impl ProbeSet {
             n_answers: task.answer_positions().len(),
             ..Default::default()
         };
-        let (mut splits, mut keys, mut targets) =
-            (vec![], Vec::<Labeled>::new(), Vec::<Labeled>::new());
+        let (mut splits, mut keys, mut targets, mut controls) = (
+            vec![],
+            Vec::<Labeled>::new(),
+            Vec::<Labeled>::new(),
+            Vec::<Labeled>::new(),
+        );
         // Key positions and targets per block: a task may derive them from an example's index in its block.
         for (split, block) in &pool {
             all.tokens.extend_from_slice(&block.tokens);
@@ -74,6 +81,7 @@ impl ProbeSet {
             for (list, new) in [
                 (&mut keys, task.key_positions(block)),
                 (&mut targets, task.probe_targets(block)),
+                (&mut controls, task.control_types(block)),
             ] {
                 if list.is_empty() {
                     *list = new;
@@ -120,11 +128,16 @@ impl ProbeSet {
             task: task.name().to_owned(),
             d_vocab: task.d_vocab(),
             seed,
-            examples: all.select(&chosen),
+            // The columns a data-defined task carries are in the keys, targets and control types now.
+            examples: Examples {
+                columns: Default::default(),
+                ..all.select(&chosen)
+            },
             answer_positions: task.answer_positions().to_vec(),
             splits: chosen.iter().map(|&i| splits[i]).collect(),
             key_positions: keys.iter().map(pick).collect(),
             targets: targets.iter().map(pick).collect(),
+            control_types: controls.iter().map(pick).collect(),
         }
     }
 
@@ -171,7 +184,12 @@ impl ProbeSet {
                 .map(|&s| split_code(s))
                 .collect::<Vec<_>>(),
         );
-        for (kind, list) in [("key", &self.key_positions), ("target", &self.targets)] {
+        // Control types count only where a task declares them, so earlier probe sets keep their hash.
+        for (kind, list) in [
+            ("key", &self.key_positions),
+            ("target", &self.targets),
+            ("control", &self.control_types),
+        ] {
             for l in list {
                 field(&format!("{kind}:{}:{}", l.name, l.n_classes), &l.values);
             }
@@ -244,7 +262,11 @@ impl ProbeSet {
         for (group, list) in [
             ("key_positions", &self.key_positions),
             ("targets", &self.targets),
+            ("control_types", &self.control_types),
         ] {
+            if group == "control_types" && list.is_empty() {
+                continue;
+            }
             let g = file.create_group(group)?;
             let names: Vec<&str> = list.iter().map(|l| l.name.as_str()).collect();
             write_str_attr(&g, "order", &names.join(","))?;
@@ -324,7 +346,11 @@ impl ProbeSet {
             })
             .collect::<Result<_, _>>()?;
         let mut lists = vec![];
-        for group in ["key_positions", "targets"] {
+        for group in ["key_positions", "targets", "control_types"] {
+            if group == "control_types" && !file.link_exists(group) {
+                lists.push(vec![]);
+                continue;
+            }
             let g = file
                 .group(group)
                 .map_err(|e| invalid(format!("group {group}: {e}")))?;
@@ -360,6 +386,7 @@ impl ProbeSet {
             }
             lists.push(list);
         }
+        let control_types = lists.pop().unwrap_or_default();
         let targets_list = lists.pop().unwrap_or_default();
         let key_positions = lists.pop().unwrap_or_default();
         let set = ProbeSet {
@@ -372,11 +399,13 @@ impl ProbeSet {
                 tokens,
                 n_answers: target_shape[1],
                 targets,
+                columns: Default::default(),
             },
             answer_positions: answers.iter().map(|&p| p as usize).collect(),
             splits,
             key_positions,
             targets: targets_list,
+            control_types,
         };
         Ok(set)
     }

@@ -27,7 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     run.read_manifest()?;
     let _lock = DirLock::acquire(&run.root, "formation export")?;
     let config = run.read_config()?;
-    let task = tasks::build(&config.task, config.train.seed);
+    let task = tasks::build(&config.task, config.train.seed)?;
     let dims = ModelDims::new(&config, task.as_ref());
     let dir = checkpoint::step_dir(&run.checkpoints(), args.step);
     if !dir.exists() {

@@ -72,7 +72,7 @@ pub fn intervene(
             checkpoint::list(&run.checkpoints())?
         );
     }
-    let task = tasks::build(&config.task, config.train.seed);
+    let task = tasks::build(&config.task, config.train.seed)?;
     let (device, _) = crate::device::pick();
     let dims = ModelDims::new(&config, task.as_ref());
     let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;

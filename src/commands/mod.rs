@@ -8,5 +8,6 @@ pub mod replay;
 pub mod report;
 pub mod study;
 pub mod sweep;
+pub mod task;
 pub mod train;
 pub mod windows;

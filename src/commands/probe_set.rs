@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let task = tasks::build(&config.task, config.train.seed);
+    let task = tasks::build(&config.task, config.train.seed)?;
     let set = ProbeSet::generate(
         task.as_ref(),
         config.analysis.probe_size,

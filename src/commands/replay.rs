@@ -52,16 +52,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             run.root.display()
         );
     }
+    let task = tasks::build(&config.task, config.train.seed)?;
+    trainer::run_dir::check_same_dataset(&manifest, &config, task.as_ref())?;
     let plan = plan(&run, start, end, every)?;
     let dest = run.window(&name);
     let lock = prepare(&run, &dest, &plan, &format!("{}-{name}", manifest.run_id))?;
 
     let (device, device_name) = crate::device::pick();
-    let (mut plugin, _) = analyze_plugin(&config, &dest, true, &device)?;
+    let (mut plugin, _) = analyze_plugin(&config, task.as_ref(), &dest, true, &device)?;
     let mut display = Display::new();
     display.watch_queue(plugin.queue_depth());
     let job = TrainJob {
         config: &config,
+        task: task.as_ref(),
         run: &dest,
         start: Start::Resume(&lock),
         device: device.clone(),
@@ -73,7 +76,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("replaying {name} in {}", dest.root.display()))?;
     display.finish();
 
-    let task = tasks::build(&config.task, config.train.seed);
     let dims = ModelDims::new(&config, task.as_ref());
     let checks = verify(&run, &dest, &plan.verify, &dims, &device)?;
     let report = serde_json::json!({

@@ -9,6 +9,7 @@ use host::lock::DirLock;
 use trainer::plugin::CheckpointPlugin;
 use trainer::run_dir::RunFiles;
 use trainer::sweep::sweep_checkpoints;
+use trainer::tasks;
 use trainer::train_loop::Progress;
 
 use crate::commands::train::analyze_plugin;
@@ -50,13 +51,14 @@ pub fn sweep(run: &RunLayout, progress: &mut dyn FnMut(Progress)) -> anyhow::Res
     // A run trained without --analyze gets its probe set now, pinned in run.json like train would have: the
     // file first, then its hash (a kill in between leaves an unpinned file that the next sweep rewrites).
     let pinned = manifest.probe_set_sha256.is_some();
-    let (mut plugin, hash) = analyze_plugin(&config, run, pinned, &device)?;
+    let task = tasks::build(&config.task, config.train.seed)?;
+    let (mut plugin, hash) = analyze_plugin(&config, task.as_ref(), run, pinned, &device)?;
     if !pinned {
         plugin.on_create(run).map_err(|e| anyhow::anyhow!(e))?;
         host::failpoint::hit("sweep-probe-set");
         manifest.probe_set_sha256 = Some(hash);
         run.write_manifest(&manifest)?;
     }
-    sweep_checkpoints(run, &lock, &device, &mut plugin, progress)
+    sweep_checkpoints(run, &lock, task.as_ref(), &device, &mut plugin, progress)
         .with_context(|| format!("sweeping {}", run.root.display()))
 }

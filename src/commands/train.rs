@@ -58,10 +58,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let lock = resume
         .then(|| DirLock::acquire(&root, "formation train --resume"))
         .transpose()?;
+    // Read (and, for a data-defined task, validated) before anything is created.
+    let task = tasks::build(&config.task, config.train.seed)?;
     let (device, device_name) = crate::device::pick();
     let mut display = Display::new();
     let (mut plugin, probe_set_sha256) = if args.analyze {
-        let (plugin, hash) = analyze_plugin(&config, &run, resume, &device)?;
+        let (plugin, hash) = analyze_plugin(&config, task.as_ref(), &run, resume, &device)?;
         display.watch_queue(plugin.queue_depth());
         (Box::new(plugin) as Box<dyn CheckpointPlugin>, Some(hash))
     } else {
@@ -69,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let job = TrainJob {
         config: &config,
+        task: task.as_ref(),
         run: &run,
         start: match &lock {
             Some(lock) => Start::Resume(lock),
@@ -119,12 +122,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// The `--analyze` plugin of a run and the content hash of its probe set.
 pub fn analyze_plugin(
     config: &Config,
+    task: &dyn Task,
     run: &RunLayout,
     resume: bool,
     device: &burn::prelude::Device,
 ) -> anyhow::Result<(AnalyzePlugin, String)> {
-    let task = tasks::build(&config.task, config.train.seed);
-    let probe = probe_set(config, task.as_ref(), run, resume)?;
+    let probe = probe_set(config, task, run, resume)?;
     let hash = probe.sha256();
     Ok((
         AnalyzePlugin::new(config.analysis.clone(), probe, task.repeat_keys(), device),

@@ -210,3 +210,16 @@ pub fn kill_after_rows(args: &[&str], cwd: &Path, run: &Path, rows: usize) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }
+
+/// Copies the directory tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -36,6 +36,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum TaskConfig {
+    /// A data-defined task: a dataset directory (`task.toml` and `.npy` arrays per split; `docs/tasks.md`). A
+    /// relative path is taken from the config file's directory.
+    Sequences { path: std::path::PathBuf },
     /// Tokens `a b =`, answer (a + b) mod p at `=` (Power et al. 2022; Nanda et al. 2023).
     ModularAddition {
         p: usize,
@@ -484,7 +487,20 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| e.with_path(path))
+        let mut config = Self::parse(&text).map_err(|e| e.with_path(path))?;
+        // A dataset path is relative to the config file; the frozen config keeps it absolute, so a run's own
+        // config.toml names the same dataset wherever it is read from.
+        if let TaskConfig::Sequences { path: data } = &mut config.task
+            && data.is_relative()
+        {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let joined = base.join(&*data);
+            *data = joined
+                .canonicalize()
+                .or_else(|_| std::path::absolute(&joined))
+                .unwrap_or(joined);
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text.
@@ -583,6 +599,12 @@ impl Validate for TaskConfig {
     /// The task's own parameters (p, train fraction, vocabulary, lengths).
     fn validate(&self) -> Result<(), ConfigError> {
         match self {
+            // The dataset is checked when it is read (`tasks::build`), before a run is created.
+            TaskConfig::Sequences { path } => {
+                if path.as_os_str().is_empty() {
+                    return invalid("task.path", "is empty; name the dataset directory".into());
+                }
+            }
             TaskConfig::ModularAddition { p, train_fraction } => {
                 if *p < 2 {
                     return invalid("task.p", format!("must be at least 2, got {p}"));

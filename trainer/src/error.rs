@@ -160,6 +160,19 @@ pub enum TrainError {
     /// A whole-file write or a JSON-lines log failed.
     #[error(transparent)]
     File(#[from] host::files::FileError),
+    /// A data-defined task's dataset cannot be used.
+    #[error(transparent)]
+    Dataset(#[from] crate::tasks::dataset::DatasetError),
+    /// The dataset under a resumed run is not the one it started with.
+    #[error(
+        "dataset {path} has SHA-256 {actual} but run.json pins {pinned}; it changed after the run started \
+         (restore it, or train a new run)"
+    )]
+    DatasetChanged {
+        path: PathBuf,
+        pinned: String,
+        actual: String,
+    },
     /// Something failed while the run was at `step` (the cause says what and where).
     #[error("at step {step}")]
     AtStep {

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::sha256_bytes;
-use crate::config::Config;
+use crate::config::{Config, TaskConfig};
 use crate::error::{ManifestError, TrainError, error_chain as host_error_chain};
 use crate::model::ModelDims;
+use crate::tasks::Task;
 use host::files::write_atomic;
 use host::layout::RunLayout;
 
@@ -36,6 +37,10 @@ pub struct Manifest {
     /// refused.
     #[serde(default)]
     pub probe_set_sha256: Option<String>,
+    /// SHA-256 of a data-defined task's dataset (manifest and every file read); a resumed run under a dataset
+    /// that hashes otherwise is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_sha256: Option<String>,
 }
 
 /// The run directory's own files, read and written with the types they hold (config, manifest); the paths
@@ -108,6 +113,25 @@ impl RunFiles for RunLayout {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks that a data-defined task's dataset is the one `manifest` pinned when the run started.
+pub fn check_same_dataset(
+    manifest: &Manifest,
+    config: &Config,
+    task: &dyn Task,
+) -> Result<(), TrainError> {
+    match (&manifest.dataset_sha256, task.dataset_sha256()) {
+        (Some(pinned), Some(actual)) if pinned != actual => Err(TrainError::DatasetChanged {
+            path: match &config.task {
+                TaskConfig::Sequences { path } => path.clone(),
+                _ => PathBuf::new(),
+            },
+            pinned: pinned.clone(),
+            actual: actual.to_owned(),
+        }),
+        _ => Ok(()),
     }
 }
 

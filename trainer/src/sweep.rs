@@ -13,7 +13,7 @@ use crate::error::{CheckpointError, TrainError};
 use crate::model::{ModelDims, Transformer};
 use crate::plugin::{CheckpointEvent, CheckpointPlugin, StartEvent, plugin_failure};
 use crate::run_dir::RunFiles;
-use crate::tasks;
+use crate::tasks::Task;
 use crate::train_loop::{Progress, read_eval_rows};
 use host::layout::RunLayout;
 use host::lock::DirLock;
@@ -23,14 +23,15 @@ use host::lock::DirLock;
 pub fn sweep_checkpoints(
     run: &RunLayout,
     _lock: &DirLock,
+    task: &dyn Task,
     device: &Device,
     plugin: &mut dyn CheckpointPlugin,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<usize, TrainError> {
     let manifest = run.read_manifest()?;
     let config = run.read_config()?;
-    let task = tasks::build(&config.task, config.train.seed);
-    let dims = ModelDims::new(&config, task.as_ref());
+    crate::run_dir::check_same_dataset(&manifest, &config, task)?;
+    let dims = ModelDims::new(&config, task);
     let schedule = manifest.checkpoint_steps.clone();
     let Some(first) = plugin
         .first_missing_step(run, &schedule)
@@ -70,7 +71,7 @@ pub fn sweep_checkpoints(
             step,
             model: &model,
             device: &device,
-            task: task.as_ref(),
+            task,
             lr: state.lr,
             train_loss: state.last_train_loss,
             tokens_seen: state.tokens_seen,

@@ -65,6 +65,8 @@ pub struct Summary {
 /// Everything one call to [`train`] needs.
 pub struct TrainJob<'a> {
     pub config: &'a Config,
+    /// The task of `config` (built once by the caller: a data-defined task reads its dataset).
+    pub task: &'a dyn Task,
     pub run: &'a RunLayout,
     /// A new run, or a resume of the run in `run`.
     pub start: Start<'a>,
@@ -108,8 +110,8 @@ pub fn train(
         .as_ref()
         .map_or(config.train.steps, |r| r.stop_at);
     let batch_size = config.train.batch_size;
-    let task = tasks::build(&config.task, config.train.seed);
-    let dims = ModelDims::new(config, task.as_ref());
+    let task = job.task;
+    let dims = ModelDims::new(config, task);
     let infer_device = job.device.clone().without_autodiff();
     let train_device = job.device.clone().autodiff();
     let schedule = match &job.replay {
@@ -141,6 +143,7 @@ pub fn train(
         n_params: model.num_params(),
         device: job.device_name.clone(),
         probe_set_sha256: job.probe_set_sha256.clone(),
+        dataset_sha256: task.dataset_sha256().map(str::to_owned),
     };
     let mut resumed_report = (0.0, None);
     let checkpoint_state = |step: u64, lr: f64, last_train_loss: Option<f32>| CheckpointState {
@@ -164,6 +167,7 @@ pub fn train(
         Start::Resume(_) => {
             let on_disk = job.run.read_manifest()?;
             job.run.check_same_config(config)?;
+            crate::run_dir::check_same_dataset(&on_disk, config, task)?;
             let saved = checkpoint::list(&job.run.checkpoints())?;
             let needed = plugin
                 .first_missing_step(job.run, &schedule)
@@ -241,7 +245,7 @@ pub fn train(
         .iter()
         .filter_map(|&s| task.split(s).map(|e| (s, e)))
         .collect();
-    let mut stepper = Stepper::new(model, task.as_ref(), config, &train_device);
+    let mut stepper = Stepper::new(model, task, config, &train_device);
     let checkpoint_set: BTreeSet<u64> = schedule.iter().copied().collect();
     let clock = Instant::now();
     let ((mut last_lr, mut last_loss), mut final_eval) = (resumed_report, None);
@@ -258,13 +262,8 @@ pub fn train(
             let eval_due =
                 step == total || (config.eval.every > 0 && step % config.eval.every == 0);
             let eval = if eval_due {
-                let row = evaluate_splits(
-                    &stepper.model().valid(),
-                    task.as_ref(),
-                    &splits,
-                    step,
-                    &infer_device,
-                )?;
+                let row =
+                    evaluate_splits(&stepper.model().valid(), task, &splits, step, &infer_device)?;
                 eval_log
                     .write(&row)
                     .map_err(|e| TrainError::at_step(step)(e.into()))?;
@@ -277,7 +276,7 @@ pub fn train(
                 step,
                 model: stepper.model(),
                 device: &job.device,
-                task: task.as_ref(),
+                task,
                 lr: last_lr,
                 train_loss: last_loss,
                 tokens_seen: step * tokens_per_step,
@@ -553,6 +552,8 @@ mod tests {
     fn job<'a>(config: &'a Config, run: &'a RunLayout, start: Start<'a>) -> TrainJob<'a> {
         TrainJob {
             config,
+            // Leaked: a test's few small tasks live as long as the test process.
+            task: Box::leak(tasks::build(&config.task, config.train.seed).unwrap()),
             run,
             start,
             device: crate::test_device(),

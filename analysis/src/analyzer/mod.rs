@@ -94,7 +94,14 @@ impl Analyzer {
                 probe
                     .targets
                     .iter()
-                    .map(|target| control_labels(&probe.examples, key, target, probe.seed))
+                    .map(|target| {
+                        let declared = probe
+                            .control_types
+                            .iter()
+                            .find(|c| c.name == target.name)
+                            .map(|c| c.values.as_slice());
+                        control_labels(&probe.examples, key, target, declared, probe.seed)
+                    })
                     .collect()
             })
             .collect();

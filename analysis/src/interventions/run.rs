@@ -48,11 +48,16 @@ pub fn run_intervention(
             )
         }
         InterventionKind::Patching | InterventionKind::PathPatching => {
-            let corrupted =
-                corrupted_tokens(probe, task.corrupted_key(), task.d_vocab_out(), probe.seed)
-                    .ok_or_else(|| {
-                        unable("the probe set lacks the task's corrupted key position")
-                    })?;
+            let key = task.corrupted_key().ok_or_else(|| {
+                unable(
+                    "the task declares no corruption for patching (a data-defined task names one in \
+                     task.toml: [corruption] key = \"...\")",
+                )
+            })?;
+            // Resampled tokens must be valid inputs and, for the built-in tasks, answers too.
+            let vocab = task.d_vocab().min(task.d_vocab_out());
+            let corrupted = corrupted_tokens(probe, key, vocab, probe.seed)
+                .ok_or_else(|| unable("the probe set lacks the task's corrupted key position"))?;
             let e = &probe.examples;
             let tokens = |values: &[u32]| int_tensor(values, e.n, e.seq_len, device);
             let clean = model.capture(tokens(&e.tokens));

@@ -62,6 +62,7 @@ impl Induction {
             tokens,
             n_answers: self.answers.len(),
             targets,
+            columns: Default::default(),
         }
     }
 
@@ -74,7 +75,7 @@ impl Induction {
 }
 
 impl Task for Induction {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "induction"
     }
     fn d_vocab(&self) -> usize {
@@ -109,8 +110,8 @@ impl Task for Induction {
             offset: step * batch_size.unwrap_or(1) as u64,
         }
     }
-    fn corrupted_key(&self) -> &'static str {
-        "prev_occ"
+    fn corrupted_key(&self) -> Option<&str> {
+        Some("prev_occ")
     }
     fn repeat_keys(&self) -> Option<RepeatKeys> {
         Some(RepeatKeys {

@@ -2,12 +2,15 @@
 //! train/test (and optional OOD) splits from a seed, the answer positions where the loss counts, named key
 //! positions and named probe targets.
 
+pub mod dataset;
 mod induction;
 mod modular_addition;
+mod sequences;
 
 pub use host::examples::{Examples, Labeled, ProbeSource, Split};
 pub use induction::Induction;
 pub use modular_addition::ModularAddition;
+pub use sequences::Sequences;
 
 use crate::config::TaskConfig;
 use host::rng::SplitMix64;
@@ -31,8 +34,8 @@ pub struct RepeatKeys {
 
 /// An algorithmic task the model is trained on.
 pub trait Task: Send + Sync {
-    /// The config name (`modular-addition`, `induction`).
-    fn name(&self) -> &'static str;
+    /// The task's name (`modular-addition`, `induction`; a data-defined task's own name).
+    fn name(&self) -> &str;
     /// Input vocabulary size (TransformerLens `d_vocab`).
     fn d_vocab(&self) -> usize;
     /// Output vocabulary size (TransformerLens `d_vocab_out`).
@@ -53,8 +56,18 @@ pub trait Task: Send + Sync {
     /// Named probe targets of each example (e.g. `a`, `b`, `sum`).
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled>;
     /// The key position whose token activation patching changes to make a corrupted input (modular addition:
-    /// `a`; induction: the first occurrence, `prev_occ`).
-    fn corrupted_key(&self) -> &'static str;
+    /// `a`; induction: the first occurrence, `prev_occ`), if the task declares one.
+    fn corrupted_key(&self) -> Option<&str>;
+    /// Each example's Hewitt & Liang input type for the control task of a target, where the task declares one
+    /// (a data-defined task's control column); other targets use the token at the probed key position.
+    fn control_types(&self, examples: &Examples) -> Vec<Labeled> {
+        let _ = examples;
+        vec![]
+    }
+    /// The SHA-256 of a data-defined task's dataset, pinned in the run manifest.
+    fn dataset_sha256(&self) -> Option<&str> {
+        None
+    }
     /// The task's in-context copying structure, if it has one (declared here so that no analysis code asks
     /// for a task by name): the key position of a repeated token and the key position of its first
     /// occurrence. The analysis takes each probe example's repeat length from them for the in-context score
@@ -102,6 +115,9 @@ impl ProbeSource for dyn Task + '_ {
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled> {
         Task::probe_targets(self, examples)
     }
+    fn control_types(&self, examples: &Examples) -> Vec<Labeled> {
+        Task::control_types(self, examples)
+    }
 }
 
 /// Position of the training data stream: epoch and offset into that epoch's shuffled order for a finite
@@ -112,9 +128,13 @@ pub struct DataCursor {
     pub offset: u64,
 }
 
-/// Builds the task a config names; `seed` fixes its splits and data stream.
-pub fn build(config: &TaskConfig, seed: u64) -> Box<dyn Task> {
-    match *config {
+/// Builds the task a config names; `seed` fixes its splits and data stream. A data-defined task is read and
+/// validated here, so a bad dataset is refused before anything is created.
+pub fn build(config: &TaskConfig, seed: u64) -> Result<Box<dyn Task>, dataset::DatasetError> {
+    Ok(match *config {
+        TaskConfig::Sequences { ref path } => {
+            Box::new(Sequences::new(dataset::Dataset::load(path)?, seed))
+        }
         TaskConfig::ModularAddition { p, train_fraction } => {
             Box::new(ModularAddition::new(p, train_fraction, seed))
         }
@@ -130,7 +150,7 @@ pub fn build(config: &TaskConfig, seed: u64) -> Box<dyn Task> {
             test_size,
             seed,
         )),
-    }
+    })
 }
 
 /// Minibatch of a finite split: epoch `e` visits the split in its own seeded shuffled order, and step `s`

@@ -45,12 +45,13 @@ impl ModularAddition {
             tokens,
             n_answers: 1,
             targets,
+            columns: Default::default(),
         }
     }
 }
 
 impl Task for ModularAddition {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "modular-addition"
     }
     fn d_vocab(&self) -> usize {
@@ -101,8 +102,8 @@ impl Task for ModularAddition {
             train,
         })
     }
-    fn corrupted_key(&self) -> &'static str {
-        "a"
+    fn corrupted_key(&self) -> Option<&str> {
+        Some("a")
     }
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled> {
         ["a", "b", "eq"]
