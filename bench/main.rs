@@ -35,6 +35,24 @@ enum What {
     /// Per-checkpoint analysis cost in-loop (zero reload, the trainer only captures) vs `formation sweep`
     /// afterwards (loads each checkpoint).
     Sweep(AnalyzeArgs),
+    /// A data-defined task of N sequences (a built-in task's stream, exported): load time and peak memory, and
+    /// training step time vs the same task built in.
+    Dataset(DatasetArgs),
+}
+
+#[derive(clap::Args)]
+struct DatasetArgs {
+    /// A built-in task's config (e.g. bench/induction-64.toml: 64 tokens per sequence).
+    config: PathBuf,
+    /// Training sequences to export and load.
+    #[arg(long, default_value_t = 1_000_000)]
+    sequences: usize,
+    /// Timed steps per round.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Alternating rounds (built in, data-defined, …).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(clap::Args)]
@@ -85,7 +103,76 @@ fn run(args: Args) -> anyhow::Result<()> {
         What::Train(args) => bench_train(args),
         What::Analyze(args) => bench_analyze(args),
         What::Sweep(args) => bench_sweep(args),
+        What::Dataset(args) => bench_dataset(args),
     }
+}
+
+/// `VmHWM` (peak resident set) or `VmRSS` of this process in MiB, from /proc/self/status.
+fn memory_mib(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn bench_dataset(args: DatasetArgs) -> anyhow::Result<()> {
+    use trainer::tasks::dataset::Dataset;
+    let builtin = Config::load(&args.config)?;
+    let dir = scratch_dir(0, "dataset");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let data_dir = dir.join("data");
+    std::fs::create_dir_all(&dir)?;
+    // Exported by the `formation` binary in its own process, so that this one's peak memory is the load's.
+    let formation = std::env::current_exe()?.with_file_name("formation");
+    let start = Instant::now();
+    let status = Command::new(&formation)
+        .args(["task", "export"])
+        .arg(&args.config)
+        .arg("--out")
+        .arg(&data_dir)
+        .args(["--name", "bench", "--train-examples"])
+        .arg(args.sequences.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", formation.display()))?;
+    if !status.success() {
+        bail!("formation task export failed");
+    }
+    let export_s = start.elapsed().as_secs_f64();
+    let on_disk: u64 = ["tokens.npy", "answers.npy"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data_dir.join("train").join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    let rss_before = memory_mib("VmRSS:").unwrap_or(f64::NAN);
+    let start = Instant::now();
+    let data = Dataset::load(&data_dir)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let peak = memory_mib("VmHWM:").unwrap_or(f64::NAN);
+    let train = data.split(tasks::Split::Train).expect("exported");
+    let (n, seq_len) = (train.n, train.seq_len);
+    drop(data);
+    let as_data = Config::load(&data_dir.join("config.toml"))?;
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for _ in 0..args.rounds {
+        theirs.extend(time_ours(&builtin, 3, args.steps)?);
+        ours.extend(time_ours(&as_data, 3, args.steps)?);
+    }
+    let (a, b) = (median(&mut ours), median(&mut theirs));
+    println!(
+        "| sequences × tokens | train files on disk | export | load (check + hash) | peak RSS during load | ms/step data-defined | ms/step built in | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {n} × {seq_len} | {:.0} MiB | {export_s:.1} s | {load_s:.2} s | {:.0} MiB (from {rss_before:.0}) | {a:.2} | {b:.2} | {:.2} |",
+        on_disk as f64 / (1 << 20) as f64,
+        peak,
+        a / b
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }
 
 fn bench_train(args: TrainArgs) -> anyhow::Result<()> {

@@ -11,15 +11,14 @@ use trainer::tasks::dataset::npy;
 
 /// `formation task export ci.toml --out data --name ma-data` in `dir`.
 fn export_ci(dir: &Path) {
+    export(dir, &example("ci.toml"));
+}
+
+/// `formation task export CONFIG --out data --name ma-data` in `dir`.
+fn export(dir: &Path, config: &str) {
     ok(formation(
         &[
-            "task",
-            "export",
-            &example("ci.toml"),
-            "--out",
-            "data",
-            "--name",
-            "ma-data",
+            "task", "export", config, "--out", "data", "--name", "ma-data",
         ],
         dir,
     ));
@@ -37,56 +36,63 @@ fn without_run_id(rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
 
 #[test]
 fn built_in_modular_addition_exported_as_data_trains_to_the_same_losses_and_rows() {
-    let tmp = tempfile::tempdir().unwrap();
-    export_ci(tmp.path());
-    let check = ok(formation(&["task", "check", "data"], tmp.path()));
-    let summary = String::from_utf8_lossy(&check.stdout);
-    assert!(summary.contains("train 265 examples"), "{summary}");
-    assert!(summary.contains("key positions: a, b, eq"), "{summary}");
-    ok(formation(
-        &[
-            "train",
-            &example("ci.toml"),
-            "--analyze",
-            "--out",
-            "builtin",
-        ],
-        tmp.path(),
-    ));
-    ok(formation(
-        &[
-            "train",
-            "data/config.toml",
-            "--analyze",
-            "--out",
-            "data-run",
-        ],
-        tmp.path(),
-    ));
-    let (builtin, data) = (tmp.path().join("builtin"), tmp.path().join("data-run"));
-    assert_eq!(
-        common::read(builtin.join("metrics/train.jsonl")),
-        common::read(data.join("metrics/train.jsonl")),
-        "train losses"
-    );
-    for file in ["metrics/eval.jsonl", "analysis/checkpoint_metrics.jsonl"] {
-        let (a, b) = (jsonl(&builtin.join(file)), jsonl(&data.join(file)));
-        assert!(a.len() >= 4, "{file} has rows");
-        assert_same_rows(&without_run_id(a), &without_run_id(b));
-    }
-    for step in ["000020", "000060"] {
+    // Full-batch (ci.toml) and minibatches drawn from the shuffled split (batch 64, 4 epochs in 60 steps).
+    let ci = std::fs::read_to_string(example("ci.toml")).unwrap();
+    for (what, text) in [
+        ("full batch", ci.clone()),
+        (
+            "minibatch",
+            ci.replacen("[train]\n", "[train]\nbatch_size = 64\n", 1),
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(text.contains("batch_size = 64"), what == "minibatch");
+        std::fs::write(tmp.path().join("builtin.toml"), text).unwrap();
+        export(tmp.path(), "builtin.toml");
+        let check = ok(formation(&["task", "check", "data"], tmp.path()));
+        let summary = String::from_utf8_lossy(&check.stdout);
+        assert!(summary.contains("train 265 examples"), "{summary}");
+        assert!(summary.contains("key positions: a, b, eq"), "{summary}");
+        ok(formation(
+            &["train", "builtin.toml", "--analyze", "--out", "builtin"],
+            tmp.path(),
+        ));
+        ok(formation(
+            &[
+                "train",
+                "data/config.toml",
+                "--analyze",
+                "--out",
+                "data-run",
+            ],
+            tmp.path(),
+        ));
+        let (builtin, data) = (tmp.path().join("builtin"), tmp.path().join("data-run"));
         assert_eq!(
-            common::weights_sha256(&builtin, step),
-            common::weights_sha256(&data, step)
+            common::read(builtin.join("metrics/train.jsonl")),
+            common::read(data.join("metrics/train.jsonl")),
+            "{what}: train losses"
+        );
+        for file in ["metrics/eval.jsonl", "analysis/checkpoint_metrics.jsonl"] {
+            let (a, b) = (jsonl(&builtin.join(file)), jsonl(&data.join(file)));
+            assert!(a.len() >= 4, "{what}: {file} has rows");
+            assert_same_rows(&without_run_id(a), &without_run_id(b));
+        }
+        for step in ["000020", "000060"] {
+            assert_eq!(
+                common::weights_sha256(&builtin, step),
+                common::weights_sha256(&data, step),
+                "{what}"
+            );
+        }
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&common::read(data.join("run.json"))).unwrap();
+        assert_eq!(manifest["dataset_sha256"].as_str().unwrap().len(), 64);
+        assert!(
+            manifest["run_id"].as_str().unwrap().starts_with("ma-data-"),
+            "{manifest}"
         );
     }
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&common::read(data.join("run.json"))).unwrap();
-    assert_eq!(manifest["dataset_sha256"].as_str().unwrap().len(), 64);
-    assert!(
-        manifest["run_id"].as_str().unwrap().starts_with("ma-data-"),
-        "{manifest}"
-    );
 }
 
 /// Rewrites an `.npy` array of the dataset with `edit` applied to its shape and values.
@@ -258,4 +264,125 @@ fn resuming_a_run_whose_dataset_changed_is_refused_and_changes_nothing() {
     ));
     assert!(line.contains("dataset"), "{line}");
     assert_eq!(before, snapshot(&tmp.path().join("run")));
+}
+
+/// The exported ci task with a per-example key column (`eq` from `eq_pos.npy`) and a declared control type for
+/// `sum` (`sum_type.npy`: the example's `a`), so that both column kinds travel through every command.
+fn data_task_with_columns(dir: &Path) {
+    export_ci(dir);
+    edit_manifest(dir, "eq = 2", "eq = \"eq_pos\"");
+    edit_manifest(
+        dir,
+        "[targets.sum]\nclasses = 23",
+        "[targets.sum]\nclasses = 23\ncontrol = \"sum_type\"",
+    );
+    for split in ["train", "test"] {
+        let (a, _) = npy::read(&dir.join(format!("data/{split}/a.npy"))).unwrap();
+        let n = a.shape[0];
+        let write = |name: &str, values: &[u32]| {
+            let path = dir.join(format!("data/{split}/{name}.npy"));
+            npy::write(&path, &[n], values).unwrap()
+        };
+        write("eq_pos", &vec![2; n]);
+        write("sum_type", &a.values);
+    }
+}
+
+#[test]
+fn every_command_runs_on_a_data_defined_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    data_task_with_columns(dir);
+    // Minibatches, so that the replay below re-draws them from the shuffled split.
+    let config = std::fs::read_to_string(dir.join("data/config.toml")).unwrap();
+    let config = config.replacen("[train]\n", "[train]\nbatch_size = 64\n", 1);
+    assert!(config.contains("batch_size = 64"), "{config}");
+    std::fs::write(dir.join("data/config.toml"), config).unwrap();
+    let run =
+        |args: &[&str]| String::from_utf8_lossy(&ok(formation(args, dir)).stdout).into_owned();
+    run(&["probe-set", "data/config.toml", "--out", "probes.h5"]);
+    run(&["train", "data/config.toml", "--out", "run"]);
+    run(&["sweep", "run"]);
+    let rows = jsonl(&dir.join("run/analysis/checkpoint_metrics.jsonl"));
+    assert_eq!(rows.len(), 8, "a row per checkpoint");
+    let last = rows.last().unwrap();
+    assert!(
+        last["heads"]["L0H0"]["attn"]["eq_to_a"].is_number(),
+        "{last}"
+    );
+    let selectivity = &last["residual"]["blocks.0.hook_resid_post"]["eq"]["sum"]["selectivity"];
+    assert!(selectivity.is_number(), "{last}");
+
+    run(&["windows", "run"]);
+    let windows = r#"{"windows": [{"id": "W0", "start_step": 20, "end_step": 40}]}"#;
+    std::fs::write(dir.join("run/analysis/birth_windows.json"), windows).unwrap();
+    let replay = run(&["replay", "run", "--window", "0", "--every", "5"]);
+    assert!(replay.contains("bit-identical"), "{replay}");
+
+    for kind in ["logit-lens", "patching", "path-patching", "neurons", "llc"] {
+        run(&["intervene", "run", "--step", "60", "--kind", kind]);
+        let file = format!(
+            "run/interventions/step_000060/{}.json",
+            kind.replace('-', "_")
+        );
+        assert!(dir.join(&file).exists(), "{file}");
+    }
+    let line = one_error(formation(
+        &["intervene", "run", "--step", "60", "--kind", "fourier"],
+        dir,
+    ));
+    assert!(
+        line.contains("Fourier") || line.contains("fourier"),
+        "{line}"
+    );
+    run(&["export", "run", "--step", "60", "--out", "exported"]);
+    assert!(dir.join("exported/model.safetensors").exists());
+    run(&["report", "run"]);
+    let report = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
+    assert!(
+        report.contains("attention between key positions"),
+        "the report plots eq → a"
+    );
+
+    // A screen over two variants of the dataset (a factor may be a dataset path), then compare and report.
+    common::copy_dir(&dir.join("data"), &dir.join("variants/data-b"));
+    edit_npy(&dir.join("variants/data-b/train/tokens.npy"), |_, v| {
+        v.swap(0, 3)
+    });
+    run(&[
+        "screen",
+        "data/config.toml",
+        "--factor",
+        "task.path=data,variants/data-b",
+        "--seeds",
+        "0",
+        "-j",
+        "2",
+        "--out",
+        "st",
+    ]);
+    let hashes: Vec<String> = ["task.path=data-s0", "task.path=data-b-s0"]
+        .iter()
+        .map(|name| {
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&common::read(dir.join(format!("st/runs/{name}/run.json"))))
+                    .unwrap();
+            manifest["dataset_sha256"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_ne!(hashes[0], hashes[1], "each run pins its own dataset");
+    run(&["compare", "st"]);
+    run(&["report", "st"]);
+    assert!(dir.join("st/report.html").exists());
+
+    // Without a declared corruption, patching says so and writes nothing.
+    edit_manifest(dir, "[corruption]\nkey = \"a\"\n", "");
+    run(&["train", "data/config.toml", "--analyze", "--out", "plain"]);
+    let before = snapshot(&dir.join("plain"));
+    let line = one_error(formation(
+        &["intervene", "plain", "--step", "60", "--kind", "patching"],
+        dir,
+    ));
+    assert!(line.contains("declares no corruption"), "{line}");
+    assert_eq!(before, snapshot(&dir.join("plain")));
 }

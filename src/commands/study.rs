@@ -139,6 +139,16 @@ fn start(
         bail!("-j must be at least 1");
     }
     let (manifest, configs) = plan(kind, base, config_path, seeds, factor)?;
+    // Every dataset a run will read is checked now, so that a bad one fails the study before it starts.
+    let mut datasets: Vec<&std::path::Path> = vec![];
+    for config in &configs {
+        if let trainer::config::TaskConfig::Sequences { path } = &config.task
+            && !datasets.contains(&path.as_path())
+        {
+            trainer::tasks::dataset::Dataset::load(path)?;
+            datasets.push(path);
+        }
+    }
     let study = StudyLayout::new(engine.out.clone().unwrap_or(default));
     let _lock = study.prepare(&manifest, &configs)?;
     if engine.slurm {

@@ -52,17 +52,37 @@ impl Factor {
             )));
         }
         if let Some(bad) = values.iter().find(|v| {
-            !v.chars()
+            !Self::label(v)
+                .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
         }) {
             return Err(StudyError::Invalid(format!(
-                "factor value `{bad}` must be letters, digits and . _ + - only (it names a run directory)"
+                "factor value `{bad}` must be letters, digits and . _ + - only, or a path whose last part is \
+                 (it names a run directory)"
+            )));
+        }
+        let mut labels: Vec<&str> = values.iter().map(|v| Self::label(v)).collect();
+        labels.sort_unstable();
+        if let Some(twice) = labels.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StudyError::Invalid(format!(
+                "two factor values end in `{}`; a value's last path part names its runs, so make them differ",
+                twice[0]
             )));
         }
         Ok(Self {
             key: key.trim().to_owned(),
             values,
         })
+    }
+
+    /// The part of a value that names its runs: the value itself, or a path's last part (`data/sorting-v2` →
+    /// `sorting-v2`), so that a factor can be a dataset directory (`task.path`).
+    pub fn label(value: &str) -> &str {
+        value
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(value)
     }
 }
 
@@ -134,7 +154,7 @@ pub fn plan(
     for value in values {
         let varied = match (factor, value) {
             (Some(f), Some(v)) => base
-                .with_override(&f.key, v)
+                .with_override(&f.key, &absolute_path(&f.key, v))
                 .map_err(|e| StudyError::Invalid(format!("{} = {v}: {e}", f.key)))?,
             _ => base.clone(),
         };
@@ -142,7 +162,7 @@ pub fn plan(
             let mut config = varied.clone();
             config.train.seed = seed;
             let name = match (factor, value) {
-                (Some(f), Some(v)) => format!("{}={v}-s{seed}", f.key),
+                (Some(f), Some(v)) => format!("{}={}-s{seed}", f.key, Factor::label(v)),
                 _ => format!("s{seed}"),
             };
             runs.push(PlannedRun {
@@ -162,6 +182,18 @@ pub fn plan(
         runs,
     };
     Ok((manifest, configs))
+}
+
+/// A dataset path given on the command line (`--factor task.path=…`) is relative to the working directory;
+/// the runs' configs name it absolutely. Other values pass unchanged.
+fn absolute_path(key: &str, value: &str) -> String {
+    if key != "task.path" {
+        return value.to_owned();
+    }
+    let path = Path::new(value);
+    path.canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .map_or_else(|_| value.to_owned(), |p| p.to_string_lossy().into_owned())
 }
 
 /// What a run's process writes to `status/NAME.json` when it starts, finishes or fails.
@@ -366,7 +398,12 @@ mod tests {
         assert_eq!(f.values, vec!["1e-3", "3e-3"]);
         assert!(Factor::parse("optim.lr").is_err());
         assert!(Factor::parse("optim.lr=1,").is_err());
-        assert!(Factor::parse("task.name=../x").is_err());
+        assert!(Factor::parse("task.name=a b").is_err());
+        // A path names its runs by its last part; two paths ending alike would share run directories.
+        let paths = Factor::parse("task.path=../data/sort-v1,sort-v2/").unwrap();
+        let labels: Vec<&str> = paths.values.iter().map(|v| Factor::label(v)).collect();
+        assert_eq!(labels, ["sort-v1", "sort-v2"]);
+        assert!(Factor::parse("task.path=a/data,b/data").is_err());
     }
 
     #[test]

@@ -304,6 +304,34 @@ pub fn run_plots(prefix: &str, rows: &[Row], windows: &[Window]) -> Vec<Plot> {
             ));
         }
     }
+    // Attention between the task's key positions (a task's own "head scores": eq → a, sep → min, …), every
+    // head and ordered pair of distinct positions that some checkpoint attends with at least ATTN_SHOWN.
+    const ATTN_SHOWN: f64 = 0.2;
+    let mut attn_rows: Vec<(String, Pick<'_>)> = vec![];
+    for head in &heads {
+        for pair in keys(rows, |r| Some(&r.heads.get(head)?.attn)) {
+            let label = format!("{head} {pair}");
+            let itself = pair.split_once("_to_").is_some_and(|(from, to)| from == to);
+            let pick = move |r: &Row| r.heads.get(head)?.attn.get(&pair).copied();
+            if !itself
+                && rows
+                    .iter()
+                    .any(|r| pick(r).is_some_and(|v| v >= ATTN_SHOWN))
+            {
+                attn_rows.push((label, Box::new(pick)));
+            }
+        }
+    }
+    if !attn_rows.is_empty() {
+        plots.push(heatmap(
+            id("head-attention"),
+            "Heads: attention between key positions",
+            rows,
+            attn_rows,
+            (Some(0.0), Some(1.0)),
+            windows,
+        ));
+    }
     if !score_rows.is_empty() {
         plots.push(heatmap(
             id("head-scores"),
@@ -519,7 +547,8 @@ mod tests {
         first["behavior"]["loss"] = json!(4.0);
         first["residual"] = json!({"blocks.0.hook_resid_post": {"eq": {"sum":
             {"accuracy": 0.1, "control_accuracy": 0.1, "selectivity": 0.0}}}});
-        first["heads"] = json!({"L0H0": {"ablation_dloss": 0.0, "attn": {}, "dla": 0.1, "entropy": {},
+        first["heads"] = json!({"L0H0": {"ablation_dloss": 0.0, "dla": 0.1, "entropy": {},
+            "attn": {"eq_to_a": 0.1, "eq_to_eq": 0.9, "b_to_a": 0.05},
             "scores": {"induction_score": 0.2}}});
         let mut second = crate::row::tests::minimal_row_json();
         second["step"] = json!(10);
@@ -529,7 +558,8 @@ mod tests {
         second["eval"] = json!({"test": {"loss": 3.2, "accuracy": 0.4}});
         second["residual"] = json!({"blocks.0.hook_resid_post": {"eq": {"sum":
             {"accuracy": 0.6, "control_accuracy": 0.2, "selectivity": 0.4}}}});
-        second["heads"] = json!({"L0H0": {"ablation_dloss": 0.7, "attn": {}, "dla": 0.3, "entropy": {},
+        second["heads"] = json!({"L0H0": {"ablation_dloss": 0.7,
+            "attn": {"eq_to_a": 0.6, "eq_to_eq": 0.4, "b_to_a": 0.1}, "dla": 0.3, "entropy": {},
             "scores": {"induction_score": 0.9}}});
         second["dynamics"] = json!({"cka": {"blocks.0.hook_resid_post": {"eq": 0.8}}});
         [first, second]
@@ -592,6 +622,19 @@ mod tests {
             panic!()
         };
         assert_eq!(*hi, 0.7, "the colour range tops out at the data's maximum");
+        let attention = plots.iter().find(|p| p.id() == "r-head-attention").unwrap();
+        let Plot::Heatmap {
+            rows: labels, z, ..
+        } = attention
+        else {
+            panic!()
+        };
+        assert_eq!(
+            labels,
+            &["L0H0 eq_to_a"],
+            "a position's attention to itself and pairs never above 0.2 are left out"
+        );
+        assert_eq!(z, &vec![vec![Some(0.1), Some(0.6)]]);
     }
 
     #[test]

@@ -156,21 +156,58 @@ pub fn build(config: &TaskConfig, seed: u64) -> Result<Box<dyn Task>, dataset::D
 /// Minibatch of a finite split: epoch `e` visits the split in its own seeded shuffled order, and step `s`
 /// takes the `batch` items that follow the previous step's, running over into the next epoch.
 pub(crate) fn finite_minibatch(n: usize, batch: usize, seed: u64, step: u64) -> Vec<usize> {
-    let start = step as u128 * batch as u128;
-    let mut out = Vec::with_capacity(batch);
-    let mut epoch = u64::MAX;
-    let mut order = Vec::new();
-    for k in 0..batch as u128 {
-        let pos = start + k;
-        let e = (pos / n as u128) as u64;
-        if e != epoch {
-            epoch = e;
-            order = (0..n).collect();
-            SplitMix64::derived(seed, "epoch-order", e).shuffle(&mut order);
+    EpochOrder::new(n, seed).minibatch(batch, step)
+}
+
+/// The shuffled orders behind [`finite_minibatch`], keeping the last epoch's: a split of a million examples is
+/// shuffled once per epoch instead of once per step, with the same batches.
+pub(crate) struct EpochOrder {
+    n: usize,
+    seed: u64,
+    last: std::sync::Mutex<Option<(u64, std::sync::Arc<Vec<usize>>)>>,
+}
+
+impl EpochOrder {
+    pub(crate) fn new(n: usize, seed: u64) -> Self {
+        Self {
+            n,
+            seed,
+            last: std::sync::Mutex::new(None),
         }
-        out.push(order[(pos % n as u128) as usize]);
     }
-    out
+
+    /// The order of epoch `epoch`: 0..n shuffled by a generator derived from the seed and the epoch.
+    fn order(&self, epoch: u64) -> std::sync::Arc<Vec<usize>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((e, order)) if *e == epoch => order.clone(),
+            _ => {
+                let mut order: Vec<usize> = (0..self.n).collect();
+                SplitMix64::derived(self.seed, "epoch-order", epoch).shuffle(&mut order);
+                let order = std::sync::Arc::new(order);
+                *last = Some((epoch, order.clone()));
+                order
+            }
+        }
+    }
+
+    /// The indices of step `step`'s minibatch of `batch` examples.
+    pub(crate) fn minibatch(&self, batch: usize, step: u64) -> Vec<usize> {
+        let n = self.n as u128;
+        let start = step as u128 * batch as u128;
+        let mut out = Vec::with_capacity(batch);
+        let mut current: Option<(u64, std::sync::Arc<Vec<usize>>)> = None;
+        for k in 0..batch as u128 {
+            let pos = start + k;
+            let epoch = (pos / n) as u64;
+            if current.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                current = Some((epoch, self.order(epoch)));
+            }
+            let (_, order) = current.as_ref().expect("set above");
+            out.push(order[(pos % n) as usize]);
+        }
+        out
+    }
 }
 
 /// Cursor of [`finite_minibatch`] after `step` steps.
@@ -186,6 +223,18 @@ pub(crate) fn finite_cursor(n: usize, batch: Option<usize>, step: u64) -> DataCu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_epoch_order_gives_the_batches_of_a_fresh_one_in_any_step_order() {
+        let kept = EpochOrder::new(10, 7);
+        for step in [0, 1, 2, 9, 3, 3, 0, 25, 4] {
+            assert_eq!(
+                kept.minibatch(4, step),
+                EpochOrder::new(10, 7).minibatch(4, step),
+                "step {step}"
+            );
+        }
+    }
 
     #[test]
     fn minibatches_cover_each_epoch_exactly_once() {

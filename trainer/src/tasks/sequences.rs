@@ -3,16 +3,23 @@
 //! (a seeded shuffled order per epoch), so a resumed run and a replay see the same batches.
 
 use super::dataset::{Dataset, Key};
-use super::{DataCursor, Examples, Labeled, Split, Task, finite_cursor, finite_minibatch};
+use super::{DataCursor, EpochOrder, Examples, Labeled, Split, Task, finite_cursor};
 
 pub struct Sequences {
     data: Dataset,
-    seed: u64,
+    orders: EpochOrder,
 }
 
 impl Sequences {
     pub fn new(data: Dataset, seed: u64) -> Self {
-        Self { data, seed }
+        let n = data
+            .split(Split::Train)
+            .expect("a loaded dataset has a train split")
+            .n;
+        Self {
+            data,
+            orders: EpochOrder::new(n, seed),
+        }
     }
 
     fn train(&self) -> &Examples {
@@ -54,7 +61,7 @@ impl Task for Sequences {
         let train = self.train();
         match batch_size {
             None => train.clone(),
-            Some(batch) => train.select(&finite_minibatch(train.n, batch, self.seed, step)),
+            Some(batch) => train.select(&self.orders.minibatch(batch, step)),
         }
     }
     fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor {
