@@ -288,16 +288,54 @@ fn data_task_with_columns(dir: &Path) {
     }
 }
 
+/// Trains the exported task in minibatches of 64 (four epochs of the 265 train examples in 60 steps).
+fn minibatches(dir: &Path) {
+    let config = std::fs::read_to_string(dir.join("data/config.toml")).unwrap();
+    let config = config.replacen("[train]\n", "[train]\nbatch_size = 64\n", 1);
+    assert!(config.contains("batch_size = 64"), "{config}");
+    std::fs::write(dir.join("data/config.toml"), config).unwrap();
+}
+
+#[test]
+fn a_data_defined_run_resumed_from_a_middle_checkpoint_is_the_straight_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    data_task_with_columns(dir);
+    minibatches(dir);
+    for out in ["straight", "resumed"] {
+        ok(formation(
+            &["train", "data/config.toml", "--analyze", "--out", out],
+            dir,
+        ));
+    }
+    // As if killed right after the step-20 checkpoint (in the middle of the second epoch).
+    for step in ["000040", "000060"] {
+        std::fs::remove_dir_all(dir.join(format!("resumed/checkpoints/step_{step}"))).unwrap();
+    }
+    ok(formation(
+        &["train", "data/config.toml", "--resume", "resumed"],
+        dir,
+    ));
+    let (straight, resumed) = (dir.join("straight"), dir.join("resumed"));
+    assert_eq!(common::losses(&straight), common::losses(&resumed));
+    for step in ["000040", "000060"] {
+        assert_eq!(
+            common::weights_sha256(&straight, step),
+            common::weights_sha256(&resumed, step),
+            "step {step}"
+        );
+    }
+    let rows = |run: &Path| jsonl(&run.join("analysis/checkpoint_metrics.jsonl"));
+    assert_same_rows(&rows(&straight), &rows(&resumed));
+}
+
 #[test]
 fn every_command_runs_on_a_data_defined_task() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     data_task_with_columns(dir);
     // Minibatches, so that the replay below re-draws them from the shuffled split.
-    let config = std::fs::read_to_string(dir.join("data/config.toml")).unwrap();
-    let config = config.replacen("[train]\n", "[train]\nbatch_size = 64\n", 1);
-    assert!(config.contains("batch_size = 64"), "{config}");
-    std::fs::write(dir.join("data/config.toml"), config).unwrap();
+    minibatches(dir);
     let run =
         |args: &[&str]| String::from_utf8_lossy(&ok(formation(args, dir)).stdout).into_owned();
     run(&["probe-set", "data/config.toml", "--out", "probes.h5"]);
@@ -385,4 +423,58 @@ fn every_command_runs_on_a_data_defined_task() {
     ));
     assert!(line.contains("declares no corruption"), "{line}");
     assert_eq!(before, snapshot(&dir.join("plain")));
+}
+
+#[test]
+fn a_data_defined_task_declares_its_head_detectors() {
+    // The built-in induction task, its first 256 training sequences exported: the manifest lists the three
+    // TransformerLens detectors it uses, and every head of the data-defined run is scored against them.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(example("induction.toml"))
+        .unwrap()
+        .replace("steps = 1500", "steps = 8");
+    std::fs::write(tmp.path().join("induction.toml"), config).unwrap();
+    ok(formation(
+        &[
+            "task",
+            "export",
+            "induction.toml",
+            "--out",
+            "data",
+            "--train-examples",
+            "256",
+        ],
+        tmp.path(),
+    ));
+    let manifest = std::fs::read_to_string(tmp.path().join("data/task.toml")).unwrap();
+    assert!(
+        manifest.contains(
+            r#"head_detectors = ["previous_token_head", "duplicate_token_head", "induction_head"]"#
+        ),
+        "{manifest}"
+    );
+    ok(formation(
+        &["train", "data/config.toml", "--analyze", "--out", "run"],
+        tmp.path(),
+    ));
+    let rows = jsonl(&tmp.path().join("run/analysis/checkpoint_metrics.jsonl"));
+    let scores = rows.last().unwrap()["heads"]["L1H0"]["scores"].clone();
+    for name in [
+        "previous_token_head",
+        "duplicate_token_head",
+        "induction_head",
+    ] {
+        let score = scores[name].as_f64().unwrap_or(f64::NAN);
+        assert!((0.0..=1.0).contains(&score), "{name}: {scores}");
+    }
+    assert!(
+        scores.get("induction_score").is_none(),
+        "Olsson's score needs the built-in repeat layout"
+    );
+
+    let line = {
+        edit_manifest(tmp.path(), "\"induction_head\"", "\"copy_head\"");
+        one_error(formation(&["task", "check", "data"], tmp.path()))
+    };
+    assert!(line.contains("copy_head"), "{line}");
 }

@@ -14,7 +14,7 @@ use probes::ProbeSet;
 use trainer::config::{AnalysisConfig, OnError, StoreItem};
 use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transformer, int_tensor};
 use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent};
-use trainer::tasks::RepeatKeys;
+use trainer::tasks::Declared;
 
 use crate::error::AnalysisError;
 use crate::message::CheckpointMessage;
@@ -28,7 +28,7 @@ use crate::stored::StoredName;
 pub struct AnalyzePlugin {
     config: AnalysisConfig,
     probe: Arc<ProbeSet>,
-    repeat_keys: Option<RepeatKeys>,
+    declared: Declared,
     inputs: ProbeInputs,
     sidecar: Option<Sidecar>,
     /// Queue depth after the last send, for the progress display.
@@ -37,19 +37,19 @@ pub struct AnalyzePlugin {
 }
 
 impl AnalyzePlugin {
-    /// `device` is the plain (non-autodiff) device the model trains on; `repeat_keys` is the task's
-    /// in-context copying structure ([`trainer::tasks::Task::repeat_keys`]).
+    /// `device` is the plain (non-autodiff) device the model trains on; `declared` is what the task declares
+    /// for the analysis ([`trainer::tasks::Task::declared`]).
     pub fn new(
         config: AnalysisConfig,
         probe: ProbeSet,
-        repeat_keys: Option<RepeatKeys>,
+        declared: Declared,
         device: &Device,
     ) -> Self {
         let inputs = ProbeInputs::new(&probe, config.ablation_size, device);
         Self {
             config,
             probe: Arc::new(probe),
-            repeat_keys,
+            declared,
             inputs,
             sidecar: None,
             depth: Arc::new(AtomicUsize::new(0)),
@@ -233,7 +233,7 @@ impl CheckpointPlugin for AnalyzePlugin {
             probe_set_sha256: hash,
             probe: self.probe.clone(),
             config: self.config.clone(),
-            repeat_keys: self.repeat_keys,
+            declared: self.declared.clone(),
             start_step: event.start_step,
         };
         self.sidecar = Some(Sidecar::spawn(setup, self.config.queue)?);

@@ -13,7 +13,7 @@ use host::jsonl::JsonlWriter;
 use host::layout::RunLayout;
 use probes::ProbeSet;
 use trainer::config::AnalysisConfig;
-use trainer::tasks::RepeatKeys;
+use trainer::tasks::Declared;
 
 use crate::analyzer::{Analyzer, Previous};
 use crate::error::AnalysisError;
@@ -30,8 +30,8 @@ pub struct SidecarSetup {
     pub probe_set_sha256: String,
     pub probe: Arc<ProbeSet>,
     pub config: AnalysisConfig,
-    /// The task's in-context copying structure ([`trainer::tasks::Task::repeat_keys`]).
-    pub repeat_keys: Option<RepeatKeys>,
+    /// What the task declares for the analysis ([`trainer::tasks::Task::declared`]).
+    pub declared: Declared,
     /// The first step this process analyzes: rows and step files from here on are written again.
     pub start_step: u64,
 }
@@ -75,7 +75,7 @@ impl SidecarSetup {
             self.run_id,
             self.probe,
             &self.config,
-            self.repeat_keys,
+            &self.declared,
             previous,
         );
         Ok(SidecarState {
@@ -276,7 +276,7 @@ mod tests {
             probe_set_sha256: "h".into(),
             probe: probe.clone(),
             config: AnalysisConfig::default(),
-            repeat_keys: None,
+            declared: Declared::default(),
             start_step: 0,
         };
         Sidecar::spawn(setup, 2).unwrap()

@@ -3,13 +3,15 @@
 //! - [`array::HostArray`] and [`hook::HookName`]: activations as they leave the device, named by their
 //!   TransformerLens hook point; [`names`]: [`names::Component`] (`L1H2`, `L0`) and [`names::ParamName`]
 //!   (state-dict names).
-//! - [`examples`]: token sequences and named per-example labels; [`rng::SplitMix64`], the seedable generator
+//! - [`examples`]: token sequences and named per-example labels; [`detector::HeadDetector`], the head-detector
+//!   patterns a task declares; [`rng::SplitMix64`], the seedable generator
 //!   data, initialization and probe sets are drawn from.
 //! - [`layout`]: every path of a run and a study directory; [`lock`]: the one-writer lock and directories that
 //!   appear whole; [`files`], [`jsonl`], [`h5`]: whole-file writes, JSON-lines rows, HDF5 attributes;
 //!   [`failpoint`]: crash injection for the tests.
 
 pub mod array;
+pub mod detector;
 pub mod examples;
 pub mod failpoint;
 pub mod files;

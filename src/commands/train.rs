@@ -130,7 +130,7 @@ pub fn analyze_plugin(
     let probe = probe_set(config, task, run, resume)?;
     let hash = probe.sha256();
     Ok((
-        AnalyzePlugin::new(config.analysis.clone(), probe, task.repeat_keys(), device),
+        AnalyzePlugin::new(config.analysis.clone(), probe, task.declared(), device),
         hash,
     ))
 }

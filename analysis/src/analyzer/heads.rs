@@ -34,6 +34,7 @@ impl Analyzer {
                 seq_len: pattern.shape[2],
                 tokens: &probe.examples.tokens,
                 keys: &keys,
+                detectors: &self.head_detectors,
                 induction_repeat: self.induction_repeat.as_deref(),
             });
             let z = hook(&message.hooks, HookName::Z(layer));

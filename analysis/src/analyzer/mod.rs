@@ -25,7 +25,7 @@ use host::names::{AttnWeight, Component, ParamName};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use trainer::tasks::RepeatKeys;
+use trainer::tasks::{Declared, HeadDetector};
 
 use probes::ProbeSet;
 use probes::control_task::control_labels;
@@ -64,6 +64,7 @@ pub struct Analyzer {
     run_id: String,
     probe: Arc<ProbeSet>,
     induction_repeat: Option<Vec<usize>>,
+    head_detectors: Vec<HeadDetector>,
     store_items: Vec<StoreItem>,
     probe_targets: ProbeTargets,
     previous: Option<Previous>,
@@ -78,15 +79,17 @@ pub struct Analysis {
 }
 
 impl Analyzer {
-    /// `repeat_keys`: the task's in-context copying structure ([`trainer::tasks::Task::repeat_keys`]).
+    /// `declared`: what the task declares for the analysis ([`trainer::tasks::Task::declared`]).
     pub fn new(
         run_id: String,
         probe: Arc<ProbeSet>,
         config: &AnalysisConfig,
-        repeat_keys: Option<RepeatKeys>,
+        declared: &Declared,
         previous: Option<Previous>,
     ) -> Self {
-        let induction_repeat = repeat_keys.and_then(|keys| repeat_lengths(&probe, keys));
+        let induction_repeat = declared
+            .repeat_keys
+            .and_then(|keys| repeat_lengths(&probe, keys));
         let controls = probe
             .key_positions
             .iter()
@@ -116,6 +119,7 @@ impl Analyzer {
             run_id,
             probe,
             induction_repeat,
+            head_detectors: declared.head_detectors.clone(),
             store_items: config.store.clone(),
             probe_targets,
             previous,
@@ -274,7 +278,7 @@ impl Previous {
 
 /// Each probe example's repeat length: the distance from the repeated token back to its first occurrence, at
 /// the key positions the task declares.
-fn repeat_lengths(probe: &ProbeSet, keys: RepeatKeys) -> Option<Vec<usize>> {
+fn repeat_lengths(probe: &ProbeSet, keys: trainer::tasks::RepeatKeys) -> Option<Vec<usize>> {
     let key = |name: &str| probe.key_positions.iter().find(|k| k.name == name);
     let (cur, prev) = (key(keys.repeat)?, key(keys.first)?);
     Some(
@@ -387,7 +391,7 @@ mod tests {
             "r".into(),
             probe,
             &AnalysisConfig::default(),
-            task.repeat_keys(),
+            &task.declared(),
             None,
         );
         let row = analyzer.analyze(&message).unwrap().row;

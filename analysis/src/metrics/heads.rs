@@ -1,6 +1,8 @@
 //! Attention-pattern metrics of every head (SPEC §5C): entropy and attention mass at the key positions, and the
 //! TransformerLens head-detector scores. Patterns are `[q, k]` rows of one head on one example.
 
+pub use host::detector::HeadDetector;
+
 /// Entropy, in nats, of one attention row: H(a) = −Σ a_k ln a_k (zero terms skipped).
 pub fn attention_entropy(row: &[f32]) -> f64 {
     let sum: f64 = row
@@ -162,7 +164,9 @@ pub struct HeadInput<'a> {
     pub tokens: &'a [u32],
     /// Named key positions, one value per example.
     pub keys: &'a [(&'a str, &'a [u32])],
-    /// For induction, each example's repeat length (enables the induction-task scores).
+    /// The TransformerLens detector patterns to score every head against.
+    pub detectors: &'a [HeadDetector],
+    /// For induction, each example's repeat length (enables Olsson et al.'s induction score).
     pub induction_repeat: Option<&'a [usize]>,
 }
 
@@ -170,16 +174,23 @@ pub struct HeadInput<'a> {
 pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
     let t = input.seq_len;
     let n = input.tokens.len() / t;
-    let previous = previous_token_pattern(t);
-    let (duplicate, induction): (Vec<Vec<f32>>, Vec<Vec<f32>>) = match input.induction_repeat {
-        Some(_) => (0..n)
-            .map(|i| {
-                let tokens = &input.tokens[i * t..(i + 1) * t];
-                (duplicate_token_pattern(tokens), induction_pattern(tokens))
-            })
-            .unzip(),
-        None => (vec![], vec![]),
-    };
+    // Each detector's pattern per example (the previous-token pattern is the same for all).
+    let patterns: Vec<(HeadDetector, Vec<Vec<f32>>)> = input
+        .detectors
+        .iter()
+        .map(|&d| {
+            let per_example = match d {
+                HeadDetector::PreviousTokenHead => vec![previous_token_pattern(t)],
+                HeadDetector::DuplicateTokenHead => (0..n)
+                    .map(|i| duplicate_token_pattern(&input.tokens[i * t..(i + 1) * t]))
+                    .collect(),
+                HeadDetector::InductionHead => (0..n)
+                    .map(|i| induction_pattern(&input.tokens[i * t..(i + 1) * t]))
+                    .collect(),
+            };
+            (d, per_example)
+        })
+        .collect();
     (0..input.n_heads)
         .map(|h| {
             let pattern = |i: usize| &input.pattern[(i * input.n_heads + h) * t * t..][..t * t];
@@ -197,19 +208,14 @@ pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
                 }
             }
             let mut scores = std::collections::BTreeMap::new();
+            for (detector, per_example) in &patterns {
+                let detection = |i: usize| &per_example[i.min(per_example.len() - 1)];
+                scores.insert(
+                    detector.name().to_owned(),
+                    mean(&|i| detector_score(pattern(i), detection(i))),
+                );
+            }
             if let Some(repeat) = input.induction_repeat {
-                scores.insert(
-                    "previous_token_head".into(),
-                    mean(&|i| detector_score(pattern(i), &previous)),
-                );
-                scores.insert(
-                    "duplicate_token_head".into(),
-                    mean(&|i| detector_score(pattern(i), &duplicate[i])),
-                );
-                scores.insert(
-                    "induction_head".into(),
-                    mean(&|i| detector_score(pattern(i), &induction[i])),
-                );
                 let olsson = |i: usize| repeat_induction_score(pattern(i), t, repeat[i]);
                 scores.insert("induction_score".into(), mean(&olsson));
             }
@@ -227,6 +233,30 @@ mod aggregate_tests {
     use super::*;
 
     #[test]
+    fn declared_detectors_score_every_head_without_a_repeat_structure() {
+        // T 3, one example, one head that attends from every row to the previous token (row 0 to itself).
+        let pattern = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let metrics = head_metrics(&HeadInput {
+            pattern: &pattern,
+            n_heads: 1,
+            seq_len: 3,
+            tokens: &[5, 6, 5],
+            keys: &[],
+            detectors: &[
+                HeadDetector::PreviousTokenHead,
+                HeadDetector::DuplicateTokenHead,
+            ],
+            induction_repeat: None,
+        });
+        let scores = &metrics[0].scores;
+        assert_eq!(scores.len(), 2, "only the declared detectors: {scores:?}");
+        // Σ A ⊙ P / Σ A: the previous-token pattern hits rows 1 and 2 → 2/3; the only duplicate (token 2 of
+        // token 0) is not attended → 0.
+        assert!((scores["previous_token_head"] - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(scores["duplicate_token_head"], 0.0);
+    }
+
+    #[test]
     fn head_metrics_average_over_examples_at_each_key_position() {
         // One example, T 2, two heads. Head 0 attends from position 1 entirely to 0; head 1 uniformly.
         let pattern = [1.0, 0.0, 1.0, 0.0, /* head 1 */ 1.0, 0.0, 0.5, 0.5];
@@ -236,6 +266,7 @@ mod aggregate_tests {
             seq_len: 2,
             tokens: &[3, 4],
             keys: &[("a", &[0]), ("eq", &[1])],
+            detectors: &[],
             induction_repeat: None,
         });
         assert_eq!(metrics[0].attn["eq_to_a"], 1.0);

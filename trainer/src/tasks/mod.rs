@@ -7,6 +7,7 @@ mod induction;
 mod modular_addition;
 mod sequences;
 
+pub use host::detector::HeadDetector;
 pub use host::examples::{Examples, Labeled, ProbeSource, Split};
 pub use induction::Induction;
 pub use modular_addition::ModularAddition;
@@ -30,6 +31,15 @@ pub struct FourierGrid {
 pub struct RepeatKeys {
     pub repeat: &'static str,
     pub first: &'static str,
+}
+
+/// What a task declares for the analysis beyond its key positions and targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// The in-context copying structure ([`Task::repeat_keys`]).
+    pub repeat_keys: Option<RepeatKeys>,
+    /// The head detectors ([`Task::head_detectors`]).
+    pub head_detectors: Vec<HeadDetector>,
 }
 
 /// An algorithmic task the model is trained on.
@@ -74,6 +84,22 @@ pub trait Task: Send + Sync {
     /// and the induction score.
     fn repeat_keys(&self) -> Option<RepeatKeys> {
         None
+    }
+    /// Everything the task declares for the analysis, in one value for the analysis plugin.
+    fn declared(&self) -> Declared {
+        Declared {
+            repeat_keys: self.repeat_keys(),
+            head_detectors: self.head_detectors(),
+        }
+    }
+    /// The TransformerLens head detectors every head is scored against (default: all three for a task with a
+    /// repeat structure, none otherwise; a data-defined task lists its own).
+    fn head_detectors(&self) -> Vec<HeadDetector> {
+        if self.repeat_keys().is_some() {
+            HeadDetector::ALL.to_vec()
+        } else {
+            vec![]
+        }
     }
     /// The task's Fourier grid, if it has one (modular addition): every input of the group, in the order the
     /// Fourier progress measures (Nanda et al. 2023) index them. Declared here so that no analysis asks for a

@@ -115,6 +115,9 @@ impl Task for Sequences {
             .as_ref()
             .map(|c| c.key.as_str())
     }
+    fn head_detectors(&self) -> Vec<super::HeadDetector> {
+        self.data.manifest.head_detectors.clone()
+    }
     fn dataset_sha256(&self) -> Option<&str> {
         Some(&self.data.sha256)
     }

@@ -96,6 +96,7 @@ pub fn export(
         seq_len: task.seq_len(),
         answer_positions: task.answer_positions().iter().map(|&p| p as i64).collect(),
         token_names: None,
+        head_detectors: task.head_detectors(),
         keys,
         targets,
         corruption: task

@@ -28,6 +28,10 @@ pub struct Manifest {
     /// Optional names of the input tokens, one per token, for tables and the report.
     #[serde(default)]
     pub token_names: Option<Vec<String>>,
+    /// TransformerLens head-detector patterns every head is scored against (`previous_token_head`,
+    /// `duplicate_token_head`, `induction_head`; default none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub head_detectors: Vec<crate::tasks::HeadDetector>,
     /// Named key positions: a fixed index (negative from the end) or a per-example column.
     #[serde(default)]
     pub keys: BTreeMap<String, KeySpec>,

@@ -72,11 +72,19 @@ impl Dataset {
             source,
         })?;
         let manifest: Manifest = std::str::from_utf8(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|t| toml::from_str(t).map_err(|e| e.to_string()))
+            .map_err(|e| format!("is not UTF-8 ({e})"))
+            .and_then(|t| {
+                toml::from_str(t).map_err(|e| {
+                    let line = e
+                        .span()
+                        .map(|span| t[..span.start].matches('\n').count() + 1);
+                    let at = line.map_or_else(String::new, |l| format!("line {l}: "));
+                    format!("{at}{}", e.message().trim().replace('\n', " "))
+                })
+            })
             .map_err(|message| DatasetError::Parse {
                 path: manifest_path.clone(),
-                message: message.trim().replace('\n', " "),
+                message,
             })?;
         let (answer_positions, keys) = check_manifest(&manifest, &manifest_path)?;
         let mut hasher = Sha256::new();
