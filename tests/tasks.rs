@@ -271,6 +271,9 @@ fn resuming_a_run_whose_dataset_changed_is_refused_and_changes_nothing() {
 fn data_task_with_columns(dir: &Path) {
     export_ci(dir);
     edit_manifest(dir, "eq = 2", "eq = \"eq_pos\"");
+    let names: Vec<String> = (0..23).map(|i| format!("\"n{i}\"")).collect();
+    let names = format!("token_names = [{}, \"=\"]", names.join(", "));
+    edit_manifest(dir, "seq_len = 3", &format!("seq_len = 3\n{names}"));
     edit_manifest(
         dir,
         "[targets.sum]\nclasses = 23",
@@ -380,6 +383,10 @@ fn every_command_runs_on_a_data_defined_task() {
     assert!(
         report.contains("attention between key positions"),
         "the report plots eq → a"
+    );
+    assert!(
+        report.contains("<code>=</code>") && report.contains("→ n"),
+        "probe examples under the task's token names"
     );
 
     // A screen over two variants of the dataset (a factor may be a dataset path), then compare and report.

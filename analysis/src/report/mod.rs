@@ -25,6 +25,92 @@ pub struct RunData {
     pub rows: Vec<Row>,
     pub windows: Vec<Window>,
     pub replays: Vec<Replay>,
+    /// The first few probe examples as the task names their tokens (empty when the probe set is not there).
+    pub examples: Vec<ShownExample>,
+}
+
+/// A probe example as the report shows it: its tokens by name, the key positions that fall on each, and the
+/// answer expected at each answer position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownExample {
+    pub tokens: Vec<String>,
+    /// Per position, the names of the key positions there.
+    pub keys: Vec<Vec<String>>,
+    /// Per position, the answer expected from its logits (answer positions only).
+    pub answers: Vec<Option<String>>,
+}
+
+/// How many probe examples the report shows.
+const SHOWN_EXAMPLES: usize = 3;
+
+/// The first probe examples of a run, with a data-defined task's `token_names` (token ids otherwise).
+fn shown_examples(run: &RunLayout) -> Vec<ShownExample> {
+    let Ok(probe) = probes::ProbeSet::load(&run.probe_set()) else {
+        return vec![];
+    };
+    let names: Option<Vec<String>> = run.read_config().ok().and_then(|config| {
+        let trainer::config::TaskConfig::Sequences { path } = config.task else {
+            return None;
+        };
+        let text = std::fs::read_to_string(path.join(trainer::tasks::dataset::MANIFEST)).ok()?;
+        toml::from_str::<trainer::tasks::dataset::Manifest>(&text)
+            .ok()?
+            .token_names
+    });
+    let name = |id: u32| {
+        names
+            .as_ref()
+            .and_then(|n| n.get(id as usize).cloned())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let e = &probe.examples;
+    (0..e.n.min(SHOWN_EXAMPLES))
+        .map(|i| {
+            let mut keys = vec![vec![]; e.seq_len];
+            for key in &probe.key_positions {
+                if let Some(at) = keys.get_mut(key.values[i] as usize) {
+                    at.push(key.name.clone());
+                }
+            }
+            let mut answers = vec![None; e.seq_len];
+            for (j, &pos) in probe.answer_positions.iter().enumerate() {
+                answers[pos] = Some(name(e.targets[i * e.n_answers + j]));
+            }
+            ShownExample {
+                tokens: (0..e.seq_len).map(|t| name(e.token(i, t))).collect(),
+                keys,
+                answers,
+            }
+        })
+        .collect()
+}
+
+/// The examples as a table: one row of tokens per example (key positions named above their token, the
+/// expected answer below each answer position).
+fn examples_table(examples: &[ShownExample]) -> String {
+    if examples.is_empty() {
+        return String::new();
+    }
+    let mut html = String::from(
+        "<p>Probe examples (key positions above their token, the expected next token below each answer position):</p><table class=\"examples\">",
+    );
+    for example in examples {
+        let cells = |f: &dyn Fn(usize) -> String| -> String {
+            (0..example.tokens.len())
+                .map(|t| format!("<td>{}</td>", f(t)))
+                .collect()
+        };
+        html.push_str(&format!(
+            "<tr class=\"keys\">{}</tr><tr>{}</tr><tr class=\"answers\">{}</tr>",
+            cells(&|t| escape(&example.keys[t].join(" "))),
+            cells(&|t| format!("<code>{}</code>", escape(&example.tokens[t]))),
+            cells(&|t| example.answers[t]
+                .as_deref()
+                .map_or_else(String::new, |a| format!("→ {}", escape(a)))),
+        ));
+    }
+    html.push_str("</table>");
+    html
 }
 
 /// A replayed window (`windows/WN/`): its verification and intervention reports.
@@ -64,6 +150,7 @@ pub fn load_run(run: &RunLayout, name: &str) -> Result<RunData, AnalysisError> {
         rows,
         windows,
         replays,
+        examples: shown_examples(run),
     })
 }
 
@@ -118,6 +205,7 @@ pub fn run_sections(run: &RunData, prefix: &str, folded: bool) -> Vec<Section> {
         run.rows.len()
     );
     html.push_str(&windows_table(&run.windows));
+    html.push_str(&examples_table(&run.examples));
     let mut sections = vec![Section {
         heading: format!("Run {}", run.name),
         html,
@@ -395,6 +483,23 @@ pub fn render(title: &str, subtitle: &str, sections: &[Section]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn examples_show_token_names_keys_above_and_answers_below() {
+        let example = ShownExample {
+            tokens: vec!["3".into(), "1".into(), "<SEP>".into()],
+            keys: vec![vec![], vec!["min".into()], vec!["sep".into()]],
+            answers: vec![None, None, Some("1".into())],
+        };
+        let html = examples_table(&[example]);
+        assert!(html.contains("<td>min</td><td>sep</td></tr>"), "{html}");
+        assert!(
+            html.contains("<code>&lt;SEP&gt;</code>"),
+            "names are escaped: {html}"
+        );
+        assert!(html.contains("<td></td><td></td><td>→ 1</td>"), "{html}");
+        assert_eq!(examples_table(&[]), "");
+    }
 
     #[test]
     fn the_page_embeds_its_data_safely_and_fetches_nothing() {
