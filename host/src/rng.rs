@@ -51,6 +51,48 @@ impl SplitMix64 {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
+    /// Gamma(shape, 1) by Marsaglia & Tsang (2000), "A simple method for generating gamma variables", with
+    /// their boost U^(1/shape) for shape < 1.
+    pub fn gamma(&mut self, shape: f64) -> f64 {
+        if shape < 1.0 {
+            let boost = self.uniform().max(f64::MIN_POSITIVE).powf(1.0 / shape);
+            return self.gamma(shape + 1.0) * boost;
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = self.uniform().max(f64::MIN_POSITIVE);
+            if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v;
+            }
+        }
+    }
+
+    /// A probability vector of `k` entries drawn from the symmetric Dirichlet(alpha) distribution (normalized
+    /// Gamma(alpha) draws).
+    pub fn dirichlet(&mut self, k: usize, alpha: f64) -> Vec<f64> {
+        let draws: Vec<f64> = (0..k).map(|_| self.gamma(alpha)).collect();
+        let total: f64 = draws.iter().sum();
+        draws.iter().map(|g| g / total).collect()
+    }
+
+    /// Index drawn from the probability vector `probs` (inverse CDF; the last index absorbs rounding).
+    pub fn categorical(&mut self, probs: &[f64]) -> usize {
+        let mut u = self.uniform();
+        for (i, &p) in probs.iter().enumerate() {
+            if u < p {
+                return i;
+            }
+            u -= p;
+        }
+        probs.len() - 1
+    }
+
     /// Fisher–Yates shuffle in place.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
@@ -68,6 +110,35 @@ mod tests {
     fn first_output_matches_the_reference_splitmix64() {
         // Reference value of SplitMix64 seeded with 0 (Vigna's splitmix64.c): 0xe220a8397b1dcdaf.
         assert_eq!(SplitMix64::new(0).next_u64(), 0xe220_a839_7b1d_cdaf);
+    }
+
+    #[test]
+    fn gamma_and_dirichlet_have_their_means() {
+        // E[Gamma(a)] = a; Dirichlet(k, a) entries have mean 1/k. 20 000 draws: standard error of the
+        // Gamma(0.5) mean is sqrt(0.5 / 20000) = 0.005.
+        let mut rng = SplitMix64::new(3);
+        for shape in [0.5, 1.0, 3.0] {
+            let mean = (0..20_000).map(|_| rng.gamma(shape)).sum::<f64>() / 20_000.0;
+            assert!(
+                (mean - shape).abs() < 0.05 * shape.max(1.0),
+                "{shape}: {mean}"
+            );
+        }
+        let mut first = 0.0;
+        for _ in 0..5_000 {
+            let p = rng.dirichlet(4, 1.0);
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            first += p[0];
+        }
+        assert!((first / 5_000.0 - 0.25).abs() < 0.01, "{}", first / 5_000.0);
+        let counts = (0..10_000).fold([0usize; 3], |mut c, _| {
+            c[rng.categorical(&[0.2, 0.5, 0.3])] += 1;
+            c
+        });
+        assert!(
+            (counts[1] as f64 / 10_000.0 - 0.5).abs() < 0.02,
+            "{counts:?}"
+        );
     }
 
     #[test]

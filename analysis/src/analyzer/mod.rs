@@ -25,7 +25,7 @@ use host::names::{AttnWeight, Component, ParamName};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use trainer::tasks::{Declared, HeadDetector};
+use trainer::tasks::{Declared, HeadDetector, ProgressMeasure};
 
 use probes::ProbeSet;
 use probes::control_task::control_labels;
@@ -46,6 +46,7 @@ use crate::metrics::dynamics::{
 };
 use crate::metrics::heads::{HeadInput, head_metrics};
 use crate::metrics::mlp::{active_fraction, head_output_norm, norm};
+use crate::metrics::progress::{ProgressInput, progress};
 use crate::metrics::residual::{ProbeScore, ProbeTargets, probe_boundary};
 use crate::row::{Dla, Dynamics, HeadRow, MlpRow, Residual, Row, SCHEMA_VERSION, Timing};
 use crate::selection::{at_key_positions, at_key_queries, at_positions, boundaries, hook_axes};
@@ -65,6 +66,7 @@ pub struct Analyzer {
     probe: Arc<ProbeSet>,
     induction_repeat: Option<Vec<usize>>,
     head_detectors: Vec<HeadDetector>,
+    progress_measures: Vec<ProgressMeasure>,
     store_items: Vec<StoreItem>,
     probe_targets: ProbeTargets,
     previous: Option<Previous>,
@@ -120,6 +122,7 @@ impl Analyzer {
             probe,
             induction_repeat,
             head_detectors: declared.head_detectors.clone(),
+            progress_measures: declared.progress_measures.clone(),
             store_items: config.store.clone(),
             probe_targets,
             previous,
@@ -142,7 +145,7 @@ impl Analyzer {
         };
         let logits = hook(hooks, HookName::Logits).ok_or_else(|| missing("logits"))?;
         let splits: Vec<&'static str> = probe.splits.iter().map(|s| s.name()).collect();
-        let behavior = behavior(&BehaviorInput {
+        let mut behavior = behavior(&BehaviorInput {
             logits: &logits.data,
             vocab: logits.shape[2],
             tokens: &probe.examples.tokens,
@@ -152,6 +155,27 @@ impl Analyzer {
             splits: &splits,
             induction_repeat: self.induction_repeat.as_deref(),
         });
+        let patterns: Vec<&HostArray> = hooks
+            .iter()
+            .filter(|(name, _)| matches!(name, HookName::Pattern(_)))
+            .map(|(_, array)| array)
+            .collect();
+        for measure in &self.progress_measures {
+            let values = progress(
+                measure,
+                &ProgressInput {
+                    logits: &logits.data,
+                    vocab: logits.shape[2],
+                    tokens: &probe.examples.tokens,
+                    seq_len: probe.examples.seq_len,
+                    answer_positions: &probe.answer_positions,
+                    patterns: &patterns,
+                },
+            );
+            behavior
+                .progress
+                .extend(values.into_iter().map(|(name, v)| (name.to_owned(), v)));
+        }
         lap("behavior", &mut families);
 
         let mut arrays = vec![];

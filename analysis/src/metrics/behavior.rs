@@ -57,6 +57,10 @@ pub struct Behavior {
     /// (Olsson et al. 2022's in-context learning score, on our sequences).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub in_context_score: Option<f64>,
+    /// The task's declared progress measures ([`super::progress`]), keyed by their documented names
+    /// (`fourier_gap`, `kl_bigram`, …); absent for tasks that declare none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub progress: BTreeMap<String, f64>,
 }
 
 /// Inputs of [`behavior`]: `logits` is `[n, seq, vocab]`, `tokens` `[n, seq]`.
@@ -123,6 +127,7 @@ pub fn behavior(input: &BehaviorInput<'_>) -> Behavior {
             .map(|(s, (c, k))| (s.to_owned(), c as f64 / k as f64))
             .collect(),
         in_context_score,
+        progress: BTreeMap::new(),
     }
 }
 

@@ -6,4 +6,5 @@ pub mod composition;
 pub mod dynamics;
 pub mod heads;
 pub mod mlp;
+pub mod progress;
 pub mod residual;

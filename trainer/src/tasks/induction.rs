@@ -4,7 +4,9 @@
 //! the task, and the model has to find the previous occurrence by content (previous-token head + induction
 //! head). The loss counts at the last `min_repeat − 1` positions, which lie inside the second copy for every h.
 
-use super::{DataCursor, Examples, Labeled, RepeatKeys, Split, Task};
+use super::{
+    DataCursor, Examples, Labeled, RepeatKeys, Split, Task, stream_batch, stream_cursor, test_only,
+};
 use host::rng::SplitMix64;
 
 pub struct Induction {
@@ -91,24 +93,15 @@ impl Task for Induction {
         &self.answers
     }
     fn split(&self, split: Split) -> Option<Examples> {
-        match split {
-            Split::Test => Some(self.test.clone()),
-            Split::Train | Split::Ood => None,
-        }
+        test_only(&self.test, split)
     }
     fn train_batch(&self, step: u64, batch_size: Option<usize>) -> Examples {
-        // Config validation guarantees a batch size for this unbounded stream.
-        let batch = batch_size.unwrap_or(1);
-        self.generate(
-            &mut SplitMix64::derived(self.seed, "induction-train", step),
-            batch,
-        )
+        stream_batch(self.seed, "induction-train", step, batch_size, |rng, n| {
+            self.generate(rng, n)
+        })
     }
     fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor {
-        DataCursor {
-            epoch: 0,
-            offset: step * batch_size.unwrap_or(1) as u64,
-        }
+        stream_cursor(step, batch_size)
     }
     fn corrupted_key(&self) -> Option<&str> {
         Some("prev_occ")

@@ -2,16 +2,25 @@
 //! train/test (and optional OOD) splits from a seed, the answer positions where the loss counts, named key
 //! positions and named probe targets.
 
+mod associative_recall;
 pub mod dataset;
+pub mod group;
 mod induction;
+mod markov;
 mod modular_addition;
 mod sequences;
+mod sparse_parity;
 
+pub use associative_recall::AssociativeRecall;
+pub use group::{Group, GroupComposition, GroupKind};
 pub use host::detector::HeadDetector;
 pub use host::examples::{Examples, Labeled, ProbeSource, Split};
+pub use host::measure::ProgressMeasure;
 pub use induction::Induction;
+pub use markov::MarkovChains;
 pub use modular_addition::ModularAddition;
 pub use sequences::Sequences;
+pub use sparse_parity::SparseParity;
 
 use crate::config::TaskConfig;
 use host::rng::SplitMix64;
@@ -26,6 +35,92 @@ pub struct FourierGrid {
     pub train: Vec<usize>,
 }
 
+impl FourierGrid {
+    /// The grid of a cyclic group of `p` elements whose train split holds the pairs of `train` (`a b =`
+    /// examples).
+    pub fn of_pairs(p: usize, train: &Examples) -> FourierGrid {
+        FourierGrid {
+            p,
+            seq_len: 3,
+            inputs: (0..p * p)
+                .flat_map(|i| [(i / p) as u32, (i % p) as u32, p as u32])
+                .collect(),
+            train: (0..train.n)
+                .map(|i| train.token(i, 0) as usize * p + train.token(i, 1) as usize)
+                .collect(),
+        }
+    }
+}
+
+/// The train and test pair indices (a · n + b) of a binary-operation task over `n` elements: a seeded
+/// shuffle of all n² pairs, of which the first `train_fraction` train.
+pub(crate) fn pair_split(
+    n: usize,
+    train_fraction: f64,
+    seed: u64,
+    purpose: &str,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut pairs: Vec<usize> = (0..n * n).collect();
+    SplitMix64::derived(seed, purpose, 0).shuffle(&mut pairs);
+    let n_train = (train_fraction * (n * n) as f64).round() as usize;
+    let test = pairs.split_off(n_train);
+    (pairs, test)
+}
+
+/// Examples `a b =` (`=` is token n) for pair indices a · n + b, answer `op(a, b)` at `=`.
+pub(crate) fn pair_examples(n: usize, pairs: &[usize], op: impl Fn(u32, u32) -> u32) -> Examples {
+    let mut tokens = Vec::with_capacity(pairs.len() * 3);
+    let mut targets = Vec::with_capacity(pairs.len());
+    for &ab in pairs {
+        let (a, b) = ((ab / n) as u32, (ab % n) as u32);
+        tokens.extend([a, b, n as u32]);
+        targets.push(op(a, b));
+    }
+    Examples {
+        n: pairs.len(),
+        seq_len: 3,
+        tokens,
+        n_answers: 1,
+        targets,
+        columns: Default::default(),
+    }
+}
+
+/// Key positions `a`, `b`, `eq` of `a b =` examples.
+pub(crate) fn pair_key_positions(examples: &Examples) -> Vec<Labeled> {
+    ["a", "b", "eq"]
+        .into_iter()
+        .enumerate()
+        .map(|(pos, name)| Labeled {
+            name: name.into(),
+            n_classes: 3,
+            values: vec![pos as u32; examples.n],
+        })
+        .collect()
+}
+
+/// Probe targets `a`, `b` and the answer (named `answer`) of `a b =` examples over `n` elements.
+pub(crate) fn pair_targets(examples: &Examples, n: usize, answer: &str) -> Vec<Labeled> {
+    let column = |pos: usize| (0..examples.n).map(|i| examples.token(i, pos)).collect();
+    vec![
+        Labeled {
+            name: "a".into(),
+            n_classes: n,
+            values: column(0),
+        },
+        Labeled {
+            name: "b".into(),
+            n_classes: n,
+            values: column(1),
+        },
+        Labeled {
+            name: answer.into(),
+            n_classes: n,
+            values: examples.targets.clone(),
+        },
+    ]
+}
+
 /// The key positions of a repeated token (`repeat`) and of its first occurrence (`first`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RepeatKeys {
@@ -34,12 +129,14 @@ pub struct RepeatKeys {
 }
 
 /// What a task declares for the analysis beyond its key positions and targets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Declared {
     /// The in-context copying structure ([`Task::repeat_keys`]).
     pub repeat_keys: Option<RepeatKeys>,
     /// The head detectors ([`Task::head_detectors`]).
     pub head_detectors: Vec<HeadDetector>,
+    /// The task's own progress measures ([`Task::progress_measures`]).
+    pub progress_measures: Vec<ProgressMeasure>,
 }
 
 /// An algorithmic task the model is trained on.
@@ -90,7 +187,13 @@ pub trait Task: Send + Sync {
         Declared {
             repeat_keys: self.repeat_keys(),
             head_detectors: self.head_detectors(),
+            progress_measures: self.progress_measures(),
         }
+    }
+    /// Progress measures the analysis computes for this task at every checkpoint (`behavior.progress.*`):
+    /// the Fourier gap of sparse parity, the in-context oracles of Markov chains; none by default.
+    fn progress_measures(&self) -> Vec<ProgressMeasure> {
+        vec![]
     }
     /// The TransformerLens head detectors every head is scored against (default: all three for a task with a
     /// repeat structure, none otherwise; a data-defined task lists its own).
@@ -176,6 +279,39 @@ pub fn build(config: &TaskConfig, seed: u64) -> Result<Box<dyn Task>, dataset::D
             test_size,
             seed,
         )),
+        TaskConfig::SparseParity {
+            n_bits,
+            k,
+            ref subset,
+            train_size,
+            test_size,
+        } => Box::new(SparseParity::new(
+            n_bits,
+            k,
+            subset.clone(),
+            train_size,
+            test_size,
+            seed,
+        )),
+        TaskConfig::GroupComposition {
+            group,
+            train_fraction,
+        } => Box::new(GroupComposition::new(group, train_fraction, seed)),
+        TaskConfig::MarkovChains {
+            states,
+            seq_len,
+            alpha,
+            test_size,
+        } => Box::new(MarkovChains::new(states, seq_len, alpha, test_size, seed)),
+        TaskConfig::AssociativeRecall {
+            keys,
+            values,
+            pairs,
+            queries,
+            test_size,
+        } => Box::new(AssociativeRecall::new(
+            keys, values, pairs, queries, test_size, seed,
+        )),
     })
 }
 
@@ -233,6 +369,67 @@ impl EpochOrder {
             out.push(order[(pos % n) as usize]);
         }
         out
+    }
+}
+
+/// The fixed train and test splits of a task whose training draws from the finite train split (full batch, or
+/// minibatches in seeded epoch order).
+pub(crate) struct FiniteSplits {
+    pub seed: u64,
+    pub train: Examples,
+    pub test: Examples,
+}
+
+impl FiniteSplits {
+    pub(crate) fn split(&self, split: Split) -> Option<Examples> {
+        match split {
+            Split::Train => Some(self.train.clone()),
+            Split::Test => Some(self.test.clone()),
+            Split::Ood => None,
+        }
+    }
+    pub(crate) fn train_batch(&self, step: u64, batch_size: Option<usize>) -> Examples {
+        match batch_size {
+            None => self.train.clone(),
+            Some(batch) => {
+                self.train
+                    .select(&finite_minibatch(self.train.n, batch, self.seed, step))
+            }
+        }
+    }
+    pub(crate) fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor {
+        finite_cursor(self.train.n, batch_size, step)
+    }
+}
+
+/// Step `step`'s batch of a generated stream: `batch` fresh examples from a generator derived from the seed,
+/// the stream's `purpose` and the step (config validation guarantees a batch size for an unbounded stream).
+pub(crate) fn stream_batch(
+    seed: u64,
+    purpose: &str,
+    step: u64,
+    batch_size: Option<usize>,
+    generate: impl FnOnce(&mut SplitMix64, usize) -> Examples,
+) -> Examples {
+    generate(
+        &mut SplitMix64::derived(seed, purpose, step),
+        batch_size.unwrap_or(1),
+    )
+}
+
+/// Where a generated stream stands after `step` steps: the number of examples drawn.
+pub(crate) fn stream_cursor(step: u64, batch_size: Option<usize>) -> DataCursor {
+    DataCursor {
+        epoch: 0,
+        offset: step * batch_size.unwrap_or(1) as u64,
+    }
+}
+
+/// The only fixed split of a generated-stream task is its test split.
+pub(crate) fn test_only(test: &Examples, split: Split) -> Option<Examples> {
+    match split {
+        Split::Test => Some(test.clone()),
+        Split::Train | Split::Ood => None,
     }
 }
 

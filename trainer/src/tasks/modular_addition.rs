@@ -2,50 +2,29 @@
 //! at `=`. The train split is a seeded fraction of all p² pairs, the test split the rest.
 
 use super::{
-    DataCursor, Examples, FourierGrid, Labeled, Split, Task, finite_cursor, finite_minibatch,
+    DataCursor, Examples, FiniteSplits, FourierGrid, Labeled, Split, Task, pair_examples,
+    pair_key_positions, pair_split, pair_targets,
 };
-use host::rng::SplitMix64;
 
 /// Position of `=`, the only answer position.
 const EQ: usize = 2;
 
 pub struct ModularAddition {
     p: usize,
-    seed: u64,
-    train: Examples,
-    test: Examples,
+    splits: FiniteSplits,
 }
 
 impl ModularAddition {
     pub fn new(p: usize, train_fraction: f64, seed: u64) -> Self {
-        let mut pairs: Vec<usize> = (0..p * p).collect();
-        SplitMix64::derived(seed, "modular-addition-split", 0).shuffle(&mut pairs);
-        let n_train = (train_fraction * (p * p) as f64).round() as usize;
-        let (train, test) = pairs.split_at(n_train);
+        let (train, test) = pair_split(p, train_fraction, seed, "modular-addition-split");
+        let examples = |pairs: &[usize]| pair_examples(p, pairs, |a, b| (a + b) % p as u32);
         Self {
             p,
-            seed,
-            train: Self::examples(p, train),
-            test: Self::examples(p, test),
-        }
-    }
-
-    /// Examples for pair indices `a * p + b`.
-    fn examples(p: usize, pairs: &[usize]) -> Examples {
-        let mut tokens = Vec::with_capacity(pairs.len() * 3);
-        let mut targets = Vec::with_capacity(pairs.len());
-        for &ab in pairs {
-            let (a, b) = (ab / p, ab % p);
-            tokens.extend([a as u32, b as u32, p as u32]);
-            targets.push(((a + b) % p) as u32);
-        }
-        Examples {
-            n: pairs.len(),
-            seq_len: 3,
-            tokens,
-            n_answers: 1,
-            targets,
-            columns: Default::default(),
+            splits: FiniteSplits {
+                seed,
+                train: examples(&train),
+                test: examples(&test),
+            },
         }
     }
 }
@@ -67,74 +46,25 @@ impl Task for ModularAddition {
         &[EQ]
     }
     fn split(&self, split: Split) -> Option<Examples> {
-        match split {
-            Split::Train => Some(self.train.clone()),
-            Split::Test => Some(self.test.clone()),
-            Split::Ood => None,
-        }
+        self.splits.split(split)
     }
     fn train_batch(&self, step: u64, batch_size: Option<usize>) -> Examples {
-        match batch_size {
-            None => self.train.clone(),
-            Some(batch) => {
-                self.train
-                    .select(&finite_minibatch(self.train.n, batch, self.seed, step))
-            }
-        }
+        self.splits.train_batch(step, batch_size)
     }
     fn data_cursor(&self, step: u64, batch_size: Option<usize>) -> DataCursor {
-        finite_cursor(self.train.n, batch_size, step)
+        self.splits.data_cursor(step, batch_size)
     }
     fn fourier_grid(&self) -> Option<FourierGrid> {
-        let p = self.p;
-        let inputs = (0..p * p)
-            .flat_map(|i| [(i / p) as u32, (i % p) as u32, p as u32])
-            .collect();
-        let train = self.split(Split::Train).map_or_else(Vec::new, |e| {
-            (0..e.n)
-                .map(|i| e.token(i, 0) as usize * p + e.token(i, 1) as usize)
-                .collect()
-        });
-        Some(FourierGrid {
-            p,
-            seq_len: 3,
-            inputs,
-            train,
-        })
+        Some(FourierGrid::of_pairs(self.p, &self.splits.train))
     }
     fn corrupted_key(&self) -> Option<&str> {
         Some("a")
     }
     fn key_positions(&self, examples: &Examples) -> Vec<Labeled> {
-        ["a", "b", "eq"]
-            .into_iter()
-            .enumerate()
-            .map(|(pos, name)| Labeled {
-                name: name.into(),
-                n_classes: 3,
-                values: vec![pos as u32; examples.n],
-            })
-            .collect()
+        pair_key_positions(examples)
     }
     fn probe_targets(&self, examples: &Examples) -> Vec<Labeled> {
-        let column = |pos: usize| (0..examples.n).map(|i| examples.token(i, pos)).collect();
-        vec![
-            Labeled {
-                name: "a".into(),
-                n_classes: self.p,
-                values: column(0),
-            },
-            Labeled {
-                name: "b".into(),
-                n_classes: self.p,
-                values: column(1),
-            },
-            Labeled {
-                name: "sum".into(),
-                n_classes: self.p,
-                values: examples.targets.clone(),
-            },
-        ]
+        pair_targets(examples, self.p, "sum")
     }
 }
 
