@@ -7,6 +7,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod reproduce;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -38,6 +40,9 @@ enum What {
     /// A data-defined task of N sequences (a built-in task's stream, exported): load time and peak memory, and
     /// training step time vs the same task built in.
     Dataset(DatasetArgs),
+    /// The reproduction set of docs/reproductions.md: per published formation result, the value measured
+    /// here next to the published one.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 #[derive(clap::Args)]
@@ -104,6 +109,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         What::Analyze(args) => bench_analyze(args),
         What::Sweep(args) => bench_sweep(args),
         What::Dataset(args) => bench_dataset(args),
+        What::Reproduce(args) => reproduce::run(args),
     }
 }
 
