@@ -1,0 +1,359 @@
+//! The analysis sections: `[analysis]` (every checkpoint), `[windows]`, `[interventions]`, `[llc]` and
+//! `[decision]`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Validate, invalid};
+use crate::error::ConfigError;
+
+/// Every-checkpoint analysis settings (used with `--analyze`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Number of examples in the fixed probe set (capped at the task's pool size).
+    #[serde(default = "default_probe_size")]
+    pub probe_size: usize,
+    #[serde(default)]
+    pub probe_seed: u64,
+    /// Use this probe-set file (from `formation probe-set`) instead of generating one.
+    #[serde(default)]
+    pub probe_set: Option<std::path::PathBuf>,
+    /// Folds of the residual probes' cross-validation.
+    #[serde(default = "default_probe_folds")]
+    pub probe_folds: usize,
+    /// Ridge strength of the residual probes, relative to the features' mean variance (λ = alpha·tr(XᵀX)/d).
+    #[serde(default = "default_probe_alpha")]
+    pub probe_alpha: f64,
+    /// Probe examples the mean-ablation forwards run on (evenly spaced through the probe set; the means they
+    /// substitute are still over every example). Absent: all of them.
+    #[serde(default)]
+    pub ablation_size: Option<usize>,
+    /// What `analysis/activations.h5` stores per checkpoint beyond what the dynamics always need.
+    #[serde(default)]
+    pub store: Vec<StoreItem>,
+    /// Capacity of the bounded channel to the sidecar, in checkpoints; the trainer waits when it is full.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// What a failing analysis does to training.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// One kind of array stored per checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreItem {
+    /// Logits at the answer positions: [example, answer, d_vocab_out].
+    LogitsAtAnswers,
+    /// Every hook point in full (large).
+    AllHooks,
+}
+
+/// Whether an analysis failure stops training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Training stops with the analysis error.
+    #[default]
+    Stop,
+    /// Training goes on without analysis after a loud warning.
+    Warn,
+}
+
+fn default_probe_size() -> usize {
+    512
+}
+fn default_probe_folds() -> usize {
+    5
+}
+fn default_probe_alpha() -> f64 {
+    1e-2
+}
+fn default_queue() -> usize {
+    4
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            probe_size: default_probe_size(),
+            probe_seed: 0,
+            probe_set: None,
+            probe_folds: default_probe_folds(),
+            probe_alpha: default_probe_alpha(),
+            ablation_size: None,
+            store: vec![],
+            queue: default_queue(),
+            on_error: OnError::Stop,
+        }
+    }
+}
+
+/// The birth-window detector's thresholds (`formation windows`; method in `docs/windows.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// A checkpoint is flagged where the change rate stands out by more than `k` robust noise scales.
+    pub k: f64,
+    /// A flagged stretch extends to the neighbouring checkpoints whose change rate, of the same sign, still
+    /// stands out by more than `k_extend` noise scales (hysteresis), so a rise spread over several checkpoints
+    /// is one window with its whole change rather than its steepest point.
+    pub k_extend: f64,
+    /// Smallest Gaussian smoothing width, in checkpoints.
+    pub min_sigma: f64,
+    /// Smoothing width as a fraction of the checkpoint index (wider where checkpoints are dense in log-step).
+    pub smooth_fraction: f64,
+    /// Half-width, in checkpoints, of the running median that is the change rate's local baseline.
+    pub baseline_halfwidth: usize,
+    /// A flagged stretch counts only if the series moved by at least this fraction of its range across it.
+    pub min_change: f64,
+    /// Series whose scale (range, or half the largest magnitude) stays below this are not examined: in the units
+    /// of the row (fractions, nats, logits), a metric that never moves by 0.1 has no birth to find.
+    pub min_scale: f64,
+    /// The essential-dynamics trajectory is flagged where it turns by more than this many degrees.
+    pub turn_degrees: f64,
+    /// Principal components of the output trajectory the turning trigger follows.
+    pub components: usize,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        Self {
+            k: 6.0,
+            k_extend: 3.0,
+            min_sigma: 1.0,
+            smooth_fraction: 0.05,
+            baseline_halfwidth: 8,
+            min_change: 0.2,
+            min_scale: 0.1,
+            turn_degrees: 45.0,
+            components: 3,
+        }
+    }
+}
+
+/// One targeted intervention (`formation intervene --kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InterventionKind {
+    LogitLens,
+    Patching,
+    PathPatching,
+    Fourier,
+    Neurons,
+    Llc,
+}
+
+/// A name that is not an intervention kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not an intervention kind (logit-lens, patching, path-patching, fourier, neurons, llc)"
+)]
+pub struct UnknownIntervention(pub String);
+
+impl std::str::FromStr for InterventionKind {
+    type Err = UnknownIntervention;
+
+    /// The config's names (`logit-lens`, `path-patching`, …).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned()))
+            .map_err(|_| UnknownIntervention(text.to_owned()))
+    }
+}
+
+/// Which interventions run where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterventionsConfig {
+    /// Run at every checkpoint of a window replay (`formation replay`), after the replay verified itself.
+    pub in_windows: Vec<InterventionKind>,
+}
+
+impl Default for InterventionsConfig {
+    fn default() -> Self {
+        Self {
+            in_windows: vec![InterventionKind::LogitLens, InterventionKind::Patching],
+        }
+    }
+}
+
+/// The SGLD sampler of the local learning coefficient (`formation intervene --kind llc`), devinterp's
+/// estimator (Lau et al. 2023).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlcConfig {
+    /// Step size ε.
+    pub epsilon: f64,
+    /// Localization strength γ (pull back to the checkpoint's weights).
+    pub gamma: f64,
+    /// n·β; absent: n / ln n (devinterp's default β = 1/ln n), n = the training examples the loss is over.
+    pub nbeta: Option<f64>,
+    pub chains: usize,
+    /// Draws kept per chain.
+    pub draws: usize,
+    /// Steps discarded at the start of each chain.
+    pub burn_in: usize,
+    pub seed: u64,
+}
+
+impl Default for LlcConfig {
+    fn default() -> Self {
+        Self {
+            epsilon: 1e-4,
+            gamma: 100.0,
+            nbeta: None,
+            chains: 4,
+            draws: 200,
+            burn_in: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// Thresholds of the decision rule for starting deep circuit work (`formation compare`; the reasoning behind
+/// each default is in docs/compare.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionConfig {
+    /// Behavior converged: the lowest test accuracy over the last `converged_span` of training is at least this.
+    pub min_accuracy: f64,
+    /// …and it moved by at most this much (max − min) over that span.
+    pub max_accuracy_change: f64,
+    /// Fraction of the training steps, at the end, over which convergence is judged.
+    pub converged_span: f64,
+    /// Replicated: at least this many seeds of one config, each with a birth window…
+    pub min_seeds: usize,
+    /// …whose birth steps all lie within this factor of the seeds' median birth step.
+    pub birth_step_factor: f64,
+    /// Localized: at most `max_components` heads / MLP blocks carry this share of the summed ablation effect.
+    pub ablation_share: f64,
+    pub max_components: usize,
+    /// Stabilized: from the end of the birth window to the last checkpoint, the lowest linear CKA of the
+    /// residual stream (over boundaries × key positions) is at least this…
+    pub min_cka_to_final: f64,
+    /// …and the median cosine between the probe directions there and at the last checkpoint is at least this,
+    /// over the probes whose final selectivity is at least `min_probe_selectivity`.
+    pub min_probe_cosine: f64,
+    pub min_probe_selectivity: f64,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        Self {
+            min_accuracy: 0.9,
+            max_accuracy_change: 0.02,
+            converged_span: 0.2,
+            min_seeds: 3,
+            birth_step_factor: 1.5,
+            ablation_share: 0.8,
+            max_components: 3,
+            min_cka_to_final: 0.9,
+            min_probe_cosine: 0.8,
+            min_probe_selectivity: 0.1,
+        }
+    }
+}
+
+impl Validate for AnalysisConfig {
+    /// Probe-set size, folds, ablation subset, ridge penalty and channel capacity.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.probe_size == 0 {
+            return invalid("analysis.probe_size", "must be positive".into());
+        }
+        if self.probe_folds < 2 || self.probe_folds > self.probe_size {
+            return invalid(
+                "analysis.probe_folds",
+                "must be at least 2 and at most analysis.probe_size".into(),
+            );
+        }
+        if self.ablation_size == Some(0) {
+            return invalid(
+                "analysis.ablation_size",
+                "must be positive (or absent for all)".into(),
+            );
+        }
+        if !(self.probe_alpha.is_finite() && self.probe_alpha > 0.0) {
+            return invalid("analysis.probe_alpha", "must be a positive number".into());
+        }
+        if self.queue == 0 {
+            return invalid("analysis.queue", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl Validate for WindowsConfig {
+    /// The detector's thresholds.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let w = self;
+        if !(w.k > 0.0 && w.min_sigma > 0.0 && w.smooth_fraction >= 0.0 && w.min_change >= 0.0) {
+            return invalid(
+                "windows",
+                "k and min_sigma must be positive, smooth_fraction and min_change not negative"
+                    .into(),
+            );
+        }
+        if !(w.k_extend > 0.0 && w.k_extend <= w.k) {
+            return invalid(
+                "windows.k_extend",
+                format!("must be positive and at most k ({})", w.k),
+            );
+        }
+        if !(w.turn_degrees > 0.0 && w.turn_degrees < 180.0) || w.components == 0 {
+            return invalid(
+                "windows",
+                "turn_degrees must be in (0, 180) and components at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Validate for LlcConfig {
+    /// The SGLD sampler's settings.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let l = self;
+        if !(l.epsilon > 0.0 && l.gamma >= 0.0 && l.nbeta.is_none_or(|b| b > 0.0))
+            || l.chains == 0
+            || l.draws == 0
+        {
+            return invalid(
+                "llc",
+                "epsilon and nbeta must be positive, gamma not negative, chains and draws at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Validate for DecisionConfig {
+    /// The decision rule's thresholds.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let d = self;
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        if !(unit(d.min_accuracy)
+            && unit(d.max_accuracy_change)
+            && d.converged_span > 0.0
+            && d.converged_span <= 1.0
+            && d.ablation_share > 0.0
+            && d.ablation_share <= 1.0
+            && unit(d.min_cka_to_final)
+            && d.min_probe_cosine >= -1.0
+            && d.min_probe_cosine <= 1.0
+            && d.min_probe_selectivity.is_finite())
+        {
+            return invalid(
+                "decision",
+                "accuracies, shares, span and CKA must lie in [0, 1] (span and share above 0), the cosine in [-1, 1]".into(),
+            );
+        }
+        if d.min_seeds == 0 || d.max_components == 0 || !(d.birth_step_factor >= 1.0) {
+            return invalid(
+                "decision",
+                "min_seeds and max_components must be at least 1, birth_step_factor at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The run configuration: one TOML file, parsed strictly (unknown keys are errors) and validated once into
+//! types the rest of the code trusts. One module per section family: `task`, `model`, `training` (optim, train,
+//! checkpoints), `analysis` (analysis, windows, interventions, LLC, decision rule), `slurm`; each section checks
+//! its own values ([`Validate`]), this module the file as a whole.
+// `!(x > 0.0)` on purpose: it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::ConfigError;
+
+mod analysis;
+mod model;
+mod slurm;
+mod task;
+mod training;
+
+pub use analysis::{
+    AnalysisConfig, DecisionConfig, InterventionKind, InterventionsConfig, LlcConfig, OnError,
+    StoreItem, UnknownIntervention, WindowsConfig,
+};
+pub use model::{Activation, ModelConfig, Normalization};
+pub use slurm::SlurmConfig;
+pub use task::TaskConfig;
+pub use training::{CheckpointConfig, LrSchedule, OptimConfig, TrainConfig};
+
+/// A whole run: what to learn, with which model, how to train and what to analyze.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub task: TaskConfig,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    #[serde(default)]
+    pub windows: WindowsConfig,
+    #[serde(default)]
+    pub llc: LlcConfig,
+    #[serde(default)]
+    pub interventions: InterventionsConfig,
+    #[serde(default)]
+    pub decision: DecisionConfig,
+    #[serde(default)]
+    pub slurm: SlurmConfig,
+}
+
+/// Full-split evaluation cadence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate the full splits at checkpoints that are multiples of this many steps (0: only at the last step).
+    #[serde(default)]
+    pub every: u64,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|e| e.with_path(path))?;
+        // A dataset path is relative to the config file; the frozen config keeps it absolute, so a run's own
+        // config.toml names the same dataset wherever it is read from.
+        if let TaskConfig::Sequences { path: data } = &mut config.task
+            && data.is_relative()
+        {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let joined = base.join(&*data);
+            *data = joined
+                .canonicalize()
+                .or_else(|_| std::path::absolute(&joined))
+                .unwrap_or(joined);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.message().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The canonical TOML text of this config (what is frozen into the run directory).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// This config with one value changed. `key` is a dotted path (`optim.lr`, `train.checkpoints.every`);
+    /// `value` is a TOML value (`1e-3`, `true`, `"gelu"`; a bare word is taken as a string). An integer given for
+    /// a float field becomes a float. The result is checked like a loaded config (unknown keys, ranges).
+    pub fn with_override(&self, key: &str, value: &str) -> Result<Config, ConfigError> {
+        let invalid = |why: &str| ConfigError::Invalid {
+            path: None,
+            field: key.to_owned(),
+            why: why.to_owned(),
+        };
+        let mut root = toml::Value::try_from(self).map_err(|e| invalid(&e.to_string()))?;
+        let parts: Vec<&str> = key.split('.').collect();
+        let (leaf, sections) = parts.split_last().ok_or_else(|| invalid("is empty"))?;
+        let mut table = root
+            .as_table_mut()
+            .ok_or_else(|| invalid("is not a table"))?;
+        for section in sections {
+            table = table
+                .get_mut(*section)
+                .and_then(toml::Value::as_table_mut)
+                .ok_or_else(|| invalid(&format!("names no config section (`{section}`)")))?;
+        }
+        let given = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        let new = match (table.get(*leaf), given) {
+            (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+            (_, given) => given,
+        };
+        table.insert((*leaf).to_owned(), new);
+        let text = toml::to_string(&root).map_err(|e| invalid(&e.to_string()))?;
+        Config::parse(&text)
+    }
+
+    /// Every section validates itself ([`Validate`]); what spans sections is checked here.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.task.validate()?;
+        self.model.validate()?;
+        self.optim.validate()?;
+        self.train.validate()?;
+        self.analysis.validate()?;
+        self.windows.validate()?;
+        self.llc.validate()?;
+        self.decision.validate()?;
+        self.slurm.validate()?;
+        if self.task.is_stream() && self.train.batch_size.is_none() {
+            return invalid(
+                "train.batch_size",
+                "is required for a task that draws fresh examples every step (its train stream is unbounded)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Width of one attention head.
+    pub fn d_head(&self) -> usize {
+        self.model
+            .d_head
+            .unwrap_or(self.model.d_model / self.model.n_heads)
+    }
+}
+
+/// A config section that checks its own values (ranges, non-empty fields); [`Config::parse`] runs every
+/// section's check, then the checks that span sections.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// The error for `field` (a dotted config path) with the reason.
+fn invalid(field: &str, why: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        path: None,
+        field: field.to_owned(),
+        why,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CI: &str = include_str!("../../../examples/ci.toml");
+
+    #[test]
+    fn example_ci_config_parses() {
+        let c = Config::parse(CI).unwrap();
+        assert_eq!(
+            Config::parse(&c.to_toml()).unwrap(),
+            c,
+            "canonical TOML round-trips"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = Config::parse(&CI.replace("[model]", "[model]\nwidth = 3")).unwrap_err();
+        assert!(err.to_string().contains("width"), "{err}");
+    }
+
+    #[test]
+    fn d_model_not_divisible_by_heads_is_rejected() {
+        let text = CI.replace("n_heads = 4", "n_heads = 3");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.to_string().contains("divisible"), "{err}");
+    }
+}
