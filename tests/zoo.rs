@@ -182,3 +182,43 @@ fn bad_task_parameters_are_one_sentence_and_create_nothing() {
         assert!(!dir.path().join("run").exists());
     }
 }
+
+#[test]
+fn an_exported_task_keeps_its_progress_measures() {
+    // `task export` writes the Markov task's oracles into task.toml ([[progress]]); the data-defined run
+    // computes the same behavior.progress series.
+    let dir = tempfile::tempdir().unwrap();
+    ok(formation(
+        &[
+            "task",
+            "export",
+            &zoo("markov-chains"),
+            "--out",
+            "data",
+            "--train-examples",
+            "256",
+        ],
+        dir.path(),
+    ));
+    let manifest = std::fs::read_to_string(dir.path().join("data/task.toml")).unwrap();
+    assert!(
+        manifest.contains("[[progress]]") && manifest.contains("markov_oracles"),
+        "{manifest}"
+    );
+    ok(formation(
+        &["train", "data/config.toml", "--analyze", "--out", "run"],
+        dir.path(),
+    ));
+    let rows = metrics(&dir.path().join("run"));
+    for oracle in ["uniform", "unigram", "bigram"] {
+        assert!(num(&rows[0], &format!("behavior.progress.kl_{oracle}")) >= 0.0);
+    }
+    // A measure that cannot apply to the data is one sentence naming it.
+    std::fs::write(
+        dir.path().join("data/task.toml"),
+        manifest.replace("states = 3", "states = 9"),
+    )
+    .unwrap();
+    let line = one_error(formation(&["task", "check", "data"], dir.path()));
+    assert!(line.contains("markov_oracles states 9"), "{line}");
+}

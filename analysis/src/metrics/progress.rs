@@ -206,18 +206,23 @@ fn for_each_subset(n: usize, k: usize, visit: &mut impl FnMut(u64)) {
 /// `context`: uniform over the `states`; in-context unigram, q_j ∝ count of j in the context + α; in-context
 /// bigram, q_j ∝ count of transitions (last token → j) in the context + α. With α = 1 the bigram predictor is
 /// the Bayes posterior mean under the uniform Dirichlet prior the chains are drawn from (the optimal
-/// predictor), the unigram one the optimum among predictors that ignore order.
+/// predictor), the unigram one the optimum among predictors that ignore order. Tokens outside `0..states`
+/// (a data-defined task's other symbols) are not counted.
 pub fn markov_oracles(context: &[u32], states: usize, alpha: f64) -> [Vec<f64>; 3] {
     let uniform = vec![1.0 / states as f64; states];
     let mut unigram = vec![alpha; states];
     for &s in context {
-        unigram[s as usize] += 1.0;
+        if let Some(count) = unigram.get_mut(s as usize) {
+            *count += 1.0;
+        }
     }
     let mut bigram = vec![alpha; states];
     if let Some(&last) = context.last() {
         for pair in context.windows(2) {
-            if pair[0] == last {
-                bigram[pair[1] as usize] += 1.0;
+            if pair[0] == last
+                && let Some(count) = bigram.get_mut(pair[1] as usize)
+            {
+                *count += 1.0;
             }
         }
     }

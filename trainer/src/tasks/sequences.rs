@@ -115,6 +115,9 @@ impl Task for Sequences {
             .as_ref()
             .map(|c| c.key.as_str())
     }
+    fn progress_measures(&self) -> Vec<super::ProgressMeasure> {
+        self.data.manifest.progress.clone()
+    }
     fn head_detectors(&self) -> Vec<super::HeadDetector> {
         self.data.manifest.head_detectors.clone()
     }

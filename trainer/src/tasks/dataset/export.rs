@@ -102,6 +102,7 @@ pub fn export(
         corruption: task
             .corrupted_key()
             .map(|key| Corruption { key: key.into() }),
+        progress: task.progress_measures(),
     };
     let tmp = out.with_extension("partial");
     let write = |path: &Path, result: std::io::Result<()>| {

@@ -1,5 +1,6 @@
 //! `task.toml`, the manifest of a dataset directory: vocabulary, sequence length, answer positions, named key
-//! positions, probe targets with their control types, and the optional corruption (`docs/tasks.md`).
+//! positions, probe targets with their control types, the optional corruption, head detectors and progress
+//! measures (`docs/tasks.md`).
 
 use std::collections::BTreeMap;
 
@@ -41,6 +42,10 @@ pub struct Manifest {
     /// How activation patching makes a corrupted input (optional).
     #[serde(default)]
     pub corruption: Option<Corruption>,
+    /// Progress measures the analysis computes at every checkpoint (`[[progress]]` tables with a `kind`:
+    /// `parity_fourier`, `markov_oracles`; default none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<crate::tasks::ProgressMeasure>,
 }
 
 /// Where a key position is: one index for every example, or a column of per-example indices.

@@ -234,7 +234,81 @@ fn check_manifest(
             format!("is `{key}`, which is not one of the key positions"),
         ));
     }
+    for measure in &m.progress {
+        check_progress(measure, m, &answers).map_err(|why| field("progress", why))?;
+    }
     Ok((answers, keys))
+}
+
+/// Why a declared progress measure cannot apply to this dataset, if it cannot.
+fn check_progress(
+    measure: &crate::tasks::ProgressMeasure,
+    m: &Manifest,
+    answers: &[usize],
+) -> Result<(), String> {
+    use crate::tasks::ProgressMeasure;
+    match measure {
+        ProgressMeasure::ParityFourier {
+            bits,
+            subset,
+            answer,
+            zero,
+            one,
+        } => {
+            if bits.is_empty() || bits.len() > 64 {
+                return Err(format!(
+                    "parity_fourier needs 1 to 64 bits, got {}",
+                    bits.len()
+                ));
+            }
+            if let Some(b) = bits.iter().find(|&&b| b >= m.seq_len) {
+                return Err(format!(
+                    "parity_fourier bit position {b} is outside a sequence of {} tokens",
+                    m.seq_len
+                ));
+            }
+            let mut distinct = subset.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if subset.is_empty()
+                || distinct.len() != subset.len()
+                || subset.iter().any(|&i| i >= bits.len())
+            {
+                return Err(format!(
+                    "parity_fourier subset {subset:?} must be distinct indices below the {} bits",
+                    bits.len()
+                ));
+            }
+            if !answers.contains(answer) {
+                return Err(format!(
+                    "parity_fourier answer {answer} is not an answer position"
+                ));
+            }
+            if zero == one || [zero, one].iter().any(|&&c| c as usize >= m.vocab_out()) {
+                return Err(format!(
+                    "parity_fourier classes {zero} and {one} must be distinct and below vocab_out ({})",
+                    m.vocab_out()
+                ));
+            }
+        }
+        ProgressMeasure::MarkovOracles {
+            states,
+            pseudo_count,
+        } => {
+            if *states < 2 || *states > m.vocab_out() {
+                return Err(format!(
+                    "markov_oracles states {states} must be in 2..=vocab_out ({})",
+                    m.vocab_out()
+                ));
+            }
+            if !(pseudo_count.is_finite() && *pseudo_count > 0.0) {
+                return Err(format!(
+                    "markov_oracles pseudo_count must be positive, got {pseudo_count}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads and validates one split directory; `hashed(file, sha256)` is called for every file read.
