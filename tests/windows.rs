@@ -76,10 +76,12 @@ fn grokking_is_a_window_of_its_own_after_memorization() {
         accuracy(start, "train") > 0.99,
         "train accuracy at step {start}"
     );
-    // …and the window holds most of the test accuracy's rise.
+    // …and the test accuracy rises inside it. The rise as a whole is slow here (0.2 to 1.0 over steps
+    // 1 300–3 400 on seed 0) and holds several changes (the test loss's drop, the MLP becoming necessary, the
+    // heads' ablation effects collapsing), each a narrow window of its own; this one holds its steepest part.
     let end = grokking["end_step"].as_u64().unwrap();
     let rise = accuracy(end, "test") - accuracy(start, "test");
-    assert!(rise > 0.5, "test accuracy rises by {rise} in {start}-{end}");
+    assert!(rise > 0.2, "test accuracy rises by {rise} in {start}-{end}");
     assert!(memorization["end_step"].as_u64() <= Some(start));
     assert_eq!(grokking["loss_fell"], true);
 }
@@ -103,6 +105,56 @@ fn the_induction_head_window_is_found() {
         summary(&windows)
     );
     assert_eq!(window["loss_fell"], true);
+    assert_eq!(window["kind"], "behavioral");
+    // The two rises of the probe-set accuracy (0.02 → 0.15 up to step ~250, then the induction bump) are two
+    // windows: an earlier one where the residual stream reorganizes, ending where the induction window starts.
+    let start = window["start_step"].as_u64().unwrap();
+    assert!(
+        windows.iter().any(|w| w["end_step"].as_u64() <= Some(start)
+            && w["triggers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| { t["metric"].as_str().unwrap().starts_with("residual.") })),
+        "{}",
+        summary(&windows)
+    );
+    // The induction window is about as narrow as the bump: within twice the log-step width of the strongest
+    // layer-1 head's 10–90 % induction-score rise (and at most two checkpoint intervals wider than it).
+    let rows = jsonl(&tmp.path().join("run/analysis/checkpoint_metrics.jsonl"));
+    let rise = (0..4)
+        .map(|h| {
+            let series: Vec<(u64, f64)> = rows
+                .iter()
+                .map(|r| {
+                    let score = &r["heads"][format!("L1H{h}")]["scores"]["induction_score"];
+                    (r["step"].as_u64().unwrap(), score.as_f64().unwrap())
+                })
+                .collect();
+            let (lo, hi) = (
+                series[0].1,
+                series.iter().map(|p| p.1).fold(f64::MIN, f64::max),
+            );
+            let at = |fraction: f64| {
+                series
+                    .iter()
+                    .find(|p| p.1 >= lo + fraction * (hi - lo))
+                    .unwrap()
+                    .0
+            };
+            (hi - lo, at(0.1), at(0.9))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap();
+    let log_width = |a: u64, b: u64| ((1 + b) as f64 / (1 + a) as f64).ln();
+    let end = window["end_step"].as_u64().unwrap();
+    assert!(
+        log_width(start, end)
+            <= 2.0 * log_width(rise.1, rise.2).max(log_width(rise.1, rise.1 + 100)),
+        "window {start}-{end}, induction-score rise {}-{}",
+        rise.1,
+        rise.2
+    );
     // The heads whose ablation effect grew include a layer-1 head.
     let grew: Vec<&str> = window["mechanism_grew"]
         .as_array()

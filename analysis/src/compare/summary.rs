@@ -207,9 +207,11 @@ mod tests {
                         peak_step: p,
                         change: 1.0,
                         score: 1.0,
+                        ..Flag::default()
                     },
                 })
                 .collect(),
+            ..Window::default()
         }
     }
 

@@ -245,15 +245,19 @@ fn windows_table(windows: &[Window]) -> String {
         return "<p>No birth windows (run <code>formation windows</code>).</p>".into();
     }
     let mut html = String::from(
-        "<table><tr><th>window</th><th>rank</th><th>steps</th><th>score</th><th>loss fell</th><th>mechanism grew</th><th>strongest triggers</th></tr>",
+        "<table><tr><th>window</th><th>rank</th><th>steps (peak)</th><th>kind</th><th>confidence</th><th>moved first</th><th>score</th><th>loss fell</th><th>mechanism grew</th><th>strongest triggers</th></tr>",
     );
     for w in windows {
         html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}–{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}–{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&w.id),
             w.rank,
             w.start_step,
             w.end_step,
+            w.peak_step,
+            w.kind,
+            w.confidence,
+            escape(&w.families.join(" → ")),
             w.score,
             if w.loss_fell { "yes" } else { "no" },
             escape(&w.mechanism_grew.join(", ")),

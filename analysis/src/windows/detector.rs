@@ -23,17 +23,28 @@ use serde::{Deserialize, Serialize};
 use trainer::config::WindowsConfig;
 
 /// One flagged stretch of one series.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Flag {
     /// First and last checkpoint step of the window.
     pub start_step: u64,
     pub end_step: u64,
     /// Where the derivative peaks.
     pub peak_step: u64,
+    /// The checkpoints that bracket the change itself: the last before the smoothed series has covered 10 % of
+    /// `change` and the first at which it has covered 90 % (for essential dynamics, the flagged stretch).
+    /// A stage's window is built from these, so it is about as narrow as the change it contains.
+    #[serde(default)]
+    pub rise_start_step: u64,
+    #[serde(default)]
+    pub rise_end_step: u64,
     /// Change of the smoothed series across the window (end − start).
     pub change: f64,
     /// Peak |d − baseline|·Δu / σ̂: how many noise scales the change rate stands out.
     pub score: f64,
+    /// How fast the series changes at each checkpoint of the stretch, relative to its peak (1 at `peak_step`,
+    /// 0 at the two widened ends): the shape [`super::stages`] adds up to tell stages apart. Not written.
+    #[serde(skip)]
+    pub profile: Vec<(u64, f64)>,
 }
 
 /// ln(1 + step) of each checkpoint.
@@ -174,16 +185,44 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
             let peak = (first..past)
                 .max_by(|&p, &q| residual[p].abs().total_cmp(&residual[q].abs()))
                 .unwrap_or(first);
+            let (rise_first, rise_last) = rise(&y[a..=b]);
+            let top = residual[peak].abs();
+            let profile = (a..=b)
+                .map(|i| {
+                    let inside = (first..past).contains(&i);
+                    (steps[i], if inside { residual[i].abs() / top } else { 0.0 })
+                })
+                .collect();
             flags.push(Flag {
                 start_step: steps[a],
                 end_step: steps[b],
                 peak_step: steps[peak],
+                rise_start_step: steps[a + rise_first],
+                rise_end_step: steps[a + rise_last],
                 change,
-                score: residual[peak].abs() / sigma,
+                score: top / sigma,
+                profile,
             });
         }
     }
     flags
+}
+
+/// The 10–90 % rise of a stretch of a smoothed series: the index of the last point before it has covered 10 % of
+/// its change (end − start) and of the first at which it has covered 90 %.
+fn rise(y: &[f64]) -> (usize, usize) {
+    let n = y.len();
+    let change = y[n - 1] - y[0];
+    let covered = |i: usize| {
+        if change == 0.0 {
+            1.0
+        } else {
+            (y[i] - y[0]) / change
+        }
+    };
+    let first = (0..n).find(|&i| covered(i) >= 0.1).unwrap_or(0);
+    let last = (0..n).find(|&i| covered(i) >= 0.9).unwrap_or(n - 1);
+    (first.saturating_sub(1), last.max(first))
 }
 
 /// Where a trajectory `points` [checkpoint][component] turns sharply: after smoothing each component, the
@@ -236,12 +275,29 @@ pub fn turning_points(steps: &[u64], points: &[Vec<f64>], config: &WindowsConfig
             .max_by(|&p, &q| angle[p].unwrap_or(0.0).total_cmp(&angle[q].unwrap_or(0.0)))
             .unwrap_or(first);
         let largest = angle[peak].unwrap_or(0.0);
+        let (start_step, end_step) = (steps[first - 1], steps[past.min(n - 1)]);
+        let profile = (first - 1..=past.min(n - 1))
+            .map(|i| {
+                let inside = (first..past).contains(&i);
+                (
+                    steps[i],
+                    if inside {
+                        angle[i].unwrap_or(0.0) / largest
+                    } else {
+                        0.0
+                    },
+                )
+            })
+            .collect();
         flags.push(Flag {
-            start_step: steps[first - 1],
-            end_step: steps[past.min(n - 1)],
+            start_step,
+            end_step,
             peak_step: steps[peak],
+            rise_start_step: start_step,
+            rise_end_step: end_step,
             change: largest,
             score: largest / config.turn_degrees,
+            profile,
         });
     }
     flags

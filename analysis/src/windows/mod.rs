@@ -5,6 +5,7 @@
 //! `docs/windows.md`.
 
 pub mod detector;
+pub mod stages;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use trainer::config::WindowsConfig;
 use crate::error::AnalysisError;
 use crate::row::Row;
 use detector::{Flag, detect, turning_points};
+use stages::stages;
 
 /// The name of the essential-dynamics trigger.
 pub const ESSENTIAL_DYNAMICS: &str = "essential_dynamics";
@@ -32,7 +34,7 @@ pub struct Trigger {
 /// A birth window: a merged step range with every trigger that fell in it. Only `id`, `start_step` and
 /// `end_step` are required when reading one, so a window written by hand (a range a researcher wants
 /// replayed) is accepted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     /// `W0`, `W1`, … in step order (the name `formation replay --window N` uses).
     pub id: String,
@@ -41,12 +43,25 @@ pub struct Window {
     pub rank: usize,
     pub start_step: u64,
     pub end_step: u64,
+    /// The checkpoint where the triggers' activity peaks.
+    #[serde(default)]
+    pub peak_step: u64,
     /// Sum of the triggers' scores (the ranking key).
     #[serde(default)]
     pub score: f64,
     /// The probe-set loss fell across the window.
     #[serde(default)]
     pub loss_fell: bool,
+    /// What kind of change the window holds.
+    #[serde(default)]
+    pub kind: StageKind,
+    /// How much the window is to be trusted as a change of its own.
+    #[serde(default)]
+    pub confidence: Confidence,
+    /// The families of series that moved (`behavior`, `eval`, `progress`, `residual`, `heads`, `mlp`,
+    /// `dynamics`, `essential_dynamics`), in the order of their earliest peak: which moved first.
+    #[serde(default)]
+    pub families: Vec<String>,
     /// Components whose mean-ablation Δloss grew across the window (the mechanism they carry grew), largest
     /// growth first.
     #[serde(default)]
@@ -145,25 +160,8 @@ pub fn read_windows(run: &RunLayout) -> Result<Vec<Window>, AnalysisError> {
 
 pub fn find_windows(run_id: &str, rows: &[Row], config: &WindowsConfig) -> BirthWindows {
     let series = tracked_series(rows);
-    let mut triggers = vec![];
-    for (metric, points) in &series {
-        let (steps, values): (Vec<u64>, Vec<f64>) = points.iter().copied().unzip();
-        for flag in detect(&steps, &values, config) {
-            triggers.push(Trigger {
-                metric: metric.clone(),
-                flag,
-            });
-        }
-    }
-    if let Some((steps, trajectory)) = essential_trajectory(rows, config.components) {
-        for flag in turning_points(&steps, &trajectory, config) {
-            triggers.push(Trigger {
-                metric: ESSENTIAL_DYNAMICS.into(),
-                flag,
-            });
-        }
-    }
-    let windows = merge(triggers, &series);
+    let trajectory = essential_trajectory(rows, config.components);
+    let windows = windows_of(&series, trajectory.as_ref(), config);
     BirthWindows {
         run_id: run_id.to_owned(),
         method: "docs/windows.md",
@@ -173,22 +171,113 @@ pub fn find_windows(run_id: &str, rows: &[Row], config: &WindowsConfig) -> Birth
     }
 }
 
-/// Merges triggers whose step ranges overlap into windows, tags them, ranks them by total score and names them
-/// in step order.
-fn merge(mut triggers: Vec<Trigger>, series: &BTreeMap<String, Vec<(u64, f64)>>) -> Vec<Window> {
-    triggers.sort_by_key(|t| (t.flag.start_step, t.flag.end_step));
-    let mut groups: Vec<Vec<Trigger>> = vec![];
-    for trigger in triggers {
-        match groups.last_mut() {
-            Some(group)
-                if trigger.flag.start_step
-                    <= group.iter().map(|t| t.flag.end_step).max().unwrap_or(0) =>
-            {
-                group.push(trigger)
-            }
-            _ => groups.push(vec![trigger]),
+/// The family of a tracked series: the first part of its dotted path, with the task's progress measures
+/// (`behavior.progress.*`, hidden progress by design) apart from the rest of the behavior.
+pub fn family(metric: &str) -> &str {
+    if metric.starts_with("behavior.progress.") {
+        return "progress";
+    }
+    metric.split('.').next().unwrap_or(metric)
+}
+
+/// What kind of change a window holds, read off its triggers (docs/windows.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// Behavior (probe-set or split metrics) moved and the loss fell or an accuracy rose: a capability
+    /// appeared.
+    Behavioral,
+    /// Behavior moved but the loss did not fall and no accuracy rose (a bump, a regression).
+    LossRose,
+    /// Only internal series moved (probes, heads, MLPs, progress measures): hidden progress, not yet in the loss.
+    Hidden,
+    /// Only the representation moved (CKA with the previous checkpoint, the essential-dynamics trajectory).
+    #[default]
+    Reorganization,
+}
+
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StageKind::Behavioral => "behavioral",
+            StageKind::LossRose => "loss_rose",
+            StageKind::Hidden => "hidden",
+            StageKind::Reorganization => "reorganization",
+        })
+    }
+}
+
+/// How much a window is to be trusted as a change of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// One trigger, or the essential-dynamics turn alone.
+    #[default]
+    Low,
+    /// Two triggers, or one family, or a single trigger above twice the threshold `k`.
+    Medium,
+    /// At least three triggers from at least two named families agree.
+    High,
+}
+
+/// The windows of named `series` (dotted path → (step, value), steps increasing) and of an essential-dynamics
+/// `trajectory` (steps, points).
+pub fn windows_of(
+    series: &BTreeMap<String, Vec<(u64, f64)>>,
+    trajectory: Option<&(Vec<u64>, Vec<Vec<f64>>)>,
+    config: &WindowsConfig,
+) -> Vec<Window> {
+    let mut triggers = vec![];
+    for (metric, points) in series {
+        let (steps, values): (Vec<u64>, Vec<f64>) = points.iter().copied().unzip();
+        for flag in detect(&steps, &values, config) {
+            triggers.push(Trigger {
+                metric: metric.clone(),
+                flag,
+            });
         }
     }
+    if let Some((steps, points)) = trajectory {
+        for flag in turning_points(steps, points, config) {
+            triggers.push(Trigger {
+                metric: ESSENTIAL_DYNAMICS.into(),
+                flag,
+            });
+        }
+    }
+    let mut grid: Vec<u64> = series
+        .values()
+        .flatten()
+        .map(|&(s, _)| s)
+        .chain(
+            trajectory
+                .into_iter()
+                .flat_map(|(steps, _)| steps.iter().copied()),
+        )
+        .collect();
+    grid.sort_unstable();
+    grid.dedup();
+    merge(&grid, triggers, series, config)
+}
+
+impl std::fmt::Display for Confidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        })
+    }
+}
+
+/// Groups triggers into stages ([`stages`]), tags each window, ranks them by total score and names them in step
+/// order.
+fn merge(
+    grid: &[u64],
+    triggers: Vec<Trigger>,
+    series: &BTreeMap<String, Vec<(u64, f64)>>,
+    config: &WindowsConfig,
+) -> Vec<Window> {
     let value_at = |metric: &str, step: u64| -> Option<f64> {
         let points = series.get(metric)?;
         points
@@ -198,17 +287,15 @@ fn merge(mut triggers: Vec<Trigger>, series: &BTreeMap<String, Vec<(u64, f64)>>)
             .or(points.first())
             .map(|(_, v)| *v)
     };
-    let mut windows: Vec<Window> = groups
+    let mut windows: Vec<Window> = stages(grid, triggers, config)
         .into_iter()
         .enumerate()
-        .map(|(i, mut triggers)| {
+        .map(|(i, stage)| {
+            let mut triggers = stage.triggers;
             triggers.sort_by(|a, b| b.flag.score.total_cmp(&a.flag.score));
-            let start_step = triggers
-                .iter()
-                .map(|t| t.flag.start_step)
-                .min()
-                .unwrap_or(0);
-            let end_step = triggers.iter().map(|t| t.flag.end_step).max().unwrap_or(0);
+            // The window is where its triggers change together: the core of its activity.
+            let peak_step = grid[stage.peak];
+            let (start_step, end_step) = (grid[stage.core.0], grid[stage.core.1]);
             let change =
                 |metric: &str| Some(value_at(metric, end_step)? - value_at(metric, start_step)?);
             let mut grew: Vec<(String, f64)> = series
@@ -218,13 +305,19 @@ fn merge(mut triggers: Vec<Trigger>, series: &BTreeMap<String, Vec<(u64, f64)>>)
                 .filter(|(_, c)| *c > 0.0)
                 .collect();
             grew.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let loss_fell = change("behavior.loss").is_some_and(|c| c < 0.0);
+            let families = families_in_order(&triggers);
             Window {
                 id: format!("W{i}"),
                 rank: 0,
                 start_step,
                 end_step,
+                peak_step,
                 score: triggers.iter().map(|t| t.flag.score).sum(),
-                loss_fell: change("behavior.loss").is_some_and(|c| c < 0.0),
+                loss_fell,
+                kind: kind(&triggers, &families, loss_fell),
+                confidence: confidence(&triggers, &families, config),
+                families,
                 mechanism_grew: grew
                     .into_iter()
                     .map(|(m, _)| m.trim_end_matches(".ablation_dloss").to_owned())
@@ -241,10 +334,60 @@ fn merge(mut triggers: Vec<Trigger>, series: &BTreeMap<String, Vec<(u64, f64)>>)
     windows
 }
 
+/// The families of `triggers`, each once, in the order of their earliest peak.
+fn families_in_order(triggers: &[Trigger]) -> Vec<String> {
+    let mut first: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in triggers {
+        let at = first.entry(family(&t.metric)).or_insert(u64::MAX);
+        *at = (*at).min(t.flag.peak_step);
+    }
+    let mut families: Vec<(&str, u64)> = first.into_iter().collect();
+    families.sort_by_key(|&(name, step)| (step, name));
+    families.into_iter().map(|(f, _)| f.to_owned()).collect()
+}
+
+fn kind(triggers: &[Trigger], families: &[String], loss_fell: bool) -> StageKind {
+    let has = |f: &str| families.iter().any(|g| g == f);
+    // An accuracy that rose counts as a capability even where the probe-set loss rose (memorization: the
+    // probe set's test items get worse while the train items are learnt).
+    let accuracy_rose = triggers.iter().any(|t| {
+        matches!(family(&t.metric), "behavior" | "eval")
+            && t.metric.contains("accuracy")
+            && t.flag.change > 0.0
+    });
+    if has("behavior") || has("eval") {
+        if loss_fell || accuracy_rose {
+            StageKind::Behavioral
+        } else {
+            StageKind::LossRose
+        }
+    } else if has("residual") || has("heads") || has("mlp") || has("progress") {
+        StageKind::Hidden
+    } else {
+        StageKind::Reorganization
+    }
+}
+
+fn confidence(triggers: &[Trigger], families: &[String], config: &WindowsConfig) -> Confidence {
+    let strongest = triggers
+        .iter()
+        .filter(|t| t.metric != ESSENTIAL_DYNAMICS)
+        .map(|t| t.flag.score)
+        .fold(0.0, f64::max);
+    let named = families.iter().filter(|f| *f != ESSENTIAL_DYNAMICS).count();
+    if triggers.len() >= 3 && named >= 2 {
+        Confidence::High
+    } else if (triggers.len() >= 2 && named >= 1) || strongest >= 2.0 * config.k {
+        Confidence::Medium
+    } else {
+        Confidence::Low
+    }
+}
+
 /// The windows as a readable table: one line per window, strongest triggers first.
 pub fn table(found: &BirthWindows) -> String {
     let mut out = format!(
-        "{} windows in {} series of run {}\n\n| window | rank | steps | score | loss fell | mechanism grew | top triggers (metric: change, score) |\n|---|---|---|---|---|---|---|\n",
+        "{} windows in {} series of run {}\n\n| window | rank | steps (peak) | kind | confidence | score | loss fell | moved first | mechanism grew | top triggers (metric: change, score) |\n|---|---|---|---|---|---|---|---|---|---|\n",
         found.windows.len(),
         found.series,
         found.run_id
@@ -258,13 +401,17 @@ pub fn table(found: &BirthWindows) -> String {
             .collect();
         let more = w.triggers.len().saturating_sub(4);
         out.push_str(&format!(
-            "| {} | {} | {}–{} | {:.1} | {} | {} | {}{} |\n",
+            "| {} | {} | {}–{} ({}) | {} | {} | {:.1} | {} | {} | {} | {}{} |\n",
             w.id,
             w.rank,
             w.start_step,
             w.end_step,
+            w.peak_step,
+            w.kind,
+            w.confidence,
             w.score,
             if w.loss_fell { "yes" } else { "no" },
+            w.families.join(" → "),
             w.mechanism_grew
                 .iter()
                 .take(3)
@@ -280,4 +427,175 @@ pub fn table(found: &BirthWindows) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use host::rng::SplitMix64;
+
+    /// The induction example's schedule: 0, 1, 2, 4, …, 64, then every 50 up to 1500.
+    fn schedule() -> Vec<u64> {
+        let mut steps = vec![0, 1, 2, 4, 8, 16, 32, 64];
+        steps.extend((2..=30).map(|k| k * 50));
+        steps
+    }
+
+    fn sigmoid(step: u64, centre: f64, width: f64) -> f64 {
+        1.0 / (1.0 + (-(step as f64 - centre) / width).exp())
+    }
+
+    /// A sigmoid's height, centre and width in steps.
+    type Jump = (f64, f64, f64);
+
+    /// Named series, each a sum of sigmoids plus noise of 1 % of its scale.
+    fn series(specs: &[(&str, &[Jump])], seed: u64) -> BTreeMap<String, Vec<(u64, f64)>> {
+        let mut rng = SplitMix64::new(seed);
+        specs
+            .iter()
+            .map(|(name, jumps)| {
+                let points = schedule()
+                    .into_iter()
+                    .map(|s| {
+                        let clean: f64 = jumps.iter().map(|&(h, c, w)| h * sigmoid(s, c, w)).sum();
+                        (s, clean + 0.01 * rng.normal())
+                    })
+                    .collect();
+                (name.to_string(), points)
+            })
+            .collect()
+    }
+
+    fn summary(windows: &[Window]) -> Vec<(u64, u64, u64, usize)> {
+        windows
+            .iter()
+            .map(|w| (w.start_step, w.peak_step, w.end_step, w.triggers.len()))
+            .collect()
+    }
+
+    #[test]
+    fn two_nearby_transitions_give_two_windows_each_as_narrow_as_its_change() {
+        // A probe becomes accurate around step 300 and the induction score and accuracy jump around 650: two
+        // changes whose flagged stretches touch (a chain the old overlap merge joined into one window).
+        for seed in 0..5 {
+            let found = windows_of(
+                &series(
+                    &[
+                        (
+                            "behavior.accuracy",
+                            &[(0.2, 300.0, 30.0), (0.7, 650.0, 40.0)],
+                        ),
+                        (
+                            "residual.blocks.1.hook_resid_pre.cur.prev_token.accuracy",
+                            &[(0.8, 300.0, 30.0)],
+                        ),
+                        ("heads.L1H0.scores.induction_score", &[(0.9, 650.0, 40.0)]),
+                        ("behavior.in_context_score", &[(-2.0, 650.0, 40.0)]),
+                        ("behavior.loss", &[(-1.0, 650.0, 40.0)]),
+                    ],
+                    seed,
+                ),
+                None,
+                &WindowsConfig::default(),
+            );
+            assert_eq!(found.len(), 2, "seed {seed}: {:?}", summary(&found));
+            let (first, second) = (&found[0], &found[1]);
+            assert!(
+                first.start_step <= 300 && 300 <= first.end_step,
+                "{:?}",
+                summary(&found)
+            );
+            assert!(
+                second.start_step <= 650 && 650 <= second.end_step,
+                "{:?}",
+                summary(&found)
+            );
+            assert!(first.end_step <= second.start_step, "{:?}", summary(&found));
+            // The 10–90 % rise of a sigmoid of width w is 4.4 w: 130 and 175 steps; checkpoints every 50 and the
+            // smoothing add a checkpoint or two on each side.
+            assert!(
+                first.end_step - first.start_step <= 300,
+                "{:?}",
+                summary(&found)
+            );
+            assert!(
+                second.end_step - second.start_step <= 350,
+                "{:?}",
+                summary(&found)
+            );
+            assert_eq!(second.kind, StageKind::Behavioral);
+            assert_eq!(second.confidence, Confidence::High);
+            assert!(
+                second
+                    .triggers
+                    .iter()
+                    .any(|t| t.metric.starts_with("heads."))
+            );
+            assert!(
+                first
+                    .triggers
+                    .iter()
+                    .all(|t| !t.metric.starts_with("heads."))
+            );
+        }
+    }
+
+    #[test]
+    fn one_slow_transition_gives_one_window() {
+        // Four series change together over some 600 steps around 800.
+        for seed in 0..5 {
+            let found = windows_of(
+                &series(
+                    &[
+                        ("behavior.accuracy", &[(0.9, 800.0, 150.0)]),
+                        ("behavior.loss", &[(-2.0, 820.0, 150.0)]),
+                        (
+                            "residual.blocks.1.hook_resid_post.eq.sum.accuracy",
+                            &[(0.8, 760.0, 150.0)],
+                        ),
+                        ("mlp.L0.ablation_dloss", &[(1.5, 800.0, 150.0)]),
+                    ],
+                    seed,
+                ),
+                None,
+                &WindowsConfig::default(),
+            );
+            assert_eq!(found.len(), 1, "seed {seed}: {:?}", summary(&found));
+            let w = &found[0];
+            assert!(
+                w.start_step <= 800 && 800 <= w.end_step,
+                "{:?}",
+                summary(&found)
+            );
+            assert_eq!(w.kind, StageKind::Behavioral);
+            assert!(w.loss_fell);
+            assert_eq!(w.mechanism_grew, vec!["mlp.L0".to_string()]);
+            assert!(w.confidence >= Confidence::Medium, "{:?}", w.triggers);
+        }
+    }
+
+    #[test]
+    fn families_are_listed_in_the_order_they_moved_and_hidden_progress_is_named() {
+        let found = windows_of(
+            &series(
+                &[
+                    (
+                        "behavior.progress.relevant_attention",
+                        &[(0.8, 500.0, 40.0)],
+                    ),
+                    (
+                        "residual.blocks.0.hook_resid_post.eq.parity.accuracy",
+                        &[(0.5, 560.0, 40.0)],
+                    ),
+                ],
+                7,
+            ),
+            None,
+            &WindowsConfig::default(),
+        );
+        assert_eq!(found.len(), 1, "{:?}", summary(&found));
+        assert_eq!(found[0].families, vec!["progress", "residual"]);
+        assert_eq!(found[0].kind, StageKind::Hidden);
+        assert_eq!(found[0].confidence, Confidence::Medium);
+    }
 }

@@ -114,6 +114,12 @@ pub struct WindowsConfig {
     pub turn_degrees: f64,
     /// Principal components of the output trajectory the turning trigger follows.
     pub components: usize,
+    /// Two peaks of trigger activity are two stages (two windows) when the activity between them falls below
+    /// this fraction of the lower peak; otherwise they are one change.
+    pub split_depth: f64,
+    /// A window is the stretch around its stage's activity peak where the activity stays at or above this
+    /// fraction of the peak (widened by one checkpoint on each side): where its triggers change together.
+    pub core_level: f64,
 }
 
 impl Default for WindowsConfig {
@@ -128,6 +134,8 @@ impl Default for WindowsConfig {
             min_scale: 0.1,
             turn_degrees: 45.0,
             components: 3,
+            split_depth: 0.5,
+            core_level: 0.3,
         }
     }
 }
@@ -304,6 +312,14 @@ impl Validate for WindowsConfig {
                 "windows",
                 "turn_degrees must be in (0, 180) and components at least 1".into(),
             );
+        }
+        for (name, level) in [
+            ("windows.split_depth", w.split_depth),
+            ("windows.core_level", w.core_level),
+        ] {
+            if !(level > 0.0 && level <= 1.0) {
+                return invalid(name, format!("must be in (0, 1], got {level}"));
+            }
         }
         Ok(())
     }
