@@ -41,6 +41,8 @@ enum Command {
     Replay(commands::replay::Args),
     /// Run one targeted intervention (logit lens, …) on one saved checkpoint.
     Intervene(commands::intervene::Args),
+    /// The LLC trajectory over the saved checkpoints (analysis/llc.jsonl), or --calibrate its sampler.
+    Llc(commands::llc::Args),
     /// Phase B: train one config over several seeds (locally with -j, or as a Slurm array with --slurm).
     Replicate(commands::study::ReplicateArgs),
     /// Phase C: train one config over the values of one key (locally with -j, or as a Slurm array).
@@ -70,6 +72,7 @@ fn main() {
         Command::Windows(args) => commands::windows::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Intervene(args) => commands::intervene::run(args),
+        Command::Llc(args) => commands::llc::run(args),
         Command::Replicate(args) => commands::study::replicate(args),
         Command::Screen(args) => commands::study::screen(args),
         Command::Collect(args) => commands::study::collect(args),

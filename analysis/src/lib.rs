@@ -6,9 +6,10 @@
 //! checkpoint to `analysis/checkpoint_metrics.jsonl` and the arrays to `analysis/activations.h5`. No
 //! checkpoint is read back.
 //!
-//! Afterwards, [`windows`] finds the birth windows in the rows, and [`interventions`] holds the expensive
-//! analyses run on single checkpoints inside them (logit lens, patching, neurons, Fourier progress measures,
-//! LLC).
+//! Afterwards, [`windows`] finds the birth windows in the rows (and in the LLC [`trajectory`] over the saved
+//! checkpoints, when `formation llc` made one), and [`interventions`] holds the expensive analyses run on
+//! single checkpoints inside them (logit lens, patching, neurons, Fourier progress measures, LLC and the
+//! weight-restricted LLC per component).
 
 pub mod analyzer;
 pub mod compare;
@@ -23,6 +24,7 @@ pub mod selection;
 pub mod sidecar;
 pub mod sinks;
 pub mod stored;
+pub mod trajectory;
 pub mod windows;
 
 pub use error::AnalysisError;

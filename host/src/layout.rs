@@ -75,6 +75,14 @@ impl RunLayout {
     pub fn activations_index(&self) -> PathBuf {
         self.analysis_dir().join("activations.h5")
     }
+    /// `analysis/llc.jsonl`: the LLC trajectory, one row per estimated checkpoint (`formation llc`).
+    pub fn llc(&self) -> PathBuf {
+        self.analysis_dir().join("llc.jsonl")
+    }
+    /// `analysis/llc_calibration.json`: the ε / nβ grid of `formation llc --calibrate`.
+    pub fn llc_calibration(&self) -> PathBuf {
+        self.analysis_dir().join("llc_calibration.json")
+    }
     /// `analysis/birth_windows.json`, written by `formation windows`.
     pub fn birth_windows(&self) -> PathBuf {
         self.analysis_dir().join("birth_windows.json")

@@ -3,6 +3,7 @@
 pub mod compare;
 pub mod export;
 pub mod intervene;
+pub mod llc;
 pub mod probe_set;
 pub mod replay;
 pub mod report;

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use analysis::sinks::jsonl::read_rows;
+use analysis::trajectory::read_llc;
 use analysis::windows::{find_windows, table};
-use anyhow::bail;
+use anyhow::{Context, bail};
 use host::files::write_atomic;
 use host::layout::RunLayout;
 use trainer::Config;
@@ -37,7 +38,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             rows.len()
         );
     }
-    let found = find_windows(&manifest.run_id, &rows, &config.windows);
+    let llc: Vec<(u64, f64)> = read_llc(&run.llc())
+        .with_context(|| format!("reading {}", run.llc().display()))?
+        .into_iter()
+        .filter(|r| !(r.estimate.diagnostics.diverged || r.estimate.diagnostics.negative))
+        .map(|r| (r.step, r.estimate.llc))
+        .collect();
+    let found = find_windows(&manifest.run_id, &rows, &llc, &config.windows);
     print!("{}", table(&found));
     let out = run.birth_windows();
     if lock.is_some() {

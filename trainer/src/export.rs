@@ -15,9 +15,18 @@ use crate::tasks::Examples;
 
 /// Every float parameter of a module, keyed by its dotted path, as (shape, row-major values).
 pub fn named_parameters<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    parameters_in_order(module)
+        .into_iter()
+        .map(|(path, shape, values)| (path, (shape, values)))
+        .collect()
+}
+
+/// Every float parameter of a module as (dotted path, shape, row-major values), in the order the module visits
+/// them (the order a flat parameter vector follows).
+pub fn parameters_in_order<M: Module>(module: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     struct Collect {
         path: Vec<String>,
-        out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        out: Vec<(String, Vec<usize>, Vec<f32>)>,
     }
     impl ModuleVisitor for Collect {
         fn enter_module(&mut self, name: &str, _: &str) {
@@ -33,12 +42,12 @@ pub fn named_parameters<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, 
                 .into_data()
                 .try_into_vec_as::<f32>()
                 .unwrap_or_default();
-            self.out.insert(self.path.join("."), (shape, values));
+            self.out.push((self.path.join("."), shape, values));
         }
     }
     let mut collect = Collect {
         path: vec![],
-        out: BTreeMap::new(),
+        out: vec![],
     };
     module.visit(&mut collect);
     collect.out

@@ -16,11 +16,15 @@ use trainer::config::WindowsConfig;
 
 use crate::error::AnalysisError;
 use crate::row::Row;
-use detector::{Flag, detect, turning_points};
+use detector::{Flag, critical_points, detect, turning_points};
 use stages::stages;
 
 /// The name of the essential-dynamics trigger.
 pub const ESSENTIAL_DYNAMICS: &str = "essential_dynamics";
+/// The LLC trajectory's series (`analysis/llc.jsonl`); its critical points are triggers named
+/// [`LLC_CRITICAL_POINT`].
+pub const LLC: &str = "llc.estimate";
+pub const LLC_CRITICAL_POINT: &str = "llc.critical_point";
 
 /// One metric's reason for a window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +63,7 @@ pub struct Window {
     #[serde(default)]
     pub confidence: Confidence,
     /// The families of series that moved (`behavior`, `eval`, `progress`, `residual`, `heads`, `mlp`,
-    /// `dynamics`, `essential_dynamics`), in the order of their earliest peak: which moved first.
+    /// `dynamics`, `essential_dynamics`, `llc`), in the order of their earliest peak: which moved first.
     #[serde(default)]
     pub families: Vec<String>,
     /// Components whose mean-ablation Δloss grew across the window (the mechanism they carry grew), largest
@@ -158,8 +162,18 @@ pub fn read_windows(run: &RunLayout) -> Result<Vec<Window>, AnalysisError> {
         })
 }
 
-pub fn find_windows(run_id: &str, rows: &[Row], config: &WindowsConfig) -> BirthWindows {
-    let series = tracked_series(rows);
+/// The windows of a run's rows and, when `formation llc` made one, of its LLC trajectory (`llc`: step and
+/// estimate, steps increasing).
+pub fn find_windows(
+    run_id: &str,
+    rows: &[Row],
+    llc: &[(u64, f64)],
+    config: &WindowsConfig,
+) -> BirthWindows {
+    let mut series = tracked_series(rows);
+    if !llc.is_empty() {
+        series.insert(LLC.into(), llc.to_vec());
+    }
     let trajectory = essential_trajectory(rows, config.components);
     let windows = windows_of(&series, trajectory.as_ref(), config);
     BirthWindows {
@@ -191,7 +205,8 @@ pub enum StageKind {
     LossRose,
     /// Only internal series moved (probes, heads, MLPs, progress measures): hidden progress, not yet in the loss.
     Hidden,
-    /// Only the representation moved (CKA with the previous checkpoint, the essential-dynamics trajectory).
+    /// Only the representation or the loss landscape moved (CKA with the previous checkpoint, the
+    /// essential-dynamics trajectory, the LLC).
     #[default]
     Reorganization,
 }
@@ -233,6 +248,15 @@ pub fn windows_of(
         for flag in detect(&steps, &values, config) {
             triggers.push(Trigger {
                 metric: metric.clone(),
+                flag,
+            });
+        }
+    }
+    if let Some(points) = series.get(LLC) {
+        let (steps, values): (Vec<u64>, Vec<f64>) = points.iter().copied().unzip();
+        for flag in critical_points(&steps, &values, config) {
+            triggers.push(Trigger {
+                metric: LLC_CRITICAL_POINT.into(),
                 flag,
             });
         }

@@ -202,6 +202,9 @@ pub struct LlcConfig {
     /// Steps discarded at the start of each chain.
     pub burn_in: usize,
     pub seed: u64,
+    /// `formation llc` (the trajectory over saved checkpoints) spends at most this many SGLD steps per training
+    /// step of the run: fewer draws first, then fewer checkpoints (docs/windows.md).
+    pub trajectory_budget: f64,
 }
 
 impl Default for LlcConfig {
@@ -214,6 +217,7 @@ impl Default for LlcConfig {
             draws: 200,
             burn_in: 0,
             seed: 0,
+            trajectory_budget: 2.0,
         }
     }
 }
@@ -336,6 +340,12 @@ impl Validate for LlcConfig {
             return invalid(
                 "llc",
                 "epsilon and nbeta must be positive, gamma not negative, chains and draws at least 1".into(),
+            );
+        }
+        if !(l.trajectory_budget > 0.0 && l.trajectory_budget.is_finite()) {
+            return invalid(
+                "llc.trajectory_budget",
+                format!("must be positive, got {}", l.trajectory_budget),
             );
         }
         Ok(())
