@@ -61,6 +61,10 @@ fn the_trajectory_stays_within_its_budget_resumes_and_feeds_the_windows() {
     let out = ok(formation(&["llc", "run"], dir));
     assert!(String::from_utf8_lossy(&out.stdout).contains("continuing after step 8"));
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    // The report draws the trajectory.
+    ok(formation(&["report", "run"], dir));
+    let page = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
+    assert!(page.contains("LLC trajectory (formation llc)"));
     // The windows read the trajectory as one more series.
     ok(formation(&["windows", "run"], dir));
     let with_llc: Value = serde_json::from_str(

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use trainer::config::LlcConfig;
 
 use crate::interventions::llc::{LlcEstimate, SgldConfig};
+use crate::windows::llc::{LlcPoint, LlcSeries};
 
 /// One row of `analysis/llc.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +24,35 @@ pub struct LlcRow {
     /// The weight-restricted LLC of each head and MLP (`L1H2`, `L0`), when asked for.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub components: BTreeMap<String, ComponentLlc>,
+}
+
+/// The trajectory as the window detector takes it: each estimate's standard error is the chains' spread /
+/// √chains. Diverged and negative estimates are left out, and so are a component's unconverged ones.
+pub fn llc_series(rows: &[LlcRow]) -> LlcSeries {
+    let mut series = LlcSeries::default();
+    for row in rows {
+        let d = &row.estimate.diagnostics;
+        let root = (row.settings.chains.max(1) as f64).sqrt();
+        if !(d.diverged || d.negative) {
+            series.whole.push(LlcPoint {
+                step: row.step,
+                llc: row.estimate.llc,
+                se: d.llc_std / root,
+            });
+        }
+        for (component, c) in row.components.iter().filter(|(_, c)| c.converged) {
+            series
+                .components
+                .entry(component.clone())
+                .or_default()
+                .push(LlcPoint {
+                    step: row.step,
+                    llc: c.llc,
+                    se: c.llc_std / root,
+                });
+        }
+    }
+    series
 }
 
 /// A component's weight-restricted LLC at one checkpoint (its traces are not kept).
@@ -69,18 +99,20 @@ fn thin(checkpoints: &[u64], every: usize) -> Vec<u64> {
     steps
 }
 
-/// The plan for `checkpoints` of a run of `train_steps` steps: at most `llc.trajectory_budget` × `train_steps`
-/// SGLD steps in all (each costs about one training step: a forward and backward pass on one batch). The draws
-/// per chain shrink first (down to [`MIN_DRAWS`]), then checkpoints are thinned. `every` fixes the thinning and
-/// keeps the configured draws (the budget is then only reported).
+/// The plan for `checkpoints` of a run of `train_steps` steps, `estimates` estimates per checkpoint (the whole
+/// model's and one per component): at most `llc.trajectory_budget` × `train_steps` SGLD steps in all (each is a
+/// forward and backward pass on one batch). The draws per chain shrink first (down to [`MIN_DRAWS`]), then
+/// checkpoints are thinned. `every` fixes the thinning and keeps the configured draws (the budget is then only
+/// reported).
 pub fn plan(
     checkpoints: &[u64],
     train_steps: u64,
     llc: &LlcConfig,
     every: Option<usize>,
+    estimates: usize,
 ) -> TrajectoryPlan {
-    let cost = |n: usize, draws: usize| (n * llc.chains * (llc.burn_in + draws)) as u64;
-    let budget = (llc.trajectory_budget * train_steps as f64) as u64;
+    let cost = |n: usize, draws: usize| (n * estimates * llc.chains * (llc.burn_in + draws)) as u64;
+    let budget = (llc.trajectory_budget * train_steps as f64) as u64 / estimates.max(1) as u64;
     let (every, draws) = match every {
         Some(every) => (every.max(1), llc.draws),
         None => {
@@ -172,18 +204,24 @@ mod tests {
         let checkpoints: Vec<u64> = (0..=40).map(|i| i * 100).collect(); // 41 checkpoints, 4 000 steps
         // Budget 4 000 SGLD steps, 4 chains: 41 · 4 · 200 = 32 800 is too many; 4 000 / 164 = 24 draws < 50,
         // so thin: every 2 → 21 checkpoints → 47 draws; every 3 → 14 (+ the last: 15) → 66 draws.
-        let p = plan(&checkpoints, 4000, &llc(4, 200, 1.0), None);
+        let p = plan(&checkpoints, 4000, &llc(4, 200, 1.0), None, 1);
         assert_eq!(p.every, 3);
         assert_eq!(p.steps.len(), 15);
         assert_eq!(*p.steps.last().unwrap(), 4000);
         assert_eq!(p.draws, 66);
         assert!(p.sgld_steps <= 4000, "{p:?}");
         // A generous budget keeps every checkpoint and every draw.
-        let p = plan(&checkpoints, 4000, &llc(4, 200, 10.0), None);
+        let p = plan(&checkpoints, 4000, &llc(4, 200, 10.0), None, 1);
         assert_eq!((p.every, p.draws, p.steps.len()), (1, 200, 41));
         // A fixed thinning keeps the configured draws.
-        let p = plan(&checkpoints, 4000, &llc(4, 200, 1.0), Some(10));
+        let p = plan(&checkpoints, 4000, &llc(4, 200, 1.0), Some(10), 1);
         assert_eq!((p.draws, p.steps), (200, vec![0, 1000, 2000, 3000, 4000]));
+        // Ten estimates per checkpoint (the whole model and nine components) share the same budget: the generous
+        // one now affords 40 000 / 10 / 164 = 24 draws at every checkpoint, too few, so every 2nd (21): 47, every
+        // 3rd (15): 66.
+        let p = plan(&checkpoints, 4000, &llc(4, 200, 10.0), None, 10);
+        assert_eq!((p.every, p.draws), (3, 66));
+        assert!(p.sgld_steps <= 40_000, "{p:?}");
     }
 
     fn point(epsilon: f64, llc: f64, converged: bool) -> CalibrationPoint {

@@ -41,6 +41,15 @@ pub struct Args {
     /// The checkpoint to calibrate at (default: the last).
     #[arg(long, requires = "calibrate")]
     step: Option<u64>,
+    /// The SGLD step size, instead of the config's `[llc] epsilon` (what `--calibrate` recommends).
+    #[arg(long)]
+    epsilon: Option<f64>,
+    /// n·β, instead of the config's `[llc] nbeta` (default n / ln n).
+    #[arg(long)]
+    nbeta: Option<f64>,
+    /// Draws per chain, instead of the config's `[llc] draws` (the most the budget may use).
+    #[arg(long)]
+    draws: Option<usize>,
 }
 
 /// A loaded run: its config, task and the saved checkpoint steps.
@@ -98,6 +107,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.every == Some(0) {
         bail!("--every must be at least 1");
     }
+    let mut config = config;
+    for (name, value) in [("--epsilon", args.epsilon), ("--nbeta", args.nbeta)] {
+        if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+            bail!("{name} must be a positive number");
+        }
+    }
+    if args.draws == Some(0) {
+        bail!("--draws must be at least 1");
+    }
+    config.llc.draws = args.draws.unwrap_or(config.llc.draws);
+    config.llc.epsilon = args.epsilon.unwrap_or(config.llc.epsilon);
+    config.llc.nbeta = args.nbeta.or(config.llc.nbeta);
     let _lock = DirLock::acquire(&run.root, "formation llc")?;
     let task = tasks::build(&config.task, config.train.seed)?;
     let (device, _) = crate::device::pick();
@@ -123,11 +144,6 @@ fn trajectory(
     with_components: bool,
 ) -> anyhow::Result<()> {
     let config = &loaded.config;
-    let plan = plan(&loaded.checkpoints, config.train.steps, &config.llc, every);
-    let llc = LlcConfig {
-        draws: plan.draws,
-        ..config.llc.clone()
-    };
     let mut components: Vec<Option<Component>> = vec![None];
     if with_components {
         let dims = ModelDims::new(config, loaded.task.as_ref());
@@ -138,16 +154,44 @@ fn trajectory(
             }
         }
     }
+    let plan = plan(
+        &loaded.checkpoints,
+        config.train.steps,
+        &config.llc,
+        every,
+        components.len(),
+    );
+    let llc = LlcConfig {
+        draws: plan.draws,
+        ..config.llc.clone()
+    };
     let done = read_llc(&run.llc()).with_context(|| format!("reading {}", run.llc().display()))?;
+    if let Some(row) = done.last() {
+        let (was, now) = (&row.settings, &llc);
+        if was.epsilon != now.epsilon
+            || now.nbeta.is_some_and(|b| b != was.nbeta)
+            || was.gamma != now.gamma
+            || was.chains != now.chains
+        {
+            bail!(
+                "{} was made with other sampler settings (epsilon {:e}, nbeta {}, gamma {}, {} chains); move it away to start a new trajectory, or continue with those",
+                run.llc().display(),
+                was.epsilon,
+                was.nbeta,
+                was.gamma,
+                was.chains
+            );
+        }
+    }
     let after = done.last().map(|r| r.step);
     println!(
-        "LLC at {} of {} checkpoints (every {}), {} chains x {} draws: {} SGLD steps per estimate for a run of {} steps{}",
+        "LLC at {} of {} checkpoints (every {}), {} chains x {} draws: {} SGLD steps in all, for a run of {} steps{}",
         plan.steps.len(),
         loaded.checkpoints.len(),
         plan.every,
         llc.chains,
         llc.draws,
-        plan.sgld_steps * components.len() as u64,
+        plan.sgld_steps,
         config.train.steps,
         after.map_or(String::new(), |s| format!("; continuing after step {s}"))
     );
@@ -234,8 +278,13 @@ fn calibrate(run: &RunLayout, loaded: &Loaded, step: Option<u64>) -> anyhow::Res
     let recommended = recommend(&points, nbeta).cloned();
     match &recommended {
         Some(p) => println!(
-            "\nrecommended: epsilon = {:e}, nbeta = {:.1} (LLC {:.3}): set them in [llc]",
-            p.epsilon, p.nbeta, p.llc
+            "\nrecommended: epsilon = {:e}, nbeta = {:.1} (LLC {:.3}): formation llc {} --epsilon {:e} --nbeta {:.1}",
+            p.epsilon,
+            p.nbeta,
+            p.llc,
+            run.root.display(),
+            p.epsilon,
+            p.nbeta
         ),
         None => println!(
             "\nno setting converged at the default nbeta ({nbeta:.1}): raise [llc] draws and calibrate again"

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use analysis::sinks::jsonl::read_rows;
-use analysis::trajectory::read_llc;
+use analysis::trajectory::{llc_series, read_llc};
 use analysis::windows::{find_windows, table};
 use anyhow::{Context, bail};
 use host::files::write_atomic;
@@ -38,12 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             rows.len()
         );
     }
-    let llc: Vec<(u64, f64)> = read_llc(&run.llc())
-        .with_context(|| format!("reading {}", run.llc().display()))?
-        .into_iter()
-        .filter(|r| !(r.estimate.diagnostics.diverged || r.estimate.diagnostics.negative))
-        .map(|r| (r.step, r.estimate.llc))
-        .collect();
+    let llc = llc_series(
+        &read_llc(&run.llc()).with_context(|| format!("reading {}", run.llc().display()))?,
+    );
     let found = find_windows(&manifest.run_id, &rows, &llc, &config.windows);
     print!("{}", table(&found));
     let out = run.birth_windows();

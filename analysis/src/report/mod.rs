@@ -14,7 +14,9 @@ use crate::compare::Comparison;
 use crate::error::AnalysisError;
 use crate::row::Row;
 use crate::sinks::jsonl::read_rows;
+use crate::trajectory::{LlcRow, read_llc};
 use crate::windows::{Window, read_windows};
+use plots::llc_plots;
 use plots::{Mark, Plot, Point, Series, run_plots, series, split_score, window_plots};
 
 /// One analyzed run's files, as the report needs them.
@@ -25,6 +27,8 @@ pub struct RunData {
     pub rows: Vec<Row>,
     pub windows: Vec<Window>,
     pub replays: Vec<Replay>,
+    /// The LLC trajectory (`analysis/llc.jsonl`), when `formation llc` made one.
+    pub llc: Vec<LlcRow>,
     /// The first few probe examples as the task names their tokens (empty when the probe set is not there).
     pub examples: Vec<ShownExample>,
 }
@@ -150,6 +154,11 @@ pub fn load_run(run: &RunLayout, name: &str) -> Result<RunData, AnalysisError> {
         rows,
         windows,
         replays,
+        llc: read_llc(&run.llc()).map_err(|source| AnalysisError::Unreadable {
+            path: run.llc(),
+            hint: "remove it, or run `formation llc` again".into(),
+            source,
+        })?,
         examples: shown_examples(run),
     })
 }
@@ -209,7 +218,11 @@ pub fn run_sections(run: &RunData, prefix: &str, folded: bool) -> Vec<Section> {
     let mut sections = vec![Section {
         heading: format!("Run {}", run.name),
         html,
-        plots: run_plots(prefix, &run.rows, &run.windows),
+        plots: [
+            run_plots(prefix, &run.rows, &run.windows),
+            llc_plots(prefix, &run.llc, &run.windows),
+        ]
+        .concat(),
         folded,
     }];
     for replay in &run.replays {
@@ -245,11 +258,11 @@ fn windows_table(windows: &[Window]) -> String {
         return "<p>No birth windows (run <code>formation windows</code>).</p>".into();
     }
     let mut html = String::from(
-        "<table><tr><th>window</th><th>rank</th><th>steps (peak)</th><th>kind</th><th>confidence</th><th>moved first</th><th>score</th><th>loss fell</th><th>mechanism grew</th><th>strongest triggers</th></tr>",
+        "<table><tr><th>window</th><th>rank</th><th>steps (peak)</th><th>kind</th><th>confidence</th><th>moved first</th><th>score</th><th>loss fell</th><th>mechanism grew</th><th>complexity changed (LLC)</th><th>strongest triggers</th></tr>",
     );
     for w in windows {
         html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}–{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}–{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&w.id),
             w.rank,
             w.start_step,
@@ -261,6 +274,13 @@ fn windows_table(windows: &[Window]) -> String {
             w.score,
             if w.loss_fell { "yes" } else { "no" },
             escape(&w.mechanism_grew.join(", ")),
+            escape(
+                &w.complexity_changed
+                    .iter()
+                    .map(|c| format!("{} {:+.1}", c.component, c.change))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             escape(
                 &w.triggers
                     .iter()

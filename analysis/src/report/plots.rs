@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::row::Row;
+use crate::trajectory::LlcRow;
 use crate::windows::Window;
 
 /// One line of a line plot: y at each x (a checkpoint step); `None` where the row lacks the metric.
@@ -151,6 +152,55 @@ pub fn shades(windows: &[Window], log_x: bool) -> Vec<Shade> {
                 .join(", "),
         })
         .collect()
+}
+
+/// The LLC trajectory of `formation llc`: λ̂ with ± one standard deviation across chains, the estimates whose
+/// chains had not converged on a series of their own, and the weight-restricted LLC of each component when
+/// there is one (none without a trajectory).
+pub fn llc_plots(prefix: &str, llc: &[LlcRow], windows: &[Window]) -> Vec<Plot> {
+    if llc.is_empty() {
+        return vec![];
+    }
+    let x: Vec<u64> = llc.iter().map(|r| r.step).collect();
+    let line = |name: &str, y: &dyn Fn(&LlcRow) -> Option<f64>| Series {
+        name: name.to_owned(),
+        x: x.clone(),
+        y: llc.iter().map(y).collect(),
+    };
+    let trajectory = vec![
+        line("LLC", &|r| Some(r.estimate.llc)),
+        line("LLC + std", &|r| {
+            Some(r.estimate.llc + r.estimate.diagnostics.llc_std)
+        }),
+        line("LLC − std", &|r| {
+            Some(r.estimate.llc - r.estimate.diagnostics.llc_std)
+        }),
+        line("not converged", &|r| {
+            (!r.estimate.diagnostics.converged).then_some(r.estimate.llc)
+        }),
+    ];
+    let mut plots = vec![lines(
+        format!("{prefix}-llc"),
+        "LLC trajectory (formation llc)",
+        false,
+        trajectory,
+        windows,
+    )];
+    let components: BTreeSet<&String> = llc.iter().flat_map(|r| r.components.keys()).collect();
+    if !components.is_empty() {
+        let per_component = components
+            .into_iter()
+            .map(|c| line(c, &|r| r.components.get(c).map(|e| e.llc)))
+            .collect();
+        plots.push(lines(
+            format!("{prefix}-llc-components"),
+            "Weight-restricted LLC per component",
+            false,
+            per_component,
+            windows,
+        ));
+    }
+    plots
 }
 
 fn lines(id: String, title: &str, log_y: bool, series: Vec<Series>, windows: &[Window]) -> Plot {

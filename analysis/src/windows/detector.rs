@@ -208,63 +208,6 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
     flags
 }
 
-/// Where a series turns: its critical points, where the smoothed slope changes sign between two monotone
-/// stretches that each move it by at least `min_change` × its scale. Hoogland et al. 2024 ("Loss landscape
-/// degeneracy and stagewise development in transformers", §3) take the critical points of the LLC curve as the
-/// boundaries of developmental stages; [`detect`] finds its fast changes, this finds where it peaks or bottoms
-/// out. Each flag spans the checkpoints on either side of the extremum; `change` is the move after it and
-/// `score` is `k` × the smaller move over the smallest that counts.
-pub fn critical_points(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag> {
-    let n = values.len();
-    if n < 5 {
-        return vec![];
-    }
-    let y = smooth(values, config.min_sigma, config.smooth_fraction);
-    let d = derivative(&log_steps(steps), &y);
-    let lo = y.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let scale = (hi - lo).max(0.5 * lo.abs().max(hi.abs()));
-    if scale < config.min_scale {
-        return vec![];
-    }
-    // Monotone stretches as (first, last) index, split where the slope's sign flips.
-    let mut stretches: Vec<(usize, usize)> = vec![];
-    let (mut first, mut sign) = (0, d[0].signum());
-    for i in 1..n {
-        if d[i] != 0.0 && d[i].signum() != sign {
-            if d[first..i].iter().any(|&x| x != 0.0) {
-                stretches.push((first, i - 1));
-                first = i - 1;
-            }
-            sign = d[i].signum();
-        }
-    }
-    stretches.push((first, n - 1));
-    let least = config.min_change * scale;
-    let mut flags = vec![];
-    for pair in stretches.windows(2) {
-        let ((a0, a1), (b0, b1)) = (pair[0], pair[1]);
-        let (before, after) = (y[a1] - y[a0], y[b1] - y[b0]);
-        let moved = before.abs().min(after.abs());
-        if moved < least {
-            continue;
-        }
-        let extremum = b0;
-        let (lo, hi) = (extremum.saturating_sub(1), (extremum + 1).min(n - 1));
-        flags.push(Flag {
-            start_step: steps[lo],
-            end_step: steps[hi],
-            peak_step: steps[extremum],
-            rise_start_step: steps[lo],
-            rise_end_step: steps[hi],
-            change: after,
-            score: config.k * moved / least,
-            profile: vec![(steps[lo], 0.0), (steps[extremum], 1.0), (steps[hi], 0.0)],
-        });
-    }
-    flags
-}
-
 /// The 10–90 % rise of a stretch of a smoothed series: the index of the last point before it has covered 10 % of
 /// its change (end − start) and of the first at which it has covered 90 %.
 fn rise(y: &[f64]) -> (usize, usize) {
@@ -503,34 +446,6 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0, 100.0]), 2.5);
         // 1.4826 · median(|x − 2|) over [1, 2, 3, 100] = 1.4826 · 1.
         assert!((mad_scale(&[1.0, 2.0, 3.0, 100.0]) - 1.4826).abs() < 1e-12);
-    }
-
-    #[test]
-    fn a_rise_then_a_fall_has_one_critical_point_at_the_top() {
-        // Up from 0 to 1 until step 2 000, then down to 0.4 by 4 000 (an LLC that peaks as a stage ends): one
-        // critical point near 2 000; a monotone rise has none, and a wiggle too small to count is ignored.
-        let steps = schedule(4000);
-        let peaked: Vec<f64> = steps
-            .iter()
-            .map(|&s| {
-                if s <= 2000 {
-                    s as f64 / 2000.0
-                } else {
-                    1.0 - 0.6 * (s - 2000) as f64 / 2000.0
-                }
-            })
-            .collect();
-        let flags = critical_points(&steps, &peaked, &config());
-        assert_eq!(flags.len(), 1, "{flags:?}");
-        assert!((1800..=2200).contains(&flags[0].peak_step), "{flags:?}");
-        assert!(flags[0].change < -0.3, "{flags:?}");
-        let rising: Vec<f64> = steps.iter().map(|&s| s as f64).collect();
-        assert!(critical_points(&steps, &rising, &config()).is_empty());
-        let wiggle: Vec<f64> = steps
-            .iter()
-            .map(|&s| s as f64 / 4000.0 + if s == 3000 { -0.05 } else { 0.0 })
-            .collect();
-        assert!(critical_points(&steps, &wiggle, &config()).is_empty());
     }
 
     #[test]

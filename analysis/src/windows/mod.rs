@@ -5,6 +5,7 @@
 //! `docs/windows.md`.
 
 pub mod detector;
+pub mod llc;
 pub mod stages;
 
 use std::collections::BTreeMap;
@@ -16,15 +17,12 @@ use trainer::config::WindowsConfig;
 
 use crate::error::AnalysisError;
 use crate::row::Row;
-use detector::{Flag, critical_points, detect, turning_points};
+use detector::{Flag, detect, turning_points};
+use llc::{ComplexityChange, LlcSeries, complexity_changes, llc_triggers};
 use stages::stages;
 
 /// The name of the essential-dynamics trigger.
 pub const ESSENTIAL_DYNAMICS: &str = "essential_dynamics";
-/// The LLC trajectory's series (`analysis/llc.jsonl`); its critical points are triggers named
-/// [`LLC_CRITICAL_POINT`].
-pub const LLC: &str = "llc.estimate";
-pub const LLC_CRITICAL_POINT: &str = "llc.critical_point";
 
 /// One metric's reason for a window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +68,10 @@ pub struct Window {
     /// growth first.
     #[serde(default)]
     pub mechanism_grew: Vec<String>,
+    /// Components whose weight-restricted LLC changed across the window (when `formation llc --components` ran),
+    /// largest change first: where the model's complexity moved.
+    #[serde(default)]
+    pub complexity_changed: Vec<ComplexityChange>,
     #[serde(default)]
     pub triggers: Vec<Trigger>,
 }
@@ -167,15 +169,18 @@ pub fn read_windows(run: &RunLayout) -> Result<Vec<Window>, AnalysisError> {
 pub fn find_windows(
     run_id: &str,
     rows: &[Row],
-    llc: &[(u64, f64)],
+    llc: &LlcSeries,
     config: &WindowsConfig,
 ) -> BirthWindows {
     let mut series = tracked_series(rows);
-    if !llc.is_empty() {
-        series.insert(LLC.into(), llc.to_vec());
+    if !llc.whole.is_empty() {
+        series.insert(
+            llc::CHANGE.into(),
+            llc.whole.iter().map(|p| (p.step, p.llc)).collect(),
+        );
     }
     let trajectory = essential_trajectory(rows, config.components);
-    let windows = windows_of(&series, trajectory.as_ref(), config);
+    let windows = windows_of(&series, trajectory.as_ref(), llc, config);
     BirthWindows {
         run_id: run_id.to_owned(),
         method: "docs/windows.md",
@@ -235,28 +240,21 @@ pub enum Confidence {
     High,
 }
 
-/// The windows of named `series` (dotted path → (step, value), steps increasing) and of an essential-dynamics
-/// `trajectory` (steps, points).
+/// The windows of named `series` (dotted path → (step, value), steps increasing), of an essential-dynamics
+/// `trajectory` (steps, points) and of an LLC trajectory (its own triggers, [`llc::llc_triggers`]; its series
+/// `llc.estimate` may be in `series` for the tags, and is not run through the generic detector).
 pub fn windows_of(
     series: &BTreeMap<String, Vec<(u64, f64)>>,
     trajectory: Option<&(Vec<u64>, Vec<Vec<f64>>)>,
+    llc: &LlcSeries,
     config: &WindowsConfig,
 ) -> Vec<Window> {
-    let mut triggers = vec![];
-    for (metric, points) in series {
+    let mut triggers = llc_triggers(&llc.whole, config);
+    for (metric, points) in series.iter().filter(|(m, _)| *m != llc::CHANGE) {
         let (steps, values): (Vec<u64>, Vec<f64>) = points.iter().copied().unzip();
         for flag in detect(&steps, &values, config) {
             triggers.push(Trigger {
                 metric: metric.clone(),
-                flag,
-            });
-        }
-    }
-    if let Some(points) = series.get(LLC) {
-        let (steps, values): (Vec<u64>, Vec<f64>) = points.iter().copied().unzip();
-        for flag in critical_points(&steps, &values, config) {
-            triggers.push(Trigger {
-                metric: LLC_CRITICAL_POINT.into(),
                 flag,
             });
         }
@@ -281,7 +279,7 @@ pub fn windows_of(
         .collect();
     grid.sort_unstable();
     grid.dedup();
-    merge(&grid, triggers, series, config)
+    merge(&grid, triggers, series, llc, config)
 }
 
 impl std::fmt::Display for Confidence {
@@ -300,6 +298,7 @@ fn merge(
     grid: &[u64],
     triggers: Vec<Trigger>,
     series: &BTreeMap<String, Vec<(u64, f64)>>,
+    llc: &LlcSeries,
     config: &WindowsConfig,
 ) -> Vec<Window> {
     let value_at = |metric: &str, step: u64| -> Option<f64> {
@@ -346,6 +345,7 @@ fn merge(
                     .into_iter()
                     .map(|(m, _)| m.trim_end_matches(".ablation_dloss").to_owned())
                     .collect(),
+                complexity_changed: complexity_changes(llc, start_step, end_step),
                 triggers,
             }
         })
@@ -520,6 +520,7 @@ mod tests {
                     seed,
                 ),
                 None,
+                &LlcSeries::default(),
                 &WindowsConfig::default(),
             );
             assert_eq!(found.len(), 2, "seed {seed}: {:?}", summary(&found));
@@ -582,6 +583,7 @@ mod tests {
                     seed,
                 ),
                 None,
+                &LlcSeries::default(),
                 &WindowsConfig::default(),
             );
             assert_eq!(found.len(), 1, "seed {seed}: {:?}", summary(&found));
@@ -615,6 +617,7 @@ mod tests {
                 7,
             ),
             None,
+            &LlcSeries::default(),
             &WindowsConfig::default(),
         );
         assert_eq!(found.len(), 1, "{:?}", summary(&found));
