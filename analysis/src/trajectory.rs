@@ -27,7 +27,8 @@ pub struct LlcRow {
 }
 
 /// The trajectory as the window detector takes it: each estimate's standard error is the chains' spread /
-/// √chains. Diverged and negative estimates are left out, and so are a component's unconverged ones.
+/// √chains. The whole model's diverged and negative estimates are left out; a component's estimates are all
+/// kept (leaving out an unsettled one would let the estimates bracketing a window lie far outside it).
 pub fn llc_series(rows: &[LlcRow]) -> LlcSeries {
     let mut series = LlcSeries::default();
     for row in rows {
@@ -40,7 +41,7 @@ pub fn llc_series(rows: &[LlcRow]) -> LlcSeries {
                 se: d.llc_std / root,
             });
         }
-        for (component, c) in row.components.iter().filter(|(_, c)| c.converged) {
+        for (component, c) in &row.components {
             series
                 .components
                 .entry(component.clone())
