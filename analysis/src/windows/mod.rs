@@ -240,6 +240,16 @@ pub enum Confidence {
     High,
 }
 
+impl std::fmt::Display for Confidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        })
+    }
+}
+
 /// The windows of named `series` (dotted path → (step, value), steps increasing), of an essential-dynamics
 /// `trajectory` (steps, points) and of an LLC trajectory (its own triggers, [`llc::llc_triggers`]; its series
 /// `llc.estimate` may be in `series` for the tags, and is not run through the generic detector).
@@ -280,16 +290,6 @@ pub fn windows_of(
     grid.sort_unstable();
     grid.dedup();
     merge(&grid, triggers, series, llc, config)
-}
-
-impl std::fmt::Display for Confidence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Confidence::Low => "low",
-            Confidence::Medium => "medium",
-            Confidence::High => "high",
-        })
-    }
 }
 
 /// Groups triggers into stages ([`stages`]), tags each window, ranks them by total score and names them in step
