@@ -58,9 +58,13 @@ fn grokking_is_a_window_of_its_own_after_memorization() {
         .iter()
         .find(|w| triggered(w, "behavior.split_accuracy.train").is_some_and(|c| c > 0.5))
         .unwrap_or_else(|| panic!("no memorization window:\n{}", summary(&windows)));
+    // Grokking: the window where the test items' accuracy rises most.
     let grokking = windows
         .iter()
-        .find(|w| triggered(w, "behavior.split_accuracy.test").is_some_and(|c| c > 0.0))
+        .filter_map(|w| Some((w, triggered(w, "behavior.split_accuracy.test")?)))
+        .filter(|(_, c)| *c > 0.0)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(w, _)| w)
         .unwrap_or_else(|| panic!("no grokking window:\n{}", summary(&windows)));
     assert_ne!(memorization["id"], grokking["id"], "{}", summary(&windows));
     // Grokking starts after the train accuracy has saturated.
