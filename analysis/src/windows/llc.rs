@@ -139,9 +139,9 @@ pub fn llc_triggers(points: &[LlcPoint], config: &WindowsConfig) -> Vec<Trigger>
         let steepest = (a..b)
             .max_by(|&p, &q| rate[p].total_cmp(&rate[q]))
             .unwrap_or(a);
-        let change: f64 = delta[a..b].iter().sum();
+        let change = total(a, b);
         // Cumulative share of the change at each point of the run, for its 10–90 % rise.
-        let covered = |j: usize| delta[a..j].iter().sum::<f64>() / change;
+        let covered = |j: usize| total(a, j) / change;
         let rise_first = (a..=b)
             .find(|&j| covered(j) >= 0.1)
             .unwrap_or(a)
@@ -184,10 +184,9 @@ pub fn llc_triggers(points: &[LlcPoint], config: &WindowsConfig) -> Vec<Trigger>
         } else if counts(left) && plateau(right) {
             Some(left)
         } else if counts(left) && counts(right) && left.2 != right.2 {
+            // At an extremum between two changes, the smaller of the two is the move it reports.
             Some(
-                if delta[left.0..left.1].iter().sum::<f64>().abs()
-                    < delta[right.0..right.1].iter().sum::<f64>().abs()
-                {
+                if total(left.0, left.1).abs() < total(right.0, right.1).abs() {
                     left
                 } else {
                     right
@@ -199,7 +198,7 @@ pub fn llc_triggers(points: &[LlcPoint], config: &WindowsConfig) -> Vec<Trigger>
         let Some(&(a, b, _)) = adjacent_change else {
             continue;
         };
-        let moved: f64 = delta[a..b].iter().sum();
+        let moved = total(a, b);
         let (before, after) = (boundary - 1, (boundary + 1).min(n - 1));
         triggers.push(Trigger {
             metric: CRITICAL_POINT.into(),
