@@ -1,12 +1,12 @@
 //! `formation report` opened in a real headless browser (Debian's chromium): the page draws every plot with no
 //! error, a screenshot shows them, and the drawn data equal the run's JSONL (issue 7).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The browser the test set-up installs; without it the test fails and says why, unless
 /// FORMATION_SKIP_BROWSER=1 asks to skip it.

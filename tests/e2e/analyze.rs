@@ -1,12 +1,12 @@
 //! End-to-end tests of `formation train --analyze`: outputs, schema, determinism, probe-set pinning, and a real
 //! SIGKILL of the real binary followed by `--resume`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn scheduled_steps(run: &Path) -> Vec<u64> {
     let manifest: serde_json::Value = serde_json::from_slice(&read(run.join("run.json"))).unwrap();

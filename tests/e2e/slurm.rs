@@ -2,13 +2,13 @@
 //! (`tests/slurm/cluster.sh`, Debian's slurm-wlm and munge), a CI-sized array submitted with `sbatch` and
 //! collected with `formation collect` (issue 7).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The cluster's daemons; stopped when dropped (also when the test fails).
 struct Cluster {

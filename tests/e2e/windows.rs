@@ -2,9 +2,9 @@
 //! from memorization on modular addition and the induction-head window on induction. These train the small
 //! example configs in full (about a minute each in release mode).
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Trains `config` with `--analyze` into `dir/run`, runs the detector and returns its windows.

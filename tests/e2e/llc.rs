@@ -2,9 +2,9 @@
 //! (resumable, deterministic), the weight-restricted LLC per component, the ε / nβ calibration grid, and the
 //! trajectory as a trigger source for `formation windows` (the birth-window issue, part 2).
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The CI config with a small sampler: 2 chains of up to 20 draws, at most twice the run's 60 steps in all.

@@ -2,11 +2,11 @@
 //! metric rows; every problem in a dataset is one sentence and creates nothing; a changed dataset under a
 //! resumed run is refused.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::{assert_same_rows, example, formation, jsonl, ok, one_error, snapshot};
+use crate::common::{assert_same_rows, example, formation, jsonl, ok, one_error, snapshot};
 use trainer::tasks::dataset::npy;
 
 /// `formation task export ci.toml --out data --name ma-data` in `dir`.

@@ -1,8 +1,8 @@
 //! End-to-end tests of the real `formation` binary on the CI-sized configs, each in a fresh temp directory.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn same_config_and_seed_give_bit_identical_losses_and_weights() {

@@ -1,10 +1,10 @@
 //! End-to-end tests of Phases B and C on the CI config: `formation replicate`, `screen`, `collect` (issue 7).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// `formation replicate ci.toml --seeds 0..3 -j 2 --out st` in `dir`.
 fn replicate_three(dir: &Path) -> std::process::Output {

@@ -2,13 +2,13 @@
 //! checkpoint save, row/HDF5 commit, sweep and export, then the documented recovery; two writers on one run;
 //! a killed `replicate` parent; damaged rows and step files repaired by `--resume`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// `formation ARGS` in `cwd` with the failpoint `point` armed.
 fn formation_failing(point: &str, args: &[&str], cwd: &Path) -> Output {
