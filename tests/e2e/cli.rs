@@ -1,7 +1,5 @@
 //! End-to-end tests of the real `formation` binary on the CI-sized configs, each in a fresh temp directory.
 
-use crate::common;
-
 use crate::common::*;
 
 #[test]

@@ -2,8 +2,6 @@
 //! checkpoint save, row/HDF5 commit, sweep and export, then the documented recovery; two writers on one run;
 //! a killed `replicate` parent; damaged rows and step files repaired by `--resume`.
 
-use crate::common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -2,8 +2,6 @@
 //! (resumable, deterministic), the weight-restricted LLC per component, the ε / nβ calibration grid, and the
 //! trajectory as a trigger source for `formation windows` (the birth-window issue, part 2).
 
-use crate::common;
-
 use crate::common::*;
 use serde_json::Value;
 

@@ -1,8 +1,6 @@
 //! `formation report` opened in a real headless browser (Debian's chromium): the page draws every plot with no
 //! error, a screenshot shows them, and the drawn data equal the run's JSONL (issue 7).
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

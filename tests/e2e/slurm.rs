@@ -2,8 +2,6 @@
 //! (`tests/slurm/cluster.sh`, Debian's slurm-wlm and munge), a CI-sized array submitted with `sbatch` and
 //! collected with `formation collect` (issue 7).
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

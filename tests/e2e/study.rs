@@ -1,7 +1,5 @@
 //! End-to-end tests of Phases B and C on the CI config: `formation replicate`, `screen`, `collect` (issue 7).
 
-use crate::common;
-
 use std::path::Path;
 
 use crate::common::*;

@@ -2,8 +2,6 @@
 //! from memorization on modular addition and the induction-head window on induction. These train the small
 //! example configs in full (about a minute each in release mode).
 
-use crate::common;
-
 use crate::common::*;
 use serde_json::Value;
 

@@ -2,8 +2,6 @@
 //! (tests/zoo/*.toml, seconds each), its mechanism forms (the behavior jumps, the task's own measure moves as the
 //! paper says), and `formation windows` finds a window at the jump. Bad task parameters are one sentence.
 
-use crate::common;
-
 use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
