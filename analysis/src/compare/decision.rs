@@ -122,8 +122,9 @@ fn localized(runs: &[&RunSummary], c: &DecisionConfig) -> Criterion {
     }
 }
 
-/// Dynamics stabilized after the birth window: in every run, CKA to the last checkpoint and the selective
-/// probes' direction cosine at or above their thresholds.
+/// Dynamics stabilized after the birth window: in every run, from every checkpoint of the settling span (the
+/// later of the window's end and the start of the last `converged_span` of training) to the last, CKA and the
+/// selective probes' direction cosine at or above their thresholds.
 fn stabilized(runs: &[&RunSummary], c: &DecisionConfig) -> Criterion {
     let threshold = format!(
         "CKA ≥ {}, probe cosine ≥ {} (probes with selectivity ≥ {})",
@@ -168,7 +169,8 @@ fn stabilized(runs: &[&RunSummary], c: &DecisionConfig) -> Criterion {
             && all_have_probes
             && min_cosine >= c.min_probe_cosine,
         measured: format!(
-            "from the window's end to the last checkpoint: lowest CKA {min_cka:.4}{min_cka_at}, lowest median probe cosine {}",
+            "over the settling span (after the window and in the last {:.0}% of steps) to the last checkpoint: lowest CKA {min_cka:.4}{min_cka_at}, lowest median probe cosine {}",
+            c.converged_span * 100.0,
             if all_have_probes {
                 format!("{min_cosine:.4}")
             } else {
@@ -201,6 +203,7 @@ mod tests {
             stability: Some(Stability {
                 from_step: 500,
                 to_step: 1000,
+                checkpoints: 3,
                 min_cka: cka,
                 min_cka_at: "b".into(),
                 cka_compared: 3,

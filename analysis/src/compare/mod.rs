@@ -75,31 +75,37 @@ pub fn summarize(
     })?;
     let shares = ablation_shares(last);
     let birth = birth_window(&windows);
+    let behavior = final_behavior(&rows, config.converged_span);
+    // The settling span: from the later of the birth window's end and the start of the span the behavior's
+    // convergence is judged over, to the last checkpoint (docs/compare.md).
     let (stability, stability_note) = match birth {
         None => (None, "no birth window".to_owned()),
-        Some(w) => match rows.iter().find(|r| r.step >= w.end_step) {
-            Some(after) if after.step < last.step => {
+        Some(w) => {
+            let from = w.end_step.max(behavior.as_ref().map_or(0, |b| b.span_from));
+            let steps: Vec<u64> = rows
+                .iter()
+                .map(|r| r.step)
+                .filter(|&s| s >= from && s < last.step)
+                .collect();
+            if steps.is_empty() {
+                (
+                    None,
+                    format!(
+                        "the birth window ends at the last checkpoint ({}): nothing after it to judge",
+                        last.step
+                    ),
+                )
+            } else {
                 let selective: Vec<String> = probe_selectivity(last)
                     .into_iter()
                     .filter(|(_, s)| *s >= config.min_probe_selectivity)
                     .map(|(probe, _)| probe)
                     .collect();
-                let s = stability::stability(
-                    &run.activations_dir(),
-                    after.step,
-                    last.step,
-                    &selective,
-                )?;
+                let s =
+                    stability::stability(&run.activations_dir(), &steps, last.step, &selective)?;
                 (Some(s), String::new())
             }
-            _ => (
-                None,
-                format!(
-                    "the birth window ends at the last checkpoint ({}): nothing after it to judge",
-                    last.step
-                ),
-            ),
-        },
+        }
     };
     Ok(RunSummary {
         name: name.to_owned(),
@@ -108,7 +114,7 @@ pub fn summarize(
         seed: manifest.seed,
         value,
         steps: manifest.steps,
-        final_behavior: final_behavior(&rows, config.converged_span),
+        final_behavior: behavior,
         windows: windows
             .iter()
             .map(|w| WindowBrief {

@@ -1,9 +1,10 @@
 //! Whether the dynamics settled after a birth window (SPEC §8, "dynamics stabilized"): linear CKA of the
 //! residual stream at the boundary × key positions where the mechanism's information lives (a probe there is
-//! selective at the last checkpoint), and the cosine of every selective probe's direction, between the first
-//! checkpoint at or after the window's end and the last checkpoint. Elsewhere the residual stream may keep
-//! drifting (a position nothing reads) without the mechanism changing. Read from the arrays every analyzed
-//! checkpoint stores (`resid_at_keys/…`, `probe_weights/…`).
+//! selective at the last checkpoint), and the cosine of every selective probe's direction, from each checkpoint
+//! of the settling span (the later of the window's end and the start of the last `converged_span` of training)
+//! to the last checkpoint; the worst checkpoint counts. Elsewhere the residual stream may keep drifting (a
+//! position nothing reads) without the mechanism changing. Read from the arrays every analyzed checkpoint
+//! stores (`resid_at_keys/…`, `probe_weights/…`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,41 +19,79 @@ use crate::metrics::dynamics::{cosine, linear_cka};
 use crate::sinks::hdf5::{read_stored_step, stored_key_positions};
 use crate::stored::StoredName;
 
-/// CKA and probe-direction cosine from one checkpoint to the last.
+/// CKA and probe-direction cosine from one checkpoint (or the worst of several) to the last.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stability {
+    /// The first checkpoint compared with the last.
     pub from_step: u64,
     pub to_step: u64,
-    /// Lowest linear CKA over the boundaries × key positions that hold a selective probe and whose
-    /// representation varies across examples at both steps (a constant one, like the `=` token's embedding, has
-    /// no CKA), and where it is (`blocks.1.hook_resid_post @ prev_occ`).
+    /// How many checkpoints were compared with the last (`from_step` and every one after it but the last).
+    pub checkpoints: usize,
+    /// Lowest linear CKA over those checkpoints and the boundaries × key positions that hold a selective probe
+    /// and whose representation varies across examples at both steps (a constant one, like the `=` token's
+    /// embedding, has no CKA), and where it is (`blocks.1.hook_resid_post @ prev_occ, step 2400`).
     pub min_cka: f64,
     pub min_cka_at: String,
+    /// Positions compared per checkpoint.
     pub cka_compared: usize,
-    /// Median cosine of the probe weights (all classes, flattened) over the probes whose final selectivity
-    /// is at least the threshold; `None` when no probe is that selective.
+    /// Lowest over those checkpoints of the median cosine of the probe weights (all classes, flattened) over
+    /// the probes whose final selectivity is at least the threshold; `None` when no probe is that selective.
     pub median_probe_cosine: Option<f64>,
     pub probes_compared: usize,
 }
 
-/// Compares `from_step` with `to_step` in a run's `analysis/activations/` directory; `selective` names the
-/// probes (`boundary/key/target`) whose directions count and whose positions (`boundary/key`) are compared.
+/// Compares each of `steps` (ascending, before `to_step`) with `to_step` in a run's `analysis/activations/`
+/// directory and keeps the worst; `selective` names the probes (`boundary/key/target`) whose directions count
+/// and whose positions (`boundary/key`) are compared.
 pub fn stability(
     activations_dir: &Path,
-    from_step: u64,
+    steps: &[u64],
     to_step: u64,
     selective: &[String],
 ) -> Result<Stability, AnalysisError> {
     let groups = [StoredName::RESID_GROUP, StoredName::PROBE_GROUP];
-    let from = read_stored_step(activations_dir, from_step, &groups)?;
     let to = read_stored_step(activations_dir, to_step, &groups)?;
     let key_names = stored_key_positions(activations_dir, to_step)?;
-    Ok(compare_steps(
-        (from_step, &from),
-        (to_step, &to),
-        &key_names,
-        selective,
-    ))
+    let mut each = Vec::with_capacity(steps.len());
+    for &step in steps {
+        let from = read_stored_step(activations_dir, step, &groups)?;
+        each.push(compare_steps(
+            (step, &from),
+            (to_step, &to),
+            &key_names,
+            selective,
+        ));
+    }
+    worst(each).ok_or_else(|| AnalysisError::Invalid {
+        path: activations_dir.to_path_buf(),
+        problem: format!("has no checkpoint before step {to_step} to compare with it"),
+    })
+}
+
+/// The worst of several checkpoints' comparisons with the same last one: the lowest CKA (with its step) and
+/// the lowest median probe cosine; `from_step` is the first checkpoint's. `None` when there are none.
+fn worst(each: Vec<Stability>) -> Option<Stability> {
+    let from_step = each.first()?.from_step;
+    let checkpoints = each.len();
+    let median_probe_cosine = each
+        .iter()
+        .filter_map(|s| s.median_probe_cosine)
+        .min_by(f64::total_cmp);
+    // total_cmp orders NaN (no comparable position at that checkpoint) after every number.
+    let lowest = each
+        .into_iter()
+        .min_by(|a, b| a.min_cka.total_cmp(&b.min_cka))?;
+    Some(Stability {
+        from_step,
+        checkpoints,
+        min_cka_at: if lowest.min_cka.is_nan() {
+            String::new()
+        } else {
+            format!("{}, step {}", lowest.min_cka_at, lowest.from_step)
+        },
+        median_probe_cosine,
+        ..lowest
+    })
 }
 
 /// [`stability`] over two steps' stored arrays (by stored name), with the key positions' names in stored
@@ -114,6 +153,7 @@ fn compare_steps(
     Stability {
         from_step,
         to_step,
+        checkpoints: 1,
         min_cka: if cka_compared == 0 { f64::NAN } else { min_cka },
         min_cka_at,
         cka_compared,
@@ -171,6 +211,37 @@ mod tests {
         );
         assert_eq!(mechanism.cka_compared, 1);
         assert!((mechanism.min_cka - 1.0).abs() < 1e-6, "{mechanism:?}");
+    }
+
+    #[test]
+    fn the_settling_span_counts_its_worst_checkpoint() {
+        // Three checkpoints compared with the last: CKA 0.95, 0.85 (a loss spike moved the representation),
+        // none comparable (NaN); median probe cosines 0.9, 0.95, 0.7. The span's verdict is the worst of each:
+        // CKA 0.85 at the second checkpoint's step, cosine 0.7 at the third's, counted from the first step.
+        let compared = |step: u64, cka: f64, cosine: f64| Stability {
+            from_step: step,
+            to_step: 1000,
+            checkpoints: 1,
+            min_cka: cka,
+            min_cka_at: "blocks.0.hook_resid_post @ eq".into(),
+            cka_compared: if cka.is_nan() { 0 } else { 2 },
+            median_probe_cosine: Some(cosine),
+            probes_compared: 3,
+        };
+        let span = worst(vec![
+            compared(700, 0.95, 0.9),
+            compared(800, 0.85, 0.95),
+            compared(900, f64::NAN, 0.7),
+        ])
+        .unwrap();
+        assert_eq!(
+            (span.from_step, span.to_step, span.checkpoints),
+            (700, 1000, 3)
+        );
+        assert_eq!(span.min_cka, 0.85);
+        assert_eq!(span.min_cka_at, "blocks.0.hook_resid_post @ eq, step 800");
+        assert_eq!(span.median_probe_cosine, Some(0.7));
+        assert!(worst(vec![]).is_none());
     }
 
     #[test]
