@@ -88,6 +88,7 @@ pub fn run(args: ReproduceArgs) -> anyhow::Result<()> {
     let (_, rows, windows) = trained("sparse-parity.toml", "sparse-parity")?;
     costs.push(replay_cost("sparse-parity.toml", &rows, &windows));
     claims.extend(barak(&rows));
+    claims.extend(decision(&formation, &examples, &args.out)?);
 
     println!("| paper | claim | published | measured here | holds |");
     println!("|---|---|---|---|---|");
@@ -317,6 +318,69 @@ fn frequencies_for(energy: &[f64], share: f64) -> usize {
         }
     }
     sorted.len()
+}
+
+/// The decision rule (docs/compare.md) on real runs, three seeds each: a configuration trained until it
+/// settles, whose mechanism one or two heads carry, is READY; the short induction example is NOT READY.
+fn decision(formation: &Path, examples: &Path, out: &Path) -> anyhow::Result<Vec<Claim>> {
+    let cases = [
+        (
+            "induction-converged.toml",
+            true,
+            "induction-converged.toml, seeds 0-2 (trained until it settles; one or two heads carry the mechanism)",
+        ),
+        (
+            "induction.toml",
+            false,
+            "induction.toml, seeds 0-2 (the short example: five heads share the effect, still moving at the end)",
+        ),
+    ];
+    let mut claims = vec![];
+    for (config, expected, claim) in cases {
+        let study = out.join(format!("decision-{}", config.trim_end_matches(".toml")));
+        eprintln!(
+            "replicating {config} over seeds 0..3 -> {}",
+            study.display()
+        );
+        formation_ok(
+            formation,
+            &[
+                "replicate".as_ref(),
+                examples.join(config).as_os_str(),
+                "--seeds".as_ref(),
+                "0..3".as_ref(),
+                "-j".as_ref(),
+                "2".as_ref(),
+                "--out".as_ref(),
+                study.as_os_str(),
+            ],
+        )?;
+        formation_ok(formation, &["compare".as_ref(), study.as_os_str()])?;
+        let compare: Value =
+            serde_json::from_str(&std::fs::read_to_string(study.join("compare.json"))?)?;
+        let decision = &compare["groups"][0]["decision"];
+        let ready = decision["ready"].as_bool().unwrap_or(false);
+        let failed: Vec<&str> = decision["criteria"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["passed"] != Value::Bool(true))
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        let verdict = |ready: bool| if ready { "READY" } else { "NOT READY" };
+        claims.push(Claim {
+            paper: "decision rule (docs/compare.md)",
+            claim,
+            published: verdict(expected).into(),
+            measured: if ready {
+                verdict(true).into()
+            } else {
+                format!("NOT READY (failed: {})", failed.join(", "))
+            },
+            holds: ready == expected,
+        });
+    }
+    Ok(claims)
 }
 
 /// Olsson et al. 2022: the induction bump (the loss's steepest fall) coincides with the rise of the induction

@@ -14,6 +14,7 @@
 pub mod analyzer;
 pub mod compare;
 pub mod error;
+pub mod features;
 pub mod interventions;
 pub mod message;
 pub mod metrics;
