@@ -27,7 +27,7 @@ pub struct Args {
     /// logit-lens (every layer boundary read through LN_final and W_U), patching (activation patching from the
     /// clean probe set into a corrupted one), path-patching (every head to every later head's q/k/v and to the
     /// logits), neurons (inside the MLP blocks the ablation localizes), fourier (modular addition's progress
-    /// measures), llc (the local learning coefficient by SGLD, settings in [llc]).
+    /// measures), llc (the local learning coefficient by SGLD, settings in [llc]), features (a TopK sparse dictionary on the residual stream at the key positions, settings in [features]).
     #[arg(long, value_parser = parse_kind)]
     kind: InterventionKind,
 }

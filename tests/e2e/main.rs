@@ -7,6 +7,7 @@ mod common;
 mod analyze;
 mod cli;
 mod crash;
+mod features;
 mod llc;
 mod report;
 mod slurm;

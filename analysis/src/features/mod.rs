@@ -3,4 +3,5 @@
 //! in burn; [`dictionary`] holds the trained weights and the pure measurements of them.
 
 pub mod dictionary;
+pub mod run;
 pub mod sae;

@@ -188,6 +188,10 @@ pub fn run_intervention(
             }
             ("neurons", serde_json::Value::Object(report))
         }
+        InterventionKind::Features => (
+            "features",
+            crate::features::run::features_report(model, task, config, probe, step, device)?,
+        ),
         InterventionKind::Llc => {
             // The settings as used: `nbeta` is the resolved value, never the config's "absent".
             let (settings, estimate) = checkpoint_llc(model, task, config, &config.llc, device);

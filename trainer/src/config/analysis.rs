@@ -150,12 +150,13 @@ pub enum InterventionKind {
     Fourier,
     Neurons,
     Llc,
+    Features,
 }
 
 /// A name that is not an intervention kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not an intervention kind (logit-lens, patching, path-patching, fourier, neurons, llc)"
+    "`{0}` is not an intervention kind (logit-lens, patching, path-patching, fourier, neurons, llc, features)"
 )]
 pub struct UnknownIntervention(pub String);
 
@@ -219,6 +220,70 @@ impl Default for LlcConfig {
             seed: 0,
             trajectory_budget: 2.0,
         }
+    }
+}
+
+/// The sparse dictionary of `formation intervene --kind features` (a TopK sparse autoencoder, Gao et al. 2024,
+/// on the residual stream at the task's key positions; docs/features.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// The residual-stream boundary (`blocks.{l}.hook_resid_pre|mid|post`); absent: the last block's
+    /// `hook_resid_post`, where everything the model computed is available to the unembedding.
+    pub boundary: Option<String>,
+    /// Latents per residual dimension (the dictionary has `expansion × d_model` latents).
+    pub expansion: usize,
+    /// Latents active per input.
+    pub k: usize,
+    /// Examples drawn from the task to train on (each gives one activation per key position); the whole input
+    /// space where the task has fewer.
+    pub inputs: usize,
+    /// Optimizer steps and inputs per step.
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    pub seed: u64,
+    /// A latent firing on more than this fraction of the probe set's activations counts as dense.
+    pub dense_above: f64,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        Self {
+            boundary: None,
+            expansion: 4,
+            k: 8,
+            inputs: 4096,
+            steps: 2000,
+            batch_size: 256,
+            lr: 3e-3,
+            seed: 0,
+            dense_above: 0.5,
+        }
+    }
+}
+
+impl Validate for FeaturesConfig {
+    /// The dictionary's own settings (its boundary and size against the model: [`super::Config`]).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let f = self;
+        if f.expansion == 0 || f.k == 0 || f.inputs == 0 || f.steps == 0 || f.batch_size == 0 {
+            return invalid(
+                "features",
+                "expansion, k, inputs, steps and batch_size must be at least 1".into(),
+            );
+        }
+        if !(f.lr > 0.0 && f.lr.is_finite() && (0.0..=1.0).contains(&f.dense_above)) {
+            return invalid(
+                "features",
+                format!(
+                    "lr must be positive and dense_above in [0, 1], got {} and {}",
+                    f.lr, f.dense_above
+                ),
+            );
+        }
+        Ok(())
     }
 }
 

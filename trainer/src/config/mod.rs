@@ -17,8 +17,8 @@ mod task;
 mod training;
 
 pub use analysis::{
-    AnalysisConfig, DecisionConfig, InterventionKind, InterventionsConfig, LlcConfig, OnError,
-    StoreItem, UnknownIntervention, WindowsConfig,
+    AnalysisConfig, DecisionConfig, FeaturesConfig, InterventionKind, InterventionsConfig,
+    LlcConfig, OnError, StoreItem, UnknownIntervention, WindowsConfig,
 };
 pub use model::{Activation, ModelConfig, Normalization};
 pub use slurm::SlurmConfig;
@@ -41,6 +41,8 @@ pub struct Config {
     pub windows: WindowsConfig,
     #[serde(default)]
     pub llc: LlcConfig,
+    #[serde(default)]
+    pub features: FeaturesConfig,
     #[serde(default)]
     pub interventions: InterventionsConfig,
     #[serde(default)]
@@ -139,8 +141,20 @@ impl Config {
         self.analysis.validate()?;
         self.windows.validate()?;
         self.llc.validate()?;
+        self.features.validate()?;
         self.decision.validate()?;
         self.slurm.validate()?;
+        self.features_boundary()?;
+        let latents = self.features.expansion * self.model.d_model;
+        if self.features.k >= latents {
+            return invalid(
+                "features.k",
+                format!(
+                    "must be smaller than the dictionary ({} latents: expansion {} × d_model {}), got {}",
+                    latents, self.features.expansion, self.model.d_model, self.features.k
+                ),
+            );
+        }
         if self.task.is_stream() && self.train.batch_size.is_none() {
             return invalid(
                 "train.batch_size",
@@ -149,6 +163,43 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The residual-stream boundary the sparse dictionary reads (`[features] boundary`, else the last
+    /// block's `hook_resid_post`), checked against the model: a boundary it does not have is an error naming
+    /// those it has.
+    pub fn features_boundary(&self) -> Result<host::hook::HookName, ConfigError> {
+        use host::hook::HookName;
+        let m = &self.model;
+        let boundaries: Vec<HookName> = (0..m.n_layers)
+            .flat_map(|l| {
+                let mid = (!m.attn_only).then_some(HookName::ResidMid(l));
+                [
+                    Some(HookName::ResidPre(l)),
+                    mid,
+                    Some(HookName::ResidPost(l)),
+                ]
+            })
+            .flatten()
+            .collect();
+        let Some(text) = &self.features.boundary else {
+            return Ok(HookName::ResidPost(m.n_layers - 1));
+        };
+        match text.parse::<HookName>() {
+            Ok(name) if boundaries.contains(&name) => Ok(name),
+            _ => Err(ConfigError::Invalid {
+                path: None,
+                field: "features.boundary".into(),
+                why: format!(
+                    "`{text}` is not a residual-stream boundary of this model (it has {})",
+                    boundaries
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
     }
 
     /// Width of one attention head.

@@ -11,6 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use super::{Capture, Queries, Transformer};
+use host::hook::HookName;
 
 /// Δloss (ablated − clean, nats) of every component.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -130,16 +131,42 @@ impl Transformer {
         resid_post: Tensor<3>,
         answers: &Queries,
     ) -> Tensor<3> {
-        let last = self.blocks.len() - 1;
-        if l == last {
-            return self.unembed(at(resid_post, answers));
+        self.logits_from_block(l + 1, resid_post, answers)
+    }
+
+    /// Logits at the answers from the input of block `first` [batch, pos, d_model] (every position; `first`
+    /// = the number of blocks: the final residual stream).
+    fn logits_from_block(&self, first: usize, resid: Tensor<3>, answers: &Queries) -> Tensor<3> {
+        let n = self.blocks.len();
+        if first == n {
+            return self.unembed(at(resid, answers));
         }
-        let mut resid = resid_post;
-        for (i, block) in self.blocks.iter().enumerate().skip(l + 1) {
-            let queries = if i == last { answers } else { &Queries::All };
+        let mut resid = resid;
+        for (i, block) in self.blocks.iter().enumerate().skip(first) {
+            let queries = if i + 1 == n { answers } else { &Queries::All };
             resid = block.forward(resid, queries, self.dims.act_fn).resid_post;
         }
         self.unembed(resid)
+    }
+
+    /// Logits at the answers when the residual stream at `boundary` (`hook_resid_pre|mid|post` of a block) is
+    /// `resid` [batch, pos, d_model]: the rest of the model runs on it (a splice: replace the activations there,
+    /// keep everything downstream). `None` for a hook that is not a residual boundary of this model.
+    pub fn logits_from_boundary(
+        &self,
+        boundary: &HookName,
+        resid: Tensor<3>,
+        answers: &Queries,
+    ) -> Option<Tensor<3>> {
+        let n = self.blocks.len();
+        match *boundary {
+            HookName::ResidPre(l) if l < n => Some(self.logits_from_block(l, resid, answers)),
+            HookName::ResidMid(l) if l < n && !self.dims.attn_only => {
+                Some(self.logits_after_mid(l, resid, answers))
+            }
+            HookName::ResidPost(l) if l < n => Some(self.logits_from_block(l + 1, resid, answers)),
+            _ => None,
+        }
     }
 }
 

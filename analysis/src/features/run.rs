@@ -1,0 +1,183 @@
+//! `formation intervene --kind features` on one checkpoint: a TopK sparse autoencoder ([`super::sae`]) trained
+//! on the residual stream at the task's key positions at one boundary, over inputs drawn from the task, then
+//! measured on the fixed probe set ([`super::dictionary`]): reconstruction, dead and dense latents, and the
+//! loss with the reconstruction spliced in at those positions (the rest of the model runs on it).
+
+use burn::prelude::*;
+use host::examples::{Examples, Labeled};
+use host::hook::HookName;
+use probes::ProbeSet;
+use serde_json::{Value, json};
+use trainer::config::Config;
+use trainer::model::{HookTensor, Transformer, cross_entropy, int_tensor, to_host};
+use trainer::tasks::Task;
+
+use super::dictionary::dictionary_stats;
+use super::sae::{SaeConfig, train_sae};
+use crate::error::AnalysisError;
+
+/// Examples per capture forward (bounds the memory of the captured patterns).
+const CHUNK: usize = 512;
+
+/// Salt of the training inputs' seed, so they are drawn apart from the probe set.
+const INPUTS_SEED: u64 = 0x5AE;
+
+/// The residual stream of `examples` at `boundary`: the whole of it [n, pos, d_model] and its rows at the
+/// key positions [n · keys, d_model] (example-major, keys in order).
+struct AtBoundary {
+    resid: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+fn at_boundary(
+    model: &Transformer,
+    examples: &Examples,
+    keys: &[Labeled],
+    boundary: &HookName,
+    device: &Device,
+    step: u64,
+) -> Result<AtBoundary, AnalysisError> {
+    let d = model.dims.d_model;
+    let pos = examples.seq_len;
+    let mut resid = Vec::with_capacity(examples.n * pos * d);
+    for start in (0..examples.n).step_by(CHUNK) {
+        let chunk: Vec<usize> = (start..(start + CHUNK).min(examples.n)).collect();
+        let part = examples.select(&chunk);
+        let captured = model.capture(int_tensor(&part.tokens, part.n, pos, device));
+        let tensor = captured
+            .hooks()
+            .into_iter()
+            .find_map(|(name, t)| match t {
+                HookTensor::Rank3(t) if name == *boundary => Some(t.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| AnalysisError::Metric {
+                step,
+                message: format!("the model has no residual stream at {boundary}"),
+            })?;
+        let host = to_host(tensor).map_err(|source| AnalysisError::Host { step, source })?;
+        resid.extend(host.data);
+    }
+    let mut rows = Vec::with_capacity(examples.n * keys.len() * d);
+    for i in 0..examples.n {
+        for key in keys {
+            let at = (i * pos + key.values[i] as usize) * d;
+            rows.extend_from_slice(&resid[at..at + d]);
+        }
+    }
+    Ok(AtBoundary { resid, rows })
+}
+
+/// Mean cross-entropy at the answers of `examples` when the residual stream at `boundary` is `resid`
+/// [n, pos, d_model].
+fn loss_from(
+    model: &Transformer,
+    task: &dyn Task,
+    examples: &Examples,
+    boundary: &HookName,
+    resid: Vec<f32>,
+    device: &Device,
+) -> Option<f64> {
+    let (n, pos, d) = (examples.n, examples.seq_len, model.dims.d_model);
+    let resid = Tensor::<3>::from_data(TensorData::new(resid, [n, pos, d]), device);
+    let answers = model.answer_queries(task.answer_positions(), device);
+    let logits = model.logits_from_boundary(boundary, resid, &answers)?;
+    let targets = int_tensor(&examples.targets, n, examples.n_answers, device);
+    Some(f64::from(
+        cross_entropy(logits, targets).into_scalar::<f32>(),
+    ))
+}
+
+/// The dictionary of `config.features` at checkpoint `step` of `model`, trained and measured.
+pub fn features_report(
+    model: &Transformer,
+    task: &dyn Task,
+    config: &Config,
+    probe: &ProbeSet,
+    step: u64,
+    device: &Device,
+) -> Result<Value, AnalysisError> {
+    let settings = &config.features;
+    let boundary = config
+        .features_boundary()
+        .map_err(|e| AnalysisError::Metric {
+            step,
+            message: e.to_string(),
+        })?;
+    let d = model.dims.d_model;
+    let inputs = ProbeSet::generate(task, settings.inputs, settings.seed ^ INPUTS_SEED);
+    let train = at_boundary(
+        model,
+        &inputs.examples,
+        &inputs.key_positions,
+        &boundary,
+        device,
+        step,
+    )?;
+    let sae = SaeConfig {
+        latents: settings.expansion * d,
+        k: settings.k,
+        steps: settings.steps,
+        batch_size: settings.batch_size,
+        lr: settings.lr,
+        seed: settings.seed,
+    };
+    let dictionary = train_sae(&train.rows, d, &sae, device)
+        .map_err(|source| AnalysisError::Host { step, source })?;
+
+    let measured = at_boundary(
+        model,
+        &probe.examples,
+        &probe.key_positions,
+        &boundary,
+        device,
+        step,
+    )?;
+    let stats = dictionary_stats(&dictionary, &measured.rows, settings.dense_above);
+    let reconstruction = dictionary.decode(&dictionary.encode(&measured.rows));
+    let mut spliced = measured.resid.clone();
+    let pos = probe.examples.seq_len;
+    let keys = &probe.key_positions;
+    for (r, row) in reconstruction.chunks_exact(d).enumerate() {
+        let (i, key) = (r / keys.len(), &keys[r % keys.len()]);
+        let at = (i * pos + key.values[i] as usize) * d;
+        spliced[at..at + d].copy_from_slice(row);
+    }
+    let unable = || AnalysisError::Metric {
+        step,
+        message: format!("cannot run the model from {boundary}"),
+    };
+    let clean = loss_from(
+        model,
+        task,
+        &probe.examples,
+        &boundary,
+        measured.resid,
+        device,
+    )
+    .ok_or_else(unable)?;
+    let with_dictionary =
+        loss_from(model, task, &probe.examples, &boundary, spliced, device).ok_or_else(unable)?;
+    Ok(json!({
+        "boundary": boundary.to_string(),
+        "key_positions": keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>(),
+        "inputs": inputs.examples.n,
+        "activations": train.rows.len() / d,
+        "latents": dictionary.latents,
+        "k": dictionary.k,
+        "steps": settings.steps,
+        "normalized_mse": stats.normalized_mse,
+        "variance_explained": stats.variance_explained,
+        "dead": stats.dead,
+        "dense": stats.dense,
+        "loss": clean,
+        "loss_spliced": with_dictionary,
+        "delta_loss": with_dictionary - clean,
+        "latent_frequency": stats.frequency,
+        "decoder": dictionary
+            .w_dec
+            .chunks_exact(d)
+            .map(|row| row.to_vec())
+            .collect::<Vec<_>>(),
+    }))
+}

@@ -1,0 +1,94 @@
+//! `formation intervene --kind features` (issue 17): a TopK sparse dictionary on the residual stream at the key
+//! positions of a real checkpoint, its report and HDF5 file; bad dictionary settings are one sentence and
+//! create nothing.
+
+use crate::common::*;
+use serde_json::Value;
+
+/// The CI config with `[features]` settings appended.
+fn config(dir: &std::path::Path, features: &str) -> String {
+    let text = std::fs::read_to_string(example("ci.toml")).unwrap() + "\n[features]\n" + features;
+    let path = dir.join("features.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_dictionary_is_trained_measured_and_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let small = "expansion = 2\nk = 4\ninputs = 529\nsteps = 300\n";
+    ok(formation(
+        &["train", &config(dir, small), "--analyze", "--out", "run"],
+        dir,
+    ));
+    ok(formation(
+        &["intervene", "run", "--step", "60", "--kind", "features"],
+        dir,
+    ));
+    let out = dir.join("run/interventions/step_000060");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("features.json")).unwrap()).unwrap();
+    // d_model 32, expansion 2: 64 latents; p = 23 gives 529 pairs, each read at a, b and = (3 key positions).
+    assert_eq!(report["latents"], 64);
+    assert_eq!(report["k"], 4);
+    assert_eq!(report["boundary"], "blocks.0.hook_resid_post");
+    assert_eq!(report["activations"], 529 * 3);
+    let explained = report["variance_explained"].as_f64().unwrap();
+    let nmse = report["normalized_mse"].as_f64().unwrap();
+    assert!((explained + nmse - 1.0).abs() < 1e-9, "{report}");
+    assert!(explained > 0.5, "{report}");
+    let delta = report["delta_loss"].as_f64().unwrap();
+    let loss = report["loss"].as_f64().unwrap();
+    assert!((report["loss_spliced"].as_f64().unwrap() - loss - delta).abs() < 1e-9);
+    let frequency = report["latent_frequency"].as_array().unwrap();
+    assert_eq!(frequency.len(), 64);
+    let dead = frequency.iter().filter(|f| f.as_f64() == Some(0.0)).count();
+    assert_eq!(report["dead"].as_u64().unwrap() as usize, dead);
+    // The decoder in HDF5: [latents, d_model], unit-norm rows.
+    let file = hdf5::File::open(out.join("features.h5")).unwrap();
+    let decoder = file.dataset("decoder").unwrap().read_2d::<f64>().unwrap();
+    assert_eq!(decoder.shape(), [64, 32]);
+    for row in decoder.rows() {
+        assert!((row.dot(&row).sqrt() - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn bad_dictionary_settings_are_one_sentence_and_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for (settings, says) in [
+        ("k = 64\nexpansion = 2\n", "features.k"),
+        (
+            "boundary = \"blocks.3.hook_resid_pre\"\n",
+            "blocks.0.hook_resid_pre, blocks.0.hook_resid_mid, blocks.0.hook_resid_post",
+        ),
+        ("boundary = \"blocks.0.attn.hook_z\"\n", "features.boundary"),
+        ("k = 0\n", "features"),
+    ] {
+        let error = one_error(formation(
+            &["train", &config(dir, settings), "--out", "run"],
+            dir,
+        ));
+        assert!(error.contains(says), "{settings}: {error}");
+        assert!(!dir.join("run").exists());
+    }
+    // A step the run does not have: one sentence, no interventions directory.
+    ok(formation(
+        &[
+            "train",
+            &config(dir, "steps = 50\n"),
+            "--analyze",
+            "--out",
+            "run",
+        ],
+        dir,
+    ));
+    let error = one_error(formation(
+        &["intervene", "run", "--step", "61", "--kind", "features"],
+        dir,
+    ));
+    assert!(error.contains("no checkpoint for step 61"), "{error}");
+    assert!(!dir.join("run/interventions/step_000061").exists());
+}
