@@ -7,6 +7,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod features;
 mod reproduce;
 
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum What {
     /// The reproduction set of docs/reproductions.md: per published formation result, the value measured
     /// here next to the published one.
     Reproduce(reproduce::ReproduceArgs),
+    /// Training time of one sparse dictionary (TopK SAE) at a model's width, on planted activations.
+    Features(features::FeaturesArgs),
 }
 
 #[derive(clap::Args)]
@@ -110,6 +113,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         What::Sweep(args) => bench_sweep(args),
         What::Dataset(args) => bench_dataset(args),
         What::Reproduce(args) => reproduce::run(args),
+        What::Features(args) => features::run(args),
     }
 }
 

@@ -3,5 +3,6 @@
 //! in burn; [`dictionary`] holds the trained weights and the pure measurements of them.
 
 pub mod dictionary;
+pub mod planted;
 pub mod run;
 pub mod sae;

@@ -199,36 +199,7 @@ fn shuffle(order: &mut [usize], rng: &mut SplitMix64) {
 mod tests {
     use super::*;
     use crate::features::dictionary::{best_matches, dictionary_stats};
-
-    /// Inputs that are sparse non-negative combinations of `features` random unit directions in `d`
-    /// dimensions (each input: `active` of them, coefficients uniform in [0.5, 1.5]), plus a constant offset.
-    fn planted(
-        features: usize,
-        d: usize,
-        active: usize,
-        n: usize,
-        seed: u64,
-    ) -> (Vec<f32>, Vec<f32>) {
-        let mut rng = SplitMix64::new(seed);
-        let mut directions = vec![0.0f32; features * d];
-        for row in directions.chunks_exact_mut(d) {
-            row.iter_mut().for_each(|w| *w = rng.normal() as f32);
-            let norm = row.iter().map(|w| w * w).sum::<f32>().sqrt();
-            row.iter_mut().for_each(|w| *w /= norm);
-        }
-        let mut x = vec![0.0f32; n * d];
-        for row in x.chunks_exact_mut(d) {
-            row.iter_mut().for_each(|v| *v = 0.3);
-            for _ in 0..active {
-                let f = rng.below(features);
-                let a = 0.5 + rng.uniform() as f32;
-                for (v, u) in row.iter_mut().zip(&directions[f * d..(f + 1) * d]) {
-                    *v += a * u;
-                }
-            }
-        }
-        (x, directions)
-    }
+    use crate::features::planted::planted;
 
     #[test]
     fn recovers_planted_directions() {
