@@ -45,6 +45,32 @@ fn a_dictionary_is_trained_measured_and_written() {
     assert_eq!(frequency.len(), 64);
     let dead = frequency.iter().filter(|f| f.as_f64() == Some(0.0)).count();
     assert_eq!(report["dead"].as_u64().unwrap() as usize, dead);
+    // One card per live latent, most frequent first: promoted tokens, top activations with their tokens, and
+    // the best-correlated probe target class per key position.
+    let live = report["live_latents"].as_array().unwrap();
+    assert_eq!(live.len(), 64 - dead);
+    let frequencies: Vec<f64> = live
+        .iter()
+        .map(|l| l["frequency"].as_f64().unwrap())
+        .collect();
+    assert!(
+        frequencies.windows(2).all(|w| w[0] >= w[1]),
+        "{frequencies:?}"
+    );
+    for card in live {
+        assert_eq!(card["promoted_tokens"].as_array().unwrap().len(), 5);
+        let top = card["top_activations"].as_array().unwrap();
+        assert!(!top.is_empty() && top.len() <= 5);
+        assert!(
+            top.iter()
+                .all(|a| a["activation"].as_f64().unwrap() > 0.0
+                    && a["token"].as_u64().unwrap() < 24)
+        ); // 0..22 and `=` (23);
+        for best in card["best_targets"].as_array().unwrap() {
+            let r = best["correlation"].as_f64().unwrap();
+            assert!(r > 0.0 && r <= 1.0 + 1e-9, "{best}");
+        }
+    }
     // The decoder in HDF5: [latents, d_model], unit-norm rows.
     let file = hdf5::File::open(out.join("features.h5")).unwrap();
     let decoder = file.dataset("decoder").unwrap().read_2d::<f64>().unwrap();

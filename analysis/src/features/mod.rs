@@ -3,6 +3,7 @@
 //! in burn; [`dictionary`] holds the trained weights and the pure measurements of them.
 
 pub mod dictionary;
+pub mod latents;
 pub mod planted;
 pub mod run;
 pub mod sae;

@@ -12,7 +12,8 @@ use trainer::config::Config;
 use trainer::model::{HookTensor, Transformer, cross_entropy, int_tensor, to_host};
 use trainer::tasks::Task;
 
-use super::dictionary::dictionary_stats;
+use super::dictionary::{Dictionary, DictionaryStats, dictionary_stats};
+use super::latents::{best_class, promoted_tokens, top_activations};
 use super::sae::{SaeConfig, train_sae};
 use crate::error::AnalysisError;
 
@@ -134,7 +135,8 @@ pub fn features_report(
         step,
     )?;
     let stats = dictionary_stats(&dictionary, &measured.rows, settings.dense_above);
-    let reconstruction = dictionary.decode(&dictionary.encode(&measured.rows));
+    let z = dictionary.encode(&measured.rows);
+    let reconstruction = dictionary.decode(&z);
     let mut spliced = measured.resid.clone();
     let pos = probe.examples.seq_len;
     let keys = &probe.key_positions;
@@ -174,10 +176,78 @@ pub fn features_report(
         "loss_spliced": with_dictionary,
         "delta_loss": with_dictionary - clean,
         "latent_frequency": stats.frequency,
+        "live_latents": latent_cards(model, probe, &dictionary, &stats, &z, step)?,
         "decoder": dictionary
             .w_dec
             .chunks_exact(d)
             .map(|row| row.to_vec())
             .collect::<Vec<_>>(),
     }))
+}
+
+/// Per latent that fires on the probe set (most frequent first): its frequency, the tokens its direction
+/// promotes, its largest activations (with the token at that position) and, per key position, the probe
+/// target class it correlates with best.
+fn latent_cards(
+    model: &Transformer,
+    probe: &ProbeSet,
+    dictionary: &Dictionary,
+    stats: &DictionaryStats,
+    z: &[f32],
+    step: u64,
+) -> Result<Vec<Value>, AnalysisError> {
+    const TOP: usize = 5;
+    let w_u =
+        to_host(model.unembed.W_U.val()).map_err(|source| AnalysisError::Host { step, source })?;
+    let vocab = w_u.shape[1];
+    let keys = &probe.key_positions;
+    let m = dictionary.latents;
+    let mut live: Vec<usize> = (0..m).filter(|&j| stats.frequency[j] > 0.0).collect();
+    live.sort_by(|&a, &b| {
+        stats.frequency[b]
+            .total_cmp(&stats.frequency[a])
+            .then(a.cmp(&b))
+    });
+    let n = probe.examples.n;
+    Ok(live
+        .into_iter()
+        .map(|j| {
+            let top = top_activations(z, m, keys.len(), j, TOP);
+            let examples: Vec<Value> = top
+                .iter()
+                .map(|a| {
+                    let key = &keys[a.key];
+                    let position = key.values[a.example] as usize;
+                    json!({
+                        "example": a.example,
+                        "key": key.name,
+                        "token": probe.examples.token(a.example, position),
+                        "activation": a.value,
+                    })
+                })
+                .collect();
+            let targets: Vec<Value> = keys
+                .iter()
+                .enumerate()
+                .filter_map(|(k, key)| {
+                    let values: Vec<f64> =
+                        (0..n).map(|i| f64::from(z[(i * keys.len() + k) * m + j])).collect();
+                    let labels = probe
+                        .targets
+                        .iter()
+                        .map(|t| (t.name.as_str(), t.values.as_slice(), t.n_classes));
+                    best_class(&values, labels).map(|(target, class, r)| {
+                        json!({ "key": key.name, "target": target, "class": class, "correlation": r })
+                    })
+                })
+                .collect();
+            json!({
+                "latent": j,
+                "frequency": stats.frequency[j],
+                "promoted_tokens": promoted_tokens(dictionary.direction(j), &w_u.data, vocab, TOP),
+                "top_activations": examples,
+                "best_targets": targets,
+            })
+        })
+        .collect())
 }
