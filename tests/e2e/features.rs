@@ -71,6 +71,17 @@ fn a_dictionary_is_trained_measured_and_written() {
             assert!(r > 0.0 && r <= 1.0 + 1e-9, "{best}");
         }
     }
+    // Modular addition declares a Fourier grid: the share of the live latents' directions inside the key-frequency
+    // subspace is reported beside a random direction's expectation.
+    let fourier = &report["fourier"];
+    assert_eq!(fourier["key_frequencies"].as_array().unwrap().len(), 5);
+    let dim = fourier["subspace_dim"].as_f64().unwrap();
+    assert!(dim > 0.0 && dim <= 30.0, "{fourier}");
+    assert!((fourier["random_expectation"].as_f64().unwrap() - dim / 32.0).abs() < 1e-12);
+    for share in ["mean_fraction", "frequency_weighted_fraction"] {
+        let f = fourier[share].as_f64().unwrap();
+        assert!((0.0..=1.0 + 1e-9).contains(&f), "{fourier}");
+    }
     // The decoder in HDF5: [latents, d_model], unit-norm rows.
     let file = hdf5::File::open(out.join("features.h5")).unwrap();
     let decoder = file.dataset("decoder").unwrap().read_2d::<f64>().unwrap();

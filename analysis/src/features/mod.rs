@@ -7,3 +7,4 @@ pub mod latents;
 pub mod planted;
 pub mod run;
 pub mod sae;
+pub mod subspace;

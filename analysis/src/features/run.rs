@@ -15,7 +15,11 @@ use trainer::tasks::Task;
 use super::dictionary::{Dictionary, DictionaryStats, dictionary_stats};
 use super::latents::{best_class, promoted_tokens, top_activations};
 use super::sae::{SaeConfig, train_sae};
+use super::subspace::{fourier_directions, fraction_inside, orthonormal_basis};
 use crate::error::AnalysisError;
+use crate::interventions::KEY_FREQUENCIES;
+use crate::interventions::fourier::{frequency_energy, key_frequencies};
+use crate::selection::at_positions;
 
 /// Examples per capture forward (bounds the memory of the captured patterns).
 const CHUNK: usize = 512;
@@ -177,6 +181,7 @@ pub fn features_report(
         "delta_loss": with_dictionary - clean,
         "latent_frequency": stats.frequency,
         "live_latents": latent_cards(model, probe, &dictionary, &stats, &z, step)?,
+        "fourier": fourier_alignment(model, task, &boundary, &dictionary, &stats, device, step)?,
         "decoder": dictionary
             .w_dec
             .chunks_exact(d)
@@ -250,4 +255,80 @@ fn latent_cards(
             })
         })
         .collect())
+}
+
+/// Where the task declares a Fourier grid (modular addition): the key frequencies (found as `--kind fourier`
+/// finds them, from the last MLP's neurons at `=` over all p² inputs) and the fraction of the live latents'
+/// decoder directions inside the residual stream's key-frequency subspace at the boundary — the span of the
+/// cos/sin components, at each key frequency, of the mean residual vector per value of `a` (at `a`), of `b`
+/// (at `b`) and of the answer (a + b) mod p (at `=`) — next to what a random direction would have
+/// (subspace dimension / d_model). `Null` for other tasks and for models without an MLP.
+fn fourier_alignment(
+    model: &Transformer,
+    task: &dyn Task,
+    boundary: &HookName,
+    dictionary: &Dictionary,
+    stats: &DictionaryStats,
+    device: &Device,
+    step: u64,
+) -> Result<Value, AnalysisError> {
+    let Some(grid) = task.fourier_grid() else {
+        return Ok(Value::Null);
+    };
+    let p = grid.p;
+    let hooks = model
+        .capture(int_tensor(&grid.inputs, p * p, grid.seq_len, device))
+        .to_host()
+        .map_err(|source| AnalysisError::Host { step, source })?;
+    let hook = |name: HookName| hooks.iter().find(|(h, _)| *h == name).map(|(_, a)| a);
+    let last = model.dims.n_layers - 1;
+    let (Some(mlp_post), Some(resid)) = (hook(HookName::MlpPost(last)), hook(*boundary)) else {
+        return Ok(Value::Null);
+    };
+    const EQ: usize = 2;
+    let keys = key_frequencies(
+        &frequency_energy(&at_positions(mlp_post, &[EQ]).data, p),
+        KEY_FREQUENCIES,
+    );
+    let (seq, d) = (resid.shape[1], resid.shape[2]);
+    let class = |pos: usize, i: usize| match pos {
+        0 => i / p,
+        1 => i % p,
+        _ => (i / p + i % p) % p,
+    };
+    let mut vectors = vec![];
+    for pos in 0..3 {
+        let mut means = vec![0.0f64; p * d];
+        for i in 0..p * p {
+            let row = &resid.data[(i * seq + pos) * d..][..d];
+            let c = class(pos, i);
+            means[c * d..(c + 1) * d]
+                .iter_mut()
+                .zip(row)
+                .for_each(|(m, v)| *m += f64::from(*v) / p as f64);
+        }
+        vectors.extend(fourier_directions(&means, p, &keys));
+    }
+    let basis = orthonormal_basis(&vectors);
+    let live: Vec<usize> = (0..dictionary.latents)
+        .filter(|&j| stats.frequency[j] > 0.0)
+        .collect();
+    let fractions: Vec<f64> = live
+        .iter()
+        .map(|&j| fraction_inside(dictionary.direction(j), &basis))
+        .collect();
+    let total_frequency: f64 = live.iter().map(|&j| stats.frequency[j]).sum();
+    let weighted: f64 = live
+        .iter()
+        .zip(&fractions)
+        .map(|(&j, f)| stats.frequency[j] * f)
+        .sum::<f64>()
+        / total_frequency.max(f64::MIN_POSITIVE);
+    Ok(json!({
+        "key_frequencies": keys,
+        "subspace_dim": basis.len(),
+        "random_expectation": basis.len() as f64 / d as f64,
+        "mean_fraction": fractions.iter().sum::<f64>() / fractions.len().max(1) as f64,
+        "frequency_weighted_fraction": weighted,
+    }))
 }
