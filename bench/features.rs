@@ -40,7 +40,7 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<()> {
     };
     let (device, _) = formation::device::pick();
     let started = Instant::now();
-    let dictionary = train_sae(&x, args.d_model, &config, &device)?;
+    let dictionary = train_sae(&x, args.d_model, &config, None, &device)?;
     let seconds = started.elapsed().as_secs_f64();
     let stats = dictionary_stats(&dictionary, &x, 0.5);
     let matches = best_matches(&dictionary, &directions);

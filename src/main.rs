@@ -43,6 +43,9 @@ enum Command {
     Intervene(commands::intervene::Args),
     /// The LLC trajectory over the saved checkpoints (analysis/llc.jsonl), or --calibrate its sampler.
     Llc(commands::llc::Args),
+    /// Sparse dictionaries across checkpoints (a replayed window's): latents' frequencies, continuity and
+    /// birth steps (analysis/features.json).
+    Features(commands::features::Args),
     /// Phase B: train one config over several seeds (locally with -j, or as a Slurm array with --slurm).
     Replicate(commands::study::ReplicateArgs),
     /// Phase C: train one config over the values of one key (locally with -j, or as a Slurm array).
@@ -73,6 +76,7 @@ fn main() {
         Command::Replay(args) => commands::replay::run(args),
         Command::Intervene(args) => commands::intervene::run(args),
         Command::Llc(args) => commands::llc::run(args),
+        Command::Features(args) => commands::features::run(args),
         Command::Replicate(args) => commands::study::replicate(args),
         Command::Screen(args) => commands::study::screen(args),
         Command::Collect(args) => commands::study::collect(args),

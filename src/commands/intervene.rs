@@ -48,21 +48,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs intervention `kind` on checkpoint `step` of `run`; writes and returns its report.
-pub fn intervene(
-    run: &RunLayout,
-    step: u64,
-    kind: InterventionKind,
-) -> anyhow::Result<(PathBuf, serde_json::Value)> {
+/// The probe set `run` pinned (its hash in the manifest), or the one-sentence reason there is none.
+pub fn pinned_probe_set(run: &RunLayout) -> anyhow::Result<ProbeSet> {
     let manifest = run.read_manifest()?;
-    let config = run.read_config()?;
     let Some(hash) = &manifest.probe_set_sha256 else {
         bail!(
             "{} has no probe set pinned; train it with --analyze or run `formation sweep` first",
             run.root.display()
         );
     };
-    let probe = ProbeSet::load_pinned(&run.probe_set(), hash)?;
+    Ok(ProbeSet::load_pinned(&run.probe_set(), hash)?)
+}
+
+/// Runs intervention `kind` on checkpoint `step` of `run`; writes and returns its report.
+pub fn intervene(
+    run: &RunLayout,
+    step: u64,
+    kind: InterventionKind,
+) -> anyhow::Result<(PathBuf, serde_json::Value)> {
+    let config = run.read_config()?;
+    let probe = pinned_probe_set(run)?;
     let dir = checkpoint::step_dir(&run.checkpoints(), step);
     if !dir.exists() {
         bail!(

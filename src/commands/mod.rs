@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod export;
+pub mod features;
 pub mod intervene;
 pub mod llc;
 pub mod probe_set;

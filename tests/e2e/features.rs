@@ -129,3 +129,53 @@ fn bad_dictionary_settings_are_one_sentence_and_create_nothing() {
     assert!(error.contains("no checkpoint for step 61"), "{error}");
     assert!(!dir.join("run/interventions/step_000061").exists());
 }
+
+#[test]
+fn dictionaries_across_checkpoints_keep_their_latents_and_date_their_births() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let small = "expansion = 2\nk = 4\ninputs = 529\nsteps = 200\n";
+    ok(formation(
+        &["train", &config(dir, small), "--analyze", "--out", "run"],
+        dir,
+    ));
+    // Checkpoints 8, 20, 40 and 60 of the CI run.
+    let out = ok(formation(&["features", "run", "--from", "8"], dir));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 checkpoints from 8 to 60"));
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run/analysis/features.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["steps"], serde_json::json!([8, 20, 40, 60]));
+    assert_eq!(summary["checkpoints"].as_array().unwrap().len(), 4);
+    let latents = summary["latents"].as_array().unwrap();
+    assert_eq!(latents.len(), 64);
+    let alive = summary["alive_above"].as_f64().unwrap();
+    assert!((alive - 0.5 * 4.0 / 64.0).abs() < 1e-12);
+    for latent in latents {
+        let f: Vec<f64> = serde_json::from_value(latent["frequency"].clone()).unwrap();
+        let c: Vec<f64> = serde_json::from_value(latent["continuity"].clone()).unwrap();
+        assert_eq!((f.len(), c.len()), (4, 4));
+        // A birth in the range means alive from there to the end, with a steady direction after it.
+        match latent["born"].as_str().unwrap() {
+            "in_range" => {
+                let at = latent["birth_step"].as_u64().unwrap();
+                let t = [8, 20, 40, 60].iter().position(|&s| s == at).unwrap();
+                assert!(t > 0 && f[t..].iter().all(|&x| x >= alive), "{latent}");
+                assert!(c[t + 1..].iter().all(|&x| x >= 0.9), "{latent}");
+            }
+            "before" => assert!(f.iter().all(|&x| x >= alive), "{latent}"),
+            "never" => assert!(latent["birth_step"].is_null()),
+            other => panic!("born {other}"),
+        }
+    }
+    // The raster in HDF5: [latents, checkpoints].
+    let file = hdf5::File::open(dir.join("run/analysis/features.h5")).unwrap();
+    assert_eq!(file.dataset("frequency").unwrap().shape(), [64, 4]);
+    // One checkpoint is not a range.
+    let error = one_error(formation(&["features", "run", "--from", "60"], dir));
+    assert!(
+        error.contains("fewer than two saved checkpoints"),
+        "{error}"
+    );
+}

@@ -8,3 +8,4 @@ pub mod planted;
 pub mod run;
 pub mod sae;
 pub mod subspace;
+pub mod window;

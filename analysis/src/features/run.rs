@@ -93,7 +93,7 @@ fn loss_from(
     ))
 }
 
-/// The dictionary of `config.features` at checkpoint `step` of `model`, trained and measured.
+/// The dictionary of `config.features` at checkpoint `step` of `model`, trained from scratch and measured.
 pub fn features_report(
     model: &Transformer,
     task: &dyn Task,
@@ -102,6 +102,20 @@ pub fn features_report(
     step: u64,
     device: &Device,
 ) -> Result<Value, AnalysisError> {
+    features_at(model, task, config, probe, step, None, device).map(|(_, report)| report)
+}
+
+/// The dictionary of `config.features` at checkpoint `step` of `model`, trained (from `start`, the previous
+/// checkpoint's, when given) and measured; with its report.
+pub fn features_at(
+    model: &Transformer,
+    task: &dyn Task,
+    config: &Config,
+    probe: &ProbeSet,
+    step: u64,
+    start: Option<&Dictionary>,
+    device: &Device,
+) -> Result<(Dictionary, Value), AnalysisError> {
     let settings = &config.features;
     let boundary = config
         .features_boundary()
@@ -127,7 +141,7 @@ pub fn features_report(
         lr: settings.lr,
         seed: settings.seed,
     };
-    let dictionary = train_sae(&train.rows, d, &sae, device)
+    let dictionary = train_sae(&train.rows, d, &sae, start, device)
         .map_err(|source| AnalysisError::Host { step, source })?;
 
     let measured = at_boundary(
@@ -164,7 +178,7 @@ pub fn features_report(
     .ok_or_else(unable)?;
     let with_dictionary =
         loss_from(model, task, &probe.examples, &boundary, spliced, device).ok_or_else(unable)?;
-    Ok(json!({
+    let report = json!({
         "boundary": boundary.to_string(),
         "key_positions": keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>(),
         "inputs": inputs.examples.n,
@@ -187,7 +201,8 @@ pub fn features_report(
             .chunks_exact(d)
             .map(|row| row.to_vec())
             .collect::<Vec<_>>(),
-    }))
+    });
+    Ok((dictionary, report))
 }
 
 /// Per latent that fires on the probe set (most frequent first): its frequency, the tokens its direction

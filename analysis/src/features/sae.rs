@@ -71,11 +71,14 @@ fn topk(pre: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2, Bool>) {
     (relu(pre.mask_fill(kept.clone().bool_not(), 0.0)), kept)
 }
 
-/// Trains a dictionary on the rows of `x` [n, d] (host); deterministic for a given seed on the CPU backend.
+/// Trains a dictionary on the rows of `x` [n, d] (host), from a fresh initialization, or from `start` (a
+/// dictionary of the same shape, e.g. the previous checkpoint's: latent j then continues latent j);
+/// deterministic for a given seed on the CPU backend.
 pub fn train_sae(
     x: &[f32],
     d: usize,
     config: &SaeConfig,
+    start: Option<&Dictionary>,
     device: &Device,
 ) -> Result<Dictionary, ForwardError> {
     let device = device.clone().without_autodiff().autodiff();
@@ -108,11 +111,21 @@ pub fn train_sae(
     let param = |values: Vec<f32>, shape: [usize; 2]| {
         Param::from_data(TensorData::new(values, shape), &device)
     };
-    let mut sae = TopKSae {
-        w_enc: param(w_enc, [d, m]),
-        b_enc: Param::from_data(TensorData::new(vec![0.0f32; m], [m]), &device),
-        w_dec: param(w_dec, [m, d]),
-        b_pre: Param::from_data(TensorData::new(mean, [d]), &device),
+    let vector =
+        |values: Vec<f32>, len: usize| Param::from_data(TensorData::new(values, [len]), &device);
+    let mut sae = match start {
+        Some(s) if s.d == d && s.latents == m => TopKSae {
+            w_enc: param(s.w_enc.clone(), [d, m]),
+            b_enc: vector(s.b_enc.clone(), m),
+            w_dec: param(s.w_dec.clone(), [m, d]),
+            b_pre: vector(s.b_pre.clone(), d),
+        },
+        _ => TopKSae {
+            w_enc: param(w_enc, [d, m]),
+            b_enc: vector(vec![0.0f32; m], m),
+            w_dec: param(w_dec, [m, d]),
+            b_pre: vector(mean, d),
+        },
     };
     let data = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [n, d]), &device);
     let mut optim = AdamWConfig::new()
@@ -217,7 +230,7 @@ mod tests {
             lr: 3e-3,
             seed: 0,
         };
-        let dictionary = train_sae(&x, 16, &config, &Device::default()).unwrap();
+        let dictionary = train_sae(&x, 16, &config, None, &Device::default()).unwrap();
         let matches = best_matches(&dictionary, &directions);
         let worst = matches.iter().map(|m| m.1).fold(1.0, f64::min);
         assert!(worst >= 0.95, "worst max-cosine {worst}: {matches:?}");
@@ -225,7 +238,7 @@ mod tests {
         assert!(stats.variance_explained > 0.9, "{stats:?}");
         // Same seed, same dictionary.
         assert_eq!(
-            train_sae(&x, 16, &config, &Device::default()).unwrap(),
+            train_sae(&x, 16, &config, None, &Device::default()).unwrap(),
             dictionary
         );
     }
