@@ -101,6 +101,9 @@ pub fn train_sae(
         })
         .sum::<f64>()
         / n as f64;
+    // Inputs that do not vary (a boundary whose key positions all hold one constant vector) would divide the
+    // loss by zero; their normalized error is then taken against a tiny variance instead.
+    let variance = variance.max(1e-12);
     let mut w_dec = vec![0.0f32; m * d];
     for row in w_dec.chunks_exact_mut(d) {
         row.iter_mut().for_each(|w| *w = rng.normal() as f32);
