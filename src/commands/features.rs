@@ -37,11 +37,21 @@ pub struct Args {
     /// The last checkpoint (default: the last saved).
     #[arg(long)]
     to: Option<u64>,
+    /// The residual-stream boundary, instead of the config's `[features] boundary`
+    /// (`blocks.{l}.hook_resid_pre|mid|post`).
+    #[arg(long)]
+    boundary: Option<String>,
+    /// Latents active per activation, instead of the config's `[features] k`.
+    #[arg(long)]
+    k: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let run = RunLayout::new(&args.run_dir);
-    let config = run.read_config()?;
+    let mut config = run.read_config()?;
+    config.features.boundary = args.boundary.or(config.features.boundary);
+    config.features.k = args.k.unwrap_or(config.features.k);
+    config.validate_features()?;
     let probe = super::intervene::pinned_probe_set(&run)?;
     let saved = checkpoint::list(&run.checkpoints())?;
     let (from, to) = (args.from.unwrap_or(0), args.to.unwrap_or(u64::MAX));

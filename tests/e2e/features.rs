@@ -172,6 +172,16 @@ fn dictionaries_across_checkpoints_keep_their_latents_and_date_their_births() {
     // The raster in HDF5: [latents, checkpoints].
     let file = hdf5::File::open(dir.join("run/analysis/features.h5")).unwrap();
     assert_eq!(file.dataset("frequency").unwrap().shape(), [64, 4]);
+    // A boundary or k given on the command line is checked like the config's: one sentence, nothing written.
+    std::fs::remove_file(dir.join("run/analysis/features.json")).unwrap();
+    let error = one_error(formation(
+        &["features", "run", "--boundary", "blocks.2.hook_resid_post"],
+        dir,
+    ));
+    assert!(error.contains("features.boundary"), "{error}");
+    let error = one_error(formation(&["features", "run", "--k", "64"], dir));
+    assert!(error.contains("features.k"), "{error}");
+    assert!(!dir.join("run/analysis/features.json").exists());
     // One checkpoint is not a range.
     let error = one_error(formation(&["features", "run", "--from", "60"], dir));
     assert!(

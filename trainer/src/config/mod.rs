@@ -141,9 +141,23 @@ impl Config {
         self.analysis.validate()?;
         self.windows.validate()?;
         self.llc.validate()?;
-        self.features.validate()?;
         self.decision.validate()?;
         self.slurm.validate()?;
+        self.validate_features()?;
+        if self.task.is_stream() && self.train.batch_size.is_none() {
+            return invalid(
+                "train.batch_size",
+                "is required for a task that draws fresh examples every step (its train stream is unbounded)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The `[features]` section against the model: its own ranges, a boundary the model has, k smaller than
+    /// the dictionary (also after a command overrides them).
+    pub fn validate_features(&self) -> Result<(), ConfigError> {
+        self.features.validate()?;
         self.features_boundary()?;
         let latents = self.features.expansion * self.model.d_model;
         if self.features.k >= latents {
@@ -153,13 +167,6 @@ impl Config {
                     "must be smaller than the dictionary ({} latents: expansion {} × d_model {}), got {}",
                     latents, self.features.expansion, self.model.d_model, self.features.k
                 ),
-            );
-        }
-        if self.task.is_stream() && self.train.batch_size.is_none() {
-            return invalid(
-                "train.batch_size",
-                "is required for a task that draws fresh examples every step (its train stream is unbounded)"
-                    .into(),
             );
         }
         Ok(())
