@@ -4,6 +4,8 @@
 
 use host::rng::SplitMix64;
 
+use super::sae::random_unit_rows;
+
 /// `n` activations of width `d` [n, d], each a constant offset 0.3 plus `active` of `features` random unit
 /// directions (drawn with replacement) with coefficients uniform in [0.5, 1.5]; and the directions
 /// [features, d]. Deterministic in `seed`.
@@ -15,12 +17,7 @@ pub fn planted(
     seed: u64,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix64::new(seed);
-    let mut directions = vec![0.0f32; features * d];
-    for row in directions.chunks_exact_mut(d) {
-        row.iter_mut().for_each(|w| *w = rng.normal() as f32);
-        let norm = row.iter().map(|w| w * w).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|w| *w /= norm);
-    }
+    let directions = random_unit_rows(&mut rng, features, d);
     let mut x = vec![0.3f32; n * d];
     for row in x.chunks_exact_mut(d) {
         for _ in 0..active {

@@ -104,12 +104,7 @@ pub fn train_sae(
     // Inputs that do not vary (a boundary whose key positions all hold one constant vector) would divide the
     // loss by zero; their normalized error is then taken against a tiny variance instead.
     let variance = variance.max(1e-12);
-    let mut w_dec = vec![0.0f32; m * d];
-    for row in w_dec.chunks_exact_mut(d) {
-        row.iter_mut().for_each(|w| *w = rng.normal() as f32);
-        let norm = row.iter().map(|w| w * w).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|w| *w /= norm);
-    }
+    let w_dec = random_unit_rows(&mut rng, m, d);
     let w_enc: Vec<f32> = (0..d * m).map(|i| w_dec[(i % m) * d + i / m]).collect();
     let param = |values: Vec<f32>, shape: [usize; 2]| {
         Param::from_data(TensorData::new(values, shape), &device)
@@ -202,6 +197,17 @@ pub fn train_sae(
         w_dec: host(sae.w_dec.val())?,
         b_pre: host(sae.b_pre.val().unsqueeze())?,
     })
+}
+
+/// `count` random unit vectors of width `d` [count, d] (Gaussian directions).
+pub(crate) fn random_unit_rows(rng: &mut SplitMix64, count: usize, d: usize) -> Vec<f32> {
+    let mut rows = vec![0.0f32; count * d];
+    for row in rows.chunks_exact_mut(d) {
+        row.iter_mut().for_each(|w| *w = rng.normal() as f32);
+        let norm = row.iter().map(|w| w * w).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|w| *w /= norm);
+    }
+    rows
 }
 
 /// Fisher–Yates with the run's RNG.
