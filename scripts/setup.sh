@@ -3,12 +3,13 @@
 # System packages come from apt (run as root, or with sudo); Rust must come from rustup. `--test` adds what the
 # tests need beyond the build.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PACKAGES=(pkg-config libhdf5-dev)
-# The tests also start a single-node Slurm cluster (slurm-wlm, munge) and open the HTML report in a headless
-# browser (chromium).
+# The tests also start a single-node Slurm cluster (slurm-wlm, munge), open the HTML report in a headless
+# browser (chromium), and read the outputs from Python (a virtual environment, below).
 if [ "${1:-}" = "--test" ]; then
-  PACKAGES+=(slurm-wlm munge chromium)
+  PACKAGES+=(slurm-wlm munge chromium python3 python3-venv)
 fi
 
 missing=()
@@ -28,4 +29,19 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust 1.95+ with rustup (https://rustup.rs) and run this command again." >&2
   exit 1
+fi
+
+# The Python the tests read our outputs with, as researchers do: TensorBoard's EventAccumulator, pandas, h5py.
+# In its own virtual environment under target/ (nothing installed system-wide); FORMATION_SKIP_PYTHON=1 skips
+# the tests that need it where it cannot be installed.
+if [ "${1:-}" = "--test" ] && [ "${FORMATION_SKIP_PYTHON:-}" != "1" ]; then
+  venv=target/python
+  if ! "$venv/bin/python" -c "import tensorboard, pandas, h5py" 2>/dev/null; then
+    echo "setup: installing tensorboard, pandas and h5py into $venv" >&2
+    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q tensorboard pandas h5py; }; then
+      echo "setup: could not install the Python packages the tests read outputs with (PyPI unreachable?);" >&2
+      echo "setup: set FORMATION_SKIP_PYTHON=1 to skip those tests." >&2
+      exit 1
+    fi
+  fi
 fi

@@ -7,4 +7,6 @@ bash scripts/setup.sh --test
 # burn-cuda's build scripts download an LLVM bundle; DOCS_RS=1 makes them skip it, which is enough to
 # type-check (not to build) the cuda device path on a machine without that download or a GPU.
 DOCS_RS=1 cargo check --release --features cuda
+# The Python the end-to-end tests read outputs with (set up by setup.sh --test).
+export FORMATION_PYTHON="${FORMATION_PYTHON:-$PWD/target/python/bin/python}"
 cargo test --release --workspace

@@ -54,6 +54,9 @@ enum Command {
     Collect(commands::study::CollectArgs),
     /// Compare runs or a study's runs and apply the decision rule for deep circuit work (READY / NOT READY).
     Compare(commands::compare::Args),
+    /// Phase A in one command: train --analyze, windows, dense replay of the top window(s) with their
+    /// interventions, report. Resumable: a rerun continues where it stopped.
+    Trace(commands::trace::Args),
     /// Write a self-contained HTML report of a run or a study (plots, windows, decision).
     Report(commands::report::Args),
     /// One run of a study, as the study's engines start it (train --analyze or resume, then windows).
@@ -68,6 +71,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
+        Command::Trace(args) => commands::trace::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::ProbeSet(args) => commands::probe_set::run(args),
         Command::Sweep(args) => commands::sweep::run(args),

@@ -14,6 +14,8 @@ pub struct Display {
     start: u64,
     last_line: Instant,
     queue: Option<Arc<AtomicUsize>>,
+    /// Which stage of a longer job the steps belong to (`formation trace`), shown before them.
+    stage: String,
 }
 
 impl Default for Display {
@@ -30,7 +32,13 @@ impl Display {
             start: 0,
             last_line: Instant::now(),
             queue: None,
+            stage: String::new(),
         }
+    }
+
+    /// Shows `stage` (e.g. `[3/4] replay W2`) in front of the steps that follow.
+    pub fn set_stage(&mut self, stage: &str) {
+        self.stage = format!("{stage}  ");
     }
 
     /// Shows the analysis queue depth next to the loss.
@@ -54,13 +62,14 @@ impl Display {
                     let bar = ProgressBar::new(total).with_position(start);
                     bar.set_style(
                         ProgressStyle::with_template(
-                            "{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}",
+                            "{prefix}{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}",
                         )
                         .expect("valid template"),
                     );
+                    bar.set_prefix(self.stage.clone());
                     self.bar = Some(bar);
                 } else {
-                    eprintln!("training steps {start}..{total}");
+                    eprintln!("{}training steps {start}..{total}", self.stage);
                 }
             }
             Progress::Step { step, loss, lr } => match &self.bar {
@@ -73,7 +82,8 @@ impl Display {
                     let rate =
                         (step - self.start) as f64 / self.clock.elapsed().as_secs_f64().max(1e-9);
                     eprintln!(
-                        "step {step}  loss {loss:.4}  lr {lr:.2e}  {rate:.1} steps/s{}",
+                        "{}step {step}  loss {loss:.4}  lr {lr:.2e}  {rate:.1} steps/s{}",
+                        self.stage,
                         self.queue_text()
                     );
                 }
@@ -105,6 +115,26 @@ impl Display {
                     None => eprintln!("{line}"),
                 }
             }
+        }
+    }
+
+    /// Shows `done` of `total` pieces of work that are not training steps (`what`: e.g. `interventions`).
+    pub fn count(&mut self, what: &str, done: u64, total: u64) {
+        if std::io::stderr().is_terminal() {
+            let bar = self.bar.get_or_insert_with(|| ProgressBar::new(total));
+            if bar.is_finished() || bar.length() != Some(total) {
+                *bar = ProgressBar::new(total);
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix}{bar:30} {pos}/{len} {msg}  ETA {eta}")
+                        .expect("valid template"),
+                );
+                bar.set_prefix(self.stage.clone());
+                bar.set_message(what.to_owned());
+            }
+            bar.set_position(done);
+        } else if done == total || self.last_line.elapsed().as_secs_f64() >= 5.0 {
+            self.last_line = Instant::now();
+            eprintln!("{}{done}/{total} {what}", self.stage);
         }
     }
 

@@ -20,7 +20,8 @@ use crate::error::AnalysisError;
 use crate::message::{CheckpointMessage, Message, SendStats};
 use crate::row::Timing;
 use crate::sinks::hdf5::ActivationStore;
-use crate::sinks::jsonl::last_row;
+use crate::sinks::jsonl::{last_row, read_rows};
+use crate::sinks::tensorboard::TensorBoardWriter;
 use crate::stored::StoredName;
 
 /// What the sidecar starts from: it opens its own sinks and restores its own previous-checkpoint state.
@@ -41,6 +42,7 @@ struct SidecarState {
     analyzer: Analyzer,
     jsonl: JsonlWriter,
     store: ActivationStore,
+    tensorboard: Option<TensorBoardWriter>,
 }
 
 impl SidecarSetup {
@@ -64,6 +66,13 @@ impl SidecarSetup {
             &key_names,
             self.start_step,
         )?;
+        let tensorboard = match self.config.tensorboard {
+            true => Some(TensorBoardWriter::open(
+                &self.run.tensorboard_events(),
+                &read_rows(&metrics)?,
+            )?),
+            false => None,
+        };
         let previous = match last_row(&metrics) {
             Some(row) => {
                 let arrays = store.read_step(row.step, &StoredName::DYNAMICS_GROUPS)?;
@@ -82,6 +91,7 @@ impl SidecarSetup {
             analyzer,
             jsonl,
             store,
+            tensorboard,
         })
     }
 }
@@ -237,6 +247,9 @@ fn process(
     };
     state.jsonl.write(&analysis.row)?;
     host::failpoint::hit_at("row-written", message.step);
+    if let Some(events) = &mut state.tensorboard {
+        events.write(&analysis.row)?;
+    }
     Ok(())
 }
 

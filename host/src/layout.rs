@@ -67,6 +67,13 @@ impl RunLayout {
     pub fn metrics(&self) -> PathBuf {
         self.analysis_dir().join("checkpoint_metrics.jsonl")
     }
+    /// `tensorboard/events.out.tfevents.formation`: the rows' headline scalars as TensorBoard events
+    /// (`[analysis] tensorboard = true`; TensorBoard reads any file whose name holds `tfevents`).
+    pub fn tensorboard_events(&self) -> PathBuf {
+        self.root
+            .join("tensorboard")
+            .join("events.out.tfevents.formation")
+    }
     /// `analysis/activations/`: one HDF5 file per analyzed step.
     pub fn activations_dir(&self) -> PathBuf {
         self.analysis_dir().join("activations")

@@ -81,12 +81,18 @@ pub fn intervene(
     let (device, _) = crate::device::pick();
     let dims = ModelDims::new(&config, task.as_ref());
     let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
-    let (name, report) =
-        run_intervention(kind, &model, task.as_ref(), &config, &probe, step, &device)?;
+    let report = run_intervention(kind, &model, task.as_ref(), &config, &probe, step, &device)?;
+    let out = report_path(run, step, kind);
     let out_dir = run.interventions(step);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let out = out_dir.join(format!("{name}.json"));
+    // The HDF5 copy first: a JSON report on disk means both are complete (what a resumed replay skips on).
+    write_report_h5(&out.with_extension("h5"), &report)?;
     write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    write_report_h5(&out_dir.join(format!("{name}.h5")), &report)?;
     Ok((out, report))
+}
+
+/// Where intervention `kind` on checkpoint `step` of `run` writes its JSON report (its HDF5 copy beside it).
+pub fn report_path(run: &RunLayout, step: u64, kind: InterventionKind) -> PathBuf {
+    run.interventions(step)
+        .join(format!("{}.json", kind.file_stem()))
 }

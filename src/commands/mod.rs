@@ -11,5 +11,6 @@ pub mod report;
 pub mod study;
 pub mod sweep;
 pub mod task;
+pub mod trace;
 pub mod train;
 pub mod windows;

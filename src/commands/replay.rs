@@ -15,7 +15,7 @@ use trainer::run_dir::RunFiles;
 use trainer::tasks;
 use trainer::train_loop::{Start, TrainJob, train};
 
-use crate::commands::intervene::intervene;
+use crate::commands::intervene::{intervene, report_path};
 use crate::commands::train::analyze_plugin;
 use crate::progress::Display;
 
@@ -32,17 +32,33 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let run = RunLayout::new(&args.run_dir);
+    replay_window(
+        &RunLayout::new(&args.run_dir),
+        &format!("W{}", args.window),
+        args.every,
+        &mut Display::new(),
+    )
+}
+
+/// Replays window `name` (`WN`) of `run` (every `every` steps, default a fortieth of the window), verifies it and runs
+/// the config's window interventions at every replayed checkpoint, showing the steps on `display`. Everything
+/// already done is kept: an interrupted replay resumes from its last dense checkpoint, and an intervention
+/// whose report is on disk is not run again.
+pub(crate) fn replay_window(
+    run: &RunLayout,
+    name: &str,
+    every: Option<u64>,
+    display: &mut Display,
+) -> anyhow::Result<()> {
     let manifest = run.read_manifest()?;
     let config = run.read_config()?;
-    let name = format!("W{}", args.window);
-    let windows = read_windows(&run)?;
+    let windows = read_windows(run)?;
     let window = windows
         .iter()
         .find(|w| w.id == name)
         .with_context(|| format!("{} has no window {name}", run.birth_windows().display()))?;
     let (start, end) = (window.start_step, window.end_step);
-    let every = args.every.unwrap_or(((end - start) / 40).max(1));
+    let every = every.unwrap_or(((end - start) / 40).max(1));
     if every == 0 {
         bail!("--every must be at least 1");
     }
@@ -54,13 +70,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let task = tasks::build(&config.task, config.train.seed)?;
     trainer::run_dir::check_same_dataset(&manifest, &config, task.as_ref())?;
-    let plan = plan(&run, start, end, every)?;
-    let dest = run.window(&name);
-    let lock = prepare(&run, &dest, &plan, &format!("{}-{name}", manifest.run_id))?;
+    let plan = plan(run, start, end, every)?;
+    let dest = run.window(name);
+    let lock = prepare(run, &dest, &plan, &format!("{}-{name}", manifest.run_id))?;
 
     let (device, device_name) = crate::device::pick();
     let (mut plugin, _) = analyze_plugin(&config, task.as_ref(), &dest, true, &device)?;
-    let mut display = Display::new();
     display.watch_queue(plugin.queue_depth());
     let job = TrainJob {
         config: &config,
@@ -77,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     display.finish();
 
     let dims = ModelDims::new(&config, task.as_ref());
-    let checks = verify(&run, &dest, &plan.verify, &dims, &device)?;
+    let checks = verify(run, &dest, &plan.verify, &dims, &device)?;
     let report = serde_json::json!({
         "window": name,
         "window_steps": [start, end],
@@ -115,17 +130,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bad.max_abs_diff
         );
     }
-    // The window analyses the config asks for, at every replayed checkpoint.
+    // The window analyses the config asks for, at every replayed checkpoint (what a killed replay finished
+    // stays done).
     let kinds = &config.interventions.in_windows;
     if !kinds.is_empty() {
-        for &step in &plan.schedule.checkpoints {
-            for &kind in kinds {
-                intervene(&dest, step, kind)
-                    .with_context(|| format!("{kind:?} at step {step} of {name}"))?;
+        let mut ran = 0;
+        let total = (plan.schedule.checkpoints.len() * kinds.len()) as u64;
+        let work = plan
+            .schedule
+            .checkpoints
+            .iter()
+            .flat_map(|&step| kinds.iter().map(move |&kind| (step, kind)));
+        for (done, (step, kind)) in work.enumerate() {
+            display.count("window interventions", done as u64, total);
+            if report_path(&dest, step, kind).exists() {
+                continue;
             }
+            intervene(&dest, step, kind)
+                .with_context(|| format!("{kind:?} at step {step} of {name}"))?;
+            ran += 1;
         }
+        display.count("window interventions", total, total);
+        display.finish();
         println!(
-            "ran {:?} at {} checkpoints -> {}",
+            "{:?} at {} checkpoints ({ran} run now, the rest done before) -> {}",
             kinds,
             plan.schedule.checkpoints.len(),
             dest.interventions_dir().display()

@@ -13,10 +13,10 @@ use crate::commands::compare::compare_dirs;
 #[derive(clap::Args)]
 pub struct Args {
     /// An analyzed run directory, or a study directory (from replicate or screen).
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Where to write the HTML file.
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

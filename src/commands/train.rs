@@ -31,6 +31,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    run_with(args, &mut Display::new())
+}
+
+/// `formation train` showing its steps on `display` (one display across `formation trace`'s stages).
+pub(crate) fn run_with(args: Args, display: &mut Display) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     let (root, resume) = match (&args.resume, &args.out) {
         (Some(dir), _) => {
@@ -45,14 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (dir.clone(), true)
         }
         (None, Some(out)) => (out.clone(), false),
-        (None, None) => {
-            let stem = args
-                .config
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or("run".into());
-            (PathBuf::from("runs").join(stem), false)
-        }
+        (None, None) => (default_run_dir(&args.config), false),
     };
     let run = RunLayout::new(&root);
     let lock = resume
@@ -61,7 +59,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Read (and, for a data-defined task, validated) before anything is created.
     let task = tasks::build(&config.task, config.train.seed)?;
     let (device, device_name) = crate::device::pick();
-    let mut display = Display::new();
     let (mut plugin, probe_set_sha256) = if args.analyze {
         let (plugin, hash) = analyze_plugin(&config, task.as_ref(), &run, resume, &device)?;
         display.watch_queue(plugin.queue_depth());
@@ -117,6 +114,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         root.display()
     );
     Ok(())
+}
+
+/// Where a run of `config` goes when no directory is given: `runs/<config file stem>`.
+pub(crate) fn default_run_dir(config: &std::path::Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or("run".into());
+    PathBuf::from("runs").join(stem)
 }
 
 /// The `--analyze` plugin of a run and the content hash of its probe set.

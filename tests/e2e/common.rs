@@ -187,6 +187,23 @@ pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
 
 /// Starts a run (or resume) and SIGKILLs it once its metrics file has at least `rows` rows.
 pub fn kill_after_rows(args: &[&str], cwd: &Path, run: &Path, rows: usize) {
+    let metrics = run.join("analysis/checkpoint_metrics.jsonl");
+    kill_when(
+        args,
+        cwd,
+        &format!("{rows} rows in {}", metrics.display()),
+        || {
+            std::fs::read_to_string(&metrics)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+                >= rows
+        },
+    );
+}
+
+/// Starts `formation ARGS` and SIGKILLs it once `reached` holds (`what` says what that is, for the panic when
+/// the command finishes first).
+pub fn kill_when(args: &[&str], cwd: &Path, what: &str, reached: impl Fn() -> bool) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_formation"))
         .args(args)
         .current_dir(cwd)
@@ -195,15 +212,9 @@ pub fn kill_after_rows(args: &[&str], cwd: &Path, run: &Path, rows: usize) {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let count = std::fs::read_to_string(run.join("analysis/checkpoint_metrics.jsonl"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if count >= rows || Instant::now() > deadline {
-            break;
-        }
+    while !reached() && Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {
-            panic!("the run finished before {rows} rows: make the test config longer");
+            panic!("formation {args:?} finished before {what}: make the test config longer");
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -222,4 +233,32 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// Runs `tests/python/SCRIPT ARGS` in `cwd` with the Python the test set-up made (`FORMATION_PYTHON`, else
+/// `python3`) and returns its stdout; `None` when FORMATION_SKIP_PYTHON=1 asks to skip it.
+pub fn python(script: &str, args: &[&str], cwd: &Path) -> Option<String> {
+    if std::env::var("FORMATION_SKIP_PYTHON").as_deref() == Ok("1") {
+        eprintln!("skipping {script}: FORMATION_SKIP_PYTHON=1");
+        return None;
+    }
+    let python = std::env::var("FORMATION_PYTHON").unwrap_or("python3".into());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{python} (run scripts/setup.sh --test, or set FORMATION_SKIP_PYTHON=1): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{script} failed (its packages come from scripts/setup.sh --test; FORMATION_SKIP_PYTHON=1 skips it)\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }

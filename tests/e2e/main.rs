@@ -13,5 +13,7 @@ mod report;
 mod slurm;
 mod study;
 mod tasks;
+mod trace;
+mod trackers;
 mod windows;
 mod zoo;

@@ -21,8 +21,8 @@ use crate::plugin::{ProbeInputs, capture};
 /// Neurons per localized block whose ablation `neurons` measures (the largest |direct logit attribution|).
 const TOP_NEURONS: usize = 32;
 
-/// The report of intervention `kind` on `model` (the checkpoint at `step`), with the file name it is written
-/// under (`logit_lens`, `patching`, …).
+/// The report of intervention `kind` on `model` (the checkpoint at `step`); it is written under
+/// [`InterventionKind::file_stem`].
 pub fn run_intervention(
     kind: InterventionKind,
     model: &Transformer,
@@ -31,21 +31,18 @@ pub fn run_intervention(
     probe: &ProbeSet,
     step: u64,
     device: &Device,
-) -> Result<(&'static str, Value), AnalysisError> {
+) -> Result<Value, AnalysisError> {
     let unable = |why: &str| AnalysisError::Metric {
         step,
         message: why.to_owned(),
     };
     let forward = |source| AnalysisError::Host { step, source };
-    let (name, report) = match kind {
+    let report = match kind {
         InterventionKind::LogitLens => {
             let inputs = ProbeInputs::new(probe, None, device);
             let captured = capture(model, &inputs, &[], false, step)?;
-            (
-                "logit_lens",
-                logit_lens_report(&captured.hooks, &captured.params, probe)
-                    .ok_or_else(|| unable("the checkpoint has no unembedding"))?,
-            )
+            logit_lens_report(&captured.hooks, &captured.params, probe)
+                .ok_or_else(|| unable("the checkpoint has no unembedding"))?
         }
         InterventionKind::Patching | InterventionKind::PathPatching => {
             let key = task.corrupted_key().ok_or_else(|| {
@@ -68,7 +65,7 @@ pub fn run_intervention(
                 .activation_patching(&clean, &corrupt, &targets, &answers)
                 .map_err(forward)?;
             if matches!(kind, InterventionKind::Patching) {
-                ("patching", patching_report(&effects))
+                patching_report(&effects)
             } else {
                 let recovery = |ld: f64| effects.recovery(ld);
                 let (layers, heads) = (model.dims.n_layers, model.dims.n_heads);
@@ -106,14 +103,11 @@ pub fn run_intervention(
                         }
                     }
                 }
-                (
-                    "path_patching",
-                    serde_json::json!({
-                        "logit_diff_clean": effects.clean,
-                        "logit_diff_corrupt": effects.corrupt,
-                        "recovery": { "to_logits": to_logits, "to_heads": to_heads },
-                    }),
-                )
+                serde_json::json!({
+                    "logit_diff_clean": effects.clean,
+                    "logit_diff_corrupt": effects.corrupt,
+                    "recovery": { "to_logits": to_logits, "to_heads": to_heads },
+                })
             }
         }
         InterventionKind::Fourier => {
@@ -137,10 +131,7 @@ pub fn run_intervention(
             let params = trainer::export::named_parameters(model);
             let (shape, data) = params[&ParamName::Embed.to_string()].clone();
             let w_e = HostArray { shape, data };
-            (
-                "fourier",
-                fourier_report(mlp_post, logits, &w_e, p, &grid.train),
-            )
+            fourier_report(mlp_post, logits, &w_e, p, &grid.train)
         }
         InterventionKind::Neurons => {
             let inputs = ProbeInputs::new(probe, None, device);
@@ -186,20 +177,16 @@ pub fn run_intervention(
                     serde_json::json!({ "block_ablation_dloss": dloss, "dla": dla, "top_neurons": neurons }),
                 );
             }
-            ("neurons", serde_json::Value::Object(report))
+            serde_json::Value::Object(report)
         }
-        InterventionKind::Features => (
-            "features",
-            crate::features::run::features_report(model, task, config, probe, step, device)?,
-        ),
+        InterventionKind::Features => {
+            crate::features::run::features_report(model, task, config, probe, step, device)?
+        }
         InterventionKind::Llc => {
             // The settings as used: `nbeta` is the resolved value, never the config's "absent".
             let (settings, estimate) = checkpoint_llc(model, task, config, &config.llc, device);
-            (
-                "llc",
-                serde_json::json!({ "settings": settings, "estimate": estimate }),
-            )
+            serde_json::json!({ "settings": settings, "estimate": estimate })
         }
     };
-    Ok((name, report))
+    Ok(report)
 }

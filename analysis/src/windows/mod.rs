@@ -102,7 +102,8 @@ pub fn tracked_series(rows: &[Row]) -> BTreeMap<String, Vec<(u64, f64)>> {
     series
 }
 
-fn is_tracked(path: &str) -> bool {
+/// Whether the detector examines the series at dotted `path` (see [`tracked_series`]).
+pub(crate) fn is_tracked(path: &str) -> bool {
     let leaf = path.rsplit('.').next().unwrap_or_default();
     let top = path.split('.').next().unwrap_or_default();
     match top {

@@ -37,6 +37,9 @@ pub struct AnalysisConfig {
     /// What a failing analysis does to training.
     #[serde(default)]
     pub on_error: OnError,
+    /// Also write the rows' headline scalars as TensorBoard event files under `tensorboard/`.
+    #[serde(default)]
+    pub tensorboard: bool,
 }
 
 /// One kind of array stored per checkpoint.
@@ -85,6 +88,7 @@ impl Default for AnalysisConfig {
             store: vec![],
             queue: default_queue(),
             on_error: OnError::Stop,
+            tensorboard: false,
         }
     }
 }
@@ -151,6 +155,21 @@ pub enum InterventionKind {
     Neurons,
     Llc,
     Features,
+}
+
+impl InterventionKind {
+    /// The name its report is written under: `RUN_DIR/interventions/step_S/{file_stem}.json` and `.h5`.
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            Self::LogitLens => "logit_lens",
+            Self::Patching => "patching",
+            Self::PathPatching => "path_patching",
+            Self::Fourier => "fourier",
+            Self::Neurons => "neurons",
+            Self::Llc => "llc",
+            Self::Features => "features",
+        }
+    }
 }
 
 /// A name that is not an intervention kind.
