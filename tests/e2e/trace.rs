@@ -6,16 +6,22 @@ use crate::common::{
     assert_same_rows, formation, kill_when, long_ci_config, metrics, ok, one_error, read, snapshot,
 };
 
-/// The replayed window's directory (the one `trace --top 1` chose) and its intervention reports, by path.
-fn replayed(run: &Path) -> (std::path::PathBuf, Vec<(std::path::PathBuf, Vec<u8>)>) {
+/// The run's top-ranked birth window (the one `trace --top 1` replays).
+fn top_window(run: &Path) -> serde_json::Value {
     let windows: serde_json::Value =
         serde_json::from_slice(&read(run.join("analysis/birth_windows.json"))).unwrap();
-    let top = windows["windows"]
+    windows["windows"]
         .as_array()
         .unwrap()
         .iter()
         .find(|w| w["rank"] == 1)
-        .expect("a top-ranked window");
+        .expect("a top-ranked window")
+        .clone()
+}
+
+/// The replayed window's directory (the one `trace --top 1` chose) and its intervention reports, by path.
+fn replayed(run: &Path) -> (std::path::PathBuf, Vec<(std::path::PathBuf, Vec<u8>)>) {
+    let top = top_window(run);
     let dir = run.join("windows").join(top["id"].as_str().unwrap());
     let reports = snapshot(&dir.join("interventions"))
         .into_iter()
@@ -137,14 +143,7 @@ fn the_main_job_traces_the_induction_heads_forming_and_the_notebook_reader_reads
         dir,
     ));
     let run = dir.join("run");
-    let windows: serde_json::Value =
-        serde_json::from_slice(&read(run.join("analysis/birth_windows.json"))).unwrap();
-    let top = windows["windows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["rank"] == 1)
-        .unwrap();
+    let top = top_window(&run);
     // The top-ranked window is where a layer-1 head's induction score rises, and it was replayed bit-exactly.
     let induction = top["triggers"].as_array().unwrap().iter().any(|t| {
         let metric = t["metric"].as_str().unwrap();
