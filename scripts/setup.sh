@@ -31,14 +31,15 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# The Python the tests read our outputs with, as researchers do: TensorBoard's EventAccumulator, pandas, h5py.
+# The Python the tests read our outputs with, as researchers do: TensorBoard's EventAccumulator, pandas, h5py;
+# and playwright, which drives the system's chromium (no browser download) through the live dashboard.
 # In its own virtual environment under target/ (nothing installed system-wide); FORMATION_SKIP_PYTHON=1 skips
 # the tests that need it where it cannot be installed.
 if [ "${1:-}" = "--test" ] && [ "${FORMATION_SKIP_PYTHON:-}" != "1" ]; then
   venv=target/python
-  if ! "$venv/bin/python" -c "import tensorboard, pandas, h5py" 2>/dev/null; then
-    echo "setup: installing tensorboard, pandas and h5py into $venv" >&2
-    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q tensorboard pandas h5py; }; then
+  if ! "$venv/bin/python" -c "import tensorboard, pandas, h5py, playwright" 2>/dev/null; then
+    echo "setup: installing tensorboard, pandas, h5py and playwright into $venv" >&2
+    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q tensorboard pandas h5py playwright; }; then
       echo "setup: could not install the Python packages the tests read outputs with (PyPI unreachable?);" >&2
       echo "setup: set FORMATION_SKIP_PYTHON=1 to skip those tests." >&2
       exit 1

@@ -57,6 +57,8 @@ enum Command {
     /// Phase A in one command: train --analyze, windows, dense replay of the top window(s) with their
     /// interventions, report. Resumable: a rerun continues where it stopped.
     Trace(commands::trace::Args),
+    /// A local live dashboard of a run (while it trains) or a study: the report's panels and one step slider.
+    Serve(commands::serve::Args),
     /// Write a self-contained HTML report of a run or a study (plots, windows, decision).
     Report(commands::report::Args),
     /// One run of a study, as the study's engines start it (train --analyze or resume, then windows).
@@ -72,6 +74,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
         Command::Trace(args) => commands::trace::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::ProbeSet(args) => commands::probe_set::run(args),
         Command::Sweep(args) => commands::sweep::run(args),

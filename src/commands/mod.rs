@@ -8,6 +8,7 @@ pub mod llc;
 pub mod probe_set;
 pub mod replay;
 pub mod report;
+pub mod serve;
 pub mod study;
 pub mod sweep;
 pub mod task;

@@ -1,9 +1,9 @@
 //! `formation report RUN_DIR | STUDY_DIR [--out FILE]`: the self-contained HTML report (default
 //! `RUN_DIR/report.html` or `STUDY_DIR/report.html`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use analysis::report::{load_run, render, run_sections, study_sections};
+use analysis::report::{Section, load_run, render, run_sections, study_sections};
 use anyhow::Context;
 use host::files::write_atomic;
 use host::layout::RunLayout;
@@ -25,8 +25,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         true => host::layout::StudyLayout::new(&args.dir).report(),
         false => RunLayout::new(&args.dir).report(),
     });
-    let (title, subtitle, sections) = if is_study {
-        let compared = compare_dirs(std::slice::from_ref(&args.dir), None)?;
+    if !is_study && RunLayout::new(&args.dir).exists() {
+        crate::note_if_in_progress(&args.dir);
+    }
+    let (title, subtitle, sections) = contents(&args.dir)?;
+    let page = render(&title, &subtitle, &sections);
+    write_atomic(&out, page.as_bytes())?;
+    let plots: usize = sections.iter().map(|s| s.plots.len()).sum();
+    println!(
+        "wrote {} ({plots} plots, {} KB)",
+        out.display(),
+        page.len() / 1024
+    );
+    Ok(())
+}
+
+/// The report of a run or study directory as it is on disk now: title, subtitle and sections.
+pub(crate) fn contents(dir: &Path) -> anyhow::Result<(String, String, Vec<Section>)> {
+    if host::layout::is_study(dir) {
+        let compared = compare_dirs(&[dir.to_owned()], None)?;
         let runs = compared
             .members
             .iter()
@@ -39,45 +56,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(key) => format!("screen of {key}"),
             None => "seed replication".into(),
         };
-        (
-            format!("formation study {}", args.dir.display()),
+        return Ok((
+            format!("formation study {}", dir.display()),
             format!("{kind}: {} runs", runs.len()),
             study_sections(&compared.comparison, &runs),
-        )
-    } else {
-        if !RunLayout::new(&args.dir).exists() {
-            anyhow::bail!(
-                "{} is neither a run directory (no run.json) nor a study directory (no study.json)",
-                args.dir.display()
-            );
-        }
-        crate::note_if_in_progress(&args.dir);
-        let run = RunLayout::new(&args.dir);
-        let name = args
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or("run".into());
-        let data =
-            load_run(&run, &name).with_context(|| format!("reading {}", args.dir.display()))?;
-        (
-            format!("formation run {}", args.dir.display()),
-            format!(
-                "{}: {} checkpoints analyzed, {} birth windows",
-                data.run_id,
-                data.rows.len(),
-                data.windows.len()
-            ),
-            run_sections(&data, "run", false),
-        )
-    };
-    let page = render(&title, &subtitle, &sections);
-    write_atomic(&out, page.as_bytes())?;
-    let plots: usize = sections.iter().map(|s| s.plots.len()).sum();
-    println!(
-        "wrote {} ({plots} plots, {} KB)",
-        out.display(),
-        page.len() / 1024
-    );
-    Ok(())
+        ));
+    }
+    if !RunLayout::new(dir).exists() {
+        anyhow::bail!(
+            "{} is neither a run directory (no run.json) nor a study directory (no study.json)",
+            dir.display()
+        );
+    }
+    let run = RunLayout::new(dir);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or("run".into());
+    let data = load_run(&run, &name).with_context(|| format!("reading {}", dir.display()))?;
+    Ok((
+        format!("formation run {}", dir.display()),
+        format!(
+            "{}: {} checkpoints analyzed, {} birth windows",
+            data.run_id,
+            data.rows.len(),
+            data.windows.len()
+        ),
+        run_sections(&data, "run", false),
+    ))
 }

@@ -262,3 +262,26 @@ pub fn python(script: &str, args: &[&str], cwd: &Path) -> Option<String> {
     );
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// The browser the test set-up installs, as the path of its executable; without it the test fails and says
+/// why, unless FORMATION_SKIP_BROWSER=1 asks to skip it.
+pub fn browser() -> Option<String> {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if let Some(path) = found {
+            return Some(path);
+        }
+    }
+    if std::env::var("FORMATION_SKIP_BROWSER").as_deref() == Ok("1") {
+        eprintln!("skipping the browser test: FORMATION_SKIP_BROWSER=1");
+        return None;
+    }
+    panic!(
+        "the browser tests need chromium (run scripts/setup.sh --test); set FORMATION_SKIP_BROWSER=1 to skip them"
+    );
+}

@@ -10,6 +10,7 @@ mod crash;
 mod features;
 mod llc;
 mod report;
+mod serve;
 mod slurm;
 mod study;
 mod tasks;

@@ -6,27 +6,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-/// The browser the test set-up installs; without it the test fails and says why, unless
-/// FORMATION_SKIP_BROWSER=1 asks to skip it.
-fn browser() -> Option<&'static str> {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {name}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if found {
-            return Some(name);
-        }
-    }
-    if std::env::var("FORMATION_SKIP_BROWSER").as_deref() == Ok("1") {
-        eprintln!("skipping the browser test: FORMATION_SKIP_BROWSER=1");
-        return None;
-    }
-    panic!(
-        "the report test needs chromium (run scripts/setup.sh --test); set FORMATION_SKIP_BROWSER=1 to skip it"
-    );
-}
-
 /// Runs headless chromium on a local file with `args`; returns its stdout and stderr.
 fn headless(browser: &str, page: &Path, profile: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new(browser)
@@ -127,7 +106,7 @@ fn the_run_report_draws_the_jsonl_in_a_real_browser() {
     ok(formation(&["replay", "run", "--window", "0"], dir));
     ok(formation(&["report", "run"], dir));
     let page = dir.join("run/report.html");
-    let dom = rendered(browser, &page, &dir.join("profile"));
+    let dom = rendered(&browser, &page, &dir.join("profile"));
     let rows = jsonl(&dir.join("run/analysis/checkpoint_metrics.jsonl"));
 
     // Lines: every drawn point is the row's value at that step, and no row's value is missing.
@@ -216,7 +195,7 @@ fn the_run_report_draws_the_jsonl_in_a_real_browser() {
     // A screenshot shows the plots (kept next to the report for a look).
     let shot = dir.join("run/report.png");
     headless(
-        browser,
+        &browser,
         &page,
         &dir.join("profile"),
         &[
@@ -246,7 +225,7 @@ fn the_study_report_overlays_seeds_and_states_the_decision() {
     assert!(stdout.contains("NOT READY"), "{stdout}");
     ok(formation(&["report", "st"], dir));
     let page: PathBuf = dir.join("st/report.html");
-    let dom = rendered(browser, &page, &dir.join("profile"));
+    let dom = rendered(&browser, &page, &dir.join("profile"));
     for seed in ["s0", "s1"] {
         let rows = jsonl(&dir.join(format!("st/runs/{seed}/analysis/checkpoint_metrics.jsonl")));
         assert_eq!(

@@ -2,6 +2,7 @@
 //! opens) with the plots a researcher looks at first. [`plots`] decides what goes into each plot from the
 //! run's own files; `plot.js` draws them as SVG; this module loads a run or a study and lays out the page.
 
+pub mod live;
 pub mod plots;
 
 use std::path::Path;
@@ -463,6 +464,44 @@ pub fn escape(text: &str) -> String {
 }
 
 /// The whole page: sections with a placeholder per plot, the plots' data as JSON, the drawing script.
+/// Every plot of the sections, in page order.
+fn all_plots(sections: &[Section]) -> Vec<&Plot> {
+    sections.iter().flat_map(|s| &s.plots).collect()
+}
+
+/// The page's content as data, for `formation serve`'s dashboard to draw with the report's own plot code:
+/// title, subtitle, sections (heading, HTML, folded, the ids of their plots) and the plots.
+pub fn report_data(title: &str, subtitle: &str, sections: &[Section]) -> Value {
+    let plots = all_plots(sections);
+    let outline: Vec<Value> = sections
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "heading": s.heading,
+                "html": s.html,
+                "folded": s.folded,
+                "plots": s.plots.iter().map(|p| serde_json::json!({ "id": p.id(), "title": p.title() })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "title": title, "subtitle": subtitle, "sections": outline, "plots": plots })
+}
+
+/// The page of `formation serve`: the report's styles and plot code plus the dashboard's, with no data; the
+/// page fetches the report's data and each step's view from the server and keeps them current.
+pub fn dashboard_page() -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>formation serve</title>\n<style>{css}{dashboard_css}</style></head>\n<body data-plots=\"0\" data-errors=\"-1\" data-rows=\"0\"><header><h1 id=\"title\">formation</h1><p id=\"subtitle\"></p></header>\n<pre id=\"errors\"></pre>\n<div id=\"controls\"><label>step <b id=\"step\">–</b> <input type=\"range\" id=\"slider\" min=\"0\" max=\"0\" value=\"0\"></label> <span id=\"steps\"></span> <label>probe example <input type=\"number\" id=\"example\" min=\"0\" value=\"0\"></label> <select id=\"run\" hidden></select></div>\n<section><h2>At this step</h2><div class=\"grid\"><figure><figcaption>Attention of every head on the probe example (rows: key positions as queries; columns: every position)</figcaption><div id=\"attention\"></div></figure><figure><figcaption>Head scores and ablation effects</figcaption><div id=\"heads\"></div></figure><figure><figcaption>Residual probes: held-out accuracy</figcaption><div id=\"probes\"></div></figure></div></section>\n<div id=\"sections\"></div>\n<script>{plot_js}</script>\n<script>{dashboard_js}</script>\n</body></html>\n",
+        css = include_str!("report.css"),
+        dashboard_css = DASHBOARD_CSS,
+        plot_js = include_str!("plot.js"),
+        dashboard_js = include_str!("dashboard.js"),
+    )
+}
+
+/// What the dashboard adds to the report's styles: the sticky controls, the step marker, the bars.
+const DASHBOARD_CSS: &str = "#controls{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid #ddd;z-index:1}#slider{width:420px;vertical-align:middle}#attention svg{margin:2px}.step-marker{stroke:#d62728;stroke-width:1.5;fill:none}.bar{fill:#1f77b4}.bar.negative{fill:#d62728}";
+
 pub fn render(title: &str, subtitle: &str, sections: &[Section]) -> String {
     let mut body = String::new();
     for s in sections {
@@ -490,9 +529,8 @@ pub fn render(title: &str, subtitle: &str, sections: &[Section]) -> String {
             ));
         }
     }
-    let plots: Vec<&Plot> = sections.iter().flat_map(|s| &s.plots).collect();
     // `</` cannot appear inside a script element; JSON allows `<\/` for it.
-    let data = serde_json::to_string(&serde_json::json!({ "plots": plots }))
+    let data = serde_json::to_string(&serde_json::json!({ "plots": all_plots(sections) }))
         .expect("plots serialize")
         .replace("</", "<\\/");
     format!(

@@ -89,6 +89,9 @@
     fig.appendChild(svg);
     const xs = scale(plot.xmin, plot.xmax, M.l, W - M.r, plot.log_x);
     const ys = scale(ylo, yhi, H - M.b, M.t, plot.log_y);
+    // Where a step falls on this plot (the dashboard's step marker), or null outside its range.
+    const off = plot.log_x ? 1 : 0;
+    svg.stepX = (step) => step + off >= plot.xmin && step + off <= plot.xmax ? xs(step + off) : null;
     axes(svg, xs, ys, plot.log_x ? stepTicks(plot.xmin, plot.xmax) : ticks(plot.xmin, plot.xmax, false),
       ticks(ylo, yhi, plot.log_y), plot.x_label, plot.log_x);
     shade(svg, plot, xs);
@@ -124,6 +127,11 @@
     fig.appendChild(svg);
     // Columns are checkpoints in order (log-spaced steps get equal width); ticks name their steps.
     const cw = (W - left - M.r) / cols;
+    // The column of a step (the dashboard's step marker), or null when it is not a column.
+    svg.stepColumn = (step) => {
+      const c = plot.steps.indexOf(step);
+      return c < 0 ? null : { x: left + c * cw, y: M.t, width: cw, height: rows * cell };
+    };
     const lo = plot.lo, hi = plot.hi;
     const color = (v) => {
       const t = Math.max(0, Math.min(1, (v - lo) / ((hi - lo) || 1)));
@@ -184,16 +192,24 @@
     }
   }
 
+  function draw(fig, plot) {
+    ({ lines, heatmap, scatter })[plot.type](fig, plot);
+  }
+  // The dashboard of `formation serve` draws the same plots with these.
+  window.formationPlots = { draw, el, NS };
+
   const errors = [];
   window.addEventListener("error", (e) => errors.push(String(e.message)));
   function render() {
-    const data = JSON.parse(document.getElementById("formation-data").textContent);
+    const source = document.getElementById("formation-data");
+    if (!source) return;
+    const data = JSON.parse(source.textContent);
     let drawn = 0;
     for (const plot of data.plots) {
       const fig = document.getElementById("plot-" + plot.id);
       if (!fig) { errors.push("no place for plot " + plot.id); continue; }
       try {
-        ({ lines, heatmap, scatter })[plot.type](fig, plot);
+        draw(fig, plot);
         drawn++;
       } catch (e) {
         errors.push(plot.id + ": " + e);

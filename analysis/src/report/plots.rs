@@ -256,7 +256,7 @@ pub fn split_score(row: &Row, split: &str, accuracy: bool) -> Option<f64> {
 }
 
 /// A residual boundary as a short label (`blocks.1.hook_resid_pre` → `1 resid_pre`).
-fn short_boundary(boundary: &str) -> String {
+pub(crate) fn short_boundary(boundary: &str) -> String {
     boundary
         .trim_start_matches("blocks.")
         .replace(".hook_", " ")
