@@ -67,6 +67,11 @@ impl RunLayout {
     pub fn metrics(&self) -> PathBuf {
         self.analysis_dir().join("checkpoint_metrics.jsonl")
     }
+    /// `analysis/features.json` (and `.h5` beside it): the dictionaries across checkpoints of `formation
+    /// features`, or of a replay whose window interventions include `features`.
+    pub fn features(&self) -> PathBuf {
+        self.analysis_dir().join("features.json")
+    }
     /// `tensorboard/events.out.tfevents.formation`: the rows' headline scalars as TensorBoard events
     /// (`[analysis] tensorboard = true`; TensorBoard reads any file whose name holds `tfevents`).
     pub fn tensorboard_events(&self) -> PathBuf {

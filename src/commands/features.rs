@@ -52,7 +52,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.features.boundary = args.boundary.or(config.features.boundary);
     config.features.k = args.k.unwrap_or(config.features.k);
     config.validate_features()?;
-    let probe = super::intervene::pinned_probe_set(&run)?;
     let saved = checkpoint::list(&run.checkpoints())?;
     let (from, to) = (args.from.unwrap_or(0), args.to.unwrap_or(u64::MAX));
     let steps: Vec<u64> = saved
@@ -68,19 +67,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let _lock = DirLock::acquire(&run.root, "formation features")?;
+    let (out, born_in_range, latents) = features_across(&run, &config, &steps)?;
+    println!(
+        "{} checkpoints from {} to {}: {born_in_range} of {latents} latents born in the range; wrote {}",
+        steps.len(),
+        steps[0],
+        steps[steps.len() - 1],
+        out.display()
+    );
+    Ok(())
+}
+
+/// Trains the warm-started dictionaries of `steps` (saved checkpoints of `run`, at least two) with `config`'s
+/// `[features]` settings and writes `analysis/features.json` and `.h5`; returns the JSON's path, how many
+/// latents were born in the range, and how many there are. The caller holds `run`'s write lock.
+pub(crate) fn features_across(
+    run: &RunLayout,
+    config: &trainer::Config,
+    steps: &[u64],
+) -> anyhow::Result<(PathBuf, usize, usize)> {
+    let probe = super::intervene::pinned_probe_set(run)?;
     let task = tasks::build(&config.task, config.train.seed)?;
     let (device, _) = crate::device::pick();
-    let dims = ModelDims::new(&config, task.as_ref());
+    let dims = ModelDims::new(config, task.as_ref());
     let mut previous: Option<Dictionary> = None;
     let mut last_report = Value::Null;
     let (mut per_checkpoint, mut frequency, mut cosines) = (vec![], vec![], vec![]);
-    for &step in &steps {
+    for &step in steps {
         let dir = checkpoint::step_dir(&run.checkpoints(), step);
         let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
         let (dictionary, report) = features_at(
             &model,
             task.as_ref(),
-            &config,
+            config,
             &probe,
             step,
             previous.as_ref(),
@@ -124,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|j| {
             let f: Vec<f64> = frequency.iter().map(|row| row[j]).collect();
             let c: Vec<f64> = cosines.iter().map(|row| row[j]).collect();
-            let born = birth(&steps, &f, &c, alive, STEADY_COSINE);
+            let born = birth(steps, &f, &c, alive, STEADY_COSINE);
             json!({
                 "latent": j,
                 "birth_step": match born { Birth::At(s) => json!(s), _ => Value::Null },
@@ -146,17 +165,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "frequency": (0..last.latents).map(|j| frequency.iter().map(|row| row[j]).collect::<Vec<f64>>()).collect::<Vec<_>>(),
         "decoder": last.w_dec.chunks_exact(last.d).map(<[f32]>::to_vec).collect::<Vec<_>>(),
     });
-    let out = run.analysis_dir().join("features.json");
+    let out = run.features();
     std::fs::create_dir_all(run.analysis_dir())?;
+    // The HDF5 copy first: a features.json on disk means both are complete.
+    write_report_h5(&out.with_extension("h5"), &summary)?;
     write_atomic(&out, serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    write_report_h5(&run.analysis_dir().join("features.h5"), &summary)?;
-    println!(
-        "{} checkpoints from {} to {}: {born_in_range} of {} latents born in the range; wrote {}",
-        steps.len(),
-        steps[0],
-        steps[steps.len() - 1],
-        last.latents,
-        out.display()
-    );
-    Ok(())
+    Ok((out, born_in_range, last.latents))
 }

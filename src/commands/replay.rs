@@ -9,12 +9,14 @@ use analysis::windows::read_windows;
 use anyhow::{Context, bail};
 use host::files::write_atomic;
 use host::layout::RunLayout;
+use trainer::config::InterventionKind;
 use trainer::model::ModelDims;
 use trainer::replay::{plan, prepare, verify};
 use trainer::run_dir::RunFiles;
 use trainer::tasks;
 use trainer::train_loop::{Start, TrainJob, train};
 
+use crate::commands::features::features_across;
 use crate::commands::intervene::{intervene, report_path};
 use crate::commands::train::analyze_plugin;
 use crate::progress::Display;
@@ -131,8 +133,35 @@ pub(crate) fn replay_window(
         );
     }
     // The window analyses the config asks for, at every replayed checkpoint (what a killed replay finished
-    // stays done).
-    let kinds = &config.interventions.in_windows;
+    // stays done). Features are the window form: dictionaries across the dense checkpoints, each warm-started
+    // from the one before, so that latents keep their identity and get birth steps.
+    let kinds: Vec<InterventionKind> = config
+        .interventions
+        .in_windows
+        .iter()
+        .copied()
+        .filter(|&k| k != InterventionKind::Features)
+        .collect();
+    if config
+        .interventions
+        .in_windows
+        .contains(&InterventionKind::Features)
+    {
+        let done = std::fs::read(dest.features())
+            .ok()
+            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+            .is_some_and(|summary| {
+                summary["steps"] == serde_json::json!(plan.schedule.checkpoints)
+            });
+        if !done {
+            let (out, born, latents) = features_across(&dest, &config, &plan.schedule.checkpoints)
+                .with_context(|| format!("features across {name}"))?;
+            println!(
+                "features: {born} of {latents} latents born in {name} -> {}",
+                out.display()
+            );
+        }
+    }
     if !kinds.is_empty() {
         let mut ran = 0;
         let total = (plan.schedule.checkpoints.len() * kinds.len()) as u64;

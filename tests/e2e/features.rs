@@ -189,3 +189,107 @@ fn dictionaries_across_checkpoints_keep_their_latents_and_date_their_births() {
         "{error}"
     );
 }
+
+/// The plot `id` in a report's embedded data.
+fn report_plot(page: &std::path::Path, id: &str) -> Value {
+    let html = std::fs::read_to_string(page).unwrap();
+    let start = html.find("id=\"formation-data\">").unwrap() + "id=\"formation-data\">".len();
+    let end = start + html[start..].find("</script>").unwrap();
+    let data: Value = serde_json::from_str(&html[start..end].replace("<\\/", "</")).unwrap();
+    data["plots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("no plot {id}"))
+        .clone()
+}
+
+#[test]
+fn a_replay_learns_features_across_its_window_and_the_report_marks_their_births() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let small = "expansion = 2\nk = 4\ninputs = 529\nsteps = 200\n\n[interventions]\nin_windows = [\"features\"]\n";
+    ok(formation(
+        &["train", &config(dir, small), "--analyze", "--out", "run"],
+        dir,
+    ));
+    // The window a detector would have written (the window form does not depend on which one).
+    let windows = r#"{"windows": [{"id": "W0", "start_step": 8, "end_step": 40}]}"#;
+    std::fs::write(dir.join("run/analysis/birth_windows.json"), windows).unwrap();
+    let out = ok(formation(
+        &["replay", "run", "--window", "0", "--every", "4"],
+        dir,
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("latents born in W0"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let window = dir.join("run/windows/W0");
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(window.join("analysis/features.json")).unwrap(),
+    )
+    .unwrap();
+    let dense: Vec<u64> = (2..=10).map(|k| k * 4).collect();
+    assert_eq!(summary["steps"], serde_json::json!(dense));
+    // The window form replaces the per-checkpoint dictionaries.
+    assert!(!window.join("interventions").exists());
+    // A second replay run keeps what is done.
+    let before = std::fs::metadata(window.join("analysis/features.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    ok(formation(
+        &["replay", "run", "--window", "0", "--every", "4"],
+        dir,
+    ));
+    let after = std::fs::metadata(window.join("analysis/features.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+
+    // The report's raster: one row per live latent, each birth in the range marked at its step.
+    ok(formation(&["report", "run"], dir));
+    let raster = report_plot(&dir.join("run/report.html"), "run-W0-features");
+    assert_eq!(raster["steps"], serde_json::json!(dense));
+    let rows: Vec<&str> = raster["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let alive = summary["alive_above"].as_f64().unwrap();
+    let mut births = vec![];
+    for latent in summary["latents"].as_array().unwrap() {
+        let label = format!("latent {}", latent["latent"]);
+        let live = latent["frequency"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_f64().unwrap() >= alive);
+        assert_eq!(rows.contains(&label.as_str()), live, "{label}");
+        if let Some(step) = latent["birth_step"].as_u64() {
+            births.push((label, step));
+        }
+    }
+    let mut marked: Vec<(String, u64)> = raster["marks"]
+        .as_array()
+        .map(|marks| {
+            marks
+                .iter()
+                .map(|m| {
+                    (
+                        m["row"].as_str().unwrap().to_owned(),
+                        m["step"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    births.sort();
+    marked.sort();
+    assert!(!births.is_empty(), "some latent is born inside the window");
+    assert_eq!(marked, births);
+}

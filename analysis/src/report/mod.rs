@@ -18,7 +18,9 @@ use crate::sinks::jsonl::read_rows;
 use crate::trajectory::{LlcRow, read_llc};
 use crate::windows::{Window, read_windows};
 use plots::llc_plots;
-use plots::{Mark, Plot, Point, Series, run_plots, series, split_score, window_plots};
+use plots::{
+    Mark, Plot, Point, Series, features_raster, run_plots, series, split_score, window_plots,
+};
 
 /// One analyzed run's files, as the report needs them.
 pub struct RunData {
@@ -32,6 +34,8 @@ pub struct RunData {
     pub llc: Vec<LlcRow>,
     /// The first few probe examples as the task names their tokens (empty when the probe set is not there).
     pub examples: Vec<ShownExample>,
+    /// `analysis/features.json`, when `formation features` made one.
+    pub features: Option<Value>,
 }
 
 /// A probe example as the report shows it: its tokens by name, the key positions that fall on each, and the
@@ -124,6 +128,8 @@ pub struct Replay {
     pub bit_exact: Option<bool>,
     /// (step, kind, report) of every `interventions/step_S/KIND.json`, by step.
     pub reports: Vec<(u64, String, Value)>,
+    /// The window's features across its dense checkpoints (`analysis/features.json`), when made.
+    pub features: Option<Value>,
 }
 
 /// Reads what the report shows of a run (windows and replays are optional).
@@ -147,6 +153,7 @@ pub fn load_run(run: &RunLayout, name: &str) -> Result<RunData, AnalysisError> {
             window: window.clone(),
             bit_exact,
             reports: intervention_reports(&replay.interventions_dir()),
+            features: read_json(&replay.features()),
         });
     }
     Ok(RunData {
@@ -161,6 +168,7 @@ pub fn load_run(run: &RunLayout, name: &str) -> Result<RunData, AnalysisError> {
             source,
         })?,
         examples: shown_examples(run),
+        features: read_json(&run.features()),
     })
 }
 
@@ -222,6 +230,7 @@ pub fn run_sections(run: &RunData, prefix: &str, folded: bool) -> Vec<Section> {
         plots: [
             run_plots(prefix, &run.rows, &run.windows),
             llc_plots(prefix, &run.llc, &run.windows),
+            features_plot(prefix, run.features.as_ref(), &run.windows),
         ]
         .concat(),
         folded,
@@ -241,11 +250,19 @@ pub fn run_sections(run: &RunData, prefix: &str, folded: bool) -> Vec<Section> {
                 replay.window.end_step,
                 steps.len()
             ),
-            plots: window_plots(
-                &format!("{prefix}-{}", replay.window.id),
-                &replay.window,
-                &replay.reports,
-            ),
+            plots: [
+                window_plots(
+                    &format!("{prefix}-{}", replay.window.id),
+                    &replay.window,
+                    &replay.reports,
+                ),
+                features_plot(
+                    &format!("{prefix}-{}", replay.window.id),
+                    replay.features.as_ref(),
+                    std::slice::from_ref(&replay.window),
+                ),
+            ]
+            .concat(),
             folded,
         });
     }
@@ -253,6 +270,14 @@ pub fn run_sections(run: &RunData, prefix: &str, folded: bool) -> Vec<Section> {
 }
 
 type BTreeSetU64 = std::collections::BTreeSet<u64>;
+
+/// The feature raster of a `features.json`, when there is one with a live latent.
+fn features_plot(prefix: &str, features: Option<&Value>, windows: &[Window]) -> Vec<Plot> {
+    features
+        .and_then(|f| features_raster(format!("{prefix}-features"), f, windows))
+        .into_iter()
+        .collect()
+}
 
 fn windows_table(windows: &[Window]) -> String {
     if windows.is_empty() {

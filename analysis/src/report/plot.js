@@ -163,6 +163,14 @@
         class: "window-outline", "data-window": s.label }, svg);
       el("title", {}, r).textContent = s.label + ": " + s.note;
     }
+    // Marked cells (a latent's birth step): a dot in the cell.
+    for (const m of plot.marks || []) {
+      const r = plot.rows.indexOf(m.row), c = plot.steps.indexOf(m.step);
+      if (r < 0 || c < 0) continue;
+      const dot = el("circle", { cx: left + (c + 0.5) * cw, cy: M.t + (r + 0.5) * cell, r: Math.max(2, cell / 3),
+        class: "birth", "data-row": m.row, "data-step": m.step }, svg);
+      el("title", {}, dot).textContent = `${m.row} born at ${m.step}`;
+    }
     for (let i = 0; i <= 4; i++) {
       const v = lo + (hi - lo) * i / 4;
       el("rect", { x: W + 10, y: M.t + i * 14, width: 12, height: 12, fill: color(v) }, svg);

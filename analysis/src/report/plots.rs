@@ -38,6 +38,13 @@ pub struct Mark {
     pub x: u64,
 }
 
+/// A marked cell of a heatmap (a latent's birth step on the feature raster).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellMark {
+    pub row: String,
+    pub step: u64,
+}
+
 /// A point of a categorical scatter plot.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Point {
@@ -73,6 +80,8 @@ pub enum Plot {
         lo: f64,
         hi: f64,
         shade: Vec<Shade>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        marks: Vec<CellMark>,
     },
     Scatter {
         id: String,
@@ -246,7 +255,67 @@ fn heatmap(
         lo: range.0.unwrap_or(if min.is_finite() { min } else { 0.0 }),
         hi: range.1.unwrap_or(if max.is_finite() { max } else { 1.0 }),
         shade: shades(windows, false),
+        marks: vec![],
     }
+}
+
+/// Most latents the feature raster shows (the most frequent ones).
+const RASTER_LATENTS: usize = 64;
+
+/// The raster of a `features.json` (`formation features`, or a replay's window features): the firing frequency
+/// of every latent alive at some checkpoint (at most the [`RASTER_LATENTS`] most frequent), over the
+/// checkpoints, ordered by birth (alive from the start first, then by birth step, then the rest), each birth
+/// step marked. `None` when no latent is alive.
+pub fn features_raster(id: String, summary: &Value, windows: &[Window]) -> Option<Plot> {
+    let steps: Vec<u64> = serde_json::from_value(summary["steps"].clone()).ok()?;
+    let alive = summary["alive_above"].as_f64()?;
+    let mut latents: Vec<(String, Vec<f64>, Option<u64>, bool)> = summary["latents"]
+        .as_array()?
+        .iter()
+        .filter_map(|latent| {
+            let frequency: Vec<f64> = serde_json::from_value(latent["frequency"].clone()).ok()?;
+            let before = latent["born"] == "before";
+            (frequency.iter().any(|&f| f >= alive)).then(|| {
+                (
+                    format!("latent {}", latent["latent"]),
+                    frequency,
+                    latent["birth_step"].as_u64(),
+                    before,
+                )
+            })
+        })
+        .collect();
+    if latents.is_empty() {
+        return None;
+    }
+    let peak = |f: &[f64]| f.iter().copied().fold(0.0, f64::max);
+    latents.sort_by(|a, b| peak(&b.1).total_cmp(&peak(&a.1)));
+    latents.truncate(RASTER_LATENTS);
+    // Alive from the start, then born in the range by birth step, then never steadily alive.
+    latents.sort_by_key(|(_, _, birth, before)| (!before, birth.is_none(), *birth));
+    let hi = latents.iter().map(|l| peak(&l.1)).fold(0.0, f64::max);
+    Some(Plot::Heatmap {
+        id,
+        title: "Features: latent firing frequency (births marked)".into(),
+        steps,
+        rows: latents.iter().map(|l| l.0.clone()).collect(),
+        z: latents
+            .iter()
+            .map(|l| l.1.iter().map(|&f| Some(f)).collect())
+            .collect(),
+        lo: 0.0,
+        hi,
+        shade: shades(windows, false),
+        marks: latents
+            .iter()
+            .filter_map(|(row, _, birth, _)| {
+                birth.map(|step| CellMark {
+                    row: row.clone(),
+                    step,
+                })
+            })
+            .collect(),
+    })
 }
 
 /// A full split's loss or accuracy in a row (`None` where the row did not evaluate it).
@@ -714,5 +783,31 @@ mod tests {
         assert_eq!(series[0].name, "recovery.heads.L0H0");
         assert_eq!(series[0].x, vec![0, 5]);
         assert_eq!(series[1].y, vec![Some(0.5), Some(0.9)]);
+    }
+
+    #[test]
+    fn the_feature_raster_orders_latents_by_birth_and_marks_each_birth() {
+        // Latent 0 alive throughout, 1 born at 20, 2 never above 0.002 (left out), 3 born at 10.
+        let summary = serde_json::json!({
+            "steps": [0, 10, 20],
+            "alive_above": 0.002,
+            "latents": [
+                { "latent": 0, "born": "before", "birth_step": null, "frequency": [0.1, 0.1, 0.2] },
+                { "latent": 1, "born": "in_range", "birth_step": 20, "frequency": [0.0, 0.001, 0.3] },
+                { "latent": 2, "born": "never", "birth_step": null, "frequency": [0.0, 0.001, 0.0] },
+                { "latent": 3, "born": "in_range", "birth_step": 10, "frequency": [0.0, 0.05, 0.05] },
+            ],
+        });
+        let Some(Plot::Heatmap {
+            rows, z, marks, hi, ..
+        }) = features_raster("f".into(), &summary, &[])
+        else {
+            panic!("a heatmap");
+        };
+        assert_eq!(rows, vec!["latent 0", "latent 3", "latent 1"]);
+        assert_eq!(z[2], vec![Some(0.0), Some(0.001), Some(0.3)]);
+        assert_eq!(hi, 0.3);
+        let marked: Vec<(&str, u64)> = marks.iter().map(|m| (m.row.as_str(), m.step)).collect();
+        assert_eq!(marked, vec![("latent 3", 10), ("latent 1", 20)]);
     }
 }
