@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use analysis::interventions::run::cannot_run;
 use analysis::windows::read_windows;
 use anyhow::{Context, bail};
 use host::files::write_atomic;
@@ -135,12 +136,21 @@ pub(crate) fn replay_window(
     // The window analyses the config asks for, at every replayed checkpoint (what a killed replay finished
     // stays done). Features are the window form: dictionaries across the dense checkpoints, each warm-started
     // from the one before, so that latents keep their identity and get birth steps.
+    // One the task or model cannot run (patching without a declared corruption, …) is skipped with a note, so
+    // the default list serves every task.
     let kinds: Vec<InterventionKind> = config
         .interventions
         .in_windows
         .iter()
         .copied()
         .filter(|&k| k != InterventionKind::Features)
+        .filter(|&kind| match cannot_run(kind, task.as_ref(), &dims) {
+            Some(why) => {
+                eprintln!("note: the window analyses of {name} skip {kind:?}: {why}");
+                false
+            }
+            None => true,
+        })
         .collect();
     if config
         .interventions

@@ -430,6 +430,20 @@ fn every_command_runs_on_a_data_defined_task() {
     ));
     assert!(line.contains("declares no corruption"), "{line}");
     assert_eq!(before, snapshot(&dir.join("plain")));
+    // …and a replay's window analyses (patching is in the default list) skip it with a note and run the rest.
+    std::fs::write(dir.join("plain/analysis/birth_windows.json"), windows).unwrap();
+    let out = ok(formation(
+        &["replay", "plain", "--window", "0", "--every", "10"],
+        dir,
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("skip Patching: the task declares no corruption"),
+        "{stderr}"
+    );
+    let lens = dir.join("plain/windows/W0/interventions/step_000030");
+    assert!(lens.join("logit_lens.json").exists());
+    assert!(!lens.join("patching.json").exists());
 }
 
 #[test]

@@ -8,7 +8,7 @@ use host::names::{Component, MlpWeight, ParamName};
 use probes::ProbeSet;
 use serde_json::Value;
 use trainer::config::{Config, InterventionKind};
-use trainer::model::{Channel, HookName, HostArray, Transformer, int_tensor};
+use trainer::model::{Channel, HookName, HostArray, ModelDims, Transformer, int_tensor};
 use trainer::tasks::Task;
 
 use super::llc_model::checkpoint_llc;
@@ -20,6 +20,31 @@ use crate::plugin::{ProbeInputs, capture};
 
 /// Neurons per localized block whose ablation `neurons` measures (the largest |direct logit attribution|).
 const TOP_NEURONS: usize = 32;
+
+const NO_CORRUPTION: &str = "the task declares no corruption for patching (a data-defined task names one in \
+     task.toml: [corruption] key = \"...\")";
+const NO_FOURIER_GRID: &str =
+    "the Fourier progress measures need a task that declares a Fourier grid (modular addition)";
+const NO_MLP_FOURIER: &str = "the Fourier progress measures need a model with MLPs";
+const NO_MLP: &str = "the model has no MLP blocks";
+
+/// Why intervention `kind` cannot run on this task and model, if it cannot (what the task does not declare,
+/// or a model without the blocks it measures). A replay skips such window analyses with this note.
+pub fn cannot_run(
+    kind: InterventionKind,
+    task: &dyn Task,
+    dims: &ModelDims,
+) -> Option<&'static str> {
+    match kind {
+        InterventionKind::Patching | InterventionKind::PathPatching => {
+            task.corrupted_key().is_none().then_some(NO_CORRUPTION)
+        }
+        InterventionKind::Fourier if task.fourier_grid().is_none() => Some(NO_FOURIER_GRID),
+        InterventionKind::Fourier => dims.d_mlp.is_none().then_some(NO_MLP_FOURIER),
+        InterventionKind::Neurons => dims.d_mlp.is_none().then_some(NO_MLP),
+        InterventionKind::LogitLens | InterventionKind::Llc | InterventionKind::Features => None,
+    }
+}
 
 /// The report of intervention `kind` on `model` (the checkpoint at `step`); it is written under
 /// [`InterventionKind::file_stem`].
@@ -45,12 +70,7 @@ pub fn run_intervention(
                 .ok_or_else(|| unable("the checkpoint has no unembedding"))?
         }
         InterventionKind::Patching | InterventionKind::PathPatching => {
-            let key = task.corrupted_key().ok_or_else(|| {
-                unable(
-                    "the task declares no corruption for patching (a data-defined task names one in \
-                     task.toml: [corruption] key = \"...\")",
-                )
-            })?;
+            let key = task.corrupted_key().ok_or_else(|| unable(NO_CORRUPTION))?;
             // Resampled tokens must be valid inputs and, for the built-in tasks, answers too.
             let vocab = task.d_vocab().min(task.d_vocab_out());
             let corrupted = corrupted_tokens(probe, key, vocab, probe.seed)
@@ -111,9 +131,7 @@ pub fn run_intervention(
             }
         }
         InterventionKind::Fourier => {
-            let grid = task.fourier_grid().ok_or_else(|| {
-                unable("the Fourier progress measures need a task that declares a Fourier grid (modular addition)")
-            })?;
+            let grid = task.fourier_grid().ok_or_else(|| unable(NO_FOURIER_GRID))?;
             let p = grid.p;
             let hooks = model
                 .capture(int_tensor(&grid.inputs, p * p, grid.seq_len, device))
@@ -124,9 +142,7 @@ pub fn run_intervention(
             let (Some(mlp_post), Some(logits)) =
                 (hook(HookName::MlpPost(last)), hook(HookName::Logits))
             else {
-                return Err(unable(
-                    "the Fourier progress measures need a model with MLPs",
-                ));
+                return Err(unable(NO_MLP_FOURIER));
             };
             let params = trainer::export::named_parameters(model);
             let (shape, data) = params[&ParamName::Embed.to_string()].clone();
@@ -138,7 +154,7 @@ pub fn run_intervention(
             let captured = capture(model, &inputs, &[], true, step)?;
             let blocks = captured.ablation.map(|a| a.mlp).unwrap_or_default();
             if blocks.is_empty() {
-                return Err(unable("the model has no MLP blocks"));
+                return Err(unable(NO_MLP));
             }
             let largest = blocks.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let readout = readout(&captured.hooks, &captured.params, probe)
