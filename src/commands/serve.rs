@@ -137,10 +137,15 @@ impl Served {
             })
     }
 
-    /// The report's sections and plots now, the chosen run's analyzed steps, the study's runs, and a stamp
-    /// that changes whenever any of it does.
+    /// The report's sections and plots now, the chosen run's analyzed steps, the study's runs, and a stamp of
+    /// the files they come from; with `since=` that stamp, only `{"stamp": …}` (nothing changed on disk, so
+    /// a page polling every second costs a few `stat` calls, not a report).
     fn report(&self, query: &BTreeMap<String, String>) -> Result<Answer, Answer> {
         let run = self.run(query)?;
+        let stamp = format!("{:016x}-{}", self.stamp(), run.root.display());
+        if query.get("since") == Some(&stamp) {
+            return Ok(Answer::json(&serde_json::json!({ "stamp": stamp })));
+        }
         let (title, subtitle, sections) =
             contents(&self.dir).map_err(|e| Answer::text(503, crate::one_sentence(&e)))?;
         let mut data = report_data(&title, &subtitle, &sections);
@@ -148,12 +153,39 @@ impl Served {
             Ok(rows) => rows.iter().map(|r| r.step).collect(),
             Err(e) => return Err(Answer::text(503, e.to_string())),
         };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (data.to_string(), &steps).hash(&mut hasher);
-        data["stamp"] = format!("{:016x}", hasher.finish()).into();
+        data["stamp"] = stamp.into();
         data["steps"] = steps.into();
         data["runs"] = self.runs.iter().map(|(n, _)| n.clone()).collect();
         Ok(Answer::json(&data))
+    }
+
+    /// A hash of the size and modification time of every file the report reads (everything under the
+    /// directory but checkpoints, per-step arrays, probe sets and event files).
+    fn stamp(&self) -> u64 {
+        fn walk(dir: &Path, hasher: &mut impl Hasher) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            let mut entries: Vec<_> = entries.flatten().collect();
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let name = entry.file_name();
+                if ["checkpoints", "activations", "probes", "tensorboard"]
+                    .iter()
+                    .any(|skip| name == *skip)
+                {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                (name, meta.len(), meta.modified().ok()).hash(hasher);
+                if meta.is_dir() {
+                    walk(&entry.path(), hasher);
+                }
+            }
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        walk(&self.dir, &mut hasher);
+        hasher.finish()
     }
 
     /// One checkpoint's view: `step=S` (an analyzed step), `example=E` (a probe example, default 0).

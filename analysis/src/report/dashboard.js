@@ -77,7 +77,8 @@
 
   async function poll() {
     try {
-      const data = await getJSON("/api/report?" + query());
+      const since = state.stamp ? `since=${encodeURIComponent(state.stamp)}` : "";
+      const data = await getJSON("/api/report?" + since + query());
       if (data.stamp !== state.stamp) {
         state.stamp = data.stamp;
         if (data.runs.length && !state.runs.length) chooseRuns(data.runs);
