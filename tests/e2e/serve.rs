@@ -43,10 +43,31 @@ fn the_dashboard_follows_a_training_run_and_its_slider_moves_every_view() {
         assert!(Instant::now() < deadline, "no rows after two minutes");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let (_server, address) = serve("run", dir);
+    let url = format!("http://{address}/");
+    if let Some(stdout) = python("dashboard_live.py", &[&url, "run", &browser], dir) {
+        assert!(stdout.contains("no console errors"), "{stdout}");
+    }
+}
+
+/// `GET path` from the server at `address` (`127.0.0.1:PORT`): status and body.
+fn get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// Starts `formation serve DIR --port 0` in `cwd`; returns it and its address.
+fn serve(dir: &str, cwd: &std::path::Path) -> (Running, String) {
     let mut server = Running(
         Command::new(env!("CARGO_BIN_EXE_formation"))
-            .args(["serve", "run", "--port", "0"])
-            .current_dir(dir)
+            .args(["serve", dir, "--port", "0"])
+            .current_dir(cwd)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -56,11 +77,59 @@ fn the_dashboard_follows_a_training_run_and_its_slider_moves_every_view() {
     BufReader::new(server.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
+    let address = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    if let Some(stdout) = python("dashboard_live.py", &[url, "run", &browser], dir) {
-        assert!(stdout.contains("no console errors"), "{stdout}");
-    }
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    (server, address)
+}
+
+#[test]
+fn a_served_study_overlays_its_seeds_and_shows_each_run_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    crate::common::ok(crate::common::replicate(&example("ci.toml"), "0..2", dir));
+    let (_server, address) = serve("st", dir);
+    let (status, body) = get(&address, "/api/report");
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["runs"], serde_json::json!(["s0", "s1"]));
+    let overlay = report["plots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "seeds-test-accuracy")
+        .expect("the seeds' overlay");
+    let names: Vec<&str> = overlay["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["s0", "s1"]);
+    // Nothing changed on disk: the stamp alone comes back.
+    let stamp = report["stamp"].as_str().unwrap();
+    let since = format!("/api/report?since={stamp}");
+    let (status, body) = get(&address, &since);
+    assert_eq!(status, 200);
+    assert_eq!(body, serde_json::json!({ "stamp": stamp }).to_string());
+    // A run's step by name; an unknown run is one sentence.
+    let (status, body) = get(&address, "/api/step?step=20&run=s1");
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["step"], 20);
+    assert_eq!(
+        view["attention"].as_array().unwrap().len(),
+        4,
+        "one per head"
+    );
+    let (status, body) = get(&address, "/api/step?step=20&run=s9");
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "the study has no run s9 (runs: s0, s1)")
+    );
+    let (status, _) = get(&address, "/api/report?run=s9");
+    assert_eq!(status, 404);
 }
