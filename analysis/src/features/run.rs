@@ -347,3 +347,50 @@ fn fourier_alignment(
         "frequency_weighted_fraction": weighted,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use trainer::model::ModelDims;
+
+    use crate::features::dictionary::best_matches;
+    use crate::features::planted::planted;
+
+    /// A planted model: its embedding row of each token is a known sparse combination of known directions
+    /// (Sharkey et al. 2022's toy data, `planted`) and its positional embedding is zero, so the residual stream
+    /// at `blocks.0.hook_resid_pre` is exactly that combination at every key position. The dictionary, trained
+    /// through the real capture forward on the task's own inputs, recovers every direction.
+    #[test]
+    fn a_planted_model_s_directions_are_recovered_through_the_capture() {
+        // The induction example's task (64 tokens), on a one-layer width-32 model.
+        let text = include_str!("../../../examples/induction.toml")
+            .replace("n_layers = 2", "n_layers = 1")
+            .replace("d_model = 64", "d_model = 32")
+            .replace("normalization = \"ln\"", "normalization = \"none\"")
+            + "[features]\nboundary = \"blocks.0.hook_resid_pre\"\nexpansion = 1\nk = 2\ninputs = 2048\nsteps = 3000\n";
+        let config = Config::parse(&text).unwrap();
+        let task = trainer::tasks::build(&config.task, 0).unwrap();
+        let device = Device::default();
+        let dims = ModelDims::new(&config, task.as_ref());
+        let mut model = Transformer::new(&dims, 0, &device);
+        // 16 directions in 32 dimensions, 2 per token, over the 64 tokens. Checked on planted seeds 1-6 too:
+        // the worst max-cosine is >= 0.99 on 1-5 and 0.948 on seed 6 (not investigated; with only 64 distinct
+        // tokens a direction few tokens use is seen rarely).
+        let (embedding, directions) = planted(16, 32, 2, 64, 3);
+        model.embed.W_E = Param::from_data(TensorData::new(embedding, [64, 32]), &device);
+        model.pos_embed.W_pos =
+            Param::from_tensor(Tensor::zeros([dims.n_ctx, dims.d_model], &device));
+        let probe = ProbeSet::generate(task.as_ref(), 256, 0);
+        let (dictionary, report) =
+            features_at(&model, task.as_ref(), &config, &probe, 0, None, &device).unwrap();
+        let matches = best_matches(&dictionary, &directions);
+        let worst = matches.iter().map(|m| m.1).fold(1.0, f64::min);
+        assert!(worst >= 0.95, "worst max-cosine {worst}: {matches:?}");
+        assert!(
+            report["variance_explained"].as_f64().unwrap() > 0.9,
+            "{}",
+            report["variance_explained"]
+        );
+    }
+}
