@@ -17,8 +17,20 @@ pub struct CheckpointMessage {
     pub params: std::collections::BTreeMap<String, HostArray>,
     /// Mean-ablation Δloss of every head and MLP block (SPEC §5C/§5D), computed on the trainer side.
     pub ablation: Option<trainer::model::AblationLosses>,
+    /// The last MLP's neurons and the logits at `=` over every input of the task's Fourier grid
+    /// (`[analysis] fourier_progress`).
+    pub grid: Option<GridCapture>,
     pub capture_ms: f64,
     pub ablation_ms: f64,
+}
+
+/// A forward over all p² inputs of a Fourier grid (a-major), at the `=` position only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridCapture {
+    /// [p², d_mlp] of the last MLP's `hook_post`.
+    pub mlp_post: HostArray,
+    /// [p², d_vocab_out].
+    pub logits: HostArray,
 }
 
 /// How a checkpoint's send went, seen from the trainer thread. It follows its checkpoint through the channel
@@ -60,6 +72,7 @@ pub(crate) fn test_message(step: u64, captured: crate::plugin::Captured) -> Chec
         hooks: captured.hooks,
         params: captured.params,
         ablation: captured.ablation,
+        grid: None,
         capture_ms: 0.0,
         ablation_ms: 0.0,
     }

@@ -17,7 +17,7 @@ use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent
 use trainer::tasks::Declared;
 
 use crate::error::AnalysisError;
-use crate::message::CheckpointMessage;
+use crate::message::{CheckpointMessage, GridCapture};
 use crate::selection::needed;
 use crate::sidecar::{Sidecar, SidecarSetup};
 use crate::sinks::hdf5::{read_stored_step, stored_step_readable};
@@ -30,6 +30,8 @@ pub struct AnalyzePlugin {
     probe: Arc<ProbeSet>,
     declared: Declared,
     inputs: ProbeInputs,
+    /// Every input of the task's Fourier grid on the device, [p², seq] (`[analysis] fourier_progress`).
+    grid: Option<Tensor<2, Int>>,
     sidecar: Option<Sidecar>,
     /// Queue depth after the last send, for the progress display.
     depth: Arc<AtomicUsize>,
@@ -46,11 +48,20 @@ impl AnalyzePlugin {
         device: &Device,
     ) -> Self {
         let inputs = ProbeInputs::new(&probe, config.ablation_size, device);
+        let grid = declared
+            .fourier_grid
+            .as_ref()
+            .filter(|_| config.fourier_progress)
+            .map(|g| {
+                let device = device.clone().without_autodiff();
+                int_tensor(&g.inputs, g.p * g.p, g.seq_len, &device)
+            });
         Self {
             config,
             probe: Arc::new(probe),
             declared,
             inputs,
+            grid,
             sidecar: None,
             depth: Arc::new(AtomicUsize::new(0)),
             disabled: false,
@@ -171,6 +182,49 @@ pub fn capture(
     })
 }
 
+/// Grid inputs per forward: bounds the memory of the capture over all p² inputs (12 769 at p = 113).
+const GRID_CHUNK: usize = 4096;
+
+/// The last MLP's `hook_post` and the logits at the last position (`=` of `a b =`) over every input of the
+/// Fourier grid `tokens` [p², seq]; `None` for a model without MLPs.
+fn grid_capture(
+    model: &Transformer,
+    tokens: &Tensor<2, Int>,
+    step: u64,
+) -> Result<Option<GridCapture>, AnalysisError> {
+    let model = model.valid();
+    let dims = &model.dims;
+    if dims.d_mlp.is_none() || dims.n_layers == 0 {
+        return Ok(None);
+    }
+    let [n, seq] = tokens.dims();
+    let (last, eq) = (dims.n_layers - 1, seq - 1);
+    let host = |t: Tensor<3>| -> Result<HostArray, AnalysisError> {
+        let [rows, _, width] = t.dims();
+        let array = trainer::model::to_host(t.slice(s![.., eq..eq + 1, ..]).reshape([rows, width]))
+            .map_err(|source| AnalysisError::Host { step, source })?;
+        Ok(array)
+    };
+    let (mut mlp_post, mut logits) = (HostArray::default(), HostArray::default());
+    for start in (0..n).step_by(GRID_CHUNK) {
+        let end = (start + GRID_CHUNK).min(n);
+        let captured = model.capture(tokens.clone().slice(s![start..end, ..]));
+        for (name, tensor) in captured.hooks() {
+            let into = match name {
+                HookName::MlpPost(l) if l == last => &mut mlp_post,
+                HookName::Logits => &mut logits,
+                _ => continue,
+            };
+            if let HookTensor::Rank3(t) = tensor {
+                let part = host(t.clone())?;
+                into.shape = vec![end, part.shape[1]];
+                into.data.extend(part.data);
+            }
+        }
+    }
+    Ok(Some(GridCapture { mlp_post, logits }))
+}
+
 impl CheckpointPlugin for AnalyzePlugin {
     /// The first scheduled step without a committed row *and* a readable step file (a row whose arrays are
     /// missing or unreadable is recomputed, never trusted), or whose successor's dynamics could not be restored
@@ -254,6 +308,17 @@ impl CheckpointPlugin for AnalyzePlugin {
             Ok(captured) => captured,
             Err(e) => return self.fail(event.step, e),
         };
+        let start = Instant::now();
+        let grid = match self
+            .grid
+            .as_ref()
+            .map(|g| grid_capture(event.model, g, event.step))
+        {
+            Some(Ok(grid)) => grid,
+            Some(Err(e)) => return self.fail(event.step, e),
+            None => None,
+        };
+        let capture_ms = captured.capture_ms + start.elapsed().as_secs_f64() * 1e3;
         let message = CheckpointMessage {
             step: event.step,
             tokens_seen: event.tokens_seen,
@@ -264,7 +329,8 @@ impl CheckpointPlugin for AnalyzePlugin {
             hooks: captured.hooks,
             params: captured.params,
             ablation: captured.ablation,
-            capture_ms: captured.capture_ms,
+            grid,
+            capture_ms,
             ablation_ms: captured.ablation_ms,
         };
         let Some(sidecar) = self.sidecar.as_mut() else {

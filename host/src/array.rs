@@ -2,7 +2,7 @@
 //! crosses from the device in this form.
 
 /// Row-major `f32` values and their shape.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostArray {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,

@@ -133,6 +133,19 @@ pub fn analyze_plugin(
     resume: bool,
     device: &burn::prelude::Device,
 ) -> anyhow::Result<(AnalyzePlugin, String)> {
+    if config.analysis.fourier_progress && (task.fourier_grid().is_none() || config.model.attn_only)
+    {
+        bail!(
+            "analysis.fourier_progress needs a task with a Fourier grid (modular addition) and a model with MLPs; \
+             {} has {}",
+            task.name(),
+            if task.fourier_grid().is_none() {
+                "no Fourier grid"
+            } else {
+                "no MLPs (attn_only)"
+            }
+        );
+    }
     let probe = probe_set(config, task, run, resume)?;
     let hash = probe.sha256();
     Ok((

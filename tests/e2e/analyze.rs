@@ -539,3 +539,58 @@ fn logit_lens_at_the_last_boundary_is_the_models_own_loss() {
         64
     );
 }
+
+#[test]
+fn fourier_progress_in_the_loop_equals_the_fourier_intervention_on_the_saved_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = std::fs::read_to_string(example("ci.toml")).unwrap()
+        + "\n[analysis]\nfourier_progress = true\n";
+    std::fs::write(dir.join("fp.toml"), text).unwrap();
+    ok(formation(
+        &["train", "fp.toml", "--analyze", "--out", "run"],
+        dir,
+    ));
+    let rows = metrics(&dir.join("run"));
+    assert_eq!(rows.len(), 8, "a row per checkpoint (0, 1, 2, 4, 8, 20, 40, 60)");
+    // The same measures from the saved checkpoint, reloaded, by the post-hoc intervention.
+    ok(formation(
+        &["intervene", "run", "--step", "60", "--kind", "fourier"],
+        dir,
+    ));
+    let report: serde_json::Value = serde_json::from_slice(&read(
+        dir.join("run/interventions/step_000060/fourier.json"),
+    ))
+    .unwrap();
+    let progress = &rows.last().unwrap()["behavior"]["progress"];
+    for (row_key, report_key) in [
+        ("restricted_loss", "restricted_loss"),
+        ("excluded_loss", "excluded_loss"),
+        ("grid_train_loss", "train_loss"),
+        ("grid_test_loss", "test_loss"),
+        ("embedding_gini", "embedding_gini"),
+    ] {
+        let (a, b) = (
+            progress[row_key].as_f64().unwrap(),
+            report[report_key].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{row_key}: {a} vs {b}"
+        );
+    }
+    // A task without a Fourier grid: one sentence, nothing created.
+    let text = std::fs::read_to_string(example("induction.toml"))
+        .unwrap()
+        .replace("[analysis]", "[analysis]\nfourier_progress = true");
+    std::fs::write(dir.join("bad.toml"), text).unwrap();
+    let error = one_error(formation(
+        &["train", "bad.toml", "--analyze", "--out", "bad"],
+        dir,
+    ));
+    assert!(
+        error.contains("fourier_progress needs a task with a Fourier grid"),
+        "{error}"
+    );
+    assert!(!dir.join("bad").exists());
+}

@@ -35,6 +35,7 @@ use trainer::config::{AnalysisConfig, StoreItem};
 use trainer::model::{HookName, HostArray};
 
 use crate::error::AnalysisError;
+use crate::interventions::fourier_measures;
 use crate::message::{CheckpointMessage, StoredArray};
 use crate::metrics::attribution::{
     Attribution, AttributionInput, LayerWrites, Readout, direct_logit_attribution,
@@ -67,6 +68,8 @@ pub struct Analyzer {
     induction_repeat: Option<Vec<usize>>,
     head_detectors: Vec<HeadDetector>,
     progress_measures: Vec<ProgressMeasure>,
+    /// The Fourier grid's size and train inputs, for the grid capture's progress measures.
+    fourier: Option<(usize, Vec<usize>)>,
     store_items: Vec<StoreItem>,
     probe_targets: ProbeTargets,
     previous: Option<Previous>,
@@ -123,6 +126,10 @@ impl Analyzer {
             induction_repeat,
             head_detectors: declared.head_detectors.clone(),
             progress_measures: declared.progress_measures.clone(),
+            fourier: declared
+                .fourier_grid
+                .as_ref()
+                .map(|g| (g.p, g.train.clone())),
             store_items: config.store.clone(),
             probe_targets,
             previous,
@@ -175,6 +182,20 @@ impl Analyzer {
             behavior
                 .progress
                 .extend(values.into_iter().map(|(name, v)| (name.to_owned(), v)));
+        }
+        if let (Some(grid), Some((p, train))) = (&message.grid, &self.fourier) {
+            let w_e = message
+                .params
+                .get(&ParamName::Embed.to_string())
+                .ok_or_else(|| missing("parameters"))?;
+            let m = fourier_measures(&grid.mlp_post.data, &grid.logits.data, w_e, *p, train);
+            behavior.progress.extend([
+                ("restricted_loss".to_owned(), m.restricted_loss),
+                ("excluded_loss".to_owned(), m.excluded_loss),
+                ("grid_train_loss".to_owned(), m.train_loss),
+                ("grid_test_loss".to_owned(), m.test_loss),
+                ("embedding_gini".to_owned(), m.embedding_gini),
+            ]);
         }
         lap("behavior", &mut families);
 

@@ -113,23 +113,57 @@ pub fn fourier_report(
     p: usize,
     train: &[usize],
 ) -> Value {
-    use fourier::*;
     const EQ: usize = 2;
     let at_eq = |array: &HostArray| at_positions(array, &[EQ]).data;
-    let energy = frequency_energy(&at_eq(mlp_post), p);
-    let keys = key_frequencies(&energy, KEY_FREQUENCIES);
-    let logits = at_eq(logits);
-    let norms = frequency_norms(&w_e.data[..p * w_e.shape[1]], p);
-    let all: Vec<usize> = (0..p * p).collect();
-    let test: Vec<usize> = all.iter().copied().filter(|i| !train.contains(i)).collect();
+    let measures = fourier_measures(&at_eq(mlp_post), &at_eq(logits), w_e, p, train);
     json!({
-        "key_frequencies": keys,
-        "neuron_energy_by_frequency": energy,
-        "embedding_norm_by_frequency": norms,
-        "embedding_gini": gini(&norms),
-        "train_loss": full_loss(&logits, p, train),
-        "test_loss": full_loss(&logits, p, &test),
-        "restricted_loss": restricted_loss(&logits, p, &keys, train),
-        "excluded_loss": excluded_loss(&logits, p, &keys, train),
+        "key_frequencies": measures.key_frequencies,
+        "neuron_energy_by_frequency": measures.neuron_energy,
+        "embedding_norm_by_frequency": measures.embedding_norms,
+        "embedding_gini": measures.embedding_gini,
+        "train_loss": measures.train_loss,
+        "test_loss": measures.test_loss,
+        "restricted_loss": measures.restricted_loss,
+        "excluded_loss": measures.excluded_loss,
     })
+}
+
+/// Nanda et al. 2023's progress measures of one checkpoint (see [`fourier_measures`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FourierMeasures {
+    pub key_frequencies: Vec<usize>,
+    pub neuron_energy: Vec<f64>,
+    pub embedding_norms: Vec<f64>,
+    pub embedding_gini: f64,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    pub restricted_loss: f64,
+    pub excluded_loss: f64,
+}
+
+/// The Fourier progress measures from the last MLP's neurons `mlp_eq` [p², d_mlp] and the logits `logits_eq`
+/// [p², p] at `=` over all p² inputs (a-major), the embedding `w_e` [p + 1, d_model] and the train inputs.
+pub fn fourier_measures(
+    mlp_eq: &[f32],
+    logits_eq: &[f32],
+    w_e: &HostArray,
+    p: usize,
+    train: &[usize],
+) -> FourierMeasures {
+    use fourier::*;
+    let neuron_energy = frequency_energy(mlp_eq, p);
+    let keys = key_frequencies(&neuron_energy, KEY_FREQUENCIES);
+    let embedding_norms = frequency_norms(&w_e.data[..p * w_e.shape[1]], p);
+    let in_train: std::collections::BTreeSet<usize> = train.iter().copied().collect();
+    let test: Vec<usize> = (0..p * p).filter(|i| !in_train.contains(i)).collect();
+    FourierMeasures {
+        embedding_gini: gini(&embedding_norms),
+        train_loss: full_loss(logits_eq, p, train),
+        test_loss: full_loss(logits_eq, p, &test),
+        restricted_loss: restricted_loss(logits_eq, p, &keys, train),
+        excluded_loss: excluded_loss(logits_eq, p, &keys, train),
+        key_frequencies: keys,
+        neuron_energy,
+        embedding_norms,
+    }
 }

@@ -364,6 +364,20 @@ pub fn run_plots(prefix: &str, rows: &[Row], windows: &[Window]) -> Vec<Plot> {
         }));
     }
     plots.push(lines(id("accuracy"), "Accuracy", false, accuracy, windows));
+    // The task's progress measures (`behavior.progress.*`): losses and divergences on a log axis, the rest
+    // (Fourier gaps, attention, Gini) on a linear one.
+    let (mut losses, mut others) = (vec![], vec![]);
+    for name in keys(rows, |r| Some(&r.behavior.progress)) {
+        let is_loss = name.ends_with("_loss") || name.starts_with("kl_");
+        let line = series(rows, &name, |r| r.behavior.progress.get(&name).copied());
+        if is_loss { &mut losses } else { &mut others }.extend(line);
+    }
+    if !losses.is_empty() {
+        plots.push(lines(id("progress-loss"), "Task progress measures (losses)", true, losses, windows));
+    }
+    if !others.is_empty() {
+        plots.push(lines(id("progress"), "Task progress measures", false, others, windows));
+    }
 
     let mut probes = vec![];
     for boundary in keys(rows, |r| Some(&r.residual)) {

@@ -40,6 +40,11 @@ pub struct AnalysisConfig {
     /// Also write the rows' headline scalars as TensorBoard event files under `tensorboard/`.
     #[serde(default)]
     pub tensorboard: bool,
+    /// For a task with a Fourier grid (modular addition) and a model with MLPs: one more forward over all p²
+    /// inputs per checkpoint, and Nanda et al.'s progress measures in the row (`behavior.progress.*`:
+    /// restricted and excluded loss, …), so that the birth-window detector sees circuit formation.
+    #[serde(default)]
+    pub fourier_progress: bool,
 }
 
 /// One kind of array stored per checkpoint.
@@ -89,6 +94,7 @@ impl Default for AnalysisConfig {
             queue: default_queue(),
             on_error: OnError::Stop,
             tensorboard: false,
+            fourier_progress: false,
         }
     }
 }

@@ -137,6 +137,9 @@ pub struct Declared {
     pub head_detectors: Vec<HeadDetector>,
     /// The task's own progress measures ([`Task::progress_measures`]).
     pub progress_measures: Vec<ProgressMeasure>,
+    /// Every input of the task's group ([`Task::fourier_grid`]), for the Fourier progress measures
+    /// (`[analysis] fourier_progress`).
+    pub fourier_grid: Option<FourierGrid>,
 }
 
 /// An algorithmic task the model is trained on.
@@ -188,6 +191,7 @@ pub trait Task: Send + Sync {
             repeat_keys: self.repeat_keys(),
             head_detectors: self.head_detectors(),
             progress_measures: self.progress_measures(),
+            fourier_grid: self.fourier_grid(),
         }
     }
     /// Progress measures the analysis computes for this task at every checkpoint (`behavior.progress.*`):
