@@ -8,6 +8,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod features;
+mod memory;
 mod reproduce;
 
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ enum What {
     Reproduce(reproduce::ReproduceArgs),
     /// Training time of one sparse dictionary (TopK SAE) at a model's width, on planted activations.
     Features(features::FeaturesArgs),
+    /// Peak resident memory of `train` and `train --analyze`, each its own process.
+    Memory(memory::MemoryArgs),
 }
 
 #[derive(clap::Args)]
@@ -114,6 +117,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         What::Dataset(args) => bench_dataset(args),
         What::Reproduce(args) => reproduce::run(args),
         What::Features(args) => features::run(args),
+        What::Memory(args) => memory::run(args),
     }
 }
 
