@@ -112,7 +112,10 @@ impl Display {
                             bar.println(line);
                         }
                     }
-                    None => eprintln!("{line}"),
+                    // In a log, a checkpoint without an evaluation is not news: the step lines (every 5 s)
+                    // already show progress.
+                    None if !accuracy.is_empty() => eprintln!("{}{line}", self.stage),
+                    None => {}
                 }
             }
         }
