@@ -58,9 +58,12 @@ fn train_peak(formation: &Path, config: &Path, dir: &Path, analyze: bool) -> any
 
 pub fn run(args: MemoryArgs) -> anyhow::Result<()> {
     let formation = std::env::current_exe()?.with_file_name("formation");
-    let scratch = std::env::temp_dir().join(format!("formation-bench-memory-{}", std::process::id()));
+    let scratch =
+        std::env::temp_dir().join(format!("formation-bench-memory-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    println!("| config | steps | peak RSS train (MiB) | peak RSS train --analyze (MiB) | ratio | HDF5 bytes/checkpoint |");
+    println!(
+        "| config | steps | peak RSS train (MiB) | peak RSS train --analyze (MiB) | ratio | HDF5 bytes/checkpoint |"
+    );
     println!("|---|---|---|---|---|---|");
     for path in &args.configs {
         let mut config = Config::load(path)?;

@@ -552,7 +552,11 @@ fn fourier_progress_in_the_loop_equals_the_fourier_intervention_on_the_saved_che
         dir,
     ));
     let rows = metrics(&dir.join("run"));
-    assert_eq!(rows.len(), 8, "a row per checkpoint (0, 1, 2, 4, 8, 20, 40, 60)");
+    assert_eq!(
+        rows.len(),
+        8,
+        "a row per checkpoint (0, 1, 2, 4, 8, 20, 40, 60)"
+    );
     // The same measures from the saved checkpoint, reloaded, by the post-hoc intervention.
     ok(formation(
         &["intervene", "run", "--step", "60", "--kind", "fourier"],

@@ -133,3 +133,48 @@ fn a_served_study_overlays_its_seeds_and_shows_each_run_by_name() {
     let (status, _) = get(&address, "/api/report?run=s9");
     assert_eq!(status, 404);
 }
+
+#[test]
+fn with_whole_patterns_stored_the_attention_view_shows_every_query_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = std::fs::read_to_string(example("ci.toml")).unwrap()
+        + "\n[analysis]\nstore = [\"all_hooks\"]\n";
+    std::fs::write(dir.join("all.toml"), text).unwrap();
+    crate::common::ok(formation(
+        &["train", "all.toml", "--analyze", "--out", "run"],
+        dir,
+    ));
+    let (_server, address) = serve("run", dir);
+    let (status, body) = get(&address, "/api/step?step=40&example=5");
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The step file's whole hook, [example, head, q, k], for example 5.
+    let file = hdf5::File::open(dir.join("run/analysis/activations/step_000040.h5")).unwrap();
+    let whole = file.dataset("blocks.0.attn.hook_pattern").unwrap();
+    let shape = whole.shape();
+    let data = whole.read_raw::<f32>().unwrap();
+    let (heads, q, k) = (shape[1], shape[2], shape[3]);
+    let attention = view["attention"].as_array().unwrap();
+    assert_eq!(attention.len(), heads);
+    for a in attention {
+        let h = a["head"].as_u64().unwrap() as usize;
+        assert_eq!(a["queries"], serde_json::json!(["0", "1", "2"]));
+        for i in 0..q {
+            for j in 0..k {
+                let drawn = a["pattern"][i][j].as_f64().unwrap() as f32;
+                assert_eq!(
+                    drawn,
+                    data[((5 * heads + h) * q + i) * k + j],
+                    "head {h} q {i} k {j}"
+                );
+            }
+        }
+    }
+    // The example's tokens and where its key positions are.
+    assert_eq!(view["tokens"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        view["key_columns"],
+        serde_json::json!({ "a": 0, "b": 1, "eq": 2 })
+    );
+}

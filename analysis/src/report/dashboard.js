@@ -142,24 +142,37 @@
     document.body.dataset.shownStep = String(view.step);
   }
 
-  // One small heatmap per head: rows are the key positions (queries), columns every key position k.
+  // One small heatmap per head: rows are the queries (the key positions, or every position when the step
+  // file stores whole patterns), columns every key position k, the key positions' initials above their
+  // columns, each cell's token in its hover text.
   function drawAttention(view) {
     const box = $("attention");
     box.textContent = "";
-    const cell = 9, left = 70, top = 16;
+    const columns = {};
+    for (const [name, at] of Object.entries(view.key_columns || {})) columns[at] = name;
     for (const a of view.attention) {
       const q = a.pattern.length, k = a.pattern[0].length;
+      const cell = q > 8 ? 6 : 9, left = 70, top = 26;
       const w = left + k * cell + 4, h = top + q * cell + 4;
       const svg = el("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}`, "data-attention": `L${a.layer}H${a.head}` });
       el("text", { x: left, y: 11, class: "label" }, svg).textContent = `L${a.layer}H${a.head}`;
+      for (const [at, name] of Object.entries(columns)) {
+        el("text", { x: left + (+at + 0.5) * cell, y: top - 3, "text-anchor": "middle", class: "tick" }, svg)
+          .textContent = name.slice(0, 1);
+      }
       a.pattern.forEach((row, i) => {
-        el("text", { x: left - 3, y: top + i * cell + cell - 1, "text-anchor": "end", class: "tick" }, svg).textContent =
-          view.key_positions[i] || String(i);
+        const label = (a.queries || view.key_positions)[i];
+        if (q <= 8 || i % 4 === 0) {
+          el("text", { x: left - 3, y: top + i * cell + cell - 1, "text-anchor": "end", class: "tick" }, svg)
+            .textContent = label === undefined ? String(i) : String(label);
+        }
         row.forEach((v, j) => {
           const t = Math.max(0, Math.min(1, v));
-          el("rect", { x: left + j * cell, y: top + i * cell, width: cell, height: cell,
+          const rect = el("rect", { x: left + j * cell, y: top + i * cell, width: cell, height: cell,
             fill: `rgb(${Math.round(255 - 220 * t)},${Math.round(255 - 160 * t)},${Math.round(255 - 60 * t)})`,
             "data-layer": a.layer, "data-head": a.head, "data-q": i, "data-k": j, "data-v": v }, svg);
+          const token = view.tokens ? ` (token ${view.tokens[j]})` : "";
+          el("title", {}, rect).textContent = `query ${label}, key position ${j}${token}: ${(+v.toPrecision(3))}`;
         });
       });
       box.appendChild(svg);

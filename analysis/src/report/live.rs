@@ -6,11 +6,14 @@ use serde_json::{Value, json};
 
 use host::hook::HookName;
 use host::layout::RunLayout;
+use probes::ProbeSet;
 
 use crate::error::AnalysisError;
 use crate::report::plots::short_boundary;
 use crate::row::Row;
-use crate::sinks::hdf5::{read_stored_step, stored_key_positions, stored_step_readable};
+use crate::sinks::hdf5::{
+    read_stored_array, read_stored_step, stored_key_positions, stored_step_readable,
+};
 use crate::sinks::jsonl::read_rows;
 
 /// Why a step view cannot be shown: the reason is the HTTP answer's body.
@@ -28,8 +31,11 @@ pub enum StepViewError {
 
 /// The view of checkpoint `step` of `run` with the attention patterns of probe example `example`.
 ///
-/// `attention` holds, per layer and head, the pattern rows of the key positions (queries) over every key
-/// position `k`, exactly the step file's `patterns/blocks.{l}.attn.hook_pattern[example, head, :, :]`.
+/// `attention` holds, per layer and head, `queries` (their labels) and `pattern` (one row per query over every
+/// key position `k`): every query position from the whole hook when the step file stores it
+/// (`analysis.store = ["all_hooks"]`: `blocks.{l}.attn.hook_pattern[example, head, :, :]`), else the key
+/// positions as queries (`patterns/blocks.{l}.attn.hook_pattern[example, head, :, :]`, always stored).
+/// `tokens` are the example's tokens and `key_columns` the position of each key position in it.
 pub fn step_view(run: &RunLayout, step: u64, example: usize) -> Result<Value, StepViewError> {
     let rows = read_rows(&run.metrics())?;
     let Some(row) = rows.iter().find(|r| r.step == step) else {
@@ -50,11 +56,17 @@ pub fn step_view(run: &RunLayout, step: u64, example: usize) -> Result<Value, St
     let key_positions = stored_key_positions(&dir, step)?;
     let arrays = read_stored_step(&dir, step, &["patterns"])?;
     let mut attention = vec![];
-    for (name, array) in &arrays {
+    for (name, at_keys) in &arrays {
         let Some(layer) = pattern_layer(name) else {
             continue;
         };
-        // [example, head, key_position, k]
+        let full = read_stored_array(&dir, step, &HookName::Pattern(layer).to_string())?;
+        let labels: Vec<String> = match &full {
+            Some(array) => (0..array.shape[2]).map(|q| q.to_string()).collect(),
+            None => key_positions.clone(),
+        };
+        let array = full.as_ref().unwrap_or(at_keys);
+        // [example, head, query, k]
         let [n, heads, queries, keys] = array.shape[..] else {
             continue;
         };
@@ -69,7 +81,12 @@ pub fn step_view(run: &RunLayout, step: u64, example: usize) -> Result<Value, St
             let pattern: Vec<&[f32]> = (0..queries)
                 .map(|q| &array.data[at(q)..at(q) + keys])
                 .collect();
-            attention.push(json!({ "layer": layer, "head": head, "pattern": pattern }));
+            attention.push(json!({
+                "layer": layer,
+                "head": head,
+                "queries": labels,
+                "pattern": pattern,
+            }));
         }
     }
     let examples = arrays
@@ -77,11 +94,27 @@ pub fn step_view(run: &RunLayout, step: u64, example: usize) -> Result<Value, St
         .next()
         .map(|a| a.shape[0])
         .unwrap_or_default();
+    // The example's tokens and where its key positions are, when the probe set is there to say.
+    let (tokens, key_columns) = match ProbeSet::load(&run.probe_set()) {
+        Ok(probe) if example < probe.examples.n => {
+            let e = &probe.examples;
+            let tokens = e.tokens[example * e.seq_len..(example + 1) * e.seq_len].to_vec();
+            let columns: serde_json::Map<String, Value> = probe
+                .key_positions
+                .iter()
+                .map(|k| (k.name.clone(), json!(k.values[example])))
+                .collect();
+            (json!(tokens), Value::Object(columns))
+        }
+        _ => (Value::Null, Value::Null),
+    };
     Ok(json!({
         "step": step,
         "example": example,
         "examples": examples,
         "key_positions": key_positions,
+        "tokens": tokens,
+        "key_columns": key_columns,
         "attention": attention,
         "heads": row.heads,
         "mlp": row.mlp,

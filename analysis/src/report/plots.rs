@@ -373,10 +373,22 @@ pub fn run_plots(prefix: &str, rows: &[Row], windows: &[Window]) -> Vec<Plot> {
         if is_loss { &mut losses } else { &mut others }.extend(line);
     }
     if !losses.is_empty() {
-        plots.push(lines(id("progress-loss"), "Task progress measures (losses)", true, losses, windows));
+        plots.push(lines(
+            id("progress-loss"),
+            "Task progress measures (losses)",
+            true,
+            losses,
+            windows,
+        ));
     }
     if !others.is_empty() {
-        plots.push(lines(id("progress"), "Task progress measures", false, others, windows));
+        plots.push(lines(
+            id("progress"),
+            "Task progress measures",
+            false,
+            others,
+            windows,
+        ));
     }
 
     let mut probes = vec![];

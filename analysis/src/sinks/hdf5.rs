@@ -198,6 +198,28 @@ pub fn read_stored_step(
     read().map_err(|e| AnalysisError::hdf5(&path, e))
 }
 
+/// One array of a stored step by its full name (`blocks.1.attn.hook_pattern` when `analysis.store` holds
+/// `all_hooks`), or `None` when the step file does not have it.
+pub fn read_stored_array(
+    activations_dir: &Path,
+    step: u64,
+    name: &str,
+) -> Result<Option<HostArray>, AnalysisError> {
+    let path = stored_step_file(activations_dir, step);
+    let read = || -> hdf5::Result<Option<HostArray>> {
+        let file = hdf5::File::open(&path)?;
+        if !file.link_exists(name) {
+            return Ok(None);
+        }
+        let ds = file.dataset(name)?;
+        Ok(Some(HostArray {
+            shape: ds.shape(),
+            data: ds.read_raw::<f32>()?,
+        }))
+    };
+    read().map_err(|e| AnalysisError::hdf5(&path, e))
+}
+
 /// The key-position names of a stored step's file (its `key_positions` attribute), in the order of the
 /// `key_position` axis of its `resid_at_keys/…` arrays.
 pub fn stored_key_positions(
