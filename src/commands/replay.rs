@@ -133,18 +133,38 @@ pub(crate) fn replay_window(
             bad.max_abs_diff
         );
     }
-    // The window analyses the config asks for, at every replayed checkpoint (what a killed replay finished
-    // stays done). Features are the window form: dictionaries across the dense checkpoints, each warm-started
-    // from the one before, so that latents keep their identity and get birth steps.
-    // One the task or model cannot run (patching without a declared corruption, …) is skipped with a note, so
-    // the default list serves every task.
+    window_analyses(
+        &dest,
+        &config,
+        task.as_ref(),
+        &dims,
+        &plan.schedule.checkpoints,
+        name,
+        display,
+    )
+}
+
+/// The window analyses `config` asks for (`[interventions] in_windows`) at every replayed checkpoint `steps` of
+/// window `name` in `dest`; what a killed replay finished stays done. Features are the window form:
+/// dictionaries across the dense checkpoints, each warm-started from the one before, so that latents keep their
+/// identity and get birth steps. One the task or model cannot run (patching without a declared corruption, …)
+/// is skipped with a note, so the default list serves every task.
+fn window_analyses(
+    dest: &RunLayout,
+    config: &trainer::Config,
+    task: &dyn tasks::Task,
+    dims: &ModelDims,
+    steps: &[u64],
+    name: &str,
+    display: &mut Display,
+) -> anyhow::Result<()> {
     let kinds: Vec<InterventionKind> = config
         .interventions
         .in_windows
         .iter()
         .copied()
         .filter(|&k| k != InterventionKind::Features)
-        .filter(|&kind| match cannot_run(kind, task.as_ref(), &dims) {
+        .filter(|&kind| match cannot_run(kind, task, dims) {
             Some(why) => {
                 eprintln!("note: the window analyses of {name} skip {kind:?}: {why}");
                 false
@@ -160,11 +180,9 @@ pub(crate) fn replay_window(
         let done = std::fs::read(dest.features())
             .ok()
             .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
-            .is_some_and(|summary| {
-                summary["steps"] == serde_json::json!(plan.schedule.checkpoints)
-            });
+            .is_some_and(|summary| summary["steps"] == serde_json::json!(steps));
         if !done {
-            let (out, born, latents) = features_across(&dest, &config, &plan.schedule.checkpoints)
+            let (out, born, latents) = features_across(dest, config, steps)
                 .with_context(|| format!("features across {name}"))?;
             println!(
                 "features: {born} of {latents} latents born in {name} -> {}",
@@ -174,18 +192,16 @@ pub(crate) fn replay_window(
     }
     if !kinds.is_empty() {
         let mut ran = 0;
-        let total = (plan.schedule.checkpoints.len() * kinds.len()) as u64;
-        let work = plan
-            .schedule
-            .checkpoints
+        let total = (steps.len() * kinds.len()) as u64;
+        let work = steps
             .iter()
             .flat_map(|&step| kinds.iter().map(move |&kind| (step, kind)));
         for (done, (step, kind)) in work.enumerate() {
             display.count("window interventions", done as u64, total);
-            if report_path(&dest, step, kind).exists() {
+            if report_path(dest, step, kind).exists() {
                 continue;
             }
-            intervene(&dest, step, kind)
+            intervene(dest, step, kind)
                 .with_context(|| format!("{kind:?} at step {step} of {name}"))?;
             ran += 1;
         }
@@ -194,7 +210,7 @@ pub(crate) fn replay_window(
         println!(
             "{:?} at {} checkpoints ({ran} run now, the rest done before) -> {}",
             kinds,
-            plan.schedule.checkpoints.len(),
+            steps.len(),
             dest.interventions_dir().display()
         );
     }
