@@ -81,8 +81,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     println!(
         "open {}: the training curves with the birth windows shaded, then probes, heads, MLP blocks and each \
-         replayed window's interventions",
-        run.report().display()
+         replayed window's interventions (or browse it with a step slider: formation serve {})",
+        run.report().display(),
+        root.display()
     );
     Ok(())
 }
