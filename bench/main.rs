@@ -290,7 +290,9 @@ fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     for path in &args.configs {
         let mut config = Config::load(path)?;
         if let Some(steps) = args.steps {
-            config.train.steps = steps.min(config.train.steps);
+            config.train = config
+                .train
+                .edit(|train| train.steps = steps.min(train.steps))?;
         }
         let (mut plain, mut analyzed, mut last) = (vec![], vec![], None);
         for round in 0..args.rounds {
@@ -346,7 +348,9 @@ fn bench_sweep(args: AnalyzeArgs) -> anyhow::Result<()> {
     for path in &args.configs {
         let mut config = Config::load(path)?;
         if let Some(steps) = args.steps {
-            config.train.steps = steps.min(config.train.steps);
+            config.train = config
+                .train
+                .edit(|train| train.steps = steps.min(train.steps))?;
         }
         let (mut swept, mut blocking, mut sidecar, mut checkpoints) = (vec![], vec![], vec![], 0);
         for round in 0..args.rounds {

@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use host::layout::RunLayout;
 use probes::ProbeSet;
-use trainer::config::{AnalysisConfig, OnError, StoreItem};
+use trainer::config::{AnalysisConfig, Checked, OnError, StoreItem};
 use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transformer, int_tensor};
 use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent};
 use trainer::tasks::Declared;
@@ -26,7 +26,7 @@ use crate::stored::StoredName;
 
 /// The `--analyze` plugin.
 pub struct AnalyzePlugin {
-    config: AnalysisConfig,
+    config: Checked<AnalysisConfig>,
     probe: Arc<ProbeSet>,
     declared: Declared,
     inputs: ProbeInputs,
@@ -42,7 +42,7 @@ impl AnalyzePlugin {
     /// `device` is the plain (non-autodiff) device the model trains on; `declared` is what the task declares
     /// for the analysis ([`trainer::tasks::Task::declared`]).
     pub fn new(
-        config: AnalysisConfig,
+        config: Checked<AnalysisConfig>,
         probe: ProbeSet,
         declared: Declared,
         device: &Device,

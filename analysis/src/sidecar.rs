@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use host::jsonl::JsonlWriter;
 use host::layout::RunLayout;
 use probes::ProbeSet;
-use trainer::config::AnalysisConfig;
+use trainer::config::{AnalysisConfig, Checked};
 use trainer::tasks::Declared;
 
 use crate::analyzer::{Analyzer, Previous};
@@ -30,7 +30,7 @@ pub struct SidecarSetup {
     pub run_id: String,
     pub probe_set_sha256: String,
     pub probe: Arc<ProbeSet>,
-    pub config: AnalysisConfig,
+    pub config: Checked<AnalysisConfig>,
     /// What the task declares for the analysis ([`trainer::tasks::Task::declared`]).
     pub declared: Declared,
     /// The first step this process analyzes: rows and step files from here on are written again.
@@ -288,7 +288,7 @@ mod tests {
             run_id: "r".into(),
             probe_set_sha256: "h".into(),
             probe: probe.clone(),
-            config: AnalysisConfig::default(),
+            config: Checked::default(),
             declared: Declared::default(),
             start_step: 0,
         };

@@ -49,8 +49,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let run = RunLayout::new(&args.run_dir);
     let mut config = run.read_config()?;
-    config.features.boundary = args.boundary.or(config.features.boundary);
-    config.features.k = args.k.unwrap_or(config.features.k);
+    config.features = config.features.edit(|features| {
+        features.boundary = args.boundary.or(features.boundary.take());
+        features.k = args.k.unwrap_or(features.k);
+    })?;
     config.validate_features()?;
     let saved = checkpoint::list(&run.checkpoints())?;
     let (from, to) = (args.from.unwrap_or(0), args.to.unwrap_or(u64::MAX));

@@ -116,9 +116,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.draws == Some(0) {
         bail!("--draws must be at least 1");
     }
-    config.llc.draws = args.draws.unwrap_or(config.llc.draws);
-    config.llc.epsilon = args.epsilon.unwrap_or(config.llc.epsilon);
-    config.llc.nbeta = args.nbeta.or(config.llc.nbeta);
+    config.llc = config.llc.edit(|llc| {
+        llc.draws = args.draws.unwrap_or(llc.draws);
+        llc.epsilon = args.epsilon.unwrap_or(llc.epsilon);
+        llc.nbeta = args.nbeta.or(llc.nbeta);
+    })?;
     let _lock = DirLock::acquire(&run.root, "formation llc")?;
     let task = tasks::build(&config.task, config.train.seed)?;
     let (device, _) = crate::device::pick();
@@ -161,10 +163,7 @@ fn trajectory(
         every,
         components.len(),
     );
-    let llc = LlcConfig {
-        draws: plan.draws,
-        ..config.llc.clone()
-    };
+    let llc = config.llc.edit(|llc| llc.draws = plan.draws)?;
     let done = read_llc(&run.llc()).with_context(|| format!("reading {}", run.llc().display()))?;
     if let Some(row) = done.last() {
         let (was, now) = (&row.settings, &llc);
@@ -241,11 +240,10 @@ fn calibrate(run: &RunLayout, loaded: &Loaded, step: Option<u64>) -> anyhow::Res
     let mut points = vec![];
     for &epsilon in &EPSILONS {
         for &factor in &NBETA_FACTORS {
-            let llc = LlcConfig {
-                epsilon,
-                nbeta: Some(factor * nbeta),
-                ..config.llc.clone()
-            };
+            let llc = config.llc.edit(|llc| {
+                llc.epsilon = epsilon;
+                llc.nbeta = Some(factor * nbeta);
+            })?;
             let (_, estimate) = loaded
                 .estimate(run, step, &llc, &[None])?
                 .pop()

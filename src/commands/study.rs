@@ -142,7 +142,7 @@ fn start(
     // Every dataset a run will read is checked now, so that a bad one fails the study before it starts.
     let mut datasets: Vec<&std::path::Path> = vec![];
     for config in &configs {
-        if let trainer::config::TaskConfig::Sequences { path } = &config.task
+        if let trainer::config::TaskConfig::Sequences { path } = &*config.task
             && !datasets.contains(&path.as_path())
         {
             trainer::tasks::dataset::Dataset::load(path)?;
@@ -163,22 +163,23 @@ fn write_slurm(
     base: &Config,
     engine: &Engine,
 ) -> anyhow::Result<()> {
-    let mut resources = base.slurm.clone();
-    if let Some(p) = &engine.partition {
-        resources.partition = Some(p.clone());
-    }
-    if let Some(c) = engine.cpus_per_task {
-        resources.cpus_per_task = c;
-    }
-    if let Some(m) = &engine.mem {
-        resources.mem = m.clone();
-    }
-    if let Some(t) = &engine.time {
-        resources.time = t.clone();
-    }
-    if engine.jobs > 1 {
-        resources.max_parallel = Some(engine.jobs);
-    }
+    let resources = base.slurm.edit(|resources| {
+        if let Some(p) = &engine.partition {
+            resources.partition = Some(p.clone());
+        }
+        if let Some(c) = engine.cpus_per_task {
+            resources.cpus_per_task = c;
+        }
+        if let Some(m) = &engine.mem {
+            resources.mem = m.clone();
+        }
+        if let Some(t) = &engine.time {
+            resources.time = t.clone();
+        }
+        if engine.jobs > 1 {
+            resources.max_parallel = Some(engine.jobs);
+        }
+    })?;
     let unfinished: Vec<String> = manifest
         .runs
         .iter()

@@ -86,7 +86,9 @@ fn export_task(
     let name = name.unwrap_or_else(|| task.name().to_owned());
     let batch_size = config.train.batch_size;
     // The config that trains the export as `config_path` trains the task; its dataset path is relative to it.
-    config.task = TaskConfig::Sequences { path: ".".into() };
+    config.task = config
+        .task
+        .edit(|task| *task = TaskConfig::Sequences { path: ".".into() })?;
     let config_text = toml::to_string(&config).context("serializing the config")?;
     let manifest = export::export(
         task.as_ref(),

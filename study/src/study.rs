@@ -160,7 +160,7 @@ pub fn plan(
         };
         for &seed in seeds {
             let mut config = varied.clone();
-            config.train.seed = seed;
+            config.train = config.train.edit(|train| train.seed = seed)?;
             let name = match (factor, value) {
                 (Some(f), Some(v)) => format!("{}={}-s{seed}", f.key, Factor::label(v)),
                 _ => format!("s{seed}"),
@@ -433,8 +433,8 @@ mod tests {
         assert_eq!(configs[3].optim.weight_decay, 1.0);
         assert_eq!(configs[1].train.seed, 1);
         let mut expected = base.clone();
-        expected.optim.weight_decay = 0.0;
-        expected.train.seed = 1;
+        expected.optim = expected.optim.edit(|o| o.weight_decay = 0.0).unwrap();
+        expected.train = expected.train.edit(|t| t.seed = 1).unwrap();
         assert_eq!(configs[1], expected);
     }
 

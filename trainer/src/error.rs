@@ -49,6 +49,16 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The error without its `invalid config` preamble (`model.d_model must be …`), for a message that gets
+    /// one of its own.
+    pub fn reason(&self) -> String {
+        match self {
+            ConfigError::Parse { message, .. } => message.clone(),
+            ConfigError::Invalid { field, why, .. } => format!("{field} {why}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Attaches the config file's path to a parse or validation error.
     pub fn with_path(self, path: &Path) -> Self {
         match self {

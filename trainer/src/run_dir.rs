@@ -124,7 +124,7 @@ pub fn check_same_dataset(
 ) -> Result<(), TrainError> {
     match (&manifest.dataset_sha256, task.dataset_sha256()) {
         (Some(pinned), Some(actual)) if pinned != actual => Err(TrainError::DatasetChanged {
-            path: match &config.task {
+            path: match &*config.task {
                 TaskConfig::Sequences { path } => path.clone(),
                 _ => PathBuf::new(),
             },

@@ -58,7 +58,7 @@ fn shown_examples(run: &RunLayout) -> Vec<ShownExample> {
         return vec![];
     };
     let names: Option<Vec<String>> = run.read_config().ok().and_then(|config| {
-        let trainer::config::TaskConfig::Sequences { path } = config.task else {
+        let trainer::config::TaskConfig::Sequences { path } = &*config.task else {
             return None;
         };
         let text = std::fs::read_to_string(path.join(trainer::tasks::dataset::MANIFEST)).ok()?;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Validate, invalid};
+use super::{Checked, invalid};
 use crate::error::ConfigError;
 
 /// Every-checkpoint analysis settings (used with `--analyze`).
@@ -289,10 +289,11 @@ impl Default for FeaturesConfig {
     }
 }
 
-impl Validate for FeaturesConfig {
+impl TryFrom<FeaturesConfig> for Checked<FeaturesConfig> {
+    type Error = ConfigError;
+
     /// The dictionary's own settings (its boundary and size against the model: [`super::Config`]).
-    fn validate(&self) -> Result<(), ConfigError> {
-        let f = self;
+    fn try_from(f: FeaturesConfig) -> Result<Self, ConfigError> {
         if f.expansion == 0 || f.k == 0 || f.inputs == 0 || f.steps == 0 || f.batch_size == 0 {
             return invalid(
                 "features",
@@ -308,7 +309,7 @@ impl Validate for FeaturesConfig {
                 ),
             );
         }
-        Ok(())
+        Ok(Checked(f))
     }
 }
 
@@ -356,38 +357,41 @@ impl Default for DecisionConfig {
     }
 }
 
-impl Validate for AnalysisConfig {
+impl TryFrom<AnalysisConfig> for Checked<AnalysisConfig> {
+    type Error = ConfigError;
+
     /// Probe-set size, folds, ablation subset, ridge penalty and channel capacity.
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.probe_size == 0 {
+    fn try_from(a: AnalysisConfig) -> Result<Self, ConfigError> {
+        if a.probe_size == 0 {
             return invalid("analysis.probe_size", "must be positive".into());
         }
-        if self.probe_folds < 2 || self.probe_folds > self.probe_size {
+        if a.probe_folds < 2 || a.probe_folds > a.probe_size {
             return invalid(
                 "analysis.probe_folds",
                 "must be at least 2 and at most analysis.probe_size".into(),
             );
         }
-        if self.ablation_size == Some(0) {
+        if a.ablation_size == Some(0) {
             return invalid(
                 "analysis.ablation_size",
                 "must be positive (or absent for all)".into(),
             );
         }
-        if !(self.probe_alpha.is_finite() && self.probe_alpha > 0.0) {
+        if !(a.probe_alpha.is_finite() && a.probe_alpha > 0.0) {
             return invalid("analysis.probe_alpha", "must be a positive number".into());
         }
-        if self.queue == 0 {
+        if a.queue == 0 {
             return invalid("analysis.queue", "must be at least 1".into());
         }
-        Ok(())
+        Ok(Checked(a))
     }
 }
 
-impl Validate for WindowsConfig {
+impl TryFrom<WindowsConfig> for Checked<WindowsConfig> {
+    type Error = ConfigError;
+
     /// The detector's thresholds.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let w = self;
+    fn try_from(w: WindowsConfig) -> Result<Self, ConfigError> {
         if !(w.k > 0.0 && w.min_sigma > 0.0 && w.smooth_fraction >= 0.0 && w.min_change >= 0.0) {
             return invalid(
                 "windows",
@@ -415,14 +419,15 @@ impl Validate for WindowsConfig {
                 return invalid(name, format!("must be in (0, 1], got {level}"));
             }
         }
-        Ok(())
+        Ok(Checked(w))
     }
 }
 
-impl Validate for LlcConfig {
+impl TryFrom<LlcConfig> for Checked<LlcConfig> {
+    type Error = ConfigError;
+
     /// The SGLD sampler's settings.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let l = self;
+    fn try_from(l: LlcConfig) -> Result<Self, ConfigError> {
         if !(l.epsilon > 0.0 && l.gamma >= 0.0 && l.nbeta.is_none_or(|b| b > 0.0))
             || l.chains == 0
             || l.draws == 0
@@ -438,14 +443,15 @@ impl Validate for LlcConfig {
                 format!("must be positive, got {}", l.trajectory_budget),
             );
         }
-        Ok(())
+        Ok(Checked(l))
     }
 }
 
-impl Validate for DecisionConfig {
+impl TryFrom<DecisionConfig> for Checked<DecisionConfig> {
+    type Error = ConfigError;
+
     /// The decision rule's thresholds.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let d = self;
+    fn try_from(d: DecisionConfig) -> Result<Self, ConfigError> {
         let unit = |x: f64| (0.0..=1.0).contains(&x);
         if !(unit(d.min_accuracy)
             && unit(d.max_accuracy_change)
@@ -470,6 +476,6 @@ impl Validate for DecisionConfig {
                     .into(),
             );
         }
-        Ok(())
+        Ok(Checked(d))
     }
 }

@@ -1,11 +1,13 @@
 //! The run configuration: one TOML file, parsed strictly (unknown keys are errors) and validated once into
 //! types the rest of the code trusts. One module per section family: `task`, `model`, `training` (optim, train,
-//! checkpoints), `analysis` (analysis, windows, interventions, LLC, decision rule), `slurm`; each section checks
-//! its own values ([`Validate`]), this module the file as a whole.
+//! checkpoints), `analysis` (analysis, windows, interventions, LLC, decision rule), `slurm`. Each section checks
+//! its own values in its `TryFrom` into [`Checked`] (run while the file is deserialized); this module checks
+//! what spans sections.
 // `!(x > 0.0)` on purpose: it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::ops::Deref;
 use std::path::Path;
 
 use crate::error::ConfigError;
@@ -29,26 +31,77 @@ pub use training::{CheckpointConfig, LrSchedule, OptimConfig, TrainConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub task: TaskConfig,
-    pub model: ModelConfig,
-    pub optim: OptimConfig,
-    pub train: TrainConfig,
+    pub task: Checked<TaskConfig>,
+    pub model: Checked<ModelConfig>,
+    pub optim: Checked<OptimConfig>,
+    pub train: Checked<TrainConfig>,
     #[serde(default)]
-    pub analysis: AnalysisConfig,
+    pub analysis: Checked<AnalysisConfig>,
     #[serde(default)]
     pub eval: EvalConfig,
     #[serde(default)]
-    pub windows: WindowsConfig,
+    pub windows: Checked<WindowsConfig>,
     #[serde(default)]
-    pub llc: LlcConfig,
+    pub llc: Checked<LlcConfig>,
     #[serde(default)]
-    pub features: FeaturesConfig,
+    pub features: Checked<FeaturesConfig>,
     #[serde(default)]
     pub interventions: InterventionsConfig,
     #[serde(default)]
-    pub decision: DecisionConfig,
+    pub decision: Checked<DecisionConfig>,
     #[serde(default)]
-    pub slurm: SlurmConfig,
+    pub slurm: Checked<SlurmConfig>,
+}
+
+/// A config section whose values passed the section's own check. The only way to make one is the section's
+/// `TryFrom<S>` (beside the section, run when a config file is deserialized), so code holding a `Checked<S>`
+/// never checks it again. It reads as the section itself (`Deref`); changing it checks again
+/// ([`Checked::edit`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked<S>(S);
+
+impl<S> Deref for Checked<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.0
+    }
+}
+
+impl<S: Clone> Checked<S>
+where
+    Self: TryFrom<S, Error = ConfigError>,
+{
+    /// This section with `change` applied, checked again.
+    pub fn edit(&self, change: impl FnOnce(&mut S)) -> Result<Self, ConfigError> {
+        let mut section = self.0.clone();
+        change(&mut section);
+        Self::try_from(section)
+    }
+}
+
+/// A section's defaults; every default passes its check (`defaults_pass_their_checks`).
+impl<S: Default> Default for Checked<S> {
+    fn default() -> Self {
+        Checked(S::default())
+    }
+}
+
+impl<S: Serialize> Serialize for Checked<S> {
+    fn serialize<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de, S: Deserialize<'de>> Deserialize<'de> for Checked<S>
+where
+    Self: TryFrom<S, Error = ConfigError>,
+{
+    /// The section as written, then its check; a value out of range is a deserialization error whose message
+    /// is the check's sentence (`model.d_model must be divisible …`).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let section = S::deserialize(deserializer)?;
+        Self::try_from(section).map_err(|e| serde::de::Error::custom(e.reason()))
+    }
 }
 
 /// Full-split evaluation cadence.
@@ -70,20 +123,24 @@ impl Config {
         let mut config = Self::parse(&text).map_err(|e| e.with_path(path))?;
         // A dataset path is relative to the config file; the frozen config keeps it absolute, so a run's own
         // config.toml names the same dataset wherever it is read from.
-        if let TaskConfig::Sequences { path: data } = &mut config.task
+        if let TaskConfig::Sequences { path: data } = &*config.task
             && data.is_relative()
         {
             let base = path.parent().unwrap_or(Path::new("."));
-            let joined = base.join(&*data);
-            *data = joined
+            let joined = base.join(data);
+            let absolute = joined
                 .canonicalize()
                 .or_else(|_| std::path::absolute(&joined))
                 .unwrap_or(joined);
+            config.task = config.task.edit(|task| {
+                *task = TaskConfig::Sequences { path: absolute };
+            })?;
         }
         Ok(config)
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text: each section is checked while it is deserialized ([`Checked`]), then
+    /// what spans sections.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: None,
@@ -132,17 +189,8 @@ impl Config {
         Config::parse(&text)
     }
 
-    /// Every section validates itself ([`Validate`]); what spans sections is checked here.
+    /// What spans sections (each section has checked itself: [`Checked`]).
     fn validate(&self) -> Result<(), ConfigError> {
-        self.task.validate()?;
-        self.model.validate()?;
-        self.optim.validate()?;
-        self.train.validate()?;
-        self.analysis.validate()?;
-        self.windows.validate()?;
-        self.llc.validate()?;
-        self.decision.validate()?;
-        self.slurm.validate()?;
         self.validate_features()?;
         if self.task.is_stream() && self.train.batch_size.is_none() {
             return invalid(
@@ -154,10 +202,9 @@ impl Config {
         Ok(())
     }
 
-    /// The `[features]` section against the model: its own ranges, a boundary the model has, k smaller than
-    /// the dictionary (also after a command overrides them).
+    /// The `[features]` section against the model: a boundary the model has, k smaller than the dictionary
+    /// (also after a command overrides them).
     pub fn validate_features(&self) -> Result<(), ConfigError> {
-        self.features.validate()?;
         self.features_boundary()?;
         let latents = self.features.expansion * self.model.d_model;
         if self.features.k >= latents {
@@ -217,14 +264,8 @@ impl Config {
     }
 }
 
-/// A config section that checks its own values (ranges, non-empty fields); [`Config::parse`] runs every
-/// section's check, then the checks that span sections.
-pub trait Validate {
-    fn validate(&self) -> Result<(), ConfigError>;
-}
-
 /// The error for `field` (a dotted config path) with the reason.
-fn invalid(field: &str, why: String) -> Result<(), ConfigError> {
+fn invalid<T>(field: &str, why: String) -> Result<T, ConfigError> {
     Err(ConfigError::Invalid {
         path: None,
         field: field.to_owned(),
@@ -252,6 +293,24 @@ mod tests {
     fn unknown_key_is_rejected_with_its_name() {
         let err = Config::parse(&CI.replace("[model]", "[model]\nwidth = 3")).unwrap_err();
         assert!(err.to_string().contains("width"), "{err}");
+    }
+
+    #[test]
+    fn defaults_pass_their_checks() {
+        Checked::try_from(AnalysisConfig::default()).unwrap();
+        Checked::try_from(WindowsConfig::default()).unwrap();
+        Checked::try_from(LlcConfig::default()).unwrap();
+        Checked::try_from(FeaturesConfig::default()).unwrap();
+        Checked::try_from(DecisionConfig::default()).unwrap();
+        Checked::try_from(SlurmConfig::default()).unwrap();
+    }
+
+    #[test]
+    fn an_edit_is_checked_again() {
+        let c = Config::parse(CI).unwrap();
+        let err = c.llc.edit(|llc| llc.draws = 0).unwrap_err();
+        assert!(err.to_string().contains("draws at least 1"), "{err}");
+        assert_eq!(c.llc.edit(|llc| llc.draws = 7).unwrap().draws, 7);
     }
 
     #[test]

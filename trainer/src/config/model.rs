@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Validate, invalid};
+use super::{Checked, invalid};
 use crate::error::ConfigError;
 
 /// Activation function of the MLP, named as TransformerLens names it (`act_fn`).
@@ -57,10 +57,11 @@ fn default_init_range() -> f64 {
     0.8
 }
 
-impl Validate for ModelConfig {
+impl TryFrom<ModelConfig> for Checked<ModelConfig> {
+    type Error = ConfigError;
+
     /// Layer, width and head counts, and the initialization range.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let m = self;
+    fn try_from(m: ModelConfig) -> Result<Self, ConfigError> {
         if m.n_layers == 0 {
             return invalid("model.n_layers", "must be at least 1".into());
         }
@@ -94,6 +95,6 @@ impl Validate for ModelConfig {
                 format!("must be positive, got {}", m.init_range),
             );
         }
-        Ok(())
+        Ok(Checked(m))
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Validate, invalid};
+use super::{Checked, invalid};
 use crate::error::ConfigError;
 
 /// Resources of the Slurm array script `formation replicate|screen --slurm` writes (flags override them).
@@ -36,10 +36,11 @@ impl Default for SlurmConfig {
     }
 }
 
-impl Validate for SlurmConfig {
+impl TryFrom<SlurmConfig> for Checked<SlurmConfig> {
+    type Error = ConfigError;
+
     /// The Slurm resources.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let s = self;
+    fn try_from(s: SlurmConfig) -> Result<Self, ConfigError> {
         if s.cpus_per_task == 0
             || s.max_parallel == Some(0)
             || s.mem.is_empty()
@@ -50,6 +51,6 @@ impl Validate for SlurmConfig {
                 "cpus_per_task and max_parallel must be at least 1, mem and time not empty".into(),
             );
         }
-        Ok(())
+        Ok(Checked(s))
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Validate, invalid};
+use super::{Checked, invalid};
 use crate::error::ConfigError;
 
 /// Which task, with its own parameters (see `tasks/`).
@@ -137,10 +137,12 @@ fn positive_test_size(test_size: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
-impl Validate for TaskConfig {
+impl TryFrom<TaskConfig> for Checked<TaskConfig> {
+    type Error = ConfigError;
+
     /// The task's own parameters (p, train fraction, vocabulary, lengths).
-    fn validate(&self) -> Result<(), ConfigError> {
-        match self {
+    fn try_from(task: TaskConfig) -> Result<Self, ConfigError> {
+        match &task {
             // The dataset is checked when it is read (`tasks::build`), before a run is created.
             TaskConfig::Sequences { path } => {
                 if path.as_os_str().is_empty() {
@@ -269,6 +271,6 @@ impl Validate for TaskConfig {
                 positive_test_size(*test_size)?;
             }
         }
-        Ok(())
+        Ok(Checked(task))
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Validate, invalid};
+use super::{Checked, invalid};
 use crate::error::ConfigError;
 
 /// Learning-rate schedule after warmup.
@@ -81,10 +81,11 @@ pub struct CheckpointConfig {
     pub log_spaced_until: u64,
 }
 
-impl Validate for OptimConfig {
+impl TryFrom<OptimConfig> for Checked<OptimConfig> {
+    type Error = ConfigError;
+
     /// Learning rate, AdamW constants, schedule bounds and clipping.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let o = self;
+    fn try_from(o: OptimConfig) -> Result<Self, ConfigError> {
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             return invalid("optim.lr", format!("must be positive, got {}", o.lr));
         }
@@ -113,14 +114,15 @@ impl Validate for OptimConfig {
         {
             return invalid("optim.grad_clip", format!("must be positive, got {c}"));
         }
-        Ok(())
+        Ok(Checked(o))
     }
 }
 
-impl Validate for TrainConfig {
+impl TryFrom<TrainConfig> for Checked<TrainConfig> {
+    type Error = ConfigError;
+
     /// Steps, batch, logging and checkpoint cadence.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let t = self;
+    fn try_from(t: TrainConfig) -> Result<Self, ConfigError> {
         if t.steps == 0 {
             return invalid("train.steps", "must be at least 1".into());
         }
@@ -136,6 +138,6 @@ impl Validate for TrainConfig {
         if t.checkpoints.every == 0 {
             return invalid("train.checkpoints.every", "must be at least 1".into());
         }
-        Ok(())
+        Ok(Checked(t))
     }
 }
