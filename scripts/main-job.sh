@@ -6,5 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --bin formation
+# Incremental compilation only helps rebuilds while developing (scripts/test.sh says what it costs once).
+CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}" cargo build --release --bin formation
 target/release/formation trace examples/induction.toml --out runs/induction

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
+# A one-shot build from a clean clone: incremental compilation (the profile's default, for rebuilds while
+# developing) only costs here — 124 s against 96 s for our six crates' release + test builds (measured).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # burn-cuda's build scripts download an LLVM bundle; DOCS_RS=1 makes them skip it, which is enough to
 # type-check (not to build) the cuda device path on a machine without that download or a GPU.
 DOCS_RS=1 cargo check --release --features cuda
