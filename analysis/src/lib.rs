@@ -15,6 +15,7 @@ pub mod analyzer;
 pub mod compare;
 pub mod error;
 pub mod features;
+pub mod in_loop_llc;
 pub mod interventions;
 pub mod message;
 pub mod metrics;

@@ -151,6 +151,22 @@ pub fn read_llc(path: &Path) -> std::io::Result<Vec<LlcRow>> {
         .collect())
 }
 
+/// Why a trajectory's rows `done` cannot be continued with the sampler `now` (`None` when they can): one
+/// trajectory has one ε, nβ, γ and chain count.
+pub fn sampler_mismatch(done: &[LlcRow], now: &LlcConfig) -> Option<String> {
+    let was = &done.last()?.settings;
+    let differs = was.epsilon != now.epsilon
+        || now.nbeta.is_some_and(|b| b != was.nbeta)
+        || was.gamma != now.gamma
+        || was.chains != now.chains;
+    differs.then(|| {
+        format!(
+            "was made with other sampler settings (epsilon {:e}, nbeta {}, gamma {}, {} chains); move it away to start a new trajectory, or continue with those",
+            was.epsilon, was.nbeta, was.gamma, was.chains
+        )
+    })
+}
+
 /// One setting of the calibration grid and what it gave.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CalibrationPoint {

@@ -10,6 +10,7 @@ use analysis::interventions::llc::{LlcEstimate, SgldConfig};
 use analysis::interventions::llc_model::{default_nbeta, restricted_llcs};
 use analysis::trajectory::{
     CalibrationPoint, ComponentLlc, EPSILONS, LlcRow, NBETA_FACTORS, plan, read_llc, recommend,
+    sampler_mismatch,
 };
 use anyhow::{Context, bail};
 use host::files::write_atomic;
@@ -165,22 +166,8 @@ fn trajectory(
     );
     let llc = config.llc.edit(|llc| llc.draws = plan.draws)?;
     let done = read_llc(&run.llc()).with_context(|| format!("reading {}", run.llc().display()))?;
-    if let Some(row) = done.last() {
-        let (was, now) = (&row.settings, &llc);
-        if was.epsilon != now.epsilon
-            || now.nbeta.is_some_and(|b| b != was.nbeta)
-            || was.gamma != now.gamma
-            || was.chains != now.chains
-        {
-            bail!(
-                "{} was made with other sampler settings (epsilon {:e}, nbeta {}, gamma {}, {} chains); move it away to start a new trajectory, or continue with those",
-                run.llc().display(),
-                was.epsilon,
-                was.nbeta,
-                was.gamma,
-                was.chains
-            );
-        }
+    if let Some(why) = sampler_mismatch(&done, &llc) {
+        bail!("{} {why}", run.llc().display());
     }
     let after = done.last().map(|r| r.step);
     println!(

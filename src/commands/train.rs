@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 
 use analysis::AnalyzePlugin;
+use analysis::in_loop_llc::InLoopLlc;
 use anyhow::{Context, bail};
 use host::layout::RunLayout;
 use host::lock::DirLock;
 use probes::ProbeSet;
 use trainer::Config;
-use trainer::plugin::{CheckpointPlugin, NoPlugin};
+use trainer::plugin::{CheckpointPlugin, NoPlugin, Plugins};
 use trainer::run_dir::RunFiles;
 use trainer::tasks::{self, Task};
 use trainer::train_loop::{Start, TrainJob, train};
@@ -60,9 +61,25 @@ pub(crate) fn run_with(args: Args, display: &mut Display) -> anyhow::Result<()> 
     let task = tasks::build(&config.task, config.train.seed)?;
     let (device, device_name) = crate::device::pick();
     let (mut plugin, probe_set_sha256) = if args.analyze {
-        let (plugin, hash) = analyze_plugin(&config, task.as_ref(), &run, resume, &device)?;
-        display.watch_queue(plugin.queue_depth());
-        (Box::new(plugin) as Box<dyn CheckpointPlugin>, Some(hash))
+        let (analyze, hash) = analyze_plugin(&config, task.as_ref(), &run, resume, &device)?;
+        display.watch_queue(analyze.queue_depth());
+        let mut plugins: Vec<Box<dyn CheckpointPlugin>> = vec![Box::new(analyze)];
+        if let Some(llc) = InLoopLlc::new(&config)? {
+            let plan = llc.plan();
+            println!(
+                "LLC in the loop at {} of the checkpoints, {} chains x {} draws: {} SGLD steps for {} training steps",
+                plan.steps.len(),
+                config.llc.chains,
+                plan.draws,
+                plan.sgld_steps,
+                config.train.steps
+            );
+            plugins.push(Box::new(llc));
+        }
+        (
+            Box::new(Plugins(plugins)) as Box<dyn CheckpointPlugin>,
+            Some(hash),
+        )
     } else {
         (Box::new(NoPlugin) as Box<dyn CheckpointPlugin>, None)
     };

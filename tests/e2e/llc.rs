@@ -1,6 +1,7 @@
 //! `formation llc`: the LLC trajectory over a run's saved checkpoints within its budget, with chain diagnostics
 //! (resumable, deterministic), the weight-restricted LLC per component, the ε / nβ calibration grid, and the
-//! trajectory as a trigger source for `formation windows` (the birth-window issue, part 2).
+//! trajectory as a trigger source for `formation windows` (the birth-window issue, part 2); and the same
+//! trajectory estimated in the training loop (`[llc] in_loop`).
 
 use crate::common::*;
 use serde_json::Value;
@@ -79,6 +80,61 @@ fn the_trajectory_stays_within_its_budget_resumes_and_feeds_the_windows() {
         with_llc["series"].as_u64().unwrap(),
         without["series"].as_u64().unwrap() + 1
     );
+}
+
+#[test]
+fn the_in_loop_trajectory_equals_the_post_hoc_one_and_survives_a_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = config(dir);
+    let text = std::fs::read_to_string(&config).unwrap() + "in_loop = 2.0\n";
+    std::fs::write(&config, text).unwrap();
+    // The in-loop budget equals the post-hoc one, so the plan is the same: checkpoints 0, 8 and 60.
+    let out = ok(formation(
+        &["train", &config, "--analyze", "--out", "run"],
+        dir,
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("LLC in the loop at 3 of the checkpoints"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let path = dir.join("run/analysis/llc.jsonl");
+    let in_loop = std::fs::read(&path).unwrap();
+    let steps: Vec<u64> = jsonl(&path)
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [0, 8, 60]);
+    // The live weights are the saved ones: the post-hoc trajectory over the reloaded checkpoints is the same
+    // bits.
+    std::fs::remove_file(&path).unwrap();
+    ok(formation(&["llc", "run"], dir));
+    assert_eq!(std::fs::read(&path).unwrap(), in_loop);
+    // Killed after its first estimate, resumed: the same file as the uninterrupted run's.
+    let killed = dir.join("killed/analysis/llc.jsonl");
+    kill_when(
+        &["train", &config, "--analyze", "--out", "killed"],
+        dir,
+        "the first in-loop LLC row",
+        || std::fs::read_to_string(&killed).is_ok_and(|t| t.lines().count() >= 1),
+    );
+    ok(formation(
+        &["train", &config, "--analyze", "--resume", "killed"],
+        dir,
+    ));
+    assert_eq!(std::fs::read(&killed).unwrap(), in_loop);
+    // A bad budget is one sentence.
+    let bad = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("in_loop = 2.0", "in_loop = -1.0");
+    std::fs::write(dir.join("bad.toml"), bad).unwrap();
+    let error = one_error(formation(
+        &["train", "bad.toml", "--analyze", "--out", "bad"],
+        dir,
+    ));
+    assert!(error.contains("llc.in_loop must be positive"), "{error}");
+    assert!(!dir.join("bad").exists());
 }
 
 #[test]

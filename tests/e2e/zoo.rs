@@ -211,7 +211,26 @@ fn an_exported_task_keeps_its_progress_measures() {
     for oracle in ["uniform", "unigram", "bigram"] {
         assert!(num(&rows[0], &format!("behavior.progress.kl_{oracle}")) >= 0.0);
     }
-    // A measure that cannot apply to the data is one sentence naming it.
+    // Its attainable accuracy (the bigram predictor's on the test split) travels with it into run.json, where
+    // `compare` reads it; the built-in task pins the same number.
+    let attainable = |run: &str| -> f64 {
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(run).join("run.json")).unwrap(),
+        )
+        .unwrap();
+        manifest["attainable_accuracy"].as_f64().unwrap()
+    };
+    let exported = attainable("run");
+    assert!(exported > 0.3 && exported < 0.9, "{exported}");
+    let builtin = dir.path().join("builtin/run.json");
+    kill_when(
+        &["train", &zoo("markov-chains"), "--out", "builtin"],
+        dir.path(),
+        "run.json",
+        || builtin.exists(),
+    );
+    assert_eq!(attainable("builtin"), exported);
+    // A measure that cannot apply to the data is one sentence naming it; so is an attainable accuracy above 1.
     std::fs::write(
         dir.path().join("data/task.toml"),
         manifest.replace("states = 3", "states = 9"),
@@ -219,4 +238,12 @@ fn an_exported_task_keeps_its_progress_measures() {
     .unwrap();
     let line = one_error(formation(&["task", "check", "data"], dir.path()));
     assert!(line.contains("markov_oracles states 9"), "{line}");
+    assert!(manifest.contains("attainable_accuracy = "), "{manifest}");
+    let above_one = manifest.replacen("attainable_accuracy = ", "attainable_accuracy = 1.5 # ", 1);
+    std::fs::write(dir.path().join("data/task.toml"), above_one).unwrap();
+    let line = one_error(formation(&["task", "check", "data"], dir.path()));
+    assert!(
+        line.contains("`attainable_accuracy` must be in (0, 1], got 1.5"),
+        "{line}"
+    );
 }

@@ -108,3 +108,39 @@ impl CheckpointPlugin for NoPlugin {
         Ok(())
     }
 }
+
+/// Several plugins, each hook called on each in order (the first failure stops the loop). On resume the
+/// earliest step any of them lacks.
+pub struct Plugins(pub Vec<Box<dyn CheckpointPlugin>>);
+
+impl CheckpointPlugin for Plugins {
+    fn first_missing_step(
+        &mut self,
+        run: &RunLayout,
+        schedule: &[u64],
+    ) -> Result<Option<u64>, PluginError> {
+        let mut first = None;
+        for plugin in &mut self.0 {
+            if let Some(step) = plugin.first_missing_step(run, schedule)? {
+                first = Some(first.map_or(step, |f: u64| f.min(step)));
+            }
+        }
+        Ok(first)
+    }
+
+    fn on_create(&mut self, run: &RunLayout) -> Result<(), PluginError> {
+        self.0.iter_mut().try_for_each(|p| p.on_create(run))
+    }
+
+    fn on_start(&mut self, event: &StartEvent<'_>) -> Result<(), PluginError> {
+        self.0.iter_mut().try_for_each(|p| p.on_start(event))
+    }
+
+    fn on_checkpoint(&mut self, event: &CheckpointEvent<'_>) -> Result<(), PluginError> {
+        self.0.iter_mut().try_for_each(|p| p.on_checkpoint(event))
+    }
+
+    fn finish(&mut self) -> Result<(), PluginError> {
+        self.0.iter_mut().try_for_each(|p| p.finish())
+    }
+}

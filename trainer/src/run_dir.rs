@@ -41,6 +41,10 @@ pub struct Manifest {
     /// that hashes otherwise is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_sha256: Option<String>,
+    /// The task's attainable test accuracy where it has irreducible error
+    /// ([`crate::tasks::Task::attainable_accuracy`]), what the decision rule judges convergence against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attainable_accuracy: Option<f64>,
 }
 
 /// The run directory's own files, read and written with the types they hold (config, manifest); the paths

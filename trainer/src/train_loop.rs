@@ -144,6 +144,7 @@ pub fn train(
         device: job.device_name.clone(),
         probe_set_sha256: job.probe_set_sha256.clone(),
         dataset_sha256: task.dataset_sha256().map(str::to_owned),
+        attainable_accuracy: task.attainable_accuracy(),
     };
     let mut resumed_report = (0.0, None);
     let checkpoint_state = |step: u64, lr: f64, last_train_loss: Option<f32>| CheckpointState {

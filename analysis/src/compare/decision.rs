@@ -40,39 +40,47 @@ pub fn decide(runs: &[&RunSummary], config: &DecisionConfig) -> Decision {
 }
 
 /// Behavior converged: in every run, over the last `converged_span` of training, the accuracy stayed at or
-/// above `min_accuracy` and moved by at most `max_accuracy_change`.
+/// above `min_accuracy` of what the task allows (its attainable accuracy where it has irreducible error, else 1)
+/// and moved by at most `max_accuracy_change`.
 fn converged(runs: &[&RunSummary], c: &DecisionConfig) -> Criterion {
     let finals: Vec<_> = runs
         .iter()
         .filter_map(|r| r.final_behavior.as_ref())
         .collect();
-    let lowest = finals
+    // The run furthest below its own threshold, as (its lowest accuracy, its threshold).
+    let worst = finals
         .iter()
-        .map(|f| f.span_min)
-        .fold(f64::INFINITY, f64::min);
+        .map(|f| (f.span_min, c.min_accuracy * f.attainable.unwrap_or(1.0)))
+        .min_by(|a, b| (a.0 - a.1).total_cmp(&(b.0 - b.1)));
     let moved = finals
         .iter()
         .map(|f| f.span_max - f.span_min)
         .fold(0.0, f64::max);
+    let attainable = finals.iter().find_map(|f| f.attainable);
     Criterion {
         name: "behavior converged",
         passed: !runs.is_empty()
             && finals.len() == runs.len()
-            && lowest >= c.min_accuracy
+            && worst.is_some_and(|(lowest, threshold)| lowest >= threshold)
             && moved <= c.max_accuracy_change,
-        measured: if finals.is_empty() {
-            "no behavior recorded".into()
-        } else {
-            format!(
+        measured: match worst {
+            None => "no behavior recorded".into(),
+            Some((lowest, _)) => format!(
                 "lowest {} accuracy over the last {:.0}% of steps {lowest:.4}, largest change {moved:.4}",
                 finals[0].source,
                 c.converged_span * 100.0
-            )
+            ),
         },
-        threshold: format!(
-            "≥ {} and change ≤ {}",
-            c.min_accuracy, c.max_accuracy_change
-        ),
+        threshold: match (attainable, worst) {
+            (Some(a), Some((_, threshold))) => format!(
+                "≥ {} × the task's attainable accuracy {a:.4} = {threshold:.4}, and change ≤ {}",
+                c.min_accuracy, c.max_accuracy_change
+            ),
+            _ => format!(
+                "≥ {} and change ≤ {}",
+                c.min_accuracy, c.max_accuracy_change
+            ),
+        },
     }
 }
 
@@ -193,6 +201,7 @@ mod tests {
             birth_step: birth,
             final_behavior: Some(FinalBehavior {
                 source: "eval.test",
+                attainable: None,
                 accuracy: 1.0,
                 loss: 0.01,
                 span_from: 800,
@@ -285,5 +294,33 @@ mod tests {
         let mut runs = good();
         runs[1].final_behavior.as_mut().unwrap().span_min = 0.9;
         check(runs, "behavior converged");
+    }
+
+    #[test]
+    fn convergence_is_judged_against_what_the_task_allows() {
+        // A task whose best predictor reaches 0.6: a run steady at 0.55 has 0.55 ≥ 0.9 × 0.6 = 0.54.
+        let mut runs = vec![
+            run("a", Some(100), 2, 0.95),
+            run("b", Some(110), 2, 0.95),
+            run("c", Some(120), 2, 0.95),
+        ];
+        for r in &mut runs {
+            let f = r.final_behavior.as_mut().unwrap();
+            (f.attainable, f.span_min, f.span_max) = (Some(0.6), 0.55, 0.56);
+        }
+        let refs: Vec<&RunSummary> = runs.iter().collect();
+        let converged = &decide(&refs, &DecisionConfig::default()).criteria[0];
+        assert!(converged.passed, "{converged:?}");
+        assert!(converged.threshold.contains("= 0.5400"), "{converged:?}");
+        // 0.53 is below it; without the declared 0.6 even 0.55 is far below 0.9.
+        runs[2].final_behavior.as_mut().unwrap().span_min = 0.53;
+        let refs: Vec<&RunSummary> = runs.iter().collect();
+        assert!(!decide(&refs, &DecisionConfig::default()).criteria[0].passed);
+        for r in &mut runs {
+            r.final_behavior.as_mut().unwrap().attainable = None;
+            r.final_behavior.as_mut().unwrap().span_min = 0.55;
+        }
+        let refs: Vec<&RunSummary> = runs.iter().collect();
+        assert!(!decide(&refs, &DecisionConfig::default()).criteria[0].passed);
     }
 }

@@ -75,7 +75,10 @@ pub fn summarize(
     })?;
     let shares = ablation_shares(last);
     let birth = birth_window(&windows);
-    let behavior = final_behavior(&rows, config.converged_span);
+    let behavior = final_behavior(&rows, config.converged_span).map(|b| FinalBehavior {
+        attainable: manifest.attainable_accuracy,
+        ..b
+    });
     // The settling span: from the later of the birth window's end and the start of the span the behavior's
     // convergence is judged over, to the last checkpoint (docs/compare.md).
     let (stability, stability_note) = match birth {

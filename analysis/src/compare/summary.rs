@@ -17,6 +17,9 @@ pub struct FinalBehavior {
     pub source: &'static str,
     pub accuracy: f64,
     pub loss: f64,
+    /// The task's attainable accuracy where it has irreducible error (`run.json`; the Bayes-optimal
+    /// predictor's test accuracy), what convergence is judged against; absent, 1.
+    pub attainable: Option<f64>,
     /// First step of the span convergence is judged over (the last `span` of training).
     pub span_from: u64,
     /// Lowest and highest accuracy over that span.
@@ -45,6 +48,7 @@ pub fn final_behavior(rows: &[Row], span: f64) -> Option<FinalBehavior> {
     let (accuracy, loss) = *in_span.last()?;
     Some(FinalBehavior {
         source: if has_test { "eval.test" } else { "behavior" },
+        attainable: None,
         accuracy,
         loss,
         span_from,

@@ -2,7 +2,7 @@
 //! 2022) and the KL divergence to the in-context oracles of Markov-chain sequences (Edelman et al. 2024).
 
 use host::array::HostArray;
-use host::measure::ProgressMeasure;
+use host::measure::{ProgressMeasure, markov_oracles};
 
 /// Inputs of [`progress`]: `logits` is `[n, seq, vocab]`, `tokens` `[n, seq]`, `patterns` each layer's
 /// attention pattern `[n, head, q, k]`.
@@ -202,38 +202,6 @@ fn for_each_subset(n: usize, k: usize, visit: &mut impl FnMut(u64)) {
     }
 }
 
-/// The three predictors of Edelman et al. 2024 (§3, "in-context learning of Markov chains") for the token after
-/// `context`: uniform over the `states`; in-context unigram, q_j ∝ count of j in the context + α; in-context
-/// bigram, q_j ∝ count of transitions (last token → j) in the context + α. With α = 1 the bigram predictor is
-/// the Bayes posterior mean under the uniform Dirichlet prior the chains are drawn from (the optimal
-/// predictor), the unigram one the optimum among predictors that ignore order. Tokens outside `0..states`
-/// (a data-defined task's other symbols) are not counted.
-pub fn markov_oracles(context: &[u32], states: usize, alpha: f64) -> [Vec<f64>; 3] {
-    let uniform = vec![1.0 / states as f64; states];
-    let mut unigram = vec![alpha; states];
-    for &s in context {
-        if let Some(count) = unigram.get_mut(s as usize) {
-            *count += 1.0;
-        }
-    }
-    let mut bigram = vec![alpha; states];
-    if let Some(&last) = context.last() {
-        for pair in context.windows(2) {
-            if pair[0] == last
-                && let Some(count) = bigram.get_mut(pair[1] as usize)
-            {
-                *count += 1.0;
-            }
-        }
-    }
-    let normalize = |mut q: Vec<f64>| {
-        let total: f64 = q.iter().sum();
-        q.iter_mut().for_each(|v| *v /= total);
-        q
-    };
-    [uniform, normalize(unigram), normalize(bigram)]
-}
-
 /// KL(q ‖ p) = Σ_j q_j ln(q_j / p_j) in nats over the support of q (entries of `p` beyond `q`'s length are
 /// classes the oracle gives no mass).
 pub fn kl_divergence(q: &[f64], p: &[f64]) -> f64 {
@@ -314,19 +282,6 @@ mod tests {
         masks.sort();
         masks.dedup();
         assert_eq!(masks.len(), 10);
-    }
-
-    #[test]
-    fn oracles_of_a_hand_made_context() {
-        // Context 0 0 1 (2 states, α = 1): unigram counts (2, 1) → (3/5, 2/5); the last token 1 was never
-        // followed by anything → bigram (1/2, 1/2).
-        let [uniform, unigram, bigram] = markov_oracles(&[0, 0, 1], 2, 1.0);
-        assert_eq!(uniform, vec![0.5, 0.5]);
-        assert!((unigram[0] - 0.6).abs() < 1e-12 && (unigram[1] - 0.4).abs() < 1e-12);
-        assert!((bigram[0] - 0.5).abs() < 1e-12);
-        // Context 1 0 1 0 1: the last token 1 was followed by 0 twice → (2 + 1, 0 + 1) / 4 = (3/4, 1/4).
-        let [_, _, bigram] = markov_oracles(&[1, 0, 1, 0, 1], 2, 1.0);
-        assert!((bigram[0] - 0.75).abs() < 1e-12 && (bigram[1] - 0.25).abs() < 1e-12);
     }
 
     #[test]

@@ -231,6 +231,9 @@ pub struct LlcConfig {
     /// `formation llc` (the trajectory over saved checkpoints) spends at most this many SGLD steps per training
     /// step of the run: fewer draws first, then fewer checkpoints (docs/windows.md).
     pub trajectory_budget: f64,
+    /// With `train --analyze`: the trajectory estimated in the training loop, on the live weights, within this
+    /// budget (SGLD steps per training step, planned like `trajectory_budget`); absent: not in the loop.
+    pub in_loop: Option<f64>,
 }
 
 impl Default for LlcConfig {
@@ -244,6 +247,7 @@ impl Default for LlcConfig {
             burn_in: 0,
             seed: 0,
             trajectory_budget: 2.0,
+            in_loop: None,
         }
     }
 }
@@ -437,11 +441,15 @@ impl TryFrom<LlcConfig> for Checked<LlcConfig> {
                 "epsilon and nbeta must be positive, gamma not negative, chains and draws at least 1".into(),
             );
         }
-        if !(l.trajectory_budget > 0.0 && l.trajectory_budget.is_finite()) {
-            return invalid(
-                "llc.trajectory_budget",
-                format!("must be positive, got {}", l.trajectory_budget),
-            );
+        for (field, budget) in [
+            ("llc.trajectory_budget", Some(l.trajectory_budget)),
+            ("llc.in_loop", l.in_loop),
+        ] {
+            if let Some(b) = budget
+                && !(b > 0.0 && b.is_finite())
+            {
+                return invalid(field, format!("must be positive, got {b}"));
+            }
         }
         Ok(Checked(l))
     }

@@ -10,6 +10,7 @@ use super::{
     DataCursor, Examples, HeadDetector, Labeled, ProgressMeasure, Split, Task, stream_batch,
     stream_cursor, test_only,
 };
+use host::measure::markov_oracles;
 use host::rng::SplitMix64;
 
 pub struct MarkovChains {
@@ -124,6 +125,16 @@ impl Task for MarkovChains {
     fn head_detectors(&self) -> Vec<HeadDetector> {
         HeadDetector::ALL.to_vec()
     }
+    /// The in-context bigram predictor's accuracy on the test split: the Bayes predictor under the Dirichlet
+    /// prior the chains' rows are drawn from (Edelman et al. 2024, §3), so no model can do better on average.
+    fn attainable_accuracy(&self) -> Option<f64> {
+        Some(bigram_accuracy(
+            &self.test,
+            &self.answers,
+            self.states,
+            self.alpha,
+        ))
+    }
     fn progress_measures(&self) -> Vec<ProgressMeasure> {
         vec![ProgressMeasure::MarkovOracles {
             states: self.states,
@@ -163,9 +174,57 @@ impl Task for MarkovChains {
     }
 }
 
+/// Mean accuracy of the in-context bigram predictor over every answer position of `examples`: its predictive
+/// distribution's argmax, ties split evenly (a target among m tied maxima counts 1/m, the expected accuracy of
+/// a uniform choice among them).
+fn bigram_accuracy(examples: &Examples, answers: &[usize], states: usize, alpha: f64) -> f64 {
+    let mut total = 0.0;
+    for i in 0..examples.n {
+        let tokens = &examples.tokens[i * examples.seq_len..][..examples.seq_len];
+        for (j, &t) in answers.iter().enumerate() {
+            let [_, _, bigram] = markov_oracles(&tokens[..=t], states, alpha);
+            let target = examples.targets[i * examples.n_answers + j] as usize;
+            total += argmax_share(&bigram, target);
+        }
+    }
+    total / (examples.n * answers.len()).max(1) as f64
+}
+
+/// 1/m if `target` is among the m largest entries of `q` (ties), else 0.
+fn argmax_share(q: &[f64], target: usize) -> f64 {
+    let best = q.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let tied = q.iter().filter(|&&v| v == best).count();
+    if q.get(target) == Some(&best) {
+        1.0 / tied as f64
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bigram_predictor_is_right_where_the_context_has_seen_the_transition() {
+        // One sequence 0 1 0 1 over 2 states, α = 1, answers at positions 0, 1, 2 (targets 1, 0, 1).
+        // Position 0 (context 0): no transitions seen, bigram (1/2, 1/2): a tie, the target 1 counts 1/2.
+        // Position 1 (context 0 1): nothing followed 1 yet: a tie again, 1/2.
+        // Position 2 (context 0 1 0): 0 was followed by 1 once: (1, 2)/3, argmax 1 = target: 1.
+        // Mean (1/2 + 1/2 + 1) / 3 = 2/3.
+        let examples = Examples {
+            n: 1,
+            seq_len: 4,
+            tokens: vec![0, 1, 0, 1],
+            n_answers: 3,
+            targets: vec![1, 0, 1],
+            columns: Default::default(),
+        };
+        let accuracy = bigram_accuracy(&examples, &[0, 1, 2], 2, 1.0);
+        assert!((accuracy - 2.0 / 3.0).abs() < 1e-12, "{accuracy}");
+        assert_eq!(argmax_share(&[0.2, 0.4, 0.4], 1), 0.5);
+        assert_eq!(argmax_share(&[0.2, 0.4, 0.4], 0), 0.0);
+    }
 
     #[test]
     fn the_stationary_distribution_of_a_two_state_chain() {

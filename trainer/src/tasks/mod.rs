@@ -185,6 +185,13 @@ pub trait Task: Send + Sync {
     fn repeat_keys(&self) -> Option<RepeatKeys> {
         None
     }
+    /// The accuracy the Bayes-optimal predictor reaches on the test split, for a task whose answers are not all
+    /// determined by the input (irreducible error, as in-context Markov chains): the decision rule's "behavior
+    /// converged" asks for `[decision] min_accuracy` of it (docs/compare.md). `None` (the default): every
+    /// answer is determined by its input, or the task does not know; the threshold is `min_accuracy` itself.
+    fn attainable_accuracy(&self) -> Option<f64> {
+        None
+    }
     /// Everything the task declares for the analysis, in one value for the analysis plugin.
     fn declared(&self) -> Declared {
         Declared {

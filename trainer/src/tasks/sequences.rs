@@ -115,6 +115,9 @@ impl Task for Sequences {
             .as_ref()
             .map(|c| c.key.as_str())
     }
+    fn attainable_accuracy(&self) -> Option<f64> {
+        self.data.manifest.attainable_accuracy
+    }
     fn progress_measures(&self) -> Vec<super::ProgressMeasure> {
         self.data.manifest.progress.clone()
     }

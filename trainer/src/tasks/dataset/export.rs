@@ -103,6 +103,7 @@ pub fn export(
             .corrupted_key()
             .map(|key| Corruption { key: key.into() }),
         progress: task.progress_measures(),
+        attainable_accuracy: task.attainable_accuracy(),
     };
     let tmp = out.with_extension("partial");
     let write = |path: &Path, result: std::io::Result<()>| {

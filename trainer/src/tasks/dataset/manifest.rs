@@ -46,6 +46,11 @@ pub struct Manifest {
     /// `parity_fourier`, `markov_oracles`; default none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub progress: Vec<crate::tasks::ProgressMeasure>,
+    /// The best accuracy any predictor can reach on the test split, for a task with irreducible error (noisy
+    /// labels, random next tokens); in (0, 1]. The decision rule judges convergence against it
+    /// ([`crate::tasks::Task::attainable_accuracy`]); absent, against 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attainable_accuracy: Option<f64>,
 }
 
 /// Where a key position is: one index for every example, or a column of per-example indices.

@@ -173,6 +173,14 @@ fn check_manifest(
             return Err(field(name, "must be at least 1".into()));
         }
     }
+    if let Some(a) = m.attainable_accuracy
+        && !(a > 0.0 && a <= 1.0)
+    {
+        return Err(field(
+            "attainable_accuracy",
+            format!("must be in (0, 1], got {a}"),
+        ));
+    }
     if m.answer_positions.is_empty() {
         return Err(field(
             "answer_positions",
