@@ -1,9 +1,32 @@
-//! What crosses the bounded channel from the trainer thread to the sidecar: host arrays only.
+//! What crosses the bounded channel from the trainer thread to the sidecar (host arrays only: a snapshot of the
+//! weights), and what the sidecar's forwards make of it.
 
-use trainer::model::{HookName, HostArray};
+use std::collections::BTreeMap;
+
+use trainer::model::{HookName, HostArray, ModelDims};
 use trainer::train_loop::EvalRow;
 
-/// One checkpoint's captured activations and the trainer's view of that moment.
+use crate::forwards::Captured;
+
+/// One checkpoint as the trainer thread hands it over: a host copy of the live model's weights and the
+/// trainer's view of that moment.
+pub struct Snapshot {
+    pub step: u64,
+    pub tokens_seen: u64,
+    pub wall_s: f64,
+    pub lr: f64,
+    pub train_loss: Option<f32>,
+    pub eval: Option<EvalRow>,
+    /// The model's shape, for the sidecar's own copy of the model.
+    pub dims: ModelDims,
+    /// Every parameter by its TransformerLens state-dict name (small: these models have < 1M parameters).
+    pub params: BTreeMap<String, HostArray>,
+    /// Trainer time spent copying the weights, ms.
+    pub snapshot_ms: f64,
+}
+
+/// One checkpoint's captured activations and the trainer's view of that moment: what the metric families read,
+/// made by the sidecar from a [`Snapshot`] and its [`Captured`] forwards.
 pub struct CheckpointMessage {
     pub step: u64,
     pub tokens_seen: u64,
@@ -13,15 +36,37 @@ pub struct CheckpointMessage {
     pub eval: Option<EvalRow>,
     /// Full host copies of the hooks the metrics and the store need (see [`crate::selection::needed`]).
     pub hooks: Vec<(HookName, HostArray)>,
-    /// Every parameter by its TransformerLens state-dict name (small: these models have < 1M parameters).
-    pub params: std::collections::BTreeMap<String, HostArray>,
-    /// Mean-ablation Δloss of every head and MLP block (SPEC §5C/§5D), computed on the trainer side.
+    /// Every parameter by its TransformerLens state-dict name.
+    pub params: BTreeMap<String, HostArray>,
+    /// Mean-ablation Δloss of every head and MLP block (SPEC §5C/§5D).
     pub ablation: Option<trainer::model::AblationLosses>,
     /// The last MLP's neurons and the logits at `=` over every input of the task's Fourier grid
     /// (`[analysis] fourier_progress`).
     pub grid: Option<GridCapture>,
+    pub snapshot_ms: f64,
     pub capture_ms: f64,
     pub ablation_ms: f64,
+}
+
+impl CheckpointMessage {
+    /// `snapshot` with the forwards `captured` from its weights.
+    pub fn new(snapshot: Snapshot, captured: Captured) -> Self {
+        Self {
+            step: snapshot.step,
+            tokens_seen: snapshot.tokens_seen,
+            wall_s: snapshot.wall_s,
+            lr: snapshot.lr,
+            train_loss: snapshot.train_loss,
+            eval: snapshot.eval,
+            hooks: captured.hooks,
+            params: captured.params,
+            ablation: captured.ablation,
+            grid: captured.grid,
+            snapshot_ms: snapshot.snapshot_ms,
+            capture_ms: captured.capture_ms,
+            ablation_ms: captured.ablation_ms,
+        }
+    }
 }
 
 /// A forward over all p² inputs of a Fourier grid (a-major), at the `=` position only.
@@ -54,14 +99,14 @@ pub struct StoredArray {
 /// The sidecar's private message enum: a checkpoint, the report of its send (always right behind it), or the
 /// explicit end.
 pub(crate) enum Message {
-    Checkpoint(Box<CheckpointMessage>),
+    Checkpoint(Box<Snapshot>),
     Sent(SendStats),
     End,
 }
 
 /// A message of `captured` at `step` with no training context (tests).
 #[cfg(test)]
-pub(crate) fn test_message(step: u64, captured: crate::plugin::Captured) -> CheckpointMessage {
+pub(crate) fn test_message(step: u64, captured: Captured) -> CheckpointMessage {
     CheckpointMessage {
         step,
         tokens_seen: 0,
@@ -73,6 +118,7 @@ pub(crate) fn test_message(step: u64, captured: crate::plugin::Captured) -> Chec
         params: captured.params,
         ablation: captured.ablation,
         grid: None,
+        snapshot_ms: 0.0,
         capture_ms: 0.0,
         ablation_ms: 0.0,
     }

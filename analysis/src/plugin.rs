@@ -1,8 +1,8 @@
-//! The checkpoint plugin of `--analyze`: on the trainer thread it runs one capture forward over the probe set
-//! on the live model (an inference view, no reload) and the mean-ablation forwards that start from it, copies
-//! what the metrics need to host memory and sends it to the sidecar. Everything else happens on the sidecar.
+//! The checkpoint plugin of `--analyze`: on the trainer thread it only takes a snapshot of the live model's
+//! weights (a host copy, no reload) and sends it to the sidecar, which runs the capture and ablation forwards on
+//! its own copy of the model ([`crate::forwards`]) and everything after them. The trainer waits for the copy
+//! and, when the channel is full, for room in it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -11,14 +11,13 @@ use burn::module::Module;
 use burn::prelude::*;
 use host::layout::RunLayout;
 use probes::ProbeSet;
-use trainer::config::{AnalysisConfig, Checked, OnError, StoreItem};
-use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transformer, int_tensor};
+use trainer::config::{AnalysisConfig, Checked, OnError};
 use trainer::plugin::{CheckpointEvent, CheckpointPlugin, PluginError, StartEvent};
 use trainer::tasks::Declared;
 
 use crate::error::AnalysisError;
-use crate::message::{CheckpointMessage, GridCapture};
-use crate::selection::needed;
+use crate::forwards::host_parameters;
+use crate::message::Snapshot;
 use crate::sidecar::{Sidecar, SidecarSetup};
 use crate::sinks::hdf5::{read_stored_step, stored_step_readable};
 use crate::sinks::jsonl::committed_steps;
@@ -29,9 +28,8 @@ pub struct AnalyzePlugin {
     config: Checked<AnalysisConfig>,
     probe: Arc<ProbeSet>,
     declared: Declared,
-    inputs: ProbeInputs,
-    /// Every input of the task's Fourier grid on the device, [p², seq] (`[analysis] fourier_progress`).
-    grid: Option<Tensor<2, Int>>,
+    /// The plain (non-autodiff) device the sidecar runs its forwards on.
+    device: Device,
     sidecar: Option<Sidecar>,
     /// Queue depth after the last send, for the progress display.
     depth: Arc<AtomicUsize>,
@@ -47,21 +45,11 @@ impl AnalyzePlugin {
         declared: Declared,
         device: &Device,
     ) -> Self {
-        let inputs = ProbeInputs::new(&probe, config.ablation_size, device);
-        let grid = declared
-            .fourier_grid
-            .as_ref()
-            .filter(|_| config.fourier_progress)
-            .map(|g| {
-                let device = device.clone().without_autodiff();
-                int_tensor(&g.inputs, g.p * g.p, g.seq_len, &device)
-            });
         Self {
             config,
             probe: Arc::new(probe),
             declared,
-            inputs,
-            grid,
+            device: device.clone().without_autodiff(),
             sidecar: None,
             depth: Arc::new(AtomicUsize::new(0)),
             disabled: false,
@@ -87,142 +75,6 @@ impl AnalyzePlugin {
             }
         }
     }
-}
-
-/// The probe set on the device the model runs on.
-pub struct ProbeInputs {
-    /// [n, seq]
-    tokens: Tensor<2, Int>,
-    /// Correct token at each answer position, [n, answers].
-    targets: Tensor<2, Int>,
-    answers: Vec<usize>,
-    /// The examples the ablation losses are measured on (`None`: all).
-    ablation_rows: Option<Tensor<1, Int>>,
-}
-
-impl ProbeInputs {
-    /// `device` is the plain (non-autodiff) device the model trains on.
-    pub fn new(probe: &ProbeSet, ablation_size: Option<usize>, device: &Device) -> Self {
-        let device = device.clone().without_autodiff();
-        let e = &probe.examples;
-        // Evenly spaced, so that every source split of the probe set is represented.
-        let ablation_rows = ablation_size.filter(|&size| size < e.n).map(|size| {
-            let rows: Vec<i64> = (0..size).map(|i| (i * e.n / size) as i64).collect();
-            Tensor::from_data(TensorData::new(rows, [size]), &device)
-        });
-        Self {
-            tokens: int_tensor(&e.tokens, e.n, e.seq_len, &device),
-            targets: int_tensor(&e.targets, e.n, e.n_answers, &device),
-            answers: probe.answer_positions.clone(),
-            ablation_rows,
-        }
-    }
-}
-
-/// What the trainer thread computes for one checkpoint: host copies of the needed hooks and parameters, and the
-/// mean-ablation losses (when asked for).
-pub struct Captured {
-    pub hooks: Vec<(HookName, HostArray)>,
-    pub params: BTreeMap<String, HostArray>,
-    pub ablation: Option<AblationLosses>,
-    pub capture_ms: f64,
-    pub ablation_ms: f64,
-}
-
-/// One capture forward over the probe set on an inference view of the live model, the ablation forwards that
-/// start from it (if `ablate`), and the copies to host: everything the trainer thread pays for one checkpoint.
-pub fn capture(
-    model: &Transformer,
-    inputs: &ProbeInputs,
-    store: &[StoreItem],
-    ablate: bool,
-    step: u64,
-) -> Result<Captured, AnalysisError> {
-    let start = Instant::now();
-    let model = model.valid();
-    let capture = model.capture(inputs.tokens.clone());
-    let n_layers = model.dims.n_layers;
-    let mut hooks = vec![];
-    for (name, tensor) in capture.hooks() {
-        if needed(store, name, n_layers) {
-            let array = match tensor {
-                HookTensor::Rank3(t) => trainer::model::to_host(t.clone()),
-                HookTensor::Rank4(t) => trainer::model::to_host(t.clone()),
-            };
-            hooks.push((
-                name,
-                array.map_err(|source| AnalysisError::Host { step, source })?,
-            ));
-        }
-    }
-    let params = trainer::export::named_parameters(&model)
-        .into_iter()
-        .map(|(name, (shape, data))| (name, HostArray { shape, data }))
-        .collect();
-    let capture_ms = start.elapsed().as_secs_f64() * 1e3;
-    let start = Instant::now();
-    let answers = model.answer_queries(&inputs.answers, &inputs.tokens.device());
-    let ablation = ablate
-        .then(|| {
-            model.mean_ablation(
-                &capture,
-                &inputs.targets,
-                &answers,
-                inputs.ablation_rows.as_ref(),
-            )
-        })
-        .transpose()
-        .map_err(|source| AnalysisError::Host { step, source })?;
-    Ok(Captured {
-        hooks,
-        params,
-        ablation,
-        capture_ms,
-        ablation_ms: start.elapsed().as_secs_f64() * 1e3,
-    })
-}
-
-/// Grid inputs per forward: bounds the memory of the capture over all p² inputs (12 769 at p = 113).
-const GRID_CHUNK: usize = 4096;
-
-/// The last MLP's `hook_post` and the logits at the last position (`=` of `a b =`) over every input of the
-/// Fourier grid `tokens` [p², seq]; `None` for a model without MLPs.
-fn grid_capture(
-    model: &Transformer,
-    tokens: &Tensor<2, Int>,
-    step: u64,
-) -> Result<Option<GridCapture>, AnalysisError> {
-    let model = model.valid();
-    let dims = &model.dims;
-    if dims.d_mlp.is_none() || dims.n_layers == 0 {
-        return Ok(None);
-    }
-    let [n, seq] = tokens.dims();
-    let (last, eq) = (dims.n_layers - 1, seq - 1);
-    let host = |t: Tensor<3>| -> Result<HostArray, AnalysisError> {
-        let [rows, _, width] = t.dims();
-        let array = trainer::model::to_host(t.slice(s![.., eq..eq + 1, ..]).reshape([rows, width]))
-            .map_err(|source| AnalysisError::Host { step, source })?;
-        Ok(array)
-    };
-    let (mut mlp_post, mut logits) = (HostArray::default(), HostArray::default());
-    for start in (0..n).step_by(GRID_CHUNK) {
-        let end = (start + GRID_CHUNK).min(n);
-        let captured = model.capture(tokens.clone().slice(s![start..end, ..]));
-        for (name, tensor) in captured.hooks() {
-            let into = match name {
-                HookName::MlpPost(l) if l == last => &mut mlp_post,
-                HookName::Logits => &mut logits,
-                _ => continue,
-            };
-            if let HookTensor::Rank3(t) = tensor {
-                let part = host(t.clone())?;
-                into.shape = vec![end, part.shape[1]];
-                into.data.extend(part.data);
-            }
-        }
-    }
-    Ok(Some(GridCapture { mlp_post, logits }))
 }
 
 impl CheckpointPlugin for AnalyzePlugin {
@@ -288,6 +140,7 @@ impl CheckpointPlugin for AnalyzePlugin {
             probe: self.probe.clone(),
             config: self.config.clone(),
             declared: self.declared.clone(),
+            device: self.device.clone(),
             start_step: event.start_step,
         };
         self.sidecar = Some(Sidecar::spawn(setup, self.config.queue)?);
@@ -298,40 +151,18 @@ impl CheckpointPlugin for AnalyzePlugin {
         if self.disabled {
             return Ok(());
         }
-        let captured = match capture(
-            event.model,
-            &self.inputs,
-            &self.config.store,
-            true,
-            event.step,
-        ) {
-            Ok(captured) => captured,
-            Err(e) => return self.fail(event.step, e),
-        };
         let start = Instant::now();
-        let grid = match self
-            .grid
-            .as_ref()
-            .map(|g| grid_capture(event.model, g, event.step))
-        {
-            Some(Ok(grid)) => grid,
-            Some(Err(e)) => return self.fail(event.step, e),
-            None => None,
-        };
-        let capture_ms = captured.capture_ms + start.elapsed().as_secs_f64() * 1e3;
-        let message = CheckpointMessage {
+        let model = event.model.valid();
+        let message = Snapshot {
             step: event.step,
             tokens_seen: event.tokens_seen,
             wall_s: event.wall_s,
             lr: event.lr,
             train_loss: event.train_loss,
             eval: event.eval.cloned(),
-            hooks: captured.hooks,
-            params: captured.params,
-            ablation: captured.ablation,
-            grid,
-            capture_ms,
-            ablation_ms: captured.ablation_ms,
+            dims: model.dims.clone(),
+            params: host_parameters(&model),
+            snapshot_ms: start.elapsed().as_secs_f64() * 1e3,
         };
         let Some(sidecar) = self.sidecar.as_mut() else {
             return self.fail(

@@ -153,10 +153,14 @@ pub type Residual3 = BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
-    /// Trainer thread: capture forward over the probe set and the copy to host.
+    /// Sidecar thread: capture forward over the probe set (and the Fourier grid's) and the copy to host.
     pub capture_ms: f64,
-    /// Trainer thread: the mean-ablation forwards.
+    /// Sidecar thread: the mean-ablation forwards.
     pub ablation_ms: f64,
+    /// Trainer thread: copying the weights to host memory (the snapshot the sidecar's forwards run on). Absent
+    /// in rows written before the forwards moved to the sidecar (then they ran on the trainer thread).
+    #[serde(default)]
+    pub snapshot_ms: f64,
     /// Trainer thread: waiting for room in the bounded channel (backpressure).
     pub queue_ms: f64,
     /// Messages waiting in the channel right after this one was sent (0: the sidecar had already taken it).

@@ -1,6 +1,7 @@
 //! The sidecar thread: opens its own sinks and restores its own previous-checkpoint state ([`SidecarSetup`]),
-//! then receives [`CheckpointMessage`]s over a bounded channel, computes every metric from host arrays
-//! ([`Analyzer`]), writes the arrays to HDF5 and then the row to JSONL. It owns everything it carries between
+//! then receives [`Snapshot`]s of the weights over a bounded channel, runs the capture and ablation forwards on
+//! its own copy of the model ([`Forwards`]), computes every metric from host arrays ([`Analyzer`]), writes the
+//! arrays to HDF5 and then the row to JSONL. It owns everything it carries between
 //! checkpoints. Dropping the handle sends the end message and joins; [`Sidecar::finish`] does the same and
 //! returns the thread's result.
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use burn::prelude::Device;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use host::jsonl::JsonlWriter;
 use host::layout::RunLayout;
@@ -17,7 +19,8 @@ use trainer::tasks::Declared;
 
 use crate::analyzer::{Analyzer, Previous};
 use crate::error::AnalysisError;
-use crate::message::{CheckpointMessage, Message, SendStats};
+use crate::forwards::Forwards;
+use crate::message::{CheckpointMessage, Message, SendStats, Snapshot};
 use crate::row::Timing;
 use crate::sinks::hdf5::ActivationStore;
 use crate::sinks::jsonl::{last_row, read_rows};
@@ -33,12 +36,15 @@ pub struct SidecarSetup {
     pub config: Checked<AnalysisConfig>,
     /// What the task declares for the analysis ([`trainer::tasks::Task::declared`]).
     pub declared: Declared,
+    /// The plain (non-autodiff) device the forwards run on.
+    pub device: Device,
     /// The first step this process analyzes: rows and step files from here on are written again.
     pub start_step: u64,
 }
 
 /// What the sidecar thread owns.
 struct SidecarState {
+    forwards: Forwards,
     analyzer: Analyzer,
     jsonl: JsonlWriter,
     store: ActivationStore,
@@ -80,6 +86,7 @@ impl SidecarSetup {
             }
             None => None,
         };
+        let forwards = Forwards::new(&self.probe, &self.config, &self.declared, &self.device);
         let analyzer = Analyzer::new(
             self.run_id,
             self.probe,
@@ -88,6 +95,7 @@ impl SidecarSetup {
             previous,
         );
         Ok(SidecarState {
+            forwards,
             analyzer,
             jsonl,
             store,
@@ -140,7 +148,7 @@ impl Sidecar {
     }
 
     /// Sends one checkpoint, waiting while the channel is full, then the report of that send. Returns it.
-    pub fn send(&mut self, message: CheckpointMessage) -> Result<SendStats, AnalysisError> {
+    pub fn send(&mut self, message: Snapshot) -> Result<SendStats, AnalysisError> {
         let start = Instant::now();
         let sent = self
             .sender
@@ -214,13 +222,15 @@ fn run(mut state: SidecarState, receiver: Receiver<Message>) -> Result<(), Analy
     Ok(())
 }
 
-/// Metrics, arrays, then the row: the row is the commit point of a checkpoint's analysis. The report of the
-/// checkpoint's send, right behind it in the channel, completes the row's timing.
+/// Forwards, metrics, arrays, then the row: the row is the commit point of a checkpoint's analysis. The report
+/// of the checkpoint's send, right behind it in the channel, completes the row's timing.
 fn process(
     state: &mut SidecarState,
-    message: CheckpointMessage,
+    snapshot: Snapshot,
     receiver: &Receiver<Message>,
 ) -> Result<(), AnalysisError> {
+    let captured = state.forwards.run(&snapshot)?;
+    let message = CheckpointMessage::new(snapshot, captured);
     let start = Instant::now();
     let mut analysis = state.analyzer.analyze(&message)?;
     let store_start = Instant::now();
@@ -238,6 +248,7 @@ fn process(
         }
     };
     analysis.row.timing = Timing {
+        snapshot_ms: message.snapshot_ms,
         capture_ms: message.capture_ms,
         ablation_ms: message.ablation_ms,
         queue_ms: sent.queue_ms,
@@ -262,24 +273,24 @@ mod tests {
     use trainer::model::{ModelDims, Transformer};
     use trainer::tasks::{ModularAddition, Task};
 
-    use crate::message::test_message;
-    use crate::plugin::{ProbeInputs, capture};
+    use crate::forwards::host_parameters;
 
-    /// A real checkpoint message of a tiny freshly initialized model (seeded by `step`).
-    fn message(step: u64, probe: &ProbeSet) -> CheckpointMessage {
+    /// A snapshot of a tiny freshly initialized model (seeded by `step`), as the plugin takes one.
+    fn message(step: u64) -> Snapshot {
         let config = Config::parse(include_str!("../../examples/ci.toml")).unwrap();
         let task = ModularAddition::new(5, 0.5, 0);
-        let device = Device::flex();
-        let model = Transformer::new(&ModelDims::new(&config, &task), step, &device);
-        let captured = capture(
-            &model,
-            &ProbeInputs::new(probe, None, &device),
-            &[],
-            true,
+        let model = Transformer::new(&ModelDims::new(&config, &task), step, &Device::flex());
+        Snapshot {
             step,
-        )
-        .unwrap();
-        test_message(step, captured)
+            tokens_seen: 0,
+            wall_s: 0.0,
+            lr: 0.0,
+            train_loss: None,
+            eval: None,
+            dims: model.dims.clone(),
+            params: host_parameters(&model),
+            snapshot_ms: 0.0,
+        }
     }
 
     fn spawn(dir: &std::path::Path, probe: &Arc<ProbeSet>) -> Sidecar {
@@ -290,6 +301,7 @@ mod tests {
             probe: probe.clone(),
             config: Checked::default(),
             declared: Declared::default(),
+            device: Device::flex(),
             start_step: 0,
         };
         Sidecar::spawn(setup, 2).unwrap()
@@ -307,7 +319,7 @@ mod tests {
         let probe = Arc::new(ProbeSet::generate(&task as &dyn Task, 10, 0));
         let mut sidecar = spawn(dir.path(), &probe);
         for step in [0, 1, 2, 4, 8] {
-            sidecar.send(message(step, &probe)).unwrap();
+            sidecar.send(message(step)).unwrap();
         }
         sidecar.finish().unwrap();
         assert_eq!(rows(dir.path()), vec![0, 1, 2, 4, 8]);
@@ -325,7 +337,7 @@ mod tests {
         std::fs::write(&activations, b"not a directory").unwrap();
         let mut error = None;
         for step in 0..10 {
-            if let Err(e) = sidecar.send(message(step, &probe)) {
+            if let Err(e) = sidecar.send(message(step)) {
                 error = Some(e);
                 break;
             }

@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
 
 use crate::config::{Activation, Normalization};
+use crate::error::ForwardError;
 use crate::model::{Transformer, int_tensor};
 use crate::tasks::Examples;
+use host::array::HostArray;
 
 /// Every float parameter of a module, keyed by its dotted path, as (shape, row-major values).
 pub fn named_parameters<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
@@ -51,6 +53,56 @@ pub fn parameters_in_order<M: Module>(module: &M) -> Vec<(String, Vec<usize>, Ve
     };
     module.visit(&mut collect);
     collect.out
+}
+
+/// `module` with every float parameter replaced by the array of its dotted path in `params` (the inverse of
+/// [`named_parameters`]), on `device`: how a snapshot of the weights becomes a model again without reading a
+/// checkpoint. A path `params` lacks, or an array of another shape, is an error naming it.
+pub fn with_parameters<M: Module>(
+    module: M,
+    params: &BTreeMap<String, HostArray>,
+    device: &Device,
+) -> Result<M, ForwardError> {
+    struct Set<'a> {
+        path: Vec<String>,
+        params: &'a BTreeMap<String, HostArray>,
+        device: &'a Device,
+        missing: Option<String>,
+    }
+    impl ModuleMapper for Set<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_owned());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let path = self.path.join(".");
+            let shape = param.val().dims();
+            match self.params.get(&path) {
+                Some(array) if array.shape == shape => {
+                    Param::from_data(TensorData::new(array.data.clone(), shape), self.device)
+                }
+                _ => {
+                    self.missing.get_or_insert(path);
+                    param
+                }
+            }
+        }
+    }
+    let mut set = Set {
+        path: vec![],
+        params,
+        device,
+        missing: None,
+    };
+    let module = module.map(&mut set);
+    match set.missing {
+        None => Ok(module),
+        Some(path) => Err(ForwardError::NoSuchPart(format!(
+            "the weights have no parameter `{path}` of the model's shape"
+        ))),
+    }
 }
 
 /// The `HookedTransformerConfig` fields that make TransformerLens build this exact model.
@@ -208,5 +260,28 @@ mod tests {
             "{:?}",
             params.keys().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_model_rebuilt_from_its_named_parameters_is_the_same_model() {
+        let config = crate::config::Config::parse(include_str!("../../examples/ci.toml")).unwrap();
+        let task = crate::tasks::ModularAddition::new(5, 0.5, 0);
+        let dims = ModelDims::new(&config, &task);
+        let device = crate::test_device();
+        let (trained, fresh) = (
+            Transformer::new(&dims, 1, &device),
+            Transformer::new(&dims, 2, &device),
+        );
+        let params: BTreeMap<String, HostArray> = named_parameters(&trained)
+            .into_iter()
+            .map(|(name, (shape, data))| (name, HostArray { shape, data }))
+            .collect();
+        let rebuilt = with_parameters(fresh, &params, &device).unwrap();
+        assert_eq!(named_parameters(&rebuilt), named_parameters(&trained));
+        // A snapshot missing a parameter is an error naming it.
+        let mut partial = params.clone();
+        partial.remove("unembed.W_U");
+        let error = with_parameters(rebuilt, &partial, &device).unwrap_err();
+        assert!(error.to_string().contains("`unembed.W_U`"), "{error}");
     }
 }

@@ -372,8 +372,8 @@ mod tests {
     use trainer::model::{ModelDims, Transformer};
     use trainer::tasks::{Induction, Task};
 
+    use crate::forwards::{ProbeInputs, capture};
     use crate::message::test_message;
-    use crate::plugin::{ProbeInputs, capture};
 
     fn param<const D: usize>(
         values: Vec<f32>,

@@ -15,8 +15,8 @@ use super::llc_model::checkpoint_llc;
 use super::{corrupted_tokens, fourier_report, logit_lens_report, patching_report};
 use crate::analyzer::readout;
 use crate::error::AnalysisError;
+use crate::forwards::{ProbeInputs, capture};
 use crate::metrics::attribution::neuron_attribution;
-use crate::plugin::{ProbeInputs, capture};
 
 /// Neurons per localized block whose ablation `neurons` measures (the largest |direct logit attribution|).
 const TOP_NEURONS: usize = 32;

@@ -1,0 +1,217 @@
+//! The forwards of one checkpoint's analysis, run by the sidecar thread on its own copy of the model loaded from
+//! the trainer's snapshot of the weights (no checkpoint is read): one capture forward over the probe set, the
+//! mean-ablation forwards that start from it, the Fourier grid's forward when asked for, and the copies to host.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::prelude::*;
+use probes::ProbeSet;
+use trainer::config::{AnalysisConfig, StoreItem};
+use trainer::export::{named_parameters, with_parameters};
+use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transformer, int_tensor};
+use trainer::tasks::Declared;
+
+use crate::error::AnalysisError;
+use crate::message::{GridCapture, Snapshot};
+use crate::selection::needed;
+
+/// Every parameter of `model` by its TransformerLens state-dict name, as host arrays: the snapshot the trainer
+/// hands over.
+pub fn host_parameters(model: &Transformer) -> BTreeMap<String, HostArray> {
+    named_parameters(model)
+        .into_iter()
+        .map(|(name, (shape, data))| (name, HostArray { shape, data }))
+        .collect()
+}
+
+/// The sidecar's forwards: the probe set and the Fourier grid on its device, and the model the snapshots are
+/// loaded into.
+pub struct Forwards {
+    device: Device,
+    inputs: ProbeInputs,
+    /// Every input of the task's Fourier grid, [p², seq] (`[analysis] fourier_progress`).
+    grid: Option<Tensor<2, Int>>,
+    store: Vec<StoreItem>,
+    /// Built from the first snapshot's shape, then reloaded with each snapshot's weights.
+    model: Option<Transformer>,
+}
+
+impl Forwards {
+    /// `device` is a plain (non-autodiff) device.
+    pub fn new(
+        probe: &ProbeSet,
+        config: &AnalysisConfig,
+        declared: &Declared,
+        device: &Device,
+    ) -> Self {
+        let grid = declared
+            .fourier_grid
+            .as_ref()
+            .filter(|_| config.fourier_progress)
+            .map(|g| int_tensor(&g.inputs, g.p * g.p, g.seq_len, device));
+        Self {
+            device: device.clone(),
+            inputs: ProbeInputs::new(probe, config.ablation_size, device),
+            grid,
+            store: config.store.clone(),
+            model: None,
+        }
+    }
+
+    /// The forwards of `snapshot`'s weights.
+    pub fn run(&mut self, snapshot: &Snapshot) -> Result<Captured, AnalysisError> {
+        let step = snapshot.step;
+        let template = match self.model.take() {
+            Some(model) => model,
+            None => Transformer::new(&snapshot.dims, 0, &self.device),
+        };
+        let model = with_parameters(template, &snapshot.params, &self.device)
+            .map_err(|source| AnalysisError::Host { step, source })?;
+        let mut captured = capture(&model, &self.inputs, &self.store, true, step)?;
+        let start = Instant::now();
+        captured.grid = match &self.grid {
+            Some(tokens) => grid_capture(&model, tokens, step)?,
+            None => None,
+        };
+        captured.capture_ms += start.elapsed().as_secs_f64() * 1e3;
+        self.model = Some(model);
+        Ok(captured)
+    }
+}
+
+/// The probe set on the device the model runs on.
+pub struct ProbeInputs {
+    /// [n, seq]
+    tokens: Tensor<2, Int>,
+    /// Correct token at each answer position, [n, answers].
+    targets: Tensor<2, Int>,
+    answers: Vec<usize>,
+    /// The examples the ablation losses are measured on (`None`: all).
+    ablation_rows: Option<Tensor<1, Int>>,
+}
+
+impl ProbeInputs {
+    /// `device` is the plain (non-autodiff) device the model trains on.
+    pub fn new(probe: &ProbeSet, ablation_size: Option<usize>, device: &Device) -> Self {
+        let device = device.clone().without_autodiff();
+        let e = &probe.examples;
+        // Evenly spaced, so that every source split of the probe set is represented.
+        let ablation_rows = ablation_size.filter(|&size| size < e.n).map(|size| {
+            let rows: Vec<i64> = (0..size).map(|i| (i * e.n / size) as i64).collect();
+            Tensor::from_data(TensorData::new(rows, [size]), &device)
+        });
+        Self {
+            tokens: int_tensor(&e.tokens, e.n, e.seq_len, &device),
+            targets: int_tensor(&e.targets, e.n, e.n_answers, &device),
+            answers: probe.answer_positions.clone(),
+            ablation_rows,
+        }
+    }
+}
+
+/// What the forwards give for one checkpoint: host copies of the needed hooks and parameters, the
+/// mean-ablation losses (when asked for) and the Fourier grid's forward (when asked for).
+pub struct Captured {
+    pub hooks: Vec<(HookName, HostArray)>,
+    pub params: BTreeMap<String, HostArray>,
+    pub ablation: Option<AblationLosses>,
+    pub grid: Option<GridCapture>,
+    pub capture_ms: f64,
+    pub ablation_ms: f64,
+}
+
+/// One capture forward over the probe set on an inference view of `model`, the ablation forwards that start
+/// from it (if `ablate`), and the copies to host.
+pub fn capture(
+    model: &Transformer,
+    inputs: &ProbeInputs,
+    store: &[StoreItem],
+    ablate: bool,
+    step: u64,
+) -> Result<Captured, AnalysisError> {
+    let start = Instant::now();
+    let model = model.valid();
+    let capture = model.capture(inputs.tokens.clone());
+    let n_layers = model.dims.n_layers;
+    let mut hooks = vec![];
+    for (name, tensor) in capture.hooks() {
+        if needed(store, name, n_layers) {
+            let array = match tensor {
+                HookTensor::Rank3(t) => trainer::model::to_host(t.clone()),
+                HookTensor::Rank4(t) => trainer::model::to_host(t.clone()),
+            };
+            hooks.push((
+                name,
+                array.map_err(|source| AnalysisError::Host { step, source })?,
+            ));
+        }
+    }
+    let params = host_parameters(&model);
+    let capture_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    let answers = model.answer_queries(&inputs.answers, &inputs.tokens.device());
+    let ablation = ablate
+        .then(|| {
+            model.mean_ablation(
+                &capture,
+                &inputs.targets,
+                &answers,
+                inputs.ablation_rows.as_ref(),
+            )
+        })
+        .transpose()
+        .map_err(|source| AnalysisError::Host { step, source })?;
+    Ok(Captured {
+        hooks,
+        params,
+        ablation,
+        grid: None,
+        capture_ms,
+        ablation_ms: start.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// Grid inputs per forward: bounds the memory of the capture over all p² inputs (12 769 at p = 113).
+const GRID_CHUNK: usize = 4096;
+
+/// The last MLP's `hook_post` and the logits at the last position (`=` of `a b =`) over every input of the
+/// Fourier grid `tokens` [p², seq]; `None` for a model without MLPs.
+fn grid_capture(
+    model: &Transformer,
+    tokens: &Tensor<2, Int>,
+    step: u64,
+) -> Result<Option<GridCapture>, AnalysisError> {
+    let model = model.valid();
+    let dims = &model.dims;
+    if dims.d_mlp.is_none() || dims.n_layers == 0 {
+        return Ok(None);
+    }
+    let [n, seq] = tokens.dims();
+    let (last, eq) = (dims.n_layers - 1, seq - 1);
+    let host = |t: Tensor<3>| -> Result<HostArray, AnalysisError> {
+        let [rows, _, width] = t.dims();
+        let array = trainer::model::to_host(t.slice(s![.., eq..eq + 1, ..]).reshape([rows, width]))
+            .map_err(|source| AnalysisError::Host { step, source })?;
+        Ok(array)
+    };
+    let (mut mlp_post, mut logits) = (HostArray::default(), HostArray::default());
+    for start in (0..n).step_by(GRID_CHUNK) {
+        let end = (start + GRID_CHUNK).min(n);
+        let captured = model.capture(tokens.clone().slice(s![start..end, ..]));
+        for (name, tensor) in captured.hooks() {
+            let into = match name {
+                HookName::MlpPost(l) if l == last => &mut mlp_post,
+                HookName::Logits => &mut logits,
+                _ => continue,
+            };
+            if let HookTensor::Rank3(t) = tensor {
+                let part = host(t.clone())?;
+                into.shape = vec![end, part.shape[1]];
+                into.data.extend(part.data);
+            }
+        }
+    }
+    Ok(Some(GridCapture { mlp_post, logits }))
+}
