@@ -62,7 +62,7 @@ impl Forwards {
 
     /// The forwards of `snapshot`'s weights.
     pub fn run(&mut self, snapshot: &Snapshot) -> Result<Captured, AnalysisError> {
-        let step = snapshot.step;
+        let step = snapshot.moment.step;
         let template = match self.model.take() {
             Some(model) => model,
             None => Transformer::new(&snapshot.dims, 0, &self.device),

@@ -8,15 +8,41 @@ use trainer::train_loop::EvalRow;
 
 use crate::forwards::Captured;
 
+/// The trainer's view of the moment of a checkpoint: what the row says about training itself.
+#[derive(Debug, Clone)]
+pub struct Moment {
+    /// Optimizer updates done so far.
+    pub step: u64,
+    pub tokens_seen: u64,
+    /// Seconds since this process started training.
+    pub wall_s: f64,
+    /// Learning rate of the update that produced this step.
+    pub lr: f64,
+    /// Mean training loss of the last logged step at or before this one.
+    pub train_loss: Option<f32>,
+    /// Full-split evaluation, on `eval.every` checkpoints and the last one.
+    pub eval: Option<EvalRow>,
+}
+
+#[cfg(test)]
+impl Moment {
+    /// `step` with no training context (tests).
+    pub(crate) fn bare(step: u64) -> Self {
+        Self {
+            step,
+            tokens_seen: 0,
+            wall_s: 0.0,
+            lr: 0.0,
+            train_loss: None,
+            eval: None,
+        }
+    }
+}
+
 /// One checkpoint as the trainer thread hands it over: a host copy of the live model's weights and the
 /// trainer's view of that moment.
 pub struct Snapshot {
-    pub step: u64,
-    pub tokens_seen: u64,
-    pub wall_s: f64,
-    pub lr: f64,
-    pub train_loss: Option<f32>,
-    pub eval: Option<EvalRow>,
+    pub moment: Moment,
     /// The model's shape, for the sidecar's own copy of the model.
     pub dims: ModelDims,
     /// Every parameter by its TransformerLens state-dict name (small: these models have < 1M parameters).
@@ -28,12 +54,7 @@ pub struct Snapshot {
 /// One checkpoint's captured activations and the trainer's view of that moment: what the metric families read,
 /// made by the sidecar from a [`Snapshot`] and its [`Captured`] forwards.
 pub struct CheckpointMessage {
-    pub step: u64,
-    pub tokens_seen: u64,
-    pub wall_s: f64,
-    pub lr: f64,
-    pub train_loss: Option<f32>,
-    pub eval: Option<EvalRow>,
+    pub moment: Moment,
     /// Full host copies of the hooks the metrics and the store need (see [`crate::selection::needed`]).
     pub hooks: Vec<(HookName, HostArray)>,
     /// Every parameter by its TransformerLens state-dict name.
@@ -52,12 +73,7 @@ impl CheckpointMessage {
     /// `snapshot` with the forwards `captured` from its weights.
     pub fn new(snapshot: Snapshot, captured: Captured) -> Self {
         Self {
-            step: snapshot.step,
-            tokens_seen: snapshot.tokens_seen,
-            wall_s: snapshot.wall_s,
-            lr: snapshot.lr,
-            train_loss: snapshot.train_loss,
-            eval: snapshot.eval,
+            moment: snapshot.moment,
             hooks: captured.hooks,
             params: captured.params,
             ablation: captured.ablation,
@@ -108,12 +124,7 @@ pub(crate) enum Message {
 #[cfg(test)]
 pub(crate) fn test_message(step: u64, captured: Captured) -> CheckpointMessage {
     CheckpointMessage {
-        step,
-        tokens_seen: 0,
-        wall_s: 0.0,
-        lr: 0.0,
-        train_loss: None,
-        eval: None,
+        moment: Moment::bare(step),
         hooks: captured.hooks,
         params: captured.params,
         ablation: captured.ablation,

@@ -17,7 +17,7 @@ use trainer::tasks::Declared;
 
 use crate::error::AnalysisError;
 use crate::forwards::host_parameters;
-use crate::message::Snapshot;
+use crate::message::{Moment, Snapshot};
 use crate::sidecar::{Sidecar, SidecarSetup};
 use crate::sinks::hdf5::{read_stored_step, stored_step_readable};
 use crate::sinks::jsonl::committed_steps;
@@ -154,12 +154,14 @@ impl CheckpointPlugin for AnalyzePlugin {
         let start = Instant::now();
         let model = event.model.valid();
         let message = Snapshot {
-            step: event.step,
-            tokens_seen: event.tokens_seen,
-            wall_s: event.wall_s,
-            lr: event.lr,
-            train_loss: event.train_loss,
-            eval: event.eval.cloned(),
+            moment: Moment {
+                step: event.step,
+                tokens_seen: event.tokens_seen,
+                wall_s: event.wall_s,
+                lr: event.lr,
+                train_loss: event.train_loss,
+                eval: event.eval.cloned(),
+            },
             dims: model.dims.clone(),
             params: host_parameters(&model),
             snapshot_ms: start.elapsed().as_secs_f64() * 1e3,

@@ -119,15 +119,24 @@ impl Sidecar {
         let (ready_tx, ready_rx) = bounded(1);
         let handle = std::thread::Builder::new()
             .name("formation-sidecar".into())
-            .spawn(move || match setup.open() {
-                Ok(state) => {
-                    let _ = ready_tx.send(Ok(()));
-                    run(state, receiver)
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    Ok(())
-                }
+            .spawn(move || {
+                let pool = match background_pool() {
+                    Ok(pool) => pool,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                pool.install(|| match setup.open() {
+                    Ok(state) => {
+                        let _ = ready_tx.send(Ok(()));
+                        run(state, receiver)
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        Ok(())
+                    }
+                })
             })
             .map_err(|e| AnalysisError::SidecarGone(format!("cannot start the thread: {e}")))?;
         let mut sidecar = Self {
@@ -199,11 +208,37 @@ impl Drop for Sidecar {
     }
 }
 
+/// The sidecar's own rayon pool: one thread at the lowest scheduling priority, where every forward, fit and
+/// write of the sidecar runs (burn's flex backend, gemm and faer parallelize over the *current* rayon pool).
+/// Training keeps its threads and the cores it uses; the analysis fills the time they leave idle (serial parts
+/// of a step, the optimizer's small ops), and when it falls behind, the bounded channel makes the trainer wait
+/// for it. Results do not depend on it: flex's kernels give the same bits at one thread as at two.
+fn background_pool() -> Result<rayon::ThreadPool, AnalysisError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "formation-analysis".into())
+        .start_handler(|_| lowest_priority())
+        .build()
+        .map_err(|e| AnalysisError::SidecarGone(format!("cannot start its thread pool: {e}")))
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19; on Linux the nice value is per thread, see
+/// setpriority(2), "BUGS"). Raising one's own nice value needs no privilege. Elsewhere the thread keeps its
+/// priority.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        // A failure leaves the thread at its priority, which costs speed, never a result.
+        let _ = rustix::process::setpriority_process(Some(thread), 19);
+    }
+}
+
 fn run(mut state: SidecarState, receiver: Receiver<Message>) -> Result<(), AnalysisError> {
     while let Ok(message) = receiver.recv() {
         match message {
             Message::Checkpoint(checkpoint) => {
-                let step = checkpoint.step;
+                let step = checkpoint.moment.step;
                 process(&mut state, *checkpoint, &receiver).map_err(|error| {
                     AnalysisError::AtStep {
                         step,
@@ -234,8 +269,8 @@ fn process(
     let start = Instant::now();
     let mut analysis = state.analyzer.analyze(&message)?;
     let store_start = Instant::now();
-    state.store.write(message.step, &analysis.arrays)?;
-    host::failpoint::hit_at("row-pending", message.step);
+    state.store.write(message.moment.step, &analysis.arrays)?;
+    host::failpoint::hit_at("row-pending", message.moment.step);
     analysis
         .families
         .insert("store".into(), store_start.elapsed().as_secs_f64() * 1e3);
@@ -257,7 +292,7 @@ fn process(
         families: analysis.families,
     };
     state.jsonl.write(&analysis.row)?;
-    host::failpoint::hit_at("row-written", message.step);
+    host::failpoint::hit_at("row-written", message.moment.step);
     if let Some(events) = &mut state.tensorboard {
         events.write(&analysis.row)?;
     }
@@ -267,6 +302,7 @@ fn process(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Moment;
 
     use burn::prelude::Device;
     use trainer::config::Config;
@@ -281,12 +317,7 @@ mod tests {
         let task = ModularAddition::new(5, 0.5, 0);
         let model = Transformer::new(&ModelDims::new(&config, &task), step, &Device::flex());
         Snapshot {
-            step,
-            tokens_seen: 0,
-            wall_s: 0.0,
-            lr: 0.0,
-            train_loss: None,
-            eval: None,
+            moment: Moment::bare(step),
             dims: model.dims.clone(),
             params: host_parameters(&model),
             snapshot_ms: 0.0,

@@ -147,7 +147,7 @@ impl Analyzer {
         let probe = self.probe.clone();
         let hooks = &message.hooks;
         let missing = |what: &str| AnalysisError::Missing {
-            step: message.step,
+            step: message.moment.step,
             what: what.to_owned(),
         };
         let logits = hook(hooks, HookName::Logits).ok_or_else(|| missing("logits"))?;
@@ -200,7 +200,7 @@ impl Analyzer {
         lap("behavior", &mut families);
 
         let mut arrays = vec![];
-        let residual = self.residual_family(message.step, hooks, &mut arrays)?;
+        let residual = self.residual_family(message.moment.step, hooks, &mut arrays)?;
         lap("residual", &mut families);
 
         let attribution =
@@ -229,13 +229,13 @@ impl Analyzer {
         let mut row = Row {
             schema_version: SCHEMA_VERSION,
             run_id: self.run_id.clone(),
-            step: message.step,
-            tokens_seen: message.tokens_seen,
-            wall_s: message.wall_s,
-            lr: message.lr,
-            train_loss: message.train_loss,
+            step: message.moment.step,
+            tokens_seen: message.moment.tokens_seen,
+            wall_s: message.moment.wall_s,
+            lr: message.moment.lr,
+            train_loss: message.moment.train_loss,
             behavior,
-            eval: message.eval.clone().map(|e| {
+            eval: message.moment.eval.clone().map(|e| {
                 [("train", e.train), ("test", e.test), ("ood", e.ood)]
                     .into_iter()
                     .filter_map(|(name, score)| Some((name.to_owned(), score?)))
@@ -263,7 +263,7 @@ impl Analyzer {
         row.dynamics = self.dynamics(message, &arrays, &headline, projection);
         lap("dynamics", &mut families);
         self.previous = Some(Previous {
-            step: message.step,
+            step: message.moment.step,
             arrays: arrays
                 .iter()
                 .filter(|a| a.name.is_dynamics_input())
