@@ -77,6 +77,31 @@ struct AnalyzeArgs {
     /// Alternating rounds (train, train --analyze, …).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Turn on every optional per-checkpoint analysis: TensorBoard events and, where the task has a Fourier
+    /// grid and the model MLPs, Nanda et al.'s progress measures (`[analysis] fourier_progress`).
+    #[arg(long)]
+    every_metric: bool,
+}
+
+impl AnalyzeArgs {
+    /// The config at `path` with these arguments' step cap and optional analyses applied.
+    fn load(&self, path: &std::path::Path) -> anyhow::Result<Config> {
+        let mut config = Config::load(path)?;
+        if let Some(steps) = self.steps {
+            config.train = config
+                .train
+                .edit(|train| train.steps = steps.min(train.steps))?;
+        }
+        if self.every_metric {
+            let task = trainer::tasks::build(&config.task, config.train.seed)?;
+            let fourier = task.fourier_grid().is_some() && !config.model.attn_only;
+            config.analysis = config.analysis.edit(|analysis| {
+                analysis.tensorboard = true;
+                analysis.fourier_progress = fourier;
+            })?;
+        }
+        Ok(config)
+    }
 }
 
 #[derive(clap::Args)]
@@ -288,12 +313,7 @@ fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut families = vec![];
     for path in &args.configs {
-        let mut config = Config::load(path)?;
-        if let Some(steps) = args.steps {
-            config.train = config
-                .train
-                .edit(|train| train.steps = steps.min(train.steps))?;
-        }
+        let config = args.load(path)?;
         let (mut plain, mut analyzed, mut last) = (vec![], vec![], None);
         for round in 0..args.rounds {
             plain.push(timed_run(&config, false, round)?.0);
@@ -346,12 +366,7 @@ fn bench_sweep(args: AnalyzeArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     for path in &args.configs {
-        let mut config = Config::load(path)?;
-        if let Some(steps) = args.steps {
-            config.train = config
-                .train
-                .edit(|train| train.steps = steps.min(train.steps))?;
-        }
+        let config = args.load(path)?;
         let (mut swept, mut blocking, mut sidecar, mut checkpoints) = (vec![], vec![], vec![], 0);
         for round in 0..args.rounds {
             let dir = scratch_dir(round, "sweep");
