@@ -3,9 +3,9 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use super::init;
+use super::kernels::softmax_last;
 use host::rng::SplitMix64;
 
 #[derive(Module, Debug)]
@@ -78,7 +78,7 @@ impl Attention {
         let v = project(x_v, &self.W_V, &self.b_V); // [batch, head, k, d_head]
         let scores = q.matmul(k.swap_dims(2, 3)) / (d_head as f64).sqrt(); // [batch, head, q, k]
         let hidden = mask.unsqueeze::<4>().expand([batch, n_heads, n_q, n_k]);
-        let pattern = softmax(scores.mask_fill(hidden, f32::NEG_INFINITY), 3);
+        let pattern = softmax_last(scores.mask_fill(hidden, f32::NEG_INFINITY));
         let z = pattern.clone().matmul(v).swap_dims(1, 2); // [batch, q, head, d_head]
         let w_o = self.W_O.val().reshape([n_heads * d_head, d_model]);
         let out = z

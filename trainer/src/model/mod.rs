@@ -11,6 +11,7 @@ mod attention;
 mod block;
 mod capture;
 mod init;
+mod kernels;
 mod layer_norm;
 mod mlp;
 mod patching;
