@@ -9,6 +9,7 @@
 //!   logits kept) and [`excluded_loss`] (those directions removed): restricted loss falls before the test loss
 //!   during grokking, excluded loss rises.
 
+use faer::Mat;
 use std::f64::consts::TAU;
 
 /// The orthonormal Fourier basis over Z_p as rows [p][p]: row 0 constant, then for k = 1..=(p−1)/2 the rows
@@ -71,32 +72,38 @@ pub fn gini(values: &[f64]) -> f64 {
 
 /// Energy of each frequency k = 1..=(p−1)/2 in the 2-D Fourier transform of neuron activations
 /// `acts` [p², neurons] (inputs a·p + b): Σ over neurons and over the 2-D basis terms that involve frequency k
-/// in a or in b of the squared coefficient.
+/// in a or in b of the squared coefficient. The 2-D transform of every neuron at once is two matrix products
+/// with the basis F [p, p]: over b for each a (F · acts[a], [p, neurons]), then over a (F · [p, p·neurons]).
 pub fn frequency_energy(acts: &[f32], p: usize) -> Vec<f64> {
     let neurons = acts.len() / (p * p);
-    let basis = fourier_basis(p);
+    let rows = fourier_basis(p);
+    let basis = Mat::from_fn(p, p, |i, x| rows[i][x]);
+    let over_b: Vec<Mat<f64>> = (0..p)
+        .map(|a| {
+            let at_a = Mat::from_fn(p, neurons, |b, n| {
+                f64::from(acts[(a * p + b) * neurons + n])
+            });
+            &basis * &at_a
+        })
+        .collect();
+    // Row a, column j·neurons + n: the coefficient of basis row j over b, for input a and neuron n.
+    let stacked = Mat::from_fn(p, p * neurons, |a, col| {
+        over_b[a][(col / neurons, col % neurons)]
+    });
+    let coefficients = &basis * &stacked;
     let freq = |row: usize| row.div_ceil(2); // 0 constant, 1,2 → 1, 3,4 → 2, …
     let mut energy = vec![0.0; (p - 1) / 2 + 1];
-    for n in 0..neurons {
-        // Transform over b for each a, then over a.
-        let mut over_b = vec![0.0; p * p];
-        for a in 0..p {
-            for (j, row) in basis.iter().enumerate() {
-                over_b[a * p + j] = (0..p)
-                    .map(|b| row[b] * f64::from(acts[(a * p + b) * neurons + n]))
-                    .sum();
+    for i in 0..p {
+        for j in 0..p {
+            let c2: f64 = (0..neurons)
+                .map(|n| coefficients[(i, j * neurons + n)].powi(2))
+                .sum();
+            let (fa, fb) = (freq(i), freq(j));
+            if fa > 0 {
+                energy[fa] += c2;
             }
-        }
-        for (i, row) in basis.iter().enumerate() {
-            for j in 0..p {
-                let c: f64 = (0..p).map(|a| row[a] * over_b[a * p + j]).sum();
-                let (fa, fb) = (freq(i), freq(j));
-                if fa > 0 {
-                    energy[fa] += c * c;
-                }
-                if fb > 0 && fb != fa {
-                    energy[fb] += c * c;
-                }
+            if fb > 0 && fb != fa {
+                energy[fb] += c2;
             }
         }
     }
@@ -184,6 +191,48 @@ pub fn full_loss(logits: &[f32], p: usize, rows: &[usize]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 2-D transform as the definition's sums, one coefficient at a time: the oracle for the matrix form.
+    fn frequency_energy_by_sums(acts: &[f32], p: usize) -> Vec<f64> {
+        let neurons = acts.len() / (p * p);
+        let basis = fourier_basis(p);
+        let freq = |row: usize| row.div_ceil(2);
+        let mut energy = vec![0.0; (p - 1) / 2 + 1];
+        for n in 0..neurons {
+            for (i, row_a) in basis.iter().enumerate() {
+                for (j, row_b) in basis.iter().enumerate() {
+                    let c: f64 = (0..p * p)
+                        .map(|x| row_a[x / p] * row_b[x % p] * f64::from(acts[x * neurons + n]))
+                        .sum();
+                    let (fa, fb) = (freq(i), freq(j));
+                    if fa > 0 {
+                        energy[fa] += c * c;
+                    }
+                    if fb > 0 && fb != fa {
+                        energy[fb] += c * c;
+                    }
+                }
+            }
+        }
+        energy[1..].to_vec()
+    }
+
+    #[test]
+    fn the_matrix_form_of_the_frequency_energy_is_the_sums() {
+        let (p, neurons) = (7, 3);
+        let mut rng = host::rng::SplitMix64::new(5);
+        let acts: Vec<f32> = (0..p * p * neurons)
+            .map(|_| rng.next_u64() as f32 / u64::MAX as f32 - 0.5)
+            .collect();
+        let (fast, slow) = (
+            frequency_energy(&acts, p),
+            frequency_energy_by_sums(&acts, p),
+        );
+        assert_eq!(fast.len(), 3);
+        for (a, b) in fast.iter().zip(&slow) {
+            assert!((a - b).abs() < 1e-9 * b.max(1.0), "{fast:?} vs {slow:?}");
+        }
+    }
 
     #[test]
     fn the_basis_is_orthonormal() {
