@@ -196,8 +196,8 @@ fn bench_dataset(args: DatasetArgs) -> anyhow::Result<()> {
     let as_data = Config::load(&data_dir.join("config.toml"))?;
     let (mut ours, mut theirs) = (vec![], vec![]);
     for _ in 0..args.rounds {
-        theirs.extend(time_ours(&builtin, 3, args.steps)?);
-        ours.extend(time_ours(&as_data, 3, args.steps)?);
+        theirs.extend(time_ours(&builtin, false, 3, args.steps)?);
+        ours.extend(time_ours(&as_data, false, 3, args.steps)?);
     }
     let (a, b) = (median(&mut ours), median(&mut theirs));
     println!(
@@ -215,35 +215,43 @@ fn bench_dataset(args: DatasetArgs) -> anyhow::Result<()> {
 }
 
 fn bench_train(args: TrainArgs) -> anyhow::Result<()> {
-    println!("| config | formation ms/step | PyTorch ms/step | ratio (formation / PyTorch) |");
-    println!("|---|---|---|---|");
+    println!(
+        "| config | formation ms/step (answer-only forward) | formation ms/step (full forward) | PyTorch ms/step (full forward) | ratio answer-only / PyTorch | ratio full / PyTorch |"
+    );
+    println!("|---|---|---|---|---|---|");
     for config_path in &args.configs {
         let config = Config::load(config_path)?;
-        let (mut ours, mut theirs) = (vec![], vec![]);
+        let (mut answers, mut full, mut theirs) = (vec![], vec![], vec![]);
         for _ in 0..args.rounds {
-            ours.extend(time_ours(&config, args.warmup, args.steps)?);
+            answers.extend(time_ours(&config, false, args.warmup, args.steps)?);
+            full.extend(time_ours(&config, true, args.warmup, args.steps)?);
             if !args.no_torch {
-                theirs.extend(time_torch(&args, config_path)?);
+                theirs.extend(time_torch(&args, config_path, &config)?);
             }
         }
-        let (a, b) = (median(&mut ours), median(&mut theirs));
-        let ratio = if theirs.is_empty() {
-            "-".to_owned()
+        let (a, f) = (median(&mut answers), median(&mut full));
+        let (b, ratios) = if theirs.is_empty() {
+            ("-".to_owned(), "- | -".to_owned())
         } else {
-            format!("{:.2}", a / b)
+            let b = median(&mut theirs);
+            (format!("{b:.1}"), format!("{:.2} | {:.2}", a / b, f / b))
         };
-        let b = if theirs.is_empty() {
-            "-".to_owned()
-        } else {
-            format!("{b:.1}")
-        };
-        println!("| {} | {a:.1} | {b} | {ratio} |", config_path.display());
+        println!(
+            "| {} | {a:.1} | {f:.1} | {b} | {ratios} |",
+            config_path.display()
+        );
     }
     Ok(())
 }
 
-/// Milliseconds of each timed training step of our loop (fresh model, the config's batch and optimizer).
-fn time_ours(config: &Config, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
+/// Milliseconds of each timed training step of our loop (fresh model, the config's batch and optimizer), with
+/// the answer-only forward training uses or the full forward (`full_forward`, like for like with PyTorch).
+fn time_ours(
+    config: &Config,
+    full_forward: bool,
+    warmup: usize,
+    steps: usize,
+) -> anyhow::Result<Vec<f64>> {
     let (device, _) = formation::device::pick();
     let device = device.autodiff();
     let task = tasks::build(&config.task, config.train.seed)?;
@@ -251,6 +259,9 @@ fn time_ours(config: &Config, warmup: usize, steps: usize) -> anyhow::Result<Vec
     let model = Transformer::new(&dims, config.train.seed, &device);
     let mut optim = make_optimizer(&config.optim);
     let mut stepper = Stepper::new(model, task.as_ref(), config, &device);
+    if full_forward {
+        stepper = stepper.with_full_forward();
+    }
     let mut times = vec![];
     for step in 0..(warmup + steps) as u64 {
         let start = Instant::now();
@@ -263,12 +274,29 @@ fn time_ours(config: &Config, warmup: usize, steps: usize) -> anyhow::Result<Vec
     Ok(times)
 }
 
+/// The shapes the PyTorch script needs, from our task (so it serves every task, data-defined ones included):
+/// vocabularies, context, batch rows, sequence length and answer positions.
+fn torch_shapes(config: &Config) -> anyhow::Result<serde_json::Value> {
+    let task = tasks::build(&config.task, config.train.seed)?;
+    let dims = ModelDims::new(config, task.as_ref());
+    let batch = task.train_batch(0, config.train.batch_size);
+    Ok(serde_json::json!({
+        "d_vocab": dims.d_vocab,
+        "d_vocab_out": dims.d_vocab_out,
+        "n_ctx": dims.n_ctx,
+        "batch": batch.n,
+        "seq_len": batch.seq_len,
+        "answers": task.answer_positions(),
+    }))
+}
+
 /// Milliseconds of each timed step of the PyTorch reference script.
-fn time_torch(args: &TrainArgs, config: &PathBuf) -> anyhow::Result<Vec<f64>> {
+fn time_torch(args: &TrainArgs, path: &PathBuf, config: &Config) -> anyhow::Result<Vec<f64>> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
     let output = Command::new(&args.python)
         .arg(&script)
-        .arg(config)
+        .arg(path)
+        .args(["--shapes", &torch_shapes(config)?.to_string()])
         .args([
             "--steps",
             &args.steps.to_string(),

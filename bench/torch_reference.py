@@ -2,7 +2,11 @@
 written as a researcher would (TransformerLens parameter shapes, full forward, loss at the answer positions).
 
 Prints one JSON line: {"framework": "pytorch", "config": ..., "ms_per_step": [...]} with one entry per timed
-step. Usage: python bench/torch_reference.py CONFIG --steps N --warmup W
+step. Usage: python bench/torch_reference.py CONFIG --steps N --warmup W [--shapes JSON]
+
+`formation-bench train` passes --shapes (d_vocab, d_vocab_out, n_ctx, batch, seq_len, answers) from the task itself, so
+every task is served; without it the shapes are read off the config for modular addition and the induction-style
+sequence tasks.
 """
 
 import argparse
@@ -79,12 +83,19 @@ def main():
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shapes", help="JSON: d_vocab, d_vocab_out, n_ctx, batch, seq_len, answers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = tomllib.load(open(args.config, "rb"))
     o = cfg["optim"]
-    d_vocab, d_vocab_out, n_ctx, batch, answers = task_shapes(cfg["task"], cfg["train"].get("batch_size"))
+    if args.shapes:
+        s = json.loads(args.shapes)
+        d_vocab, d_vocab_out, n_ctx, batch, answers = (s["d_vocab"], s["d_vocab_out"], s["n_ctx"], s["batch"], s["answers"])
+        seq_len = s["seq_len"]
+    else:
+        d_vocab, d_vocab_out, n_ctx, batch, answers = task_shapes(cfg["task"], cfg["train"].get("batch_size"))
+        seq_len = n_ctx
     model = Transformer(cfg["model"], d_vocab, d_vocab_out, n_ctx)
     optim = torch.optim.AdamW(
         model.parameters(),
@@ -93,7 +104,7 @@ def main():
         eps=o.get("eps", 1e-8),
         weight_decay=o.get("weight_decay", 0.0),
     )
-    tokens = torch.randint(0, d_vocab_out, (batch, n_ctx))
+    tokens = torch.randint(0, d_vocab_out, (batch, seq_len))
     targets = torch.randint(0, d_vocab_out, (batch, len(answers)))
     times = []
     for step in range(args.warmup + args.steps):

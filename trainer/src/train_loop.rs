@@ -335,6 +335,9 @@ pub struct Stepper<'a> {
     queries: Queries,
     full_batch: Option<(Tensor<2, Int>, Tensor<2, Int>)>,
     device: Device,
+    /// Run the full forward and take the answer positions from it (benchmarks: like for like with a plain
+    /// PyTorch script) instead of [`Transformer::forward_answers`].
+    full_forward: bool,
 }
 
 impl<'a> Stepper<'a> {
@@ -358,7 +361,15 @@ impl<'a> Stepper<'a> {
             queries,
             full_batch,
             device: device.clone(),
+            full_forward: false,
         }
+    }
+
+    /// Every step runs the full forward (see [`Transformer::forward_full_at`]); training's default is the
+    /// answer-only forward.
+    pub fn with_full_forward(mut self) -> Self {
+        self.full_forward = true;
+        self
     }
 
     pub fn model(&self) -> &Transformer {
@@ -385,6 +396,7 @@ impl<'a> Stepper<'a> {
             tokens,
             targets,
             &self.queries,
+            self.full_forward,
             lr,
             self.config.optim.grad_clip,
         );
@@ -393,18 +405,26 @@ impl<'a> Stepper<'a> {
     }
 }
 
-/// One optimizer update: loss at the answer positions, backward, optional global-norm clipping, AdamW.
-/// Returns the updated model and the loss before the update.
+/// One optimizer update: loss at the answer positions (from the answer-only forward, or the full one if
+/// `full_forward`), backward, optional global-norm clipping, AdamW. Returns the updated model and the loss
+/// before the update.
+#[allow(clippy::too_many_arguments)]
 fn train_step(
     model: Transformer,
     optim: &mut ModuleOptimizer,
     tokens: Tensor<2, Int>,
     targets: Tensor<2, Int>,
     answers: &Queries,
+    full_forward: bool,
     lr: f64,
     grad_clip: Option<f64>,
 ) -> (Transformer, Tensor<1>) {
-    let loss = cross_entropy(model.forward_answers(tokens, answers), targets);
+    let logits = if full_forward {
+        model.forward_full_at(tokens, answers)
+    } else {
+        model.forward_answers(tokens, answers)
+    };
+    let loss = cross_entropy(logits, targets);
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     if let Some(max_norm) = grad_clip {
         clip_global_norm(&model, &mut grads, max_norm);
