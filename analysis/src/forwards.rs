@@ -177,8 +177,9 @@ pub fn capture(
 const GRID_CHUNK: usize = 4096;
 
 /// The last MLP's `hook_post` and the logits at the last position (`=` of `a b =`) over every input of the
-/// Fourier grid `tokens` [p², seq]; `None` for a model without MLPs.
-fn grid_capture(
+/// Fourier grid `tokens` [p², seq]; `None` for a model without MLPs. The last block's queries, MLP and the
+/// unembedding run only at `=` ([`Transformer::answer_acts`]).
+pub(crate) fn grid_capture(
     model: &Transformer,
     tokens: &Tensor<2, Int>,
     step: u64,
@@ -189,28 +190,20 @@ fn grid_capture(
         return Ok(None);
     }
     let [n, seq] = tokens.dims();
-    let (last, eq) = (dims.n_layers - 1, seq - 1);
+    let at_eq = model.answer_queries(&[seq - 1], &tokens.device());
     let host = |t: Tensor<3>| -> Result<HostArray, AnalysisError> {
         let [rows, _, width] = t.dims();
-        let array = trainer::model::to_host(t.slice(s![.., eq..eq + 1, ..]).reshape([rows, width]))
-            .map_err(|source| AnalysisError::Host { step, source })?;
-        Ok(array)
+        trainer::model::to_host(t.reshape([rows, width]))
+            .map_err(|source| AnalysisError::Host { step, source })
     };
     let (mut mlp_post, mut logits) = (HostArray::default(), HostArray::default());
     for start in (0..n).step_by(GRID_CHUNK) {
         let end = (start + GRID_CHUNK).min(n);
-        let captured = model.capture(tokens.clone().slice(s![start..end, ..]));
-        for (name, tensor) in captured.hooks() {
-            let into = match name {
-                HookName::MlpPost(l) if l == last => &mut mlp_post,
-                HookName::Logits => &mut logits,
-                _ => continue,
-            };
-            if let HookTensor::Rank3(t) = tensor {
-                let part = host(t.clone())?;
-                into.shape = vec![end, part.shape[1]];
-                into.data.extend(part.data);
-            }
+        let (acts, at) = model.answer_acts(tokens.clone().slice(s![start..end, ..]), &at_eq);
+        let post = acts.mlp_post.expect("a model with MLPs has hook_post");
+        for (into, part) in [(&mut mlp_post, host(post)?), (&mut logits, host(at)?)] {
+            into.shape = vec![end, part.shape[1]];
+            into.data.extend(part.data);
         }
     }
     Ok(Some(GridCapture { mlp_post, logits }))

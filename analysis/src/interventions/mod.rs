@@ -103,19 +103,17 @@ pub fn patching_report(effects: &trainer::model::PatchingEffects) -> Value {
 /// How many frequencies [`fourier_report`] calls key (Nanda et al. find five for p = 113).
 pub const KEY_FREQUENCIES: usize = 5;
 
-/// The Fourier progress measures of a modular-addition checkpoint from a capture over all p² inputs (in the
-/// order a·p + b): `mlp_post` [p², 3, d_mlp] of the last MLP, `logits` [p², 3, p], `w_e` [p + 1, d_model];
-/// `train` lists the inputs of the train split.
+/// The Fourier progress measures of a modular-addition checkpoint from a forward over all p² inputs (in the
+/// order a·p + b) at the `=` position: `mlp_eq` [p², d_mlp] of the last MLP, `logits_eq` [p², p],
+/// `w_e` [p + 1, d_model]; `train` lists the inputs of the train split.
 pub fn fourier_report(
-    mlp_post: &HostArray,
-    logits: &HostArray,
+    mlp_eq: &[f32],
+    logits_eq: &[f32],
     w_e: &HostArray,
     p: usize,
     train: &[usize],
 ) -> Value {
-    const EQ: usize = 2;
-    let at_eq = |array: &HostArray| at_positions(array, &[EQ]).data;
-    let measures = fourier_measures(&at_eq(mlp_post), &at_eq(logits), w_e, p, train);
+    let measures = fourier_measures(mlp_eq, logits_eq, w_e, p, train);
     json!({
         "key_frequencies": measures.key_frequencies,
         "neuron_energy_by_frequency": measures.neuron_energy,

@@ -15,7 +15,7 @@ use super::llc_model::checkpoint_llc;
 use super::{corrupted_tokens, fourier_report, logit_lens_report, patching_report};
 use crate::analyzer::readout;
 use crate::error::AnalysisError;
-use crate::forwards::{ProbeInputs, capture};
+use crate::forwards::{ProbeInputs, capture, grid_capture};
 use crate::metrics::attribution::neuron_attribution;
 
 /// Neurons per localized block whose ablation `neurons` measures (the largest |direct logit attribution|).
@@ -133,21 +133,21 @@ pub fn run_intervention(
         InterventionKind::Fourier => {
             let grid = task.fourier_grid().ok_or_else(|| unable(NO_FOURIER_GRID))?;
             let p = grid.p;
-            let hooks = model
-                .capture(int_tensor(&grid.inputs, p * p, grid.seq_len, device))
-                .to_host()
-                .map_err(forward)?;
-            let hook = |name: HookName| hooks.iter().find(|(h, _)| *h == name).map(|(_, a)| a);
-            let last = model.dims.n_layers - 1;
-            let (Some(mlp_post), Some(logits)) =
-                (hook(HookName::MlpPost(last)), hook(HookName::Logits))
-            else {
+            let tokens = int_tensor(&grid.inputs, p * p, grid.seq_len, device);
+            // The same forward the in-loop measures run, so the two agree to the bit.
+            let Some(captured) = grid_capture(model, &tokens, step)? else {
                 return Err(unable(NO_MLP_FOURIER));
             };
             let params = trainer::export::named_parameters(model);
             let (shape, data) = params[&ParamName::Embed.to_string()].clone();
             let w_e = HostArray { shape, data };
-            fourier_report(mlp_post, logits, &w_e, p, &grid.train)
+            fourier_report(
+                &captured.mlp_post.data,
+                &captured.logits.data,
+                &w_e,
+                p,
+                &grid.train,
+            )
         }
         InterventionKind::Neurons => {
             let inputs = ProbeInputs::new(probe, None, device);

@@ -186,14 +186,26 @@ impl Transformer {
     /// after the last block's keys and values depends on other positions, so the last block's queries, MLP
     /// and the unembedding run only there. Equal to `forward` at those positions up to float rounding.
     pub fn forward_answers(&self, tokens: Tensor<2, Int>, answers: &Queries) -> Tensor<3> {
+        self.answer_acts(tokens, answers).1
+    }
+
+    /// The last block's activations at `answers` (its `resid_pre` at every position) and the logits there,
+    /// as [`Self::forward_answers`] computes them: what an analysis of the answer positions alone reads.
+    pub fn answer_acts(&self, tokens: Tensor<2, Int>, answers: &Queries) -> (BlockActs, Tensor<3>) {
         let (embed, pos_embed) = self.embed(tokens);
         let mut resid = embed + pos_embed;
-        let last = self.blocks.len() - 1;
-        for (l, block) in self.blocks.iter().enumerate() {
-            let queries = if l == last { answers } else { &Queries::All };
-            resid = block.forward(resid, queries, self.dims.act_fn).resid_post;
+        let (last, earlier) = self
+            .blocks
+            .split_last()
+            .expect("a model has at least one block");
+        for block in earlier {
+            resid = block
+                .forward(resid, &Queries::All, self.dims.act_fn)
+                .resid_post;
         }
-        self.unembed(resid)
+        let acts = last.forward(resid, answers, self.dims.act_fn);
+        let logits = self.unembed(acts.resid_post.clone());
+        (acts, logits)
     }
 
     /// Logits at `answers` from the full forward (every position of every block, as a plain PyTorch script

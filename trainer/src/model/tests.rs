@@ -74,6 +74,16 @@ fn answer_forward_matches_full_forward_at_answer_positions() {
         // The benchmarks' like-for-like step takes exactly these rows of the full forward.
         let selected = model.forward_full_at(tokens(&device), &queries);
         assert_eq!(host(&selected), host(&full_at), "{d:?}");
+        // The last block's MLP activations at the answers are the capture's there.
+        let (acts, _) = model.answer_acts(tokens(&device), &queries);
+        let captured = model.capture(tokens(&device));
+        if let (Some(at), Some(all)) = (acts.mlp_post, &captured.blocks.last().unwrap().mlp_post) {
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 4, 5], [3]), &device);
+            assert!(
+                max_abs_diff(&all.clone().select(1, idx), &at) < 1e-5,
+                "{d:?}"
+            );
+        }
     }
 }
 
