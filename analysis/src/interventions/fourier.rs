@@ -72,32 +72,23 @@ pub fn gini(values: &[f64]) -> f64 {
 
 /// Energy of each frequency k = 1..=(p−1)/2 in the 2-D Fourier transform of neuron activations
 /// `acts` [p², neurons] (inputs a·p + b): Σ over neurons and over the 2-D basis terms that involve frequency k
-/// in a or in b of the squared coefficient. The 2-D transform of every neuron at once is two matrix products
-/// with the basis F [p, p]: over b for each a (F · acts[a], [p, neurons]), then over a (F · [p, p·neurons]).
+/// in a or in b of the squared coefficient. The 2-D transform of every neuron at once is matrix products with
+/// the basis F [p, p]: over a on `acts` as it lies ([a, (b, neuron)]), then over b for each a-frequency i.
 pub fn frequency_energy(acts: &[f32], p: usize) -> Vec<f64> {
     let neurons = acts.len() / (p * p);
     let rows = fourier_basis(p);
     let basis = Mat::from_fn(p, p, |i, x| rows[i][x]);
-    let over_b: Vec<Mat<f64>> = (0..p)
-        .map(|a| {
-            let at_a = Mat::from_fn(p, neurons, |b, n| {
-                f64::from(acts[(a * p + b) * neurons + n])
-            });
-            &basis * &at_a
-        })
-        .collect();
-    // Row a, column j·neurons + n: the coefficient of basis row j over b, for input a and neuron n.
-    let stacked = Mat::from_fn(p, p * neurons, |a, col| {
-        over_b[a][(col / neurons, col % neurons)]
-    });
-    let coefficients = &basis * &stacked;
+    let over_a = &basis
+        * Mat::from_fn(p, p * neurons, |a, col| {
+            f64::from(acts[a * p * neurons + col])
+        });
     let freq = |row: usize| row.div_ceil(2); // 0 constant, 1,2 → 1, 3,4 → 2, …
     let mut energy = vec![0.0; (p - 1) / 2 + 1];
     for i in 0..p {
+        let at_i = Mat::from_fn(p, neurons, |b, n| over_a[(i, b * neurons + n)]);
+        let coefficients = &basis * &at_i; // [j, neuron]: the coefficient of basis rows i (over a), j (over b)
         for j in 0..p {
-            let c2: f64 = (0..neurons)
-                .map(|n| coefficients[(i, j * neurons + n)].powi(2))
-                .sum();
+            let c2: f64 = (0..neurons).map(|n| coefficients[(j, n)].powi(2)).sum();
             let (fa, fb) = (freq(i), freq(j));
             if fa > 0 {
                 energy[fa] += c2;
