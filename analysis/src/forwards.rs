@@ -10,7 +10,7 @@ use burn::prelude::*;
 use probes::ProbeSet;
 use trainer::config::{AnalysisConfig, StoreItem};
 use trainer::export::{named_parameters, with_parameters};
-use trainer::model::{AblationLosses, HookName, HookTensor, HostArray, Transformer, int_tensor};
+use trainer::model::{AblationLosses, HookName, HostArray, Transformer, int_tensor};
 use trainer::tasks::Declared;
 
 use crate::error::AnalysisError;
@@ -134,21 +134,6 @@ pub fn capture(
     let start = Instant::now();
     let model = model.valid();
     let capture = model.capture(inputs.tokens.clone());
-    let n_layers = model.dims.n_layers;
-    let mut hooks = vec![];
-    for (name, tensor) in capture.hooks() {
-        if needed(store, name, n_layers) {
-            let array = match tensor {
-                HookTensor::Rank3(t) => trainer::model::to_host(t.clone()),
-                HookTensor::Rank4(t) => trainer::model::to_host(t.clone()),
-            };
-            hooks.push((
-                name,
-                array.map_err(|source| AnalysisError::Host { step, source })?,
-            ));
-        }
-    }
-    let params = host_parameters(&model);
     let capture_ms = start.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
     let answers = model.answer_queries(&inputs.answers, &inputs.tokens.device());
@@ -163,13 +148,22 @@ pub fn capture(
         })
         .transpose()
         .map_err(|source| AnalysisError::Host { step, source })?;
+    let ablation_ms = start.elapsed().as_secs_f64() * 1e3;
+    // After the ablations, which start from the capture on the device: each hook is freed as it is copied.
+    let start = Instant::now();
+    let n_layers = model.dims.n_layers;
+    let hooks = capture
+        .into_host(|name| needed(store, *name, n_layers))
+        .map_err(|source| AnalysisError::Host { step, source })?;
+    let params = host_parameters(&model);
+    let capture_ms = capture_ms + start.elapsed().as_secs_f64() * 1e3;
     Ok(Captured {
         hooks,
         params,
         ablation,
         grid: None,
         capture_ms,
-        ablation_ms: start.elapsed().as_secs_f64() * 1e3,
+        ablation_ms,
     })
 }
 

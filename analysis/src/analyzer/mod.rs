@@ -262,6 +262,8 @@ impl Analyzer {
         let headline = headline(&row);
         row.dynamics = self.dynamics(message, &arrays, &headline, projection);
         lap("dynamics", &mut families);
+        // Dropped before its successor is copied, so that only one is held at a time.
+        self.previous = None;
         self.previous = Some(Previous {
             step: message.moment.step,
             arrays: arrays

@@ -2,9 +2,9 @@
 //! block's `hook_mlp_out`) is replaced by its mean over the examples at each position.
 //!
 //! The ablations start from a [`Capture`]: an ablated head only changes `hook_resid_mid` of its layer, by
-//! (mean z_h − z_h)·W_O[h], so the model runs from there on, never the unchanged prefix. All heads of a layer
-//! and the clean reference go through the rest of the model as one batch; the clean copy takes the same path,
-//! so a head that writes nothing (W_O[h] = 0) changes the loss by exactly 0.
+//! (mean z_h − z_h)·W_O[h], so the model runs from there on, never the unchanged prefix. The clean reference
+//! and each ablated head go through the rest of the model as batches of the same shape on the same path, so a
+//! head that writes nothing (W_O[h] = 0) changes the loss by exactly 0.
 
 use crate::error::ForwardError;
 use burn::prelude::*;
@@ -41,6 +41,7 @@ impl Transformer {
             Some(rows) => targets.clone().select(0, rows.clone()),
             None => targets.clone(),
         };
+        let loss = |logits: Tensor<3>| copy_losses(logits, targets, 1).map(|losses| losses[0]);
         let mut out = AblationLosses::default();
         for (l, acts) in capture.blocks.iter().enumerate() {
             let z = match rows {
@@ -50,24 +51,34 @@ impl Transformer {
             let [n, pos, n_heads, d_head] = z.dims();
             let d_model = self.dims.d_model;
             let resid_mid = some(acts.resid_mid.clone());
-            // What each head's ablation adds to resid_mid: [head, n·pos, d_head] @ W_O [head, d_head, d_model].
+            let clean = loss(self.logits_after_mid(l, resid_mid.clone(), answers))?;
+            // What ablating head h adds to resid_mid: (mean z_h − z_h) @ W_O[h]. One head per forward, each the
+            // size of the clean one: the same path as the clean copy (so a head that writes nothing changes the
+            // loss by exactly 0) and a peak memory of one copy of the batch, not n_heads + 1.
             let dz = acts.z.clone().mean_dim(0) - z;
-            let delta = dz
-                .permute([2, 0, 1, 3])
-                .reshape([n_heads, n * pos, d_head])
-                .matmul(self.blocks[l].attn.W_O.val())
-                .reshape([n_heads * n, pos, d_model]);
-            let ablated = resid_mid.clone().repeat_dim(0, n_heads) + delta;
-            let batch = Tensor::cat(vec![resid_mid.clone(), ablated], 0);
-            let logits = self.logits_after_mid(l, batch, answers);
-            out.heads
-                .push(deltas(copy_losses(logits, targets, n_heads + 1)?));
+            let w_o = self.blocks[l].attn.W_O.val();
+            let mut heads = Vec::with_capacity(n_heads);
+            for h in 0..n_heads {
+                let delta = dz
+                    .clone()
+                    .slice(s![.., .., h..h + 1, ..])
+                    .reshape([n * pos, d_head])
+                    .matmul(
+                        w_o.clone()
+                            .slice(s![h..h + 1, .., ..])
+                            .reshape([d_head, d_model]),
+                    )
+                    .reshape([n, pos, d_model]);
+                let ablated = self.logits_after_mid(l, resid_mid.clone() + delta, answers);
+                heads.push(loss(ablated)? - clean);
+            }
+            out.heads.push(heads);
             if let Some(mlp_out) = &acts.mlp_out {
                 let mean_out = mlp_out.clone().mean_dim(0);
-                let batch =
-                    Tensor::cat(vec![some(acts.resid_post.clone()), resid_mid + mean_out], 0);
-                let logits = self.logits_after_post(l, batch, answers);
-                out.mlp.push(deltas(copy_losses(logits, targets, 2)?)[0]);
+                let clean =
+                    loss(self.logits_after_post(l, some(acts.resid_post.clone()), answers))?;
+                let ablated = loss(self.logits_after_post(l, resid_mid + mean_out, answers))?;
+                out.mlp.push(ablated - clean);
             }
         }
         Ok(out)

@@ -63,6 +63,49 @@ impl Capture {
         hooks
     }
 
+    /// Host copies of the hook points `keep` selects, in forward order, consuming the capture: each device
+    /// tensor is freed once its copy is made, so the capture and its host copy are never both held whole.
+    pub fn into_host(
+        self,
+        keep: impl Fn(&HookName) -> bool,
+    ) -> Result<Vec<(HookName, HostArray)>, ForwardError> {
+        enum Owned {
+            Rank3(Tensor<3>),
+            Rank4(Tensor<4>),
+        }
+        use Owned::{Rank3, Rank4};
+        let mut hooks = vec![
+            (HookName::Embed, Rank3(self.embed)),
+            (HookName::PosEmbed, Rank3(self.pos_embed)),
+        ];
+        for (l, b) in self.blocks.into_iter().enumerate() {
+            hooks.push((HookName::ResidPre(l), Rank3(b.resid_pre)));
+            hooks.push((HookName::Pattern(l), Rank4(b.pattern)));
+            hooks.push((HookName::Z(l), Rank4(b.z)));
+            hooks.push((HookName::AttnOut(l), Rank3(b.attn_out)));
+            if !self.attn_only {
+                hooks.push((HookName::ResidMid(l), Rank3(b.resid_mid)));
+            }
+            if let (Some(post), Some(out)) = (b.mlp_post, b.mlp_out) {
+                hooks.push((HookName::MlpPost(l), Rank3(post)));
+                hooks.push((HookName::MlpOut(l), Rank3(out)));
+            }
+            hooks.push((HookName::ResidPost(l), Rank3(b.resid_post)));
+        }
+        hooks.push((HookName::Logits, Rank3(self.logits)));
+        hooks
+            .into_iter()
+            .filter(|(name, _)| keep(name))
+            .map(|(name, t)| {
+                let host = match t {
+                    Rank3(t) => to_host(t),
+                    Rank4(t) => to_host(t),
+                }?;
+                Ok((name, host))
+            })
+            .collect()
+    }
+
     /// Host copies of every hook point.
     pub fn to_host(&self) -> Result<Vec<(HookName, HostArray)>, ForwardError> {
         self.hooks()

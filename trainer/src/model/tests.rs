@@ -191,6 +191,19 @@ fn hook_names_and_shapes_follow_transformer_lens() {
 }
 
 #[test]
+fn consuming_host_copies_are_the_selected_hooks_in_forward_order() {
+    let device = crate::test_device();
+    for attn_only in [false, true] {
+        let model = Transformer::new(&dims(Normalization::Ln, attn_only, 2), 6, &device);
+        let all = model.capture(tokens(&device)).to_host().unwrap();
+        let keep = |name: &HookName| !matches!(name, HookName::Z(_) | HookName::Embed);
+        let kept = model.capture(tokens(&device)).into_host(keep).unwrap();
+        let expected: Vec<_> = all.into_iter().filter(|(name, _)| keep(name)).collect();
+        assert_eq!(kept, expected);
+    }
+}
+
+#[test]
 fn same_seed_same_weights() {
     let device = crate::test_device();
     let d = dims(Normalization::Ln, false, 1);
