@@ -14,7 +14,10 @@
 //! 5. extend each run of flagged checkpoints over its neighbours whose excess, of the same sign, is still above
 //!    `k_extend` · σ̂ (hysteresis with two thresholds, as in Canny's edge detector, 1986): a rise spread over
 //!    several checkpoints is then judged by its whole change, not by its steepest point alone. Each extended
-//!    run, widened by one checkpoint on each side, is a window.
+//!    run, widened by one checkpoint on each side, is a window;
+//! 6. outside those, flag a slow change: a run of more than `baseline_halfwidth` checkpoints whose change rate
+//!    itself stays above `k_extend` · σ̂ with one sign, across which the series covers at least `slow_change` of
+//!    its scale within `slow_span` of the run's log-step range (step 3's median absorbs such a steady rise).
 //!
 //! The essential-dynamics trigger ([`turning_points`]) uses the same smoothing on the leading principal
 //! components of the output trajectory and flags where it turns by more than `turn_degrees`.
@@ -41,6 +44,9 @@ pub struct Flag {
     pub change: f64,
     /// Peak |d − baseline|·Δu / σ̂: how many noise scales the change rate stands out.
     pub score: f64,
+    /// Found by the slow-change rule (a steady rise longer than the baseline's window), not by its excess rate.
+    #[serde(default)]
+    pub slow: bool,
     /// How fast the series changes at each checkpoint of the stretch, relative to its peak (1 at `peak_step`,
     /// 0 at the two widened ends): the shape [`super::stages`] adds up to tell stages apart. Not written.
     #[serde(skip)]
@@ -178,6 +184,7 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
             .for_each(|j| extended[j] = true);
     }
     let mut flags = vec![];
+    let mut covered = vec![false; n];
     for (first, past) in runs(&extended) {
         let (a, b) = (first.saturating_sub(1), past.min(n - 1));
         let change = y[b] - y[a];
@@ -201,10 +208,61 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
                 rise_end_step: steps[a + rise_last],
                 change,
                 score: top / sigma,
+                slow: false,
                 profile,
+            });
+            covered[a..=b].iter_mut().for_each(|c| *c = true);
+        }
+    }
+    // Slow changes: a rise longer than the baseline's window has a steady change rate, which its running
+    // median absorbs, so step 3 sees nothing. A stretch outside every flag where the rate itself (not its
+    // excess) stays above `k_extend` noise scales with one sign for more than `baseline_halfwidth` checkpoints
+    // is a change too if the series covers at least
+    // `slow_change` of its scale across it within `slow_span` of the run's log-step range; a trend over most of
+    // the run is not a birth.
+    let rate: Vec<f64> = (0..n)
+        .map(|i| d[i] * span(i) * width(i).powf(1.5))
+        .collect();
+    let run_span = u[n - 1] - u[0];
+    for sign in [1.0, -1.0] {
+        let moving: Vec<bool> = (0..n)
+            .map(|i| !covered[i] && sign * rate[i] > config.k_extend * sigma)
+            .collect();
+        // Longer than half the baseline's window, or step 3 would have seen it: the median of a window more
+        // than half inside a steady rise is the rise's own rate.
+        for (first, past) in runs(&moving).into_iter().filter(|(f, p)| p - f > w) {
+            let (a, b) = (first.saturating_sub(1), past.min(n - 1));
+            let change = y[b] - y[a];
+            if sign * change < config.slow_change * scale
+                || u[b] - u[a] > config.slow_span * run_span
+            {
+                continue;
+            }
+            let peak = (first..past)
+                .max_by(|&p, &q| rate[p].abs().total_cmp(&rate[q].abs()))
+                .unwrap_or(first);
+            let top = rate[peak].abs();
+            let (rise_first, rise_last) = rise(&y[a..=b]);
+            flags.push(Flag {
+                start_step: steps[a],
+                end_step: steps[b],
+                peak_step: steps[peak],
+                rise_start_step: steps[a + rise_first],
+                rise_end_step: steps[a + rise_last],
+                change,
+                score: top / sigma,
+                slow: true,
+                // Its steepest checkpoint alone: spread over its whole stretch, a slow change would join the
+                // faster changes it spans into one wide window (docs/windows.md).
+                profile: vec![
+                    (steps[peak.saturating_sub(1)], 0.0),
+                    (steps[peak], 1.0),
+                    (steps[(peak + 1).min(n - 1)], 0.0),
+                ],
             });
         }
     }
+    flags.sort_by_key(|f| f.start_step);
     flags
 }
 
@@ -297,6 +355,7 @@ pub fn turning_points(steps: &[u64], points: &[Vec<f64>], config: &WindowsConfig
             rise_end_step: end_step,
             change: largest,
             score: largest / config.turn_degrees,
+            slow: false,
             profile,
         });
     }
@@ -390,6 +449,7 @@ mod tests {
             .collect();
         let strict = WindowsConfig {
             k_extend: config().k,
+            slow_span: 0.01,
             ..config()
         };
         assert!(detect(&steps, &values, &strict).is_empty());
@@ -419,6 +479,44 @@ mod tests {
             .collect();
         let flags = detect(&steps, &values, &config());
         assert!(flags.is_empty(), "{flags:?}");
+    }
+
+    #[test]
+    fn a_steady_rise_longer_than_the_baseline_window_is_one_window() {
+        // The test accuracy of modular-addition-small seed 0: 0.03 → 0.95 at an even pace over 26 checkpoints
+        // (steps 1000–3600), longer than the ±8-checkpoint baseline, which takes its rate for the trend.
+        let steps = schedule(4000);
+        let noise = noise(steps.len(), 0.005, 6);
+        let ramp = |s: u64| 0.03 + 0.92 * ((s as f64 - 1000.0) / 2600.0).clamp(0.0, 1.0);
+        let values: Vec<f64> = steps
+            .iter()
+            .zip(&noise)
+            .map(|(&s, e)| ramp(s) + e)
+            .collect();
+        let without = WindowsConfig {
+            slow_span: 0.01,
+            ..config()
+        };
+        assert!(
+            detect(&steps, &values, &without)
+                .iter()
+                .all(|f| f.change.abs() < 0.5),
+            "{:?}",
+            detect(&steps, &values, &without)
+        );
+        let flags = detect(&steps, &values, &config());
+        let big: Vec<&Flag> = flags.iter().filter(|f| f.change > 0.5).collect();
+        assert_eq!(big.len(), 1, "{flags:?}");
+        assert!(
+            big[0].start_step <= 1300 && big[0].end_step >= 3300,
+            "{:?}",
+            big[0]
+        );
+        assert!(
+            big[0].rise_start_step >= 1000 && big[0].rise_end_step <= 3700,
+            "{:?}",
+            big[0]
+        );
     }
 
     #[test]

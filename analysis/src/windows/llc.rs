@@ -169,6 +169,7 @@ pub fn llc_triggers(points: &[LlcPoint], config: &WindowsConfig) -> Vec<Trigger>
                 rise_end_step: steps[rise_last],
                 change,
                 score: change.abs() / se(a, b),
+                slow: false,
                 profile,
             },
         });
@@ -210,6 +211,7 @@ pub fn llc_triggers(points: &[LlcPoint], config: &WindowsConfig) -> Vec<Trigger>
                 rise_end_step: steps[after],
                 change: moved,
                 score: config.k * moved.abs() / least,
+                slow: false,
                 // A boundary, not a change: it adds no activity of its own and joins the nearest stage.
                 profile: vec![],
             },

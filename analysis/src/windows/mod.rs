@@ -263,7 +263,14 @@ pub fn windows_of(
     let mut triggers = llc_triggers(&llc.whole, config);
     for (metric, points) in series.iter().filter(|(m, _)| *m != llc::CHANGE) {
         let (steps, values): (Vec<u64>, Vec<f64>) = points.iter().copied().unzip();
+        // A slow change counts for the task's accuracies (held-out accuracy climbing at an even pace is a slow
+        // grokking); elsewhere (margins and losses after convergence, probes, heads, CKA) slow creeping is the
+        // usual drift of training, not a birth.
+        let accuracy = matches!(family(metric), "behavior" | "eval") && metric.contains("accuracy");
         for flag in detect(&steps, &values, config) {
+            if flag.slow && !accuracy {
+                continue;
+            }
             triggers.push(Trigger {
                 metric: metric.clone(),
                 flag,
@@ -599,6 +606,54 @@ mod tests {
             assert_eq!(w.mechanism_grew, vec!["mlp.L0".to_string()]);
             assert!(w.confidence >= Confidence::Medium, "{:?}", w.triggers);
         }
+    }
+
+    #[test]
+    fn a_slow_climb_counts_for_an_accuracy_and_not_for_other_series() {
+        // The same even climb over 20 checkpoints (steps 400–1400), longer than the baseline's window: a slow
+        // grokking for the test accuracy, drift for a margin or a probe.
+        let mut rng = SplitMix64::new(8);
+        let ramp = |scale: f64, rng: &mut SplitMix64| -> Vec<(u64, f64)> {
+            schedule()
+                .into_iter()
+                .map(|s| {
+                    let climb = ((s as f64 - 400.0) / 1000.0).clamp(0.0, 1.0);
+                    (s, scale * (0.03 + 0.92 * climb + 0.005 * rng.normal()))
+                })
+                .collect()
+        };
+        let named = [
+            ("eval.test.accuracy", 1.0),
+            ("behavior.logit_margin", 10.0),
+            ("residual.blocks.0.hook_resid_post.eq.sum.accuracy", 1.0),
+        ];
+        let series = named
+            .iter()
+            .map(|&(name, scale)| (name.to_string(), ramp(scale, &mut rng)))
+            .collect();
+        let found = windows_of(
+            &series,
+            None,
+            &LlcSeries::default(),
+            &WindowsConfig::default(),
+        );
+        let slow: Vec<&Trigger> = found
+            .iter()
+            .flat_map(|w| &w.triggers)
+            .filter(|t| t.flag.slow)
+            .collect();
+        assert_eq!(slow.len(), 1, "{:?}", summary(&found));
+        assert_eq!(slow[0].metric, "eval.test.accuracy");
+        assert!(slow[0].flag.change > 0.5, "{:?}", slow[0]);
+        let window = found
+            .iter()
+            .find(|w| w.triggers.iter().any(|t| t.flag.slow))
+            .unwrap();
+        assert!(
+            window.start_step >= 400 && window.end_step <= 1400,
+            "{:?}",
+            summary(&found)
+        );
     }
 
     #[test]

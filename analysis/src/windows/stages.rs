@@ -170,6 +170,7 @@ mod tests {
                 rise_end_step: end,
                 change: 1.0,
                 score: 10.0,
+                slow: false,
                 profile: vec![(start, 0.0), (peak, 1.0), (end, 0.0)],
             },
         }

@@ -117,6 +117,11 @@ pub struct WindowsConfig {
     pub baseline_halfwidth: usize,
     /// A flagged stretch counts only if the series moved by at least this fraction of its range across it.
     pub min_change: f64,
+    /// A slow change (a steady rise longer than the baseline's window, invisible to `k`) counts if the series
+    /// moved by at least this fraction of its scale across it ...
+    pub slow_change: f64,
+    /// ... within at most this fraction of the run's log-step range (a trend over most of the run is no birth).
+    pub slow_span: f64,
     /// Series whose scale (range, or half the largest magnitude) stays below this are not examined: in the units
     /// of the row (fractions, nats, logits), a metric that never moves by 0.1 has no birth to find.
     pub min_scale: f64,
@@ -141,6 +146,8 @@ impl Default for WindowsConfig {
             smooth_fraction: 0.05,
             baseline_halfwidth: 8,
             min_change: 0.2,
+            slow_change: 0.5,
+            slow_span: 0.25,
             min_scale: 0.1,
             turn_degrees: 45.0,
             components: 3,
@@ -418,6 +425,8 @@ impl TryFrom<WindowsConfig> for Checked<WindowsConfig> {
         for (name, level) in [
             ("windows.split_depth", w.split_depth),
             ("windows.core_level", w.core_level),
+            ("windows.slow_change", w.slow_change),
+            ("windows.slow_span", w.slow_span),
         ] {
             if !(level > 0.0 && level <= 1.0) {
                 return invalid(name, format!("must be in (0, 1], got {level}"));
