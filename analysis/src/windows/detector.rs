@@ -183,43 +183,57 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
             .take_while(|&j| continues(j, past - 1))
             .for_each(|j| extended[j] = true);
     }
+    // The flag of checkpoints a..=b (a run first..past widened by one), steepest at `peak` by `strength`.
+    let flag =
+        |(a, b): (usize, usize), (first, past): (usize, usize), strength: &[f64], slow: bool| {
+            let peak = (first..past)
+                .max_by(|&p, &q| strength[p].abs().total_cmp(&strength[q].abs()))
+                .unwrap_or(first);
+            let top = strength[peak].abs();
+            let (rise_first, rise_last) = rise(&y[a..=b]);
+            let profile = if slow {
+                // Its steepest checkpoint alone: spread over its whole stretch, a slow change would join the
+                // faster changes it spans into one wide window (docs/windows.md).
+                vec![
+                    (steps[peak.saturating_sub(1)], 0.0),
+                    (steps[peak], 1.0),
+                    (steps[(peak + 1).min(n - 1)], 0.0),
+                ]
+            } else {
+                (a..=b)
+                    .map(|i| {
+                        let inside = (first..past).contains(&i);
+                        (steps[i], if inside { strength[i].abs() / top } else { 0.0 })
+                    })
+                    .collect()
+            };
+            Flag {
+                start_step: steps[a],
+                end_step: steps[b],
+                peak_step: steps[peak],
+                rise_start_step: steps[a + rise_first],
+                rise_end_step: steps[a + rise_last],
+                change: y[b] - y[a],
+                score: top / sigma,
+                slow,
+                profile,
+            }
+        };
     let mut flags = vec![];
     let mut covered = vec![false; n];
     for (first, past) in runs(&extended) {
         let (a, b) = (first.saturating_sub(1), past.min(n - 1));
         let change = y[b] - y[a];
         if change.abs() >= config.min_change * scale {
-            let peak = (first..past)
-                .max_by(|&p, &q| residual[p].abs().total_cmp(&residual[q].abs()))
-                .unwrap_or(first);
-            let (rise_first, rise_last) = rise(&y[a..=b]);
-            let top = residual[peak].abs();
-            let profile = (a..=b)
-                .map(|i| {
-                    let inside = (first..past).contains(&i);
-                    (steps[i], if inside { residual[i].abs() / top } else { 0.0 })
-                })
-                .collect();
-            flags.push(Flag {
-                start_step: steps[a],
-                end_step: steps[b],
-                peak_step: steps[peak],
-                rise_start_step: steps[a + rise_first],
-                rise_end_step: steps[a + rise_last],
-                change,
-                score: top / sigma,
-                slow: false,
-                profile,
-            });
+            flags.push(flag((a, b), (first, past), &residual, false));
             covered[a..=b].iter_mut().for_each(|c| *c = true);
         }
     }
     // Slow changes: a rise longer than the baseline's window has a steady change rate, which its running
     // median absorbs, so step 3 sees nothing. A stretch outside every flag where the rate itself (not its
     // excess) stays above `k_extend` noise scales with one sign for more than `baseline_halfwidth` checkpoints
-    // is a change too if the series covers at least
-    // `slow_change` of its scale across it within `slow_span` of the run's log-step range; a trend over most of
-    // the run is not a birth.
+    // is a change too if the series covers at least `slow_change` of its scale across it within `slow_span` of
+    // the run's log-step range; a trend over most of the run is not a birth.
     let rate: Vec<f64> = (0..n)
         .map(|i| d[i] * span(i) * width(i).powf(1.5))
         .collect();
@@ -238,28 +252,7 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
             {
                 continue;
             }
-            let peak = (first..past)
-                .max_by(|&p, &q| rate[p].abs().total_cmp(&rate[q].abs()))
-                .unwrap_or(first);
-            let top = rate[peak].abs();
-            let (rise_first, rise_last) = rise(&y[a..=b]);
-            flags.push(Flag {
-                start_step: steps[a],
-                end_step: steps[b],
-                peak_step: steps[peak],
-                rise_start_step: steps[a + rise_first],
-                rise_end_step: steps[a + rise_last],
-                change,
-                score: top / sigma,
-                slow: true,
-                // Its steepest checkpoint alone: spread over its whole stretch, a slow change would join the
-                // faster changes it spans into one wide window (docs/windows.md).
-                profile: vec![
-                    (steps[peak.saturating_sub(1)], 0.0),
-                    (steps[peak], 1.0),
-                    (steps[(peak + 1).min(n - 1)], 0.0),
-                ],
-            });
+            flags.push(flag((a, b), (first, past), &rate, true));
         }
     }
     flags.sort_by_key(|f| f.start_step);
