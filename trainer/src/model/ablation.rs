@@ -4,7 +4,8 @@
 //! The ablations start from a [`Capture`]: an ablated head only changes `hook_resid_mid` of its layer, by
 //! (mean z_h − z_h)·W_O[h], so the model runs from there on, never the unchanged prefix. The clean reference
 //! and each ablated head go through the rest of the model as batches of the same shape on the same path, so a
-//! head that writes nothing (W_O[h] = 0) changes the loss by exactly 0.
+//! head that writes nothing (W_O[h] = 0) changes the loss by exactly 0. In the last block only the answer
+//! positions reach the loss, so its ablations are computed there alone.
 
 use crate::error::ForwardError;
 use burn::prelude::*;
@@ -33,9 +34,29 @@ impl Transformer {
         answers: &Queries,
         rows: Option<&Tensor<1, Int>>,
     ) -> Result<AblationLosses, ForwardError> {
-        let some = |x: Tensor<3>| match rows {
-            Some(rows) => x.select(0, rows.clone()),
-            None => x,
+        let n_blocks = self.blocks.len();
+        // In the last block only the answer positions reach the loss, so its ablations run there alone (the
+        // rest of the model then computes every position it is given).
+        let ablated_at = |l: usize| {
+            if l + 1 == n_blocks {
+                answers
+            } else {
+                &Queries::All
+            }
+        };
+        let downstream = |l: usize| {
+            if l + 1 == n_blocks {
+                &Queries::All
+            } else {
+                answers
+            }
+        };
+        let some = |x: Tensor<3>, l: usize| {
+            let x = at(x, ablated_at(l));
+            match rows {
+                Some(rows) => x.select(0, rows.clone()),
+                None => x,
+            }
         };
         let targets = &match rows {
             Some(rows) => targets.clone().select(0, rows.clone()),
@@ -44,18 +65,19 @@ impl Transformer {
         let loss = |logits: Tensor<3>| copy_losses(logits, targets, 1).map(|losses| losses[0]);
         let mut out = AblationLosses::default();
         for (l, acts) in capture.blocks.iter().enumerate() {
+            let z_all = at4(acts.z.clone(), ablated_at(l));
             let z = match rows {
-                Some(rows) => acts.z.clone().select(0, rows.clone()),
-                None => acts.z.clone(),
+                Some(rows) => z_all.clone().select(0, rows.clone()),
+                None => z_all.clone(),
             };
             let [n, pos, n_heads, d_head] = z.dims();
             let d_model = self.dims.d_model;
-            let resid_mid = some(acts.resid_mid.clone());
-            let clean = loss(self.logits_after_mid(l, resid_mid.clone(), answers))?;
+            let resid_mid = some(acts.resid_mid.clone(), l);
+            let clean = loss(self.logits_after_mid(l, resid_mid.clone(), downstream(l)))?;
             // What ablating head h adds to resid_mid: (mean z_h − z_h) @ W_O[h]. One head per forward, each the
             // size of the clean one: the same path as the clean copy (so a head that writes nothing changes the
             // loss by exactly 0) and a peak memory of one copy of the batch, not n_heads + 1.
-            let dz = acts.z.clone().mean_dim(0) - z;
+            let dz = z_all.mean_dim(0) - z;
             let w_o = self.blocks[l].attn.W_O.val();
             let mut heads = Vec::with_capacity(n_heads);
             for h in 0..n_heads {
@@ -69,15 +91,16 @@ impl Transformer {
                             .reshape([d_head, d_model]),
                     )
                     .reshape([n, pos, d_model]);
-                let ablated = self.logits_after_mid(l, resid_mid.clone() + delta, answers);
+                let ablated = self.logits_after_mid(l, resid_mid.clone() + delta, downstream(l));
                 heads.push(loss(ablated)? - clean);
             }
             out.heads.push(heads);
             if let Some(mlp_out) = &acts.mlp_out {
-                let mean_out = mlp_out.clone().mean_dim(0);
+                let mean_out = at(mlp_out.clone(), ablated_at(l)).mean_dim(0);
                 let clean =
-                    loss(self.logits_after_post(l, some(acts.resid_post.clone()), answers))?;
-                let ablated = loss(self.logits_after_post(l, resid_mid + mean_out, answers))?;
+                    self.logits_after_post(l, some(acts.resid_post.clone(), l), downstream(l));
+                let ablated = self.logits_after_post(l, resid_mid + mean_out, downstream(l));
+                let (clean, ablated) = (loss(clean)?, loss(ablated)?);
                 out.mlp.push(ablated - clean);
             }
         }
@@ -183,6 +206,14 @@ impl Transformer {
 
 /// `x` [batch, pos, d] at the answer positions.
 pub(super) fn at(x: Tensor<3>, answers: &Queries) -> Tensor<3> {
+    match answers {
+        Queries::All => x,
+        Queries::At { positions, .. } => x.select(1, positions.clone()),
+    }
+}
+
+/// `x` [batch, pos, head, d] at the answer positions.
+fn at4(x: Tensor<4>, answers: &Queries) -> Tensor<4> {
     match answers {
         Queries::All => x,
         Queries::At { positions, .. } => x.select(1, positions.clone()),
