@@ -50,10 +50,10 @@ fn at_boundary(
         let part = examples.select(&chunk);
         let captured = model.capture(int_tensor(&part.tokens, part.n, pos, device));
         let tensor = captured
-            .hooks()
+            .into_hooks()
             .into_iter()
             .find_map(|(name, t)| match t {
-                HookTensor::Rank3(t) if name == *boundary => Some(t.clone()),
+                HookTensor::Rank3(t) if name == *boundary => Some(t),
                 _ => None,
             })
             .ok_or_else(|| AnalysisError::Metric {

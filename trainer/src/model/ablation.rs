@@ -35,24 +35,10 @@ impl Transformer {
         rows: Option<&Tensor<1, Int>>,
     ) -> Result<AblationLosses, ForwardError> {
         let n_blocks = self.blocks.len();
-        // In the last block only the answer positions reach the loss, so its ablations run there alone (the
-        // rest of the model then computes every position it is given).
-        let ablated_at = |l: usize| {
-            if l + 1 == n_blocks {
-                answers
-            } else {
-                &Queries::All
-            }
-        };
-        let downstream = |l: usize| {
-            if l + 1 == n_blocks {
-                &Queries::All
-            } else {
-                answers
-            }
-        };
-        let some = |x: Tensor<3>, l: usize| {
-            let x = at(x, ablated_at(l));
+        // The ablated positions `here`, then the rest of the model `after`: every position, except in the last
+        // block, where only the answer positions reach the loss and its ablations run there alone.
+        let some = |x: Tensor<3>, here: &Queries| {
+            let x = at(x, here);
             match rows {
                 Some(rows) => x.select(0, rows.clone()),
                 None => x,
@@ -65,15 +51,20 @@ impl Transformer {
         let loss = |logits: Tensor<3>| copy_losses(logits, targets, 1).map(|losses| losses[0]);
         let mut out = AblationLosses::default();
         for (l, acts) in capture.blocks.iter().enumerate() {
-            let z_all = at4(acts.z.clone(), ablated_at(l));
+            let (here, after) = if l + 1 == n_blocks {
+                (answers, &Queries::All)
+            } else {
+                (&Queries::All, answers)
+            };
+            let z_all = at(acts.z.clone(), here);
             let z = match rows {
                 Some(rows) => z_all.clone().select(0, rows.clone()),
                 None => z_all.clone(),
             };
             let [n, pos, n_heads, d_head] = z.dims();
             let d_model = self.dims.d_model;
-            let resid_mid = some(acts.resid_mid.clone(), l);
-            let clean = loss(self.logits_after_mid(l, resid_mid.clone(), downstream(l)))?;
+            let resid_mid = some(acts.resid_mid.clone(), here);
+            let clean = loss(self.logits_after_mid(l, resid_mid.clone(), after))?;
             // What ablating head h adds to resid_mid: (mean z_h − z_h) @ W_O[h]. One head per forward, each the
             // size of the clean one: the same path as the clean copy (so a head that writes nothing changes the
             // loss by exactly 0) and a peak memory of one copy of the batch, not n_heads + 1.
@@ -91,15 +82,14 @@ impl Transformer {
                             .reshape([d_head, d_model]),
                     )
                     .reshape([n, pos, d_model]);
-                let ablated = self.logits_after_mid(l, resid_mid.clone() + delta, downstream(l));
+                let ablated = self.logits_after_mid(l, resid_mid.clone() + delta, after);
                 heads.push(loss(ablated)? - clean);
             }
             out.heads.push(heads);
             if let Some(mlp_out) = &acts.mlp_out {
-                let mean_out = at(mlp_out.clone(), ablated_at(l)).mean_dim(0);
-                let clean =
-                    self.logits_after_post(l, some(acts.resid_post.clone(), l), downstream(l));
-                let ablated = self.logits_after_post(l, resid_mid + mean_out, downstream(l));
+                let mean_out = at(mlp_out.clone(), here).mean_dim(0);
+                let clean = self.logits_after_post(l, some(acts.resid_post.clone(), here), after);
+                let ablated = self.logits_after_post(l, resid_mid + mean_out, after);
                 let (clean, ablated) = (loss(clean)?, loss(ablated)?);
                 out.mlp.push(ablated - clean);
             }
@@ -204,16 +194,8 @@ impl Transformer {
     }
 }
 
-/// `x` [batch, pos, d] at the answer positions.
-pub(super) fn at(x: Tensor<3>, answers: &Queries) -> Tensor<3> {
-    match answers {
-        Queries::All => x,
-        Queries::At { positions, .. } => x.select(1, positions.clone()),
-    }
-}
-
-/// `x` [batch, pos, head, d] at the answer positions.
-fn at4(x: Tensor<4>, answers: &Queries) -> Tensor<4> {
+/// `x` [batch, pos, …] at the answer positions.
+pub(super) fn at<const D: usize>(x: Tensor<D>, answers: &Queries) -> Tensor<D> {
     match answers {
         Queries::All => x,
         Queries::At { positions, .. } => x.select(1, positions.clone()),

@@ -30,6 +30,7 @@ pub enum Queries {
 }
 
 /// Every activation of one block, TransformerLens shapes; `pos` is the number of query positions computed.
+#[derive(Clone)]
 pub struct BlockActs {
     /// [batch, pos, d_model] (all positions, whatever the queries)
     pub resid_pre: Tensor<3>,

@@ -9,6 +9,7 @@ use super::block::BlockActs;
 use host::hook::HookName;
 
 /// All activations of one forward pass, TransformerLens shapes.
+#[derive(Clone)]
 pub struct Capture {
     /// `hook_embed` [batch, pos, d_model]
     pub embed: Tensor<3>,
@@ -30,50 +31,26 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<HostArray, ForwardEr
     Ok(HostArray { shape, data })
 }
 
-/// One hook point's tensor, whatever its rank.
-pub enum HookTensor<'a> {
-    Rank3(&'a Tensor<3>),
-    Rank4(&'a Tensor<4>),
+/// One hook point's tensor, whatever its rank (a handle: cloning it does not copy the data).
+pub enum HookTensor {
+    Rank3(Tensor<3>),
+    Rank4(Tensor<4>),
+}
+
+impl HookTensor {
+    fn into_host(self) -> Result<HostArray, ForwardError> {
+        match self {
+            HookTensor::Rank3(t) => to_host(t),
+            HookTensor::Rank4(t) => to_host(t),
+        }
+    }
 }
 
 impl Capture {
-    /// Every hook point with its name, in forward order. Attention-only models have no `hook_resid_mid` or
-    /// MLP hooks, as in TransformerLens.
-    pub fn hooks(&self) -> Vec<(HookName, HookTensor<'_>)> {
+    /// Every hook point with its name, in forward order, consuming the capture. Attention-only models have no
+    /// `hook_resid_mid` or MLP hooks, as in TransformerLens.
+    pub fn into_hooks(self) -> Vec<(HookName, HookTensor)> {
         use HookTensor::{Rank3, Rank4};
-        let mut hooks = vec![
-            (HookName::Embed, Rank3(&self.embed)),
-            (HookName::PosEmbed, Rank3(&self.pos_embed)),
-        ];
-        for (l, b) in self.blocks.iter().enumerate() {
-            hooks.push((HookName::ResidPre(l), Rank3(&b.resid_pre)));
-            hooks.push((HookName::Pattern(l), Rank4(&b.pattern)));
-            hooks.push((HookName::Z(l), Rank4(&b.z)));
-            hooks.push((HookName::AttnOut(l), Rank3(&b.attn_out)));
-            if !self.attn_only {
-                hooks.push((HookName::ResidMid(l), Rank3(&b.resid_mid)));
-            }
-            if let (Some(post), Some(out)) = (&b.mlp_post, &b.mlp_out) {
-                hooks.push((HookName::MlpPost(l), Rank3(post)));
-                hooks.push((HookName::MlpOut(l), Rank3(out)));
-            }
-            hooks.push((HookName::ResidPost(l), Rank3(&b.resid_post)));
-        }
-        hooks.push((HookName::Logits, Rank3(&self.logits)));
-        hooks
-    }
-
-    /// Host copies of the hook points `keep` selects, in forward order, consuming the capture: each device
-    /// tensor is freed once its copy is made, so the capture and its host copy are never both held whole.
-    pub fn into_host(
-        self,
-        keep: impl Fn(&HookName) -> bool,
-    ) -> Result<Vec<(HookName, HostArray)>, ForwardError> {
-        enum Owned {
-            Rank3(Tensor<3>),
-            Rank4(Tensor<4>),
-        }
-        use Owned::{Rank3, Rank4};
         let mut hooks = vec![
             (HookName::Embed, Rank3(self.embed)),
             (HookName::PosEmbed, Rank3(self.pos_embed)),
@@ -94,29 +71,28 @@ impl Capture {
         }
         hooks.push((HookName::Logits, Rank3(self.logits)));
         hooks
+    }
+
+    /// Every hook point with its name, in forward order (handles to the same tensors).
+    pub fn hooks(&self) -> Vec<(HookName, HookTensor)> {
+        self.clone().into_hooks()
+    }
+
+    /// Host copies of the hook points `keep` selects, in forward order, consuming the capture: each device
+    /// tensor is freed once its copy is made, so the capture and its host copy are never both held whole.
+    pub fn into_host(
+        self,
+        keep: impl Fn(&HookName) -> bool,
+    ) -> Result<Vec<(HookName, HostArray)>, ForwardError> {
+        self.into_hooks()
             .into_iter()
             .filter(|(name, _)| keep(name))
-            .map(|(name, t)| {
-                let host = match t {
-                    Rank3(t) => to_host(t),
-                    Rank4(t) => to_host(t),
-                }?;
-                Ok((name, host))
-            })
+            .map(|(name, t)| Ok((name, t.into_host()?)))
             .collect()
     }
 
     /// Host copies of every hook point.
     pub fn to_host(&self) -> Result<Vec<(HookName, HostArray)>, ForwardError> {
-        self.hooks()
-            .into_iter()
-            .map(|(name, t)| {
-                let host = match t {
-                    HookTensor::Rank3(t) => to_host(t.clone()),
-                    HookTensor::Rank4(t) => to_host(t.clone()),
-                }?;
-                Ok((name, host))
-            })
-            .collect()
+        self.clone().into_host(|_| true)
     }
 }

@@ -211,11 +211,7 @@ impl Transformer {
     /// Logits at `answers` from the full forward (every position of every block, as a plain PyTorch script
     /// computes them): what [`Self::forward_answers`] equals up to float rounding, for comparing like with like.
     pub fn forward_full_at(&self, tokens: Tensor<2, Int>, answers: &Queries) -> Tensor<3> {
-        let logits = self.forward(tokens);
-        match answers {
-            Queries::All => logits,
-            Queries::At { positions, .. } => logits.select(1, positions.clone()),
-        }
+        ablation::at(self.forward(tokens), answers)
     }
 
     /// Every hook point of SPEC §4 under its TransformerLens name (see [`Capture`]).
