@@ -190,7 +190,7 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
                 .max_by(|&p, &q| strength[p].abs().total_cmp(&strength[q].abs()))
                 .unwrap_or(first);
             let top = strength[peak].abs();
-            let (rise_first, rise_last) = rise(&y[a..=b]);
+            let (rise_first, rise_last) = rise(&values[a..=b], &y[a..=b]);
             let profile = if slow {
                 // Its steepest checkpoint alone: spread over its whole stretch, a slow change would join the
                 // faster changes it spans into one wide window (docs/windows.md).
@@ -259,21 +259,35 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
     flags
 }
 
-/// The 10–90 % rise of a stretch of a smoothed series: the index of the last point before it has covered 10 % of
-/// its change (end − start) and of the first at which it has covered 90 %.
-fn rise(y: &[f64]) -> (usize, usize) {
+/// The 10–90 % rise of a stretch: the index of the last point before the series has covered 10 % of its change
+/// and of the first from which it stays above 90 %, in the raw values `raw` and in their smoothed version `y`
+/// (the change measured between `y`'s ends), whichever pair is narrower at each end. The smoothing spreads a
+/// sharp jump over a few checkpoints on each side; the raw values show where it happened, and their noise can
+/// only move these bounds outwards (a point above 10 % early, one below 90 % late), where the smoothed bound
+/// holds them.
+fn rise(raw: &[f64], y: &[f64]) -> (usize, usize) {
     let n = y.len();
     let change = y[n - 1] - y[0];
-    let covered = |i: usize| {
+    let covered = |v: f64| {
         if change == 0.0 {
             1.0
         } else {
-            (y[i] - y[0]) / change
+            (v - y[0]) / change
         }
     };
-    let first = (0..n).find(|&i| covered(i) >= 0.1).unwrap_or(0);
-    let last = (0..n).find(|&i| covered(i) >= 0.9).unwrap_or(n - 1);
-    (first.saturating_sub(1), last.max(first))
+    let bounds = |series: &[f64]| {
+        let first = (0..n).find(|&i| covered(series[i]) >= 0.1).unwrap_or(0);
+        let last = (0..n)
+            .rev()
+            .find(|&i| covered(series[i]) < 0.9)
+            .map_or(0, |i| (i + 1).min(n - 1));
+        (first.saturating_sub(1), last.max(first))
+    };
+    let (smooth_first, smooth_last) = bounds(y);
+    let (raw_first, raw_last) = bounds(raw);
+    let first = smooth_first.max(raw_first);
+    let last = smooth_last.min(raw_last).max(first + 1).min(n - 1);
+    (first.min(last), last)
 }
 
 /// Where a trajectory `points` [checkpoint][component] turns sharply: after smoothing each component, the
@@ -400,6 +414,32 @@ mod tests {
         assert!(f.start_step <= 2000 && 2000 <= f.end_step, "{f:?}");
         assert!((f.peak_step as i64 - 2000).abs() <= 100, "{f:?}");
         assert!(f.change > 0.5, "{f:?}");
+    }
+
+    #[test]
+    fn a_jump_between_two_checkpoints_rises_between_them() {
+        // A step from 0 to 1 between checkpoints 2000 and 2100: the smoothing spreads it over a few checkpoints
+        // on each side, the raw values put its 10–90 % rise exactly between the two.
+        let steps = schedule(4000);
+        let noise = noise(steps.len(), 0.01, 3);
+        let values: Vec<f64> = steps
+            .iter()
+            .zip(&noise)
+            .map(|(&s, e)| f64::from(s > 2000) + e)
+            .collect();
+        let flags = detect(&steps, &values, &config());
+        assert_eq!(flags.len(), 1, "{flags:?}");
+        let f = &flags[0];
+        assert!(f.end_step - f.start_step >= 300, "{f:?}");
+        assert_eq!((f.rise_start_step, f.rise_end_step), (2000, 2100), "{f:?}");
+        // The smoothed values alone give a wider rise.
+        let y = smooth(&values, config().min_sigma, config().smooth_fraction);
+        let (a, b) = (
+            steps.iter().position(|&s| s == f.start_step).unwrap(),
+            steps.iter().position(|&s| s == f.end_step).unwrap(),
+        );
+        let (first, last) = rise(&y[a..=b], &y[a..=b]);
+        assert!(steps[a + last] - steps[a + first] >= 200, "{first} {last}");
     }
 
     #[test]

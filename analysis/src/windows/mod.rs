@@ -19,7 +19,7 @@ use crate::error::AnalysisError;
 use crate::row::Row;
 use detector::{Flag, detect, turning_points};
 use llc::{ComplexityChange, LlcSeries, complexity_changes, llc_triggers};
-use stages::stages;
+use stages::{extent, stages};
 
 /// The name of the essential-dynamics trigger.
 pub const ESSENTIAL_DYNAMICS: &str = "essential_dynamics";
@@ -322,11 +322,13 @@ fn merge(
         .into_iter()
         .enumerate()
         .map(|(i, stage)| {
+            // The window is where its triggers change together: within the core of its activity, the
+            // checkpoint intervals that hold their raw change.
+            let peak_step = grid[stage.peak];
+            let (first, last) = extent(grid, &stage, series, config.core_level);
+            let (start_step, end_step) = (grid[first], grid[last]);
             let mut triggers = stage.triggers;
             triggers.sort_by(|a, b| b.flag.score.total_cmp(&a.flag.score));
-            // The window is where its triggers change together: the core of its activity.
-            let peak_step = grid[stage.peak];
-            let (start_step, end_step) = (grid[stage.core.0], grid[stage.core.1]);
             let change =
                 |metric: &str| Some(value_at(metric, end_step)? - value_at(metric, start_step)?);
             let mut grew: Vec<(String, f64)> = series
@@ -544,15 +546,16 @@ mod tests {
                 summary(&found)
             );
             assert!(first.end_step <= second.start_step, "{:?}", summary(&found));
-            // The 10–90 % rise of a sigmoid of width w is 4.4 w: 130 and 175 steps; checkpoints every 50 and the
-            // smoothing add a checkpoint or two on each side.
+            // The 10–90 % rise of a sigmoid of width w is 4.4 w: 130 and 175 steps, which the checkpoints every 50
+            // round out to at most 200 and 250 (before the raw values narrowed them, the smoothing added a
+            // checkpoint or two on each side: 300 and 350).
             assert!(
-                first.end_step - first.start_step <= 300,
+                first.end_step - first.start_step <= 200,
                 "{:?}",
                 summary(&found)
             );
             assert!(
-                second.end_step - second.start_step <= 350,
+                second.end_step - second.start_step <= 250,
                 "{:?}",
                 summary(&found)
             );

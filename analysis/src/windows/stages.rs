@@ -3,7 +3,10 @@
 //! over the run's checkpoints has one peak per change. Neighbouring peaks are two stages when the activity between them falls
 //! below `split_depth` × the lower one (a valley, as in topographic prominence), one change otherwise. Each
 //! trigger belongs to the stage whose stretch of activity holds its peak; chains of overlapping triggers no
-//! longer join distinct changes.
+//! longer join distinct changes. A stage's window ([`extent`]) is the part of its core where its triggers' raw
+//! values move.
+
+use std::collections::BTreeMap;
 
 use trainer::config::WindowsConfig;
 
@@ -153,6 +156,75 @@ pub fn stages(grid: &[u64], triggers: Vec<Trigger>, config: &WindowsConfig) -> V
     stages
 }
 
+/// A stage's window as grid indices (first, last). The activity is a smoothed change rate, so a jump between two
+/// checkpoints lights up one or two more on each side; the raw values show between which checkpoints it happened.
+/// Within the stage's core, each trigger counts its raw change in each checkpoint interval of its 10–90 % rise
+/// (in the direction of its change, relative to its largest such interval: 1), and the window runs from the first
+/// to the last interval whose summed count is at least `core_level` × the busiest one's, widened to hold the
+/// activity's peak. A trigger without a series of its own (essential dynamics, the LLC) counts its
+/// profile's mean over each interval. The window never reaches outside the core.
+pub fn extent(
+    grid: &[u64],
+    stage: &Stage,
+    series: &BTreeMap<String, Vec<(u64, f64)>>,
+    core_level: f64,
+) -> (usize, usize) {
+    let (lo, hi) = stage.core;
+    if hi <= lo {
+        return (lo, hi);
+    }
+    let u = log_steps(grid);
+    let mut level = vec![0.0; hi - lo];
+    for trigger in &stage.triggers {
+        let flag = &trigger.flag;
+        let mut own = vec![0.0; hi - lo];
+        match series.get(&trigger.metric) {
+            Some(points) => {
+                let sign = flag.change.signum();
+                for pair in points.windows(2) {
+                    let ((s0, v0), (s1, v1)) = (pair[0], pair[1]);
+                    if s0 < flag.rise_start_step || s1 > flag.rise_end_step {
+                        continue;
+                    }
+                    // The change between two of the series' points, shared by the grid intervals between them.
+                    let spanned: Vec<usize> = (lo..hi)
+                        .filter(|&k| grid[k] >= s0 && grid[k + 1] <= s1)
+                        .collect();
+                    let gain = (sign * (v1 - v0)).max(0.0) / spanned.len().max(1) as f64;
+                    spanned.iter().for_each(|&k| own[k - lo] += gain);
+                }
+            }
+            None => {
+                for k in lo..hi {
+                    own[k - lo] = 0.5 * (bump(trigger, u[k]) + bump(trigger, u[k + 1]));
+                }
+            }
+        }
+        let top = own.iter().copied().fold(0.0, f64::max);
+        if top > 0.0 {
+            level.iter_mut().zip(&own).for_each(|(l, o)| *l += o / top);
+        }
+    }
+    let busiest = (0..level.len())
+        .max_by(|&p, &q| level[p].total_cmp(&level[q]))
+        .unwrap_or(0);
+    if level[busiest] <= 0.0 {
+        return (lo, hi);
+    }
+    let floor = core_level * level[busiest];
+    // The stage is one change (its valleys are shallow), so only its tails are trimmed: a dip inside stays.
+    let first = (0..level.len())
+        .find(|&k| level[k] >= floor)
+        .unwrap_or(busiest);
+    let last = (0..level.len())
+        .rfind(|&k| level[k] >= floor)
+        .unwrap_or(busiest);
+    (
+        (lo + first).min(stage.peak),
+        (lo + last + 1).max(stage.peak),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +257,68 @@ mod tests {
         assert!((bump(&t, 10f64.ln()) - 0.5).abs() < 1e-12);
         assert!((bump(&t, 1000f64.ln()) - 0.5).abs() < 1e-12);
         assert_eq!(bump(&t, 20000f64.ln()), 0.0);
+    }
+
+    #[test]
+    fn a_window_is_the_intervals_that_hold_the_raw_change() {
+        // Steps 0..=1000 every 100, a stage whose core is all of it. Three series jump between 400 and 500 (their
+        // flagged stretches and rises wider, as smoothing makes them), one more creeps up over 700–800 alone, and an
+        // essential-dynamics turn at 500 has no series of its own.
+        let grid: Vec<u64> = (0..=10).map(|i| i * 100).collect();
+        let step_at = |at: u64, height: f64| -> Vec<(u64, f64)> {
+            grid.iter()
+                .map(|&s| (s, if s >= at { height } else { 0.0 }))
+                .collect()
+        };
+        let mut series = BTreeMap::new();
+        let mut triggers = vec![];
+        for (name, height) in [("a", 1.0), ("b", -2.0), ("c", 0.5)] {
+            series.insert(name.to_string(), step_at(500, height));
+            let mut t = trigger(200, 400, 700);
+            t.metric = name.into();
+            t.flag.change = height;
+            triggers.push(t);
+        }
+        series.insert("late".to_string(), step_at(800, 1.0));
+        let mut late = trigger(600, 800, 900);
+        late.metric = "late".into();
+        triggers.push(late);
+        let mut turn = trigger(400, 500, 600);
+        turn.metric = crate::windows::ESSENTIAL_DYNAMICS.into();
+        triggers.push(turn);
+        let stage = Stage {
+            peak: 4,
+            first: 0,
+            last: 10,
+            core: (1, 9),
+            triggers,
+        };
+        assert_eq!(extent(&grid, &stage, &series, 0.3), (4, 5));
+        // The window never leaves the core and always holds the activity's peak: in a core of 500–900 only the
+        // late series moves (700–800), and the peak at 600 widens the window to it.
+        let narrow = Stage {
+            core: (5, 9),
+            peak: 6,
+            triggers: stage.triggers[..4].to_vec(),
+            ..stage
+        };
+        assert_eq!(extent(&grid, &narrow, &series, 0.3), (6, 8));
+        // Two busy intervals of one stage (its valley was shallow in the smoothed activity) keep the quiet one
+        // between them: only the tails are trimmed.
+        let mut two = stage.triggers[..3].to_vec();
+        for name in ["d", "e", "f"] {
+            series.insert(name.to_string(), step_at(700, 1.0));
+            let mut t = trigger(300, 600, 900);
+            t.metric = name.into();
+            two.push(t);
+        }
+        let both = Stage {
+            core: (1, 9),
+            peak: 5,
+            triggers: two,
+            ..narrow
+        };
+        assert_eq!(extent(&grid, &both, &series, 0.3), (4, 7));
     }
 
     #[test]
