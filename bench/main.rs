@@ -154,6 +154,68 @@ fn memory_mib(field: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU seconds (user + system) from a /proc `stat` line: fields 14 and 15, counted after the command name's
+/// closing parenthesis (the name may hold spaces), in USER_HZ = 100 ticks per second, what Linux reports on
+/// every common architecture.
+fn stat_cpu_s(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok();
+    Some((ticks(14)? + ticks(15)?) / 100.0)
+}
+
+/// CPU seconds so far of the whole process (its exited threads included) and of each live thread that is not
+/// the analysis sidecar's (the trainer: the main thread and the global rayon pool doing its tensor work), by
+/// thread id.
+struct CpuTimes {
+    process: f64,
+    trainer: std::collections::BTreeMap<String, f64>,
+}
+
+fn cpu_times() -> CpuTimes {
+    let read = |path: PathBuf| std::fs::read_to_string(path).ok();
+    let trainer = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|task| {
+            // The sidecar's threads are named formation-sidecar and formation-analysis, cut to 15 characters;
+            // unnamed threads carry the program's name, formation-bench.
+            read(task.path().join("comm")).is_some_and(|name| {
+                !["formation-sidec", "formation-analy"]
+                    .iter()
+                    .any(|sidecar| name.starts_with(sidecar))
+            })
+        })
+        .filter_map(|task| {
+            let cpu = stat_cpu_s(&read(task.path().join("stat"))?)?;
+            Some((task.file_name().to_string_lossy().into_owned(), cpu))
+        })
+        .collect();
+    CpuTimes {
+        process: read("/proc/self/stat".into())
+            .as_deref()
+            .and_then(stat_cpu_s)
+            .unwrap_or(0.0),
+        trainer,
+    }
+}
+
+impl CpuTimes {
+    /// (trainer, rest) CPU seconds spent since `before`: the trainer's live threads (a thread started since
+    /// counts from zero), and everything else the process spent (the sidecar's threads, exited or not).
+    fn since(&self, before: &CpuTimes) -> (f64, f64) {
+        let trainer: f64 = self
+            .trainer
+            .iter()
+            .map(|(tid, cpu)| cpu - before.trainer.get(tid).copied().unwrap_or(0.0))
+            .sum();
+        (trainer, self.process - before.process - trainer)
+    }
+}
+
 fn bench_dataset(args: DatasetArgs) -> anyhow::Result<()> {
     use trainer::tasks::dataset::Dataset;
     let builtin = Config::load(&args.config)?;
@@ -334,15 +396,21 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     println!(
-        "| config | steps | checkpoints | train s | train --analyze s | ratio | trainer-blocking ms/checkpoint \
+        "| config | steps | checkpoints | train s | train --analyze s | ratio | per-round ratios: median (min–max) | \
+         trainer CPU s (train → --analyze) | \
+         trainer CPU ratio | sidecar CPU s | trainer-blocking ms/checkpoint \
          (weight snapshot + send) | sidecar ms/checkpoint (forwards + metrics + writes) | training ms between linear checkpoints | \
          HDF5 bytes/checkpoint |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut families = vec![];
     for path in &args.configs {
         let config = args.load(path)?;
         let (mut plain, mut analyzed, mut last) = (vec![], vec![], None);
+        let (mut plain_cpu, mut analyzed_cpu, mut sidecar_cpu) = (vec![], vec![], vec![]);
+        // Each round's two runs follow each other, so their ratio is less exposed to the machine's drift over
+        // the sitting than the ratio of the medians.
+        let mut paired = vec![];
         for round in 0..args.rounds {
             // Which run goes first alternates (ABBA): with plain always first, the analyzed runs came out
             // faster than the plain ones on most examples (ratios 0.91-0.98), a warm-up bias, not a speed-up.
@@ -352,26 +420,39 @@ fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
                 [true, false]
             };
             for analyze in order {
-                let (wall, stats) = timed_run(&config, analyze, round)?;
+                let (timed, stats) = timed_run(&config, analyze, round)?;
                 if analyze {
-                    analyzed.push(wall);
+                    analyzed.push(timed.wall);
+                    analyzed_cpu.push(timed.trainer_cpu);
+                    sidecar_cpu.push(timed.other_cpu);
                     last = stats;
                 } else {
-                    plain.push(wall);
+                    plain.push(timed.wall);
+                    plain_cpu.push(timed.trainer_cpu);
                 }
             }
+            paired.push(analyzed[round] / plain[round]);
         }
         let stats = last.context("no analysis statistics")?;
         let (a, b) = (median(&mut plain), median(&mut analyzed));
+        let (ca, cb) = (median(&mut plain_cpu), median(&mut analyzed_cpu));
+        let (low, high) = paired
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &r| {
+                (l.min(r), h.max(r))
+            });
         // Plain training time per step (checkpoint writes included) times the linear cadence.
         let between =
             a * 1e3 / config.train.steps.max(1) as f64 * config.train.checkpoints.every as f64;
         println!(
-            "| {} | {} | {} | {a:.2} | {b:.2} | {:.3} | {:.1} | {:.1} | {between:.0} | {:.0} |",
+            "| {} | {} | {} | {a:.2} | {b:.2} | {:.3} | {:.3} ({low:.3}–{high:.3}) | {ca:.2} → {cb:.2} | {:.3} | {:.2} | {:.1} | {:.1} | {between:.0} | {:.0} |",
             path.display(),
             config.train.steps,
             stats.checkpoints,
             b / a,
+            median(&mut paired),
+            cb / ca,
+            median(&mut sidecar_cpu),
             stats.blocking_ms,
             stats.sidecar_ms,
             stats.bytes
@@ -486,19 +567,33 @@ struct AnalysisStats {
     families: std::collections::BTreeMap<String, f64>,
 }
 
-/// Trains `config` in a scratch directory; returns the wall time (including draining the sidecar).
+/// One timed run: wall seconds (including draining the sidecar), the trainer's and the rest's CPU seconds.
+struct Timed {
+    wall: f64,
+    trainer_cpu: f64,
+    other_cpu: f64,
+}
+
+/// Trains `config` in a scratch directory and times it.
 fn timed_run(
     config: &Config,
     analyze: bool,
     round: usize,
-) -> anyhow::Result<(f64, Option<AnalysisStats>)> {
+) -> anyhow::Result<(Timed, Option<AnalysisStats>)> {
     let dir = scratch_dir(round, if analyze { "analyze" } else { "plain" });
+    let cpu = cpu_times();
     let start = Instant::now();
     train_into(config, &dir, analyze)?;
     let wall = start.elapsed().as_secs_f64();
+    let (trainer_cpu, other_cpu) = cpu_times().since(&cpu);
     let stats = analyze.then(|| analysis_stats(&dir)).transpose()?;
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    Ok((wall, stats))
+    let timed = Timed {
+        wall,
+        trainer_cpu,
+        other_cpu,
+    };
+    Ok((timed, stats))
 }
 
 fn analysis_stats(dir: &std::path::Path) -> anyhow::Result<AnalysisStats> {
@@ -551,4 +646,22 @@ fn analysis_stats(dir: &std::path::Path) -> anyhow::Result<AnalysisStats> {
                 .collect()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_are_read_after_the_command_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …; the
+        // name may hold spaces and parentheses.
+        let stat = "4242 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 3";
+        assert_eq!(stat_cpu_s(stat), Some(3.25));
+        assert_eq!(stat_cpu_s("4242 (x) R 1"), None);
+        // This process has spent some CPU, and its main thread is among the trainer's.
+        let now = cpu_times();
+        assert!(now.process > 0.0 || !now.trainer.is_empty());
+        assert!(now.trainer.contains_key(&std::process::id().to_string()));
+    }
 }
