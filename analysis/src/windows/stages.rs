@@ -123,11 +123,20 @@ pub fn stages(grid: &[u64], triggers: Vec<Trigger>, config: &WindowsConfig) -> V
         .into_iter()
         .map(|(first, peak, last)| {
             let floor = config.core_level * level[peak];
-            let below = (first..peak)
-                .rev()
+            // Where the stage's own stretch is above the level up to its edge, the core takes one more checkpoint
+            // if that one is quiet (zero activity, in no stage): the change began after it. A lone turn of the
+            // output trajectory at one checkpoint is then the two intervals around it, not a single step.
+            let quiet = |i: usize| level.get(i).is_some_and(|&l| l == 0.0);
+            let below = (first..peak).rev().find(|&i| level[i] < floor).unwrap_or(
+                if first > 0 && quiet(first - 1) {
+                    first - 1
+                } else {
+                    first
+                },
+            );
+            let above = (peak..=last)
                 .find(|&i| level[i] < floor)
-                .unwrap_or(first);
-            let above = (peak..=last).find(|&i| level[i] < floor).unwrap_or(last);
+                .unwrap_or(if quiet(last + 1) { last + 1 } else { last });
             Stage {
                 peak,
                 first,
@@ -319,6 +328,20 @@ mod tests {
             ..narrow
         };
         assert_eq!(extent(&grid, &both, &series, 0.3), (4, 7));
+    }
+
+    #[test]
+    fn a_lone_turn_at_one_checkpoint_is_the_two_intervals_around_it() {
+        // An essential-dynamics turn at step 500 alone: its activity is positive at that checkpoint only; the
+        // core takes the quiet checkpoint on each side, and so does the window.
+        let grid: Vec<u64> = (0..=10).map(|i| i * 100).collect();
+        let mut turn = trigger(400, 500, 600);
+        turn.metric = crate::windows::ESSENTIAL_DYNAMICS.into();
+        let found = stages(&grid, vec![turn], &WindowsConfig::default());
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].first, found[0].peak, found[0].last), (5, 5, 5));
+        assert_eq!(found[0].core, (4, 6));
+        assert_eq!(extent(&grid, &found[0], &BTreeMap::new(), 0.3), (4, 6));
     }
 
     #[test]
