@@ -441,12 +441,10 @@ fn edelman(rows: &[Value], windows: &[Value]) -> Vec<Claim> {
         .windows(2)
         .map(|pair| {
             let ((_, since), (oracle, switch)) = (pair[0], pair[1]);
-            let stretch: Vec<Value> = rows
-                .iter()
-                .filter(|r| (since..=switch).contains(&step(r)))
-                .cloned()
-                .collect();
-            let fastest = steepest(&stretch, -1.0, |r| {
+            // The rows are in step order: the stretch is a slice of them, not a copy.
+            let stretch = &rows[rows.partition_point(|r| step(r) < since)
+                ..rows.partition_point(|r| step(r) <= switch)];
+            let fastest = steepest(stretch, -1.0, |r| {
                 num(r, &format!("behavior.progress.kl_{oracle}"))
             });
             (oracle, switch, fastest)
