@@ -8,6 +8,24 @@ pub mod device;
 pub mod progress;
 mod study_runner;
 
+/// Prints one line to standard output, as `println!` does, except that a line nobody can read any more is
+/// dropped instead of panicking: with `formation windows RUN | head`, `head` closes the pipe after ten lines and
+/// the command still finishes its work and writes its files. Everything formation prints on standard output is
+/// a summary of what it did or wrote, so nothing is lost with it.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say_line(format_args!($($arg)*))
+    };
+}
+
+/// The body of [`say!`]: writes `line` and a newline to standard output, ignoring a failed write (a closed pipe,
+/// or a full disk under a redirection).
+pub fn say_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// The write lock of `dir` for `command`, or `None` with a note on stderr when another process is writing it
 /// (a reader then works on what is there so far).
 pub fn lock_or_note(

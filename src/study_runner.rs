@@ -130,14 +130,14 @@ pub fn run_local(study: &StudyLayout, manifest: &StudyManifest, jobs: usize) -> 
         }
         running = still;
     }
-    println!(
+    crate::say!(
         "{finished} runs finished, {} failed, {skipped} were already done -> {}",
         failed.len(),
         study.root.display()
     );
     if !failed.is_empty() {
         for (name, error) in &failed {
-            println!("  {name}: {error} (log: {})", study.log(name).display());
+            crate::say!("  {name}: {error} (log: {})", study.log(name).display());
         }
         bail!(
             "{} of {} runs failed ({}); fix the cause and re-run the same command to continue them",

@@ -28,7 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let compared = compare_dirs(&args.dirs, args.config.as_deref())?;
-    print!("{}", table(&compared.comparison));
+    crate::say!("{}", table(&compared.comparison).trim_end_matches('\n'));
     let json = args
         .json
         .or_else(|| compared.study.as_ref().map(StudyLayout::comparison));
@@ -37,7 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &path,
             serde_json::to_string_pretty(&compared.comparison)?.as_bytes(),
         )?;
-        println!("\nwrote {}", path.display());
+        crate::say!("\nwrote {}", path.display());
     }
     Ok(())
 }

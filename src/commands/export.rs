@@ -49,6 +49,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let sample = examples.select(&(0..examples.n.min(8)).collect::<Vec<_>>());
     trainer::export::export(&model, &sample, &out)
         .with_context(|| format!("writing {}", out.display()))?;
-    println!("exported step {} to {}", args.step, out.display());
+    crate::say!("exported step {} to {}", args.step, out.display());
     Ok(())
 }

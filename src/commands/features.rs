@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let _lock = DirLock::acquire(&run.root, "formation features")?;
     let (out, born_in_range, latents) = features_across(&run, &config, &steps)?;
-    println!(
+    crate::say!(
         "{} checkpoints from {} to {}: {born_in_range} of {latents} latents born in the range; wrote {}",
         steps.len(),
         steps[0],

@@ -43,8 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     run.read_manifest()?;
     let _lock = DirLock::acquire(&run.root, "formation intervene")?;
     let (out, report) = intervene(&run, args.step, args.kind)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    println!("wrote {}", out.display());
+    crate::say!("{}", serde_json::to_string_pretty(&report)?);
+    crate::say!("wrote {}", out.display());
     Ok(())
 }
 

@@ -170,7 +170,7 @@ fn trajectory(
         bail!("{} {why}", run.llc().display());
     }
     let after = done.last().map(|r| r.step);
-    println!(
+    crate::say!(
         "LLC at {} of {} checkpoints (every {}), {} chains x {} draws: {} SGLD steps in all, for a run of {} steps{}",
         plan.steps.len(),
         loaded.checkpoints.len(),
@@ -190,7 +190,7 @@ fn trajectory(
             by_component.insert(component.to_string(), ComponentLlc::of(&e));
         }
         let d = &estimate.diagnostics;
-        println!(
+        crate::say!(
             "step {step:>7}: LLC {:.3} ± {:.3}{}",
             estimate.llc,
             d.llc_std,
@@ -207,7 +207,7 @@ fn trajectory(
             components: by_component,
         })?;
     }
-    println!("wrote {}", run.llc().display());
+    crate::say!("wrote {}", run.llc().display());
     Ok(())
 }
 
@@ -216,14 +216,14 @@ fn calibrate(run: &RunLayout, loaded: &Loaded, step: Option<u64>) -> anyhow::Res
     let step = step.unwrap_or(*loaded.checkpoints.last().expect("checked non-empty"));
     let n = loaded.task.train_batch(0, config.train.batch_size).n;
     let nbeta = default_nbeta(n);
-    println!(
+    crate::say!(
         "calibrating the LLC sampler at step {step}: {} step sizes x {} inverse temperatures, {} chains x {} draws each",
         EPSILONS.len(),
         NBETA_FACTORS.len(),
         config.llc.chains,
         config.llc.draws
     );
-    println!("\n| epsilon | nbeta | LLC | std | drift | verdict |\n|---|---|---|---|---|---|");
+    crate::say!("\n| epsilon | nbeta | LLC | std | drift | verdict |\n|---|---|---|---|---|---|");
     let mut points = vec![];
     for &epsilon in &EPSILONS {
         for &factor in &NBETA_FACTORS {
@@ -236,7 +236,7 @@ fn calibrate(run: &RunLayout, loaded: &Loaded, step: Option<u64>) -> anyhow::Res
                 .pop()
                 .context("no estimate")?;
             let d = &estimate.diagnostics;
-            println!(
+            crate::say!(
                 "| {epsilon:e} | {:.1} | {:.3} | {:.3} | {:+.3} | {} |",
                 factor * nbeta,
                 estimate.llc,
@@ -262,7 +262,7 @@ fn calibrate(run: &RunLayout, loaded: &Loaded, step: Option<u64>) -> anyhow::Res
     }
     let recommended = recommend(&points, nbeta).cloned();
     match &recommended {
-        Some(p) => println!(
+        Some(p) => crate::say!(
             "\nrecommended: epsilon = {:e}, nbeta = {:.1} (LLC {:.3}): formation llc {} --epsilon {:e} --nbeta {:.1}",
             p.epsilon,
             p.nbeta,
@@ -271,7 +271,7 @@ fn calibrate(run: &RunLayout, loaded: &Loaded, step: Option<u64>) -> anyhow::Res
             p.epsilon,
             p.nbeta
         ),
-        None => println!(
+        None => crate::say!(
             "\nno setting converged at the default nbeta ({nbeta:.1}): raise [llc] draws and calibrate again"
         ),
     }
@@ -285,6 +285,6 @@ fn calibrate(run: &RunLayout, loaded: &Loaded, step: Option<u64>) -> anyhow::Res
         "recommended": recommended,
     });
     write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    println!("wrote {}", out.display());
+    crate::say!("wrote {}", out.display());
     Ok(())
 }

@@ -24,7 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.analysis.probe_seed,
     );
     set.save(&args.out)?;
-    println!(
+    crate::say!(
         "wrote {} examples to {} (sha256 {})",
         set.len(),
         args.out.display(),

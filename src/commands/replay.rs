@@ -109,14 +109,14 @@ pub(crate) fn replay_window(
         &dest.replay_report(),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
-    println!(
+    crate::say!(
         "replayed {name} (steps {start}–{end}) from checkpoint {} every {every} steps: {} checkpoints analyzed -> {}",
         plan.from,
         plan.schedule.checkpoints.len(),
         dest.root.display()
     );
     for check in &checks {
-        println!(
+        crate::say!(
             "  step {:>7}: {}",
             check.step,
             if check.identical {
@@ -184,7 +184,7 @@ fn window_analyses(
         if !done {
             let (out, born, latents) = features_across(dest, config, steps)
                 .with_context(|| format!("features across {name}"))?;
-            println!(
+            crate::say!(
                 "features: {born} of {latents} latents born in {name} -> {}",
                 out.display()
             );
@@ -207,7 +207,7 @@ fn window_analyses(
         }
         display.count("window interventions", total, total);
         display.finish();
-        println!(
+        crate::say!(
             "{:?} at {} checkpoints ({ran} run now, the rest done before) -> {}",
             kinds,
             steps.len(),

@@ -32,7 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let page = render(&title, &subtitle, &sections);
     write_atomic(&out, page.as_bytes())?;
     let plots: usize = sections.iter().map(|s| s.plots.len()).sum();
-    println!(
+    crate::say!(
         "wrote {} ({plots} plots, {} KB)",
         out.display(),
         page.len() / 1024

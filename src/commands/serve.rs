@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .to_ip()
         .map(|a| a.to_string())
         .unwrap_or_else(|| format!("{}:{}", args.bind, args.port));
-    println!(
+    crate::say!(
         "serving {} at http://{address}/ (Ctrl-C stops)",
         args.dir.display()
     );

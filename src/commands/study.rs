@@ -187,7 +187,7 @@ fn write_slurm(
         .map(|r| r.name.clone())
         .collect();
     if unfinished.is_empty() {
-        println!(
+        crate::say!(
             "every run of {} is done; nothing to submit",
             study.root.display()
         );
@@ -202,7 +202,7 @@ fn write_slurm(
     std::fs::create_dir_all(path.parent().expect("sbatch path has a parent"))
         .with_context(|| format!("creating {}", path.display()))?;
     host::files::write_atomic(&path, script.as_bytes())?;
-    println!(
+    crate::say!(
         "wrote {} ({} array tasks of {} runs; finished runs are left out)\nsubmit:  sbatch {}\nthen:    formation collect {}",
         path.display(),
         unfinished.len(),
@@ -233,7 +233,7 @@ pub fn task(args: TaskArgs) -> anyhow::Result<()> {
         "formation study-task",
     )?;
     if study.state(&args.name) == RunState::Done {
-        println!("{} is already done", args.name);
+        crate::say!("{} is already done", args.name);
         return Ok(());
     }
     let status = |state, error| RunStatus {
@@ -302,9 +302,12 @@ pub fn collect(args: CollectArgs) -> anyhow::Result<()> {
     let study = StudyLayout::new(&args.study_dir);
     let manifest = study.read_manifest()?;
     let mut not_done = vec![];
-    println!(
+    crate::say!(
         "{:<32} {:>6} {:<10} {:>12}  note",
-        "run", "seed", "state", "step"
+        "run",
+        "seed",
+        "state",
+        "step"
     );
     for run in &manifest.runs {
         let state = study.state(&run.name);
@@ -319,7 +322,7 @@ pub fn collect(args: CollectArgs) -> anyhow::Result<()> {
             ),
         };
         let step = step.map(|s| format!("{s}/{total}")).unwrap_or("-".into());
-        println!(
+        crate::say!(
             "{:<32} {:>6} {:<10} {:>12}  {note}",
             run.name,
             run.seed,
@@ -338,7 +341,7 @@ pub fn collect(args: CollectArgs) -> anyhow::Result<()> {
             not_done.join(", ")
         );
     }
-    println!(
+    crate::say!(
         "all {} runs done; compare them with: formation compare {}",
         manifest.runs.len(),
         study.root.display()

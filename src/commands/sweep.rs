@@ -28,12 +28,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     display.finish();
     let manifest = run.read_manifest()?;
     if swept == 0 {
-        println!(
+        crate::say!(
             "{}: every scheduled checkpoint is already analyzed",
             run.root.display()
         );
     } else {
-        println!(
+        crate::say!(
             "analyzed {swept} checkpoints of {} -> {}",
             manifest.run_id,
             run.metrics().display()

@@ -48,7 +48,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 fn check(dir: PathBuf) -> anyhow::Result<()> {
     let data = Dataset::load(&dir)?;
     let m = &data.manifest;
-    println!(
+    crate::say!(
         "{}: task `{}`, vocab {}, vocab_out {}, seq_len {}, answer positions {:?}",
         dir.display(),
         m.name,
@@ -58,7 +58,7 @@ fn check(dir: PathBuf) -> anyhow::Result<()> {
         data.answer_positions
     );
     for (split, examples) in &data.splits {
-        println!("  {:<5} {} examples", split.name(), examples.n);
+        crate::say!("  {:<5} {} examples", split.name(), examples.n);
     }
     let keys: Vec<String> = data.keys.iter().map(|(name, _)| name.clone()).collect();
     let targets: Vec<String> = m
@@ -66,12 +66,12 @@ fn check(dir: PathBuf) -> anyhow::Result<()> {
         .iter()
         .map(|(name, t)| format!("{name} ({} classes)", t.classes))
         .collect();
-    println!("  key positions: {}", keys.join(", "));
-    println!("  probe targets: {}", targets.join(", "));
+    crate::say!("  key positions: {}", keys.join(", "));
+    crate::say!("  probe targets: {}", targets.join(", "));
     if let Some(corruption) = &m.corruption {
-        println!("  corruption: resample the token at `{}`", corruption.key);
+        crate::say!("  corruption: resample the token at `{}`", corruption.key);
     }
-    println!("  sha256 {}", data.sha256);
+    crate::say!("  sha256 {}", data.sha256);
     Ok(())
 }
 
@@ -105,7 +105,7 @@ fn export_task(
         .iter()
         .map(|(split, e)| format!("{} {}", e.n, split.name()))
         .collect();
-    println!(
+    crate::say!(
         "wrote task `{}` ({}; seq_len {}) to {}; train it with `formation train {}`",
         manifest.name,
         sizes.join(", "),

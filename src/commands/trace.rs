@@ -79,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         dir: root.clone(),
         out: None,
     })?;
-    println!(
+    crate::say!(
         "open {}: the training curves with the birth windows shaded, then probes, heads, MLP blocks and each \
          replayed window's interventions (or browse it with a step slider: formation serve {})",
         run.report().display(),

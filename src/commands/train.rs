@@ -66,7 +66,7 @@ pub(crate) fn run_with(args: Args, display: &mut Display) -> anyhow::Result<()> 
         let mut plugins: Vec<Box<dyn CheckpointPlugin>> = vec![Box::new(analyze)];
         if let Some(llc) = InLoopLlc::new(&config)? {
             let plan = llc.plan();
-            println!(
+            crate::say!(
                 "LLC in the loop at {} of the checkpoints, {} chains x {} draws: {} SGLD steps for {} training steps",
                 plan.steps.len(),
                 config.llc.chains,
@@ -100,7 +100,7 @@ pub(crate) fn run_with(args: Args, display: &mut Display) -> anyhow::Result<()> 
         .with_context(|| format!("training {}", root.display()))?;
     display.finish();
     if summary.already_complete {
-        println!(
+        crate::say!(
             "run {} is already complete ({} steps); nothing changed in {}",
             summary.run_id,
             summary.steps,
@@ -122,7 +122,7 @@ pub(crate) fn run_with(args: Args, display: &mut Display) -> anyhow::Result<()> 
             )
         })
         .unwrap_or_default();
-    println!(
+    crate::say!(
         "run {} finished {} steps in {:.1} s{} -> {}",
         summary.run_id,
         summary.steps,

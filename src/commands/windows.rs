@@ -42,13 +42,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &read_llc(&run.llc()).with_context(|| format!("reading {}", run.llc().display()))?,
     );
     let found = find_windows(&manifest.run_id, &rows, &llc, &config.windows);
-    print!("{}", table(&found));
+    crate::say!("{}", table(&found).trim_end_matches('\n'));
     let out = run.birth_windows();
     if lock.is_some() {
         write_atomic(&out, serde_json::to_string_pretty(&found)?.as_bytes())?;
-        println!("\nwrote {}", out.display());
+        crate::say!("\nwrote {}", out.display());
     } else {
-        println!(
+        crate::say!(
             "\n{} not written: the run is still in progress",
             out.display()
         );

@@ -57,6 +57,38 @@ fn resume_from_a_middle_checkpoint_reproduces_the_straight_run_exactly() {
     );
 }
 
+/// A reader that stops early (`formation windows RUN | head`) closes the pipe: the command neither panics nor
+/// stops short of its files. The pipe's reading end is closed before the command starts, so every line it
+/// prints meets the closed pipe.
+#[test]
+fn a_closed_output_pipe_is_not_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let closed = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_formation"))
+            .args(args)
+            .current_dir(tmp.path())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(
+            output.status.success() && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    };
+    closed(&["train", &example("ci.toml"), "--analyze", "--out", "run"]);
+    assert!(!losses(&tmp.path().join("run")).is_empty());
+    closed(&["windows", "run"]);
+    let windows = tmp.path().join("run/analysis/birth_windows.json");
+    let written = std::fs::read(&windows).unwrap();
+    std::fs::remove_file(&windows).unwrap();
+    let out = ok(formation(&["windows", "run"], tmp.path()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"));
+    assert_eq!(std::fs::read(&windows).unwrap(), written);
+}
+
 #[test]
 fn small_modular_addition_reaches_train_accuracy_099() {
     let tmp = tempfile::tempdir().unwrap();
