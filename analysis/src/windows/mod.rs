@@ -470,8 +470,13 @@ mod tests {
 
     /// The induction example's schedule: 0, 1, 2, 4, …, 64, then every 50 up to 1500.
     fn schedule() -> Vec<u64> {
+        schedule_to(1500)
+    }
+
+    /// 0, 1, 2, 4, …, 64, then every 50 up to `last`.
+    fn schedule_to(last: u64) -> Vec<u64> {
         let mut steps = vec![0, 1, 2, 4, 8, 16, 32, 64];
-        steps.extend((2..=30).map(|k| k * 50));
+        steps.extend((2..=last / 50).map(|k| k * 50));
         steps
     }
 
@@ -484,12 +489,23 @@ mod tests {
 
     /// Named series, each a sum of sigmoids plus noise of 1 % of its scale.
     fn series(specs: &[(&str, &[Jump])], seed: u64) -> BTreeMap<String, Vec<(u64, f64)>> {
+        series_on(&schedule(), specs, seed)
+    }
+
+    /// [`series`] at the checkpoint `steps`; an `eval.` series only every 100 steps, as evaluations are.
+    fn series_on(
+        steps: &[u64],
+        specs: &[(&str, &[Jump])],
+        seed: u64,
+    ) -> BTreeMap<String, Vec<(u64, f64)>> {
         let mut rng = SplitMix64::new(seed);
         specs
             .iter()
             .map(|(name, jumps)| {
-                let points = schedule()
-                    .into_iter()
+                let points = steps
+                    .iter()
+                    .copied()
+                    .filter(|s| !name.starts_with("eval.") || s % 100 == 0)
                     .map(|s| {
                         let clean: f64 = jumps.iter().map(|&(h, c, w)| h * sigmoid(s, c, w)).sum();
                         (s, clean + 0.01 * rng.normal())
@@ -573,6 +589,103 @@ mod tests {
                     .iter()
                     .all(|t| !t.metric.starts_with("heads."))
             );
+        }
+    }
+
+    #[test]
+    fn training_on_after_two_changes_keeps_them_two_windows() {
+        // The induction example's shape: a representation change around step 100 (CKA dips and recovers, probes
+        // move over 50–300), a few probes and a previous-token score moving around 400, then the induction heads
+        // around 575, with the test loss and accuracy evaluated every 100 steps across all of it. Trained on to
+        // 3 000 steps, the quiet end lowers every series' noise scale, so more series flag and their stretches
+        // lengthen: the two changes stay two windows at the same steps, give or take a checkpoint.
+        // (`stages`' tests show the two ways a longer run used to join them; this guards the whole detector.)
+        let specs: &[(&str, &[Jump])] = &[
+            (
+                "dynamics.cka.blocks.1.hook_resid_post.cur",
+                &[(-0.25, 100.0, 15.0), (0.2, 200.0, 20.0)],
+            ),
+            (
+                "dynamics.cka.blocks.1.hook_resid_post.after_prev",
+                &[(-0.2, 100.0, 15.0), (0.15, 200.0, 20.0)],
+            ),
+            (
+                "dynamics.cka.blocks.1.hook_resid_pre.prev_occ",
+                &[(-0.12, 100.0, 15.0)],
+            ),
+            (
+                "residual.blocks.1.hook_resid_post.cur.prev_token.selectivity",
+                &[(0.35, 120.0, 40.0)],
+            ),
+            (
+                "residual.blocks.1.hook_resid_post.cur.cur_token.accuracy",
+                &[(-0.4, 130.0, 40.0)],
+            ),
+            (
+                "residual.blocks.1.hook_resid_post.after_prev.prev_token.accuracy",
+                &[(0.1, 150.0, 30.0)],
+            ),
+            (
+                "residual.blocks.1.hook_resid_pre.after_prev.prev_token.selectivity",
+                &[(0.25, 160.0, 50.0)],
+            ),
+            (
+                "residual.blocks.1.hook_resid_pre.cur.cur_token.accuracy",
+                &[(-0.13, 170.0, 50.0)],
+            ),
+            (
+                "residual.blocks.1.hook_resid_post.after_prev.next_token.accuracy",
+                &[(-0.35, 180.0, 60.0)],
+            ),
+            (
+                "residual.blocks.1.hook_resid_pre.after_prev.cur_token.selectivity",
+                &[(0.44, 370.0, 50.0)],
+            ),
+            (
+                "residual.blocks.1.hook_resid_pre.prev_occ.prev_token.selectivity",
+                &[(0.48, 400.0, 50.0)],
+            ),
+            (
+                "heads.L0H3.scores.previous_token_head",
+                &[(0.1, 420.0, 60.0)],
+            ),
+            ("eval.test.loss", &[(-1.0, 60.0, 30.0), (-2.7, 575.0, 40.0)]),
+            ("eval.test.accuracy", &[(0.75, 575.0, 40.0)]),
+            ("behavior.accuracy", &[(0.75, 575.0, 40.0)]),
+            ("behavior.loss", &[(-2.7, 575.0, 40.0)]),
+            ("behavior.in_context_score", &[(-4.0, 580.0, 40.0)]),
+            ("heads.L1H1.scores.induction_score", &[(0.45, 580.0, 45.0)]),
+            ("heads.L1H2.scores.induction_score", &[(0.45, 580.0, 45.0)]),
+            ("heads.L1H0.scores.induction_score", &[(0.4, 590.0, 45.0)]),
+            ("heads.L1H1.ablation_dloss", &[(0.2, 520.0, 50.0)]),
+            ("heads.L0H1.ablation_dloss", &[(0.5, 520.0, 50.0)]),
+        ];
+        for seed in 0..5 {
+            let found: Vec<Vec<(u64, u64, u64, usize)>> = [1500, 3000]
+                .iter()
+                .map(|&last| {
+                    let windows = windows_of(
+                        &series_on(&schedule_to(last), specs, seed),
+                        None,
+                        &LlcSeries::default(),
+                        &WindowsConfig::default(),
+                    );
+                    summary(&windows)
+                })
+                .collect();
+            for windows in &found {
+                assert_eq!(windows.len(), 2, "seed {seed}: {found:?}");
+                let (early, late) = (windows[0], windows[1]);
+                assert!(early.0 <= 150 && 150 <= early.2, "seed {seed}: {found:?}");
+                assert!(late.0 <= 575 && 575 <= late.2, "seed {seed}: {found:?}");
+            }
+            // The same windows, give or take a checkpoint at either end.
+            for (short, long) in found[0].iter().zip(&found[1]) {
+                assert!(
+                    short.0.abs_diff(long.0) <= 50 && short.2.abs_diff(long.2) <= 50,
+                    "seed {seed}: {found:?}"
+                );
+            }
         }
     }
 

@@ -1,7 +1,9 @@
-//! Stage separation: which triggers belong to one change. Every trigger adds its change-rate profile over its
-//! flagged stretch (0 at its ends, 1 at its peak, linear in log-step between checkpoints); the summed activity
-//! over the run's checkpoints has one peak per change. Neighbouring peaks are two stages when the activity between them falls
-//! below `split_depth` × the lower one (a valley, as in topographic prominence), one change otherwise. Each
+//! Stage separation: which triggers belong to one change. Every trigger is one unit of evidence that something
+//! changed, spread over the checkpoints of its 10–90 % rise in proportion to its change-rate profile there (0 at
+//! its flagged stretch's ends, 1 at its peak, linear in log-step between checkpoints); the summed activity over
+//! the run's checkpoints, a density of changes, has one peak per change. Neighbouring peaks are two stages when
+//! the activity between them falls below `split_depth` × the lower one (a valley, as in topographic prominence),
+//! one change otherwise. Each
 //! trigger belongs to the stage whose stretch of activity holds its peak; chains of overlapping triggers no
 //! longer join distinct changes. A stage's window ([`extent`]) is the part of its core where its triggers' raw
 //! values move.
@@ -44,12 +46,36 @@ fn bump(trigger: &Trigger, u: f64) -> f64 {
     }
 }
 
-/// The summed activity of `triggers` at each checkpoint of `grid` (steps, increasing).
+/// The summed activity of `triggers` at each checkpoint of `grid` (steps, increasing). Each trigger adds its
+/// profile at the checkpoints of its 10–90 % rise (its whole stretch if the rise holds none of it), scaled to sum
+/// to 1: a slow change or a sparsely sampled series (evaluations every 100 steps against log-spaced checkpoints)
+/// spreads its one unit thin instead of filling the valley between two changes at full height, and a trigger's
+/// hysteresis tails, which lengthen as a longer quiet run lowers the noise scale, do not add to it.
 pub fn activity(grid: &[u64], triggers: &[Trigger]) -> Vec<f64> {
-    log_steps(grid)
-        .iter()
-        .map(|&u| triggers.iter().map(|t| bump(t, u)).sum())
-        .collect()
+    let u = log_steps(grid);
+    let mut level = vec![0.0; grid.len()];
+    for trigger in triggers {
+        let flag = &trigger.flag;
+        let profile: Vec<f64> = u.iter().map(|&x| bump(trigger, x)).collect();
+        let rise: Vec<f64> = grid
+            .iter()
+            .zip(&profile)
+            .map(|(step, &b)| {
+                let inside = (flag.rise_start_step..=flag.rise_end_step).contains(step);
+                if inside { b } else { 0.0 }
+            })
+            .collect();
+        let own = if rise.iter().sum::<f64>() > 0.0 {
+            rise
+        } else {
+            profile
+        };
+        let mass: f64 = own.iter().sum();
+        if mass > 0.0 {
+            level.iter_mut().zip(&own).for_each(|(l, o)| *l += o / mass);
+        }
+    }
+    level
 }
 
 /// The stretches of `activity` that are one change each, as (first, peak, last) grid indices: every local
@@ -355,6 +381,73 @@ mod tests {
         // Zero activity between two stretches always separates.
         let c = [1.0, 0.0, 0.0, 1.0];
         assert_eq!(basins(&c, 0.5), vec![(0, 0, 0), (3, 3, 3)]);
+    }
+
+    /// Two quick changes, at 100 and at 500 (two triggers each), and three copies of a trigger with the
+    /// change-rate `profile` and the 10–90 % rise `rise`, over the induction example's checkpoints up to 1 000
+    /// (0, 1, 2, 4, …, 64, then every 50): the stages' peaks and trigger counts.
+    fn two_changes_and(profile: &[(u64, f64)], rise: (u64, u64)) -> Vec<(u64, usize)> {
+        let mut grid = vec![0, 1, 2, 4, 8, 16, 32, 64];
+        grid.extend((2..=20).map(|k| k * 50));
+        let mut triggers = vec![
+            trigger(64, 100, 150),
+            trigger(64, 100, 150),
+            trigger(450, 500, 550),
+            trigger(450, 500, 550),
+        ];
+        for _ in 0..3 {
+            let mut t = trigger(profile[0].0, rise.0, profile[profile.len() - 1].0);
+            t.flag.profile = profile.to_vec();
+            (t.flag.rise_start_step, t.flag.rise_end_step) = rise;
+            t.flag.peak_step = profile
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(rise.0, |p| p.0);
+            triggers.push(t);
+        }
+        stages(&grid, triggers, &WindowsConfig::default())
+            .iter()
+            .map(|s| (grid[s.peak], s.triggers.len()))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_spread_over_many_checkpoints_does_not_join_two_changes() {
+        // Three evaluations every 100 steps whose change runs across both changes (from step 0, over the
+        // log-spaced checkpoints, to 600). At full height their profiles filled the valley (3 × 0.8 against
+        // peaks of 2 + 2.4) and the two changes were one; as one unit each, spread over the 20 checkpoints they
+        // span, they barely raise it.
+        let sparse = [
+            (0, 0.9),
+            (100, 0.9),
+            (200, 0.8),
+            (300, 0.8),
+            (400, 0.9),
+            (500, 1.0),
+            (600, 0.0),
+        ];
+        let found = two_changes_and(&sparse, (0, 600));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!((found[0].0, found[1].0), (100, 500));
+    }
+
+    #[test]
+    fn a_change_counts_where_it_rises_not_along_its_tails() {
+        // Three triggers that rise over 100–150 with tails flagged to 600 (a longer quiet run lowers the noise
+        // scale, and the hysteresis then follows a trigger further): only their rise counts, so the tails do not
+        // join the two changes, and the three belong to the first.
+        let tailed = [
+            (64, 0.0),
+            (100, 1.0),
+            (150, 0.9),
+            (300, 0.8),
+            (450, 0.7),
+            (600, 0.0),
+        ];
+        assert_eq!(
+            two_changes_and(&tailed, (100, 150)),
+            vec![(100, 5), (500, 2)]
+        );
     }
 
     #[test]
