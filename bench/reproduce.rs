@@ -321,7 +321,7 @@ fn frequencies_for(energy: &[f64], share: f64) -> usize {
 }
 
 /// The decision rule (docs/compare.md) on real runs, three seeds each: a configuration trained until it
-/// settles, whose mechanism one or two heads carry, is READY; the short induction example is NOT READY.
+/// settles, whose mechanism one or two heads carry, is READY; the induction example is NOT READY.
 fn decision(formation: &Path, examples: &Path, out: &Path) -> anyhow::Result<Vec<Claim>> {
     let cases = [
         (
@@ -332,7 +332,7 @@ fn decision(formation: &Path, examples: &Path, out: &Path) -> anyhow::Result<Vec
         (
             "induction.toml",
             false,
-            "induction.toml, seeds 0-2 (the short example: five heads share the effect, still moving at the end)",
+            "induction.toml, seeds 0-2 (four heads per layer at a constant learning rate: four heads share the effect, still moving at the end)",
         ),
     ];
     let mut claims = vec![];

@@ -154,7 +154,7 @@ fn every_row_of_real_runs_matches_the_documented_schema() {
     let tmp = tempfile::tempdir().unwrap();
     let induction = std::fs::read_to_string(example("induction.toml"))
         .unwrap()
-        .replace("steps = 1500", "steps = 30");
+        .replace("steps = 2500", "steps = 30");
     std::fs::write(tmp.path().join("induction.toml"), induction).unwrap();
     ok(formation(
         &["train", &example("ci.toml"), "--analyze", "--out", "ma"],

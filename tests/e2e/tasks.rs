@@ -453,7 +453,7 @@ fn a_data_defined_task_declares_its_head_detectors() {
     let tmp = tempfile::tempdir().unwrap();
     let config = std::fs::read_to_string(example("induction.toml"))
         .unwrap()
-        .replace("steps = 1500", "steps = 8");
+        .replace("steps = 2500", "steps = 8");
     std::fs::write(tmp.path().join("induction.toml"), config).unwrap();
     ok(formation(
         &[

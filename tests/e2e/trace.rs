@@ -157,6 +157,8 @@ fn the_main_job_traces_the_induction_heads_forming_and_the_notebook_reader_reads
         serde_json::from_slice(&read(replay.join("replay.json"))).unwrap();
     assert_eq!(report["bit_exact"], true);
     assert!(run.join("report.html").exists());
+    // The birth windows of the example's run, as `formation windows` found them (the same files).
+    crate::windows::check_induction_windows(&run);
     // The notebook reader (examples/read_outputs.py) and the README's snippet, on this run.
     let repo = env!("CARGO_MANIFEST_DIR");
     if let Some(stdout) = crate::common::python(
