@@ -4,7 +4,7 @@
 //! the run's checkpoints, a density of changes, has one peak per change. Neighbouring peaks are two stages when
 //! the activity between them falls below `split_depth` × the lower one (a valley, as in topographic prominence),
 //! one change otherwise. Each
-//! trigger belongs to the stage whose stretch of activity holds its peak; chains of overlapping triggers no
+//! trigger belongs to the stage that holds most of its unit (where it rises); chains of overlapping triggers no
 //! longer join distinct changes. A stage's window ([`extent`]) is the part of its core where its triggers' raw
 //! values move.
 
@@ -46,34 +46,44 @@ fn bump(trigger: &Trigger, u: f64) -> f64 {
     }
 }
 
-/// The summed activity of `triggers` at each checkpoint of `grid` (steps, increasing). Each trigger adds its
+/// One trigger's unit of evidence at each checkpoint of `grid` (steps, increasing; `u` their log-steps): its
 /// profile at the checkpoints of its 10–90 % rise (its whole stretch if the rise holds none of it), scaled to sum
-/// to 1: a slow change or a sparsely sampled series (evaluations every 100 steps against log-spaced checkpoints)
+/// to 1; all zero for a trigger without a profile (an LLC critical point).
+fn unit(grid: &[u64], u: &[f64], trigger: &Trigger) -> Vec<f64> {
+    let flag = &trigger.flag;
+    let profile: Vec<f64> = u.iter().map(|&x| bump(trigger, x)).collect();
+    let rise: Vec<f64> = grid
+        .iter()
+        .zip(&profile)
+        .map(|(step, &b)| {
+            let inside = (flag.rise_start_step..=flag.rise_end_step).contains(step);
+            if inside { b } else { 0.0 }
+        })
+        .collect();
+    let mut own = if rise.iter().sum::<f64>() > 0.0 {
+        rise
+    } else {
+        profile
+    };
+    let mass: f64 = own.iter().sum();
+    if mass > 0.0 {
+        own.iter_mut().for_each(|o| *o /= mass);
+    }
+    own
+}
+
+/// The summed activity of `triggers` at each checkpoint of `grid` (steps, increasing): each trigger's [`unit`].
+/// A slow change or a sparsely sampled series (evaluations every 100 steps against log-spaced checkpoints)
 /// spreads its one unit thin instead of filling the valley between two changes at full height, and a trigger's
 /// hysteresis tails, which lengthen as a longer quiet run lowers the noise scale, do not add to it.
 pub fn activity(grid: &[u64], triggers: &[Trigger]) -> Vec<f64> {
     let u = log_steps(grid);
     let mut level = vec![0.0; grid.len()];
     for trigger in triggers {
-        let flag = &trigger.flag;
-        let profile: Vec<f64> = u.iter().map(|&x| bump(trigger, x)).collect();
-        let rise: Vec<f64> = grid
-            .iter()
-            .zip(&profile)
-            .map(|(step, &b)| {
-                let inside = (flag.rise_start_step..=flag.rise_end_step).contains(step);
-                if inside { b } else { 0.0 }
-            })
-            .collect();
-        let own = if rise.iter().sum::<f64>() > 0.0 {
-            rise
-        } else {
-            profile
-        };
-        let mass: f64 = own.iter().sum();
-        if mass > 0.0 {
-            level.iter_mut().zip(&own).for_each(|(l, o)| *l += o / mass);
-        }
+        level
+            .iter_mut()
+            .zip(unit(grid, &u, trigger))
+            .for_each(|(l, o)| *l += o);
     }
     level
 }
@@ -172,10 +182,15 @@ pub fn stages(grid: &[u64], triggers: Vec<Trigger>, config: &WindowsConfig) -> V
             }
         })
         .collect();
+    let u = log_steps(grid);
     for trigger in triggers {
+        // The stage that holds most of the trigger's unit of evidence, where it rises; the steepest point can lie
+        // outside its rise (a series evaluated every 100 steps is steepest at step 0 by its one-sided first
+        // difference, while its accuracy rises at 200–700). A trigger without activity (an LLC critical point)
+        // goes to the stage nearest its peak.
+        let own = unit(grid, &u, &trigger);
+        let share = |s: &Stage| own[s.first..=s.last].iter().sum::<f64>();
         let at = grid.partition_point(|&s| s < trigger.flag.peak_step);
-        // The stage holding the peak; a peak in no stage's stretch (cannot happen: its own bump is there)
-        // goes to the nearest one.
         let distance = |s: &Stage| {
             if at < s.first {
                 s.first - at
@@ -183,7 +198,16 @@ pub fn stages(grid: &[u64], triggers: Vec<Trigger>, config: &WindowsConfig) -> V
                 at.saturating_sub(s.last)
             }
         };
-        if let Some(stage) = stages.iter_mut().min_by_key(|s| distance(s)) {
+        let holder = if own.iter().any(|&o| o > 0.0) {
+            stages.iter_mut().max_by(|a, b| {
+                share(a)
+                    .total_cmp(&share(b))
+                    .then(distance(b).cmp(&distance(a)))
+            })
+        } else {
+            stages.iter_mut().min_by_key(|s| distance(s))
+        };
+        if let Some(stage) = holder {
             stage.triggers.push(trigger);
         }
     }
@@ -194,7 +218,8 @@ pub fn stages(grid: &[u64], triggers: Vec<Trigger>, config: &WindowsConfig) -> V
 /// A stage's window as grid indices (first, last). The activity is a smoothed change rate, so a jump between two
 /// checkpoints lights up one or two more on each side; the raw values show between which checkpoints it happened.
 /// Within the stage's core, each trigger counts its raw change in each checkpoint interval of its 10–90 % rise
-/// (in the direction of its change, relative to its largest such interval: 1), and the window runs from the first
+/// (in the direction of its change, relative to its largest move between two of its points: 1; a move between
+/// points that span k checkpoint intervals puts 1/k of it in each), and the window runs from the first
 /// to the last interval whose summed count is at least `core_level` × the busiest one's, widened to hold the
 /// activity's peak. A trigger without a series of its own (essential dynamics, the LLC) counts its
 /// profile's mean over each interval. The window never reaches outside the core.
@@ -213,6 +238,8 @@ pub fn extent(
     for trigger in &stage.triggers {
         let flag = &trigger.flag;
         let mut own = vec![0.0; hi - lo];
+        // What one counts as 1: the trigger's largest move between two of its points (inside the core).
+        let mut top = 0.0f64;
         match series.get(&trigger.metric) {
             Some(points) => {
                 let sign = flag.change.signum();
@@ -221,11 +248,17 @@ pub fn extent(
                     if s0 < flag.rise_start_step || s1 > flag.rise_end_step {
                         continue;
                     }
-                    // The change between two of the series' points, shared by the grid intervals between them.
+                    // The change between two of the series' points, shared by the grid intervals between them: a
+                    // series evaluated every 100 steps moves once across the eight log-spaced intervals below
+                    // step 100, and each of them holds an eighth of that move.
                     let spanned: Vec<usize> = (lo..hi)
                         .filter(|&k| grid[k] >= s0 && grid[k + 1] <= s1)
                         .collect();
-                    let gain = (sign * (v1 - v0)).max(0.0) / spanned.len().max(1) as f64;
+                    let moved = (sign * (v1 - v0)).max(0.0);
+                    if !spanned.is_empty() {
+                        top = top.max(moved);
+                    }
+                    let gain = moved / spanned.len().max(1) as f64;
                     spanned.iter().for_each(|&k| own[k - lo] += gain);
                 }
             }
@@ -233,9 +266,9 @@ pub fn extent(
                 for k in lo..hi {
                     own[k - lo] = 0.5 * (bump(trigger, u[k]) + bump(trigger, u[k + 1]));
                 }
+                top = own.iter().copied().fold(0.0, f64::max);
             }
         }
-        let top = own.iter().copied().fold(0.0, f64::max);
         if top > 0.0 {
             level.iter_mut().zip(&own).for_each(|(l, o)| *l += o / top);
         }
@@ -264,6 +297,14 @@ pub fn extent(
 mod tests {
     use super::*;
     use crate::windows::detector::Flag;
+
+    /// [`trigger`] on the series `metric`.
+    fn named(metric: &str, start: u64, peak: u64, end: u64) -> Trigger {
+        Trigger {
+            metric: metric.into(),
+            ..trigger(start, peak, end)
+        }
+    }
 
     /// A trigger whose profile rises linearly from `start` to its peak and falls to `end`.
     fn trigger(start: u64, peak: u64, end: u64) -> Trigger {
@@ -315,12 +356,8 @@ mod tests {
             triggers.push(t);
         }
         series.insert("late".to_string(), step_at(800, 1.0));
-        let mut late = trigger(600, 800, 900);
-        late.metric = "late".into();
-        triggers.push(late);
-        let mut turn = trigger(400, 500, 600);
-        turn.metric = crate::windows::ESSENTIAL_DYNAMICS.into();
-        triggers.push(turn);
+        triggers.push(named("late", 600, 800, 900));
+        triggers.push(named(crate::windows::ESSENTIAL_DYNAMICS, 400, 500, 600));
         let stage = Stage {
             peak: 4,
             first: 0,
@@ -354,6 +391,35 @@ mod tests {
             ..narrow
         };
         assert_eq!(extent(&grid, &both, &series, 0.3), (4, 7));
+    }
+
+    #[test]
+    fn a_sparsely_sampled_move_shares_its_weight_among_the_intervals_it_spans() {
+        // Three series jump between checkpoints 8 and 16; two evaluations, taken at 0 and 100 only, move once
+        // across the eight log-spaced intervals below 100. Each interval holds an eighth of that move, so the
+        // window is 8–16; counted whole in every interval they span (as before), they stretched it to 0–100.
+        let grid: Vec<u64> = vec![0, 1, 2, 4, 8, 16, 32, 64, 100, 150, 200];
+        let mut series = BTreeMap::new();
+        let mut triggers = vec![];
+        for name in ["a", "b", "c"] {
+            let jump = grid.iter().map(|&s| (s, if s >= 16 { 1.0 } else { 0.0 }));
+            series.insert(name.to_string(), jump.collect());
+            triggers.push(named(name, 4, 16, 32));
+        }
+        for name in ["eval.a", "eval.b"] {
+            series.insert(name.to_string(), vec![(0, 0.0), (100, 1.0), (200, 1.0)]);
+            let mut t = named(name, 0, 100, 200);
+            (t.flag.rise_start_step, t.flag.rise_end_step) = (0, 100);
+            triggers.push(t);
+        }
+        let stage = Stage {
+            peak: 5,
+            first: 0,
+            last: 10,
+            core: (0, 10),
+            triggers,
+        };
+        assert_eq!(extent(&grid, &stage, &series, 0.3), (4, 5));
     }
 
     #[test]
@@ -447,6 +513,24 @@ mod tests {
         assert_eq!(
             two_changes_and(&tailed, (100, 150)),
             vec![(100, 5), (500, 2)]
+        );
+    }
+
+    #[test]
+    fn a_trigger_belongs_where_it_rises_even_if_steepest_elsewhere() {
+        // Three evaluations steepest at step 0 (their one-sided first difference over 0–100) whose rise is
+        // 450–550: they belong to the change at 500, not to the one nearest their steepest point.
+        let early_peak = [
+            (0, 1.0),
+            (100, 0.3),
+            (450, 0.5),
+            (500, 0.9),
+            (550, 0.5),
+            (600, 0.0),
+        ];
+        assert_eq!(
+            two_changes_and(&early_peak, (450, 550)),
+            vec![(100, 2), (500, 5)]
         );
     }
 
