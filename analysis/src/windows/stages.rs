@@ -3,10 +3,9 @@
 //! its flagged stretch's ends, 1 at its peak, linear in log-step between checkpoints); the summed activity over
 //! the run's checkpoints, a density of changes, has one peak per change. Neighbouring peaks are two stages when
 //! the activity between them falls below `split_depth` × the lower one (a valley, as in topographic prominence),
-//! one change otherwise. Each
-//! trigger belongs to the stage that holds most of its unit (where it rises); chains of overlapping triggers no
-//! longer join distinct changes. A stage's window ([`extent`]) is the part of its core where its triggers' raw
-//! values move.
+//! one change otherwise. Each trigger belongs to the stage that holds most of its unit (where it rises); chains
+//! of overlapping triggers no longer join distinct changes. A stage's window ([`extent`]) is the part of its core
+//! where its triggers' raw values move.
 
 use std::collections::BTreeMap;
 
