@@ -186,10 +186,28 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
     // The flag of checkpoints a..=b (a run first..past widened by one), steepest at `peak` by `strength`.
     let flag =
         |(a, b): (usize, usize), (first, past): (usize, usize), strength: &[f64], slow: bool| {
+            // Steepest in the direction of the change: a run can join a stretch of the other sign (a series
+            // evaluated every 100 steps has, at step 0, a first interval spanning the whole log-spaced start,
+            // where its excess over a baseline that already holds the later rise is strongly negative), which
+            // is not where the change happens.
+            let sign = (y[b] - y[a]).signum();
+            let along = |i: usize| sign * strength[i];
             let peak = (first..past)
-                .max_by(|&p, &q| strength[p].abs().total_cmp(&strength[q].abs()))
-                .unwrap_or(first);
+                .max_by(|&p, &q| along(p).total_cmp(&along(q)))
+                .filter(|&p| along(p) > 0.0)
+                .unwrap_or_else(|| {
+                    (first..past)
+                        .max_by(|&p, &q| strength[p].abs().total_cmp(&strength[q].abs()))
+                        .unwrap_or(first)
+                });
             let top = strength[peak].abs();
+            let level = |i: usize| {
+                if along(peak) > 0.0 {
+                    along(i).max(0.0) / top
+                } else {
+                    strength[i].abs() / top
+                }
+            };
             let (rise_first, rise_last) = rise(&values[a..=b], &y[a..=b]);
             let profile = if slow {
                 // Its steepest checkpoint alone: spread over its whole stretch, a slow change would join the
@@ -203,7 +221,7 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
                 (a..=b)
                     .map(|i| {
                         let inside = (first..past).contains(&i);
-                        (steps[i], if inside { strength[i].abs() / top } else { 0.0 })
+                        (steps[i], if inside { level(i) } else { 0.0 })
                     })
                     .collect()
             };
@@ -414,6 +432,33 @@ mod tests {
         assert!(f.start_step <= 2000 && 2000 <= f.end_step, "{f:?}");
         assert!((f.peak_step as i64 - 2000).abs() <= 100, "{f:?}");
         assert!(f.change > 0.5, "{f:?}");
+    }
+
+    #[test]
+    fn a_rise_in_a_series_sampled_every_100_steps_is_steepest_in_the_rise() {
+        // An evaluation every 100 steps, flat near 0.02 and then rising by 0.9 around step 500 (as a test accuracy
+        // on the induction example): the first interval, 0–100, spans the whole log-spaced start, and its excess
+        // over a baseline that already holds the rise is strongly negative. The hysteresis joins it to the rise
+        // in one flag; its steepest point is in the rise, not at step 0, and step 0 adds nothing to its profile.
+        let steps: Vec<u64> = (0..=25).map(|k| k * 100).collect();
+        let noise = noise(steps.len(), 0.003, 4);
+        let values: Vec<f64> = steps
+            .iter()
+            .zip(&noise)
+            .map(|(&s, e)| 0.02 + 0.9 * sigmoid(s, 500.0, 80.0) + e)
+            .collect();
+        let flags = detect(&steps, &values, &config());
+        let rise = flags
+            .iter()
+            .find(|f| f.change > 0.5)
+            .unwrap_or_else(|| panic!("{flags:?}"));
+        assert!((400..=700).contains(&rise.peak_step), "{flags:?}");
+        assert!(
+            rise.profile
+                .iter()
+                .all(|&(step, level)| step >= 300 || level == 0.0),
+            "{flags:?}"
+        );
     }
 
     #[test]
