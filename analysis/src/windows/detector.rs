@@ -201,8 +201,9 @@ pub fn detect(steps: &[u64], values: &[f64], config: &WindowsConfig) -> Vec<Flag
                         .unwrap_or(first)
                 });
             let top = strength[peak].abs();
+            let directed = along(peak) > 0.0;
             let level = |i: usize| {
-                if along(peak) > 0.0 {
+                if directed {
                     along(i).max(0.0) / top
                 } else {
                     strength[i].abs() / top

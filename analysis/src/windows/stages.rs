@@ -71,18 +71,14 @@ fn unit(grid: &[u64], u: &[f64], trigger: &Trigger) -> Vec<f64> {
     own
 }
 
-/// The summed activity of `triggers` at each checkpoint of `grid` (steps, increasing): each trigger's [`unit`].
-/// A slow change or a sparsely sampled series (evaluations every 100 steps against log-spaced checkpoints)
-/// spreads its one unit thin instead of filling the valley between two changes at full height, and a trigger's
-/// hysteresis tails, which lengthen as a longer quiet run lowers the noise scale, do not add to it.
-pub fn activity(grid: &[u64], triggers: &[Trigger]) -> Vec<f64> {
-    let u = log_steps(grid);
-    let mut level = vec![0.0; grid.len()];
-    for trigger in triggers {
-        level
-            .iter_mut()
-            .zip(unit(grid, &u, trigger))
-            .for_each(|(l, o)| *l += o);
+/// The summed activity at each checkpoint of the triggers whose [`unit`]s are `units`. A slow change or a
+/// sparsely sampled series (evaluations every 100 steps against log-spaced checkpoints) spreads its one unit thin
+/// instead of filling the valley between two changes at full height, and a trigger's hysteresis tails, which
+/// lengthen as a longer quiet run lowers the noise scale, do not add to it.
+fn activity(units: &[Vec<f64>], checkpoints: usize) -> Vec<f64> {
+    let mut level = vec![0.0; checkpoints];
+    for own in units {
+        level.iter_mut().zip(own).for_each(|(l, o)| *l += o);
     }
     level
 }
@@ -153,7 +149,9 @@ pub fn basins(activity: &[f64], split_depth: f64) -> Vec<(usize, usize, usize)> 
 
 /// Groups `triggers` into stages over the checkpoint steps `grid` (every step a trigger names is on it).
 pub fn stages(grid: &[u64], triggers: Vec<Trigger>, config: &WindowsConfig) -> Vec<Stage> {
-    let level = activity(grid, &triggers);
+    let u = log_steps(grid);
+    let units: Vec<Vec<f64>> = triggers.iter().map(|t| unit(grid, &u, t)).collect();
+    let level = activity(&units, grid.len());
     let mut stages: Vec<Stage> = basins(&level, config.split_depth)
         .into_iter()
         .map(|(first, peak, last)| {
@@ -181,13 +179,11 @@ pub fn stages(grid: &[u64], triggers: Vec<Trigger>, config: &WindowsConfig) -> V
             }
         })
         .collect();
-    let u = log_steps(grid);
-    for trigger in triggers {
+    for (trigger, own) in triggers.into_iter().zip(units) {
         // The stage that holds most of the trigger's unit of evidence, where it rises; the steepest point can lie
         // outside its rise (a series evaluated every 100 steps is steepest at step 0 by its one-sided first
         // difference, while its accuracy rises at 200–700). A trigger without activity (an LLC critical point)
         // goes to the stage nearest its peak.
-        let own = unit(grid, &u, &trigger);
         let share = |s: &Stage| own[s.first..=s.last].iter().sum::<f64>();
         let at = grid.partition_point(|&s| s < trigger.flag.peak_step);
         let distance = |s: &Stage| {
