@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use super::init;
-use super::kernels::softmax_last;
+use super::kernels::attention_heads;
 use host::rng::SplitMix64;
 
 #[derive(Module, Debug)]
@@ -72,14 +72,11 @@ impl Attention {
     ) -> AttentionActs {
         let [batch, n_q, d_model] = x_q.dims();
         let [n_heads, _, d_head] = self.W_Q.dims();
-        let n_k = x_k.dims()[1];
-        let q = project(x_q, &self.W_Q, &self.b_Q); // [batch, head, q, d_head]
-        let k = project(x_k, &self.W_K, &self.b_K); // [batch, head, k, d_head]
-        let v = project(x_v, &self.W_V, &self.b_V); // [batch, head, k, d_head]
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d_head as f64).sqrt(); // [batch, head, q, k]
-        let hidden = mask.unsqueeze::<4>().expand([batch, n_heads, n_q, n_k]);
-        let pattern = softmax_last(scores.mask_fill(hidden, f32::NEG_INFINITY));
-        let z = pattern.clone().matmul(v).swap_dims(1, 2); // [batch, q, head, d_head]
+        let q = project(x_q, &self.W_Q, &self.b_Q); // [batch, q, head, d_head]
+        let k = project(x_k, &self.W_K, &self.b_K); // [batch, k, head, d_head]
+        let v = project(x_v, &self.W_V, &self.b_V); // [batch, k, head, d_head]
+        // pattern [batch, head, q, k], z [batch, q, head, d_head]
+        let (pattern, z) = attention_heads(q, k, v, mask, 1.0 / (d_head as f64).sqrt());
         let w_o = self.W_O.val().reshape([n_heads * d_head, d_model]);
         let out = z
             .clone()
@@ -94,12 +91,12 @@ impl Attention {
     }
 }
 
-/// `x` [batch, pos, d_model] · `w` [head, d_model, d_head] + `b` [head, d_head] → [batch, head, pos, d_head],
+/// `x` [batch, pos, d_model] · `w` [head, d_model, d_head] + `b` [head, d_head] → [batch, pos, head, d_head],
 /// as one matrix product over all heads.
 fn project(x: Tensor<3>, w: &Param<Tensor<3>>, b: &Param<Tensor<2>>) -> Tensor<4> {
     let [batch, pos, d_model] = x.dims();
     let [n_heads, _, d_head] = w.dims();
     let w = w.val().swap_dims(0, 1).reshape([d_model, n_heads * d_head]);
     let y = x.reshape([batch * pos, d_model]).matmul(w) + b.val().reshape([1, n_heads * d_head]);
-    y.reshape([batch, pos, n_heads, d_head]).swap_dims(1, 2)
+    y.reshape([batch, pos, n_heads, d_head])
 }
