@@ -180,9 +180,9 @@ pub(crate) fn grid_capture(
 ) -> Result<Option<GridCapture>, AnalysisError> {
     let model = model.valid();
     let dims = &model.dims;
-    if dims.d_mlp.is_none() || dims.n_layers == 0 {
+    let Some(d_mlp) = dims.d_mlp.filter(|_| dims.n_layers > 0) else {
         return Ok(None);
-    }
+    };
     let [n, seq] = tokens.dims();
     let at_eq = model.answer_queries(&[seq - 1], &tokens.device());
     let host = |t: Tensor<3>| -> Result<HostArray, AnalysisError> {
@@ -190,7 +190,13 @@ pub(crate) fn grid_capture(
         trainer::model::to_host(t.reshape([rows, width]))
             .map_err(|source| AnalysisError::Host { step, source })
     };
-    let (mut mlp_post, mut logits) = (HostArray::default(), HostArray::default());
+    // Sized once: grown chunk by chunk, the arrays (26 MB of `hook_post` at the reference size) would pass
+    // through twice their final capacity while each reallocation copies.
+    let sized = |width: usize| HostArray {
+        shape: vec![0, width],
+        data: Vec::with_capacity(n * width),
+    };
+    let (mut mlp_post, mut logits) = (sized(d_mlp), sized(dims.d_vocab_out));
     for start in (0..n).step_by(GRID_CHUNK) {
         let end = (start + GRID_CHUNK).min(n);
         let (acts, at) = model.answer_acts(tokens.clone().slice(s![start..end, ..]), &at_eq);
