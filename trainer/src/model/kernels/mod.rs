@@ -340,6 +340,33 @@ mod tests {
     }
 
     #[test]
+    fn same_bits_on_one_thread_and_on_three() {
+        // Each batch row is one task summed in a fixed order, so the pool's size cannot change a bit.
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let device = Device::flex().autodiff();
+                let q = values([7, 4, 2, 5], 1, &device).require_grad();
+                let (k, v) = (
+                    values([7, 4, 2, 5], 2, &device),
+                    values([7, 4, 2, 5], 3, &device),
+                );
+                let hidden = Tensor::<2, Bool>::tril_mask([4, 4], 0, &device);
+                let (pattern, z) = attention_heads(q.clone(), k, v, hidden, 0.5);
+                let grads = (z.clone() * values([7, 4, 2, 5], 4, &device))
+                    .sum()
+                    .backward();
+                [pattern, z, q.grad(&grads).unwrap()]
+                    .map(|t| t.into_data().try_into_vec_as::<f32>().unwrap())
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+
+    #[test]
     fn gradient_is_burns_gradient() {
         // The loss Σ w ⊙ z, with weights that make every gradient entry differ.
         let device = Device::flex().autodiff();
