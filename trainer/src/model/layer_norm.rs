@@ -3,7 +3,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 
-use super::init;
+use super::{init, kernels};
 
 pub const EPS: f64 = 1e-5;
 
@@ -23,9 +23,7 @@ impl LayerNorm {
 
     /// [batch, pos, d_model] → same shape.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let centred = x.clone() - x.mean_dim(2);
-        let scale = (centred.clone().square().mean_dim(2) + EPS).sqrt();
-        centred / scale * self.w.val().unsqueeze() + self.b.val().unsqueeze()
+        kernels::layer_norm(x, self.w.val(), self.b.val(), EPS)
     }
 }
 

@@ -1,11 +1,13 @@
-//! Multi-head attention as a burn backend extension: the scores, the causal softmax and the weighted sum of
-//! values in one operation, and on autodiff devices one backward node for all three, where burn composes
-//! about a dozen operations (matrix products, scaling, mask, softmax's five) and records each one's backward.
-//! On the flex CPU backend both run as loops over host slices ([`heads`]), one task per batch row; other
-//! backends compose burn's own operations. This is the one file besides `src/device.rs` that names backends:
+//! The model's two composite operations as a burn backend extension, each one node on autodiff devices where
+//! burn composes many and records each one's backward: multi-head attention (the scores, the causal softmax and
+//! the weighted sum of values; burn: about a dozen operations) and TransformerLens's LayerNorm (burn: nine).
+//! On the flex CPU backend attention runs both ways as loops over host slices ([`heads`]), one task per batch
+//! row, and LayerNorm runs flex's fused forward and our one-pass gradient ([`layer_norm`]); other backends
+//! compose burn's own operations. This is the one file besides `src/device.rs` that names backends:
 //! an extension is implemented per backend.
 
 mod heads;
+mod layer_norm;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -81,6 +83,58 @@ pub trait ModelKernels: Backend {
             by_head::<Self>(dv),
         )
     }
+
+    /// TransformerLens's `LayerNorm` over the last axis of `x`: (x − mean) / √(var + eps) ⊙ `w` + `b`, with the
+    /// biased variance (flex: its fused row kernel).
+    fn layer_norm_affine(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(x, w, Some(b), eps)
+    }
+
+    /// The gradient of [`Self::layer_norm_affine`] given the gradient `dy` of its output: with
+    /// x̂ = (x − mean) / √(var + eps) and g = dy ⊙ w, dx = (g − mean g − x̂ · mean(g ⊙ x̂)) / √(var + eps),
+    /// dw = Σ dy ⊙ x̂ and db = Σ dy over every axis but the last. Returns (`dx`, `dw`, `db`).
+    fn layer_norm_affine_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = x.shape();
+        let last = shape.num_dims() - 1;
+        let d = shape[last];
+        let rows = shape.num_elements() / d.max(1);
+        let mean = Self::float_mean_dim(x.clone(), last);
+        let centred = Self::float_sub(x, mean);
+        let var = Self::float_mean_dim(Self::float_mul(centred.clone(), centred.clone()), last);
+        let inv = Self::float_recip(Self::float_sqrt(Self::float_add_scalar(
+            var,
+            Scalar::Float(eps),
+        )));
+        let x_hat = Self::float_mul(centred, inv.clone());
+        let mut row_shape = vec![1; last];
+        row_shape.push(d);
+        let g = Self::float_mul(dy.clone(), Self::float_reshape(w, Shape::from(row_shape)));
+        let mean_g = Self::float_mean_dim(g.clone(), last);
+        let mean_gx = Self::float_mean_dim(Self::float_mul(g.clone(), x_hat.clone()), last);
+        let dx = Self::float_mul(
+            Self::float_sub(
+                Self::float_sub(g, mean_g),
+                Self::float_mul(x_hat.clone(), mean_gx),
+            ),
+            inv,
+        );
+        let over_rows = |t: FloatTensor<Self>| {
+            let t = Self::float_reshape(t, Shape::new([rows, d]));
+            Self::float_reshape(Self::float_sum_dim(t, 0), Shape::new([d]))
+        };
+        let dw = over_rows(Self::float_mul(dy.clone(), x_hat));
+        (dx, dw, over_rows(dy))
+    }
 }
 
 /// [batch, pos, head, d_head] ↔ [batch, head, pos, d_head].
@@ -144,6 +198,22 @@ impl ModelKernels for Flex {
             flex_tensor(dq, dims4(&q)),
             flex_tensor(dk, dims4(&k)),
             flex_tensor(dv, dims4(&v)),
+        )
+    }
+
+    fn layer_norm_affine_backward(
+        x: FlexTensor,
+        w: FlexTensor,
+        dy: FlexTensor,
+        eps: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let [x, w, dy] = [x, w, dy].map(|t| t.to_contiguous());
+        let (dx, dw, db) = layer_norm::backward(f32s(&x), f32s(&w), f32s(&dy), eps as f32);
+        let d = dw.len();
+        (
+            FlexTensor::from_data(TensorData::new(dx, x.shape())),
+            flex_tensor(dw, [d]),
+            flex_tensor(db, [d]),
         )
     }
 }
@@ -224,6 +294,51 @@ impl<B: Backend + ModelKernels, C: CheckpointStrategy> ModelKernels for Autodiff
         };
         (Self::from_inner(pattern), z)
     }
+
+    fn layer_norm_affine(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        /// One node for the whole LayerNorm, where burn records nine (mean, sub, square, mean, add, sqrt,
+        /// div, mul, add).
+        #[derive(Debug)]
+        struct LayerNormAffine;
+
+        impl<B: Backend + ModelKernels> Backward<B, 3> for LayerNormAffine {
+            /// The input, the scale and eps.
+            type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let dy = grads.consume::<B>(&ops.node);
+                let (x, w, eps) = ops.state;
+                let (dx, dw, db) = B::layer_norm_affine_backward(x, w, dy, eps);
+                for (parent, grad) in ops.parents.into_iter().zip([dx, dw, db]) {
+                    if let Some(node) = parent {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        let nodes = [x.node(), w.node(), b.node()];
+        let (x, w, b) = (x.into_primitive(), w.into_primitive(), b.into_primitive());
+        let y = B::layer_norm_affine(x.clone(), w.clone(), b, eps);
+        match LayerNormAffine
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, w, eps), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
 }
 
 /// Multi-head attention (see [`ModelKernels::attention_heads`]): `q` [batch, q, head, d_head], `k`, `v`
@@ -243,6 +358,19 @@ pub fn attention_heads(
         scale,
     );
     (Tensor::from_dispatch(pattern), Tensor::from_dispatch(z))
+}
+
+/// TransformerLens's `LayerNorm` (see [`ModelKernels::layer_norm_affine`]): `x` [batch, pos, d_model], `w`, `b`
+/// [d_model] → [batch, pos, d_model].
+pub fn layer_norm(x: Tensor<3>, w: Tensor<1>, b: Tensor<1>, eps: f64) -> Tensor<3> {
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as ModelKernels>::layer_norm_affine(
+            x.into_dispatch(),
+            w.into_dispatch(),
+            b.into_dispatch(),
+            eps,
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -341,7 +469,7 @@ mod tests {
 
     #[test]
     fn same_bits_on_one_thread_and_on_three() {
-        // Each batch row is one task summed in a fixed order, so the pool's size cannot change a bit.
+        // Each task's rows are fixed and summed in a fixed order, so the pool's size cannot change a bit.
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -359,11 +487,79 @@ mod tests {
                 let grads = (z.clone() * values([7, 4, 2, 5], 4, &device))
                     .sum()
                     .backward();
-                [pattern, z, q.grad(&grads).unwrap()]
+                // LayerNorm over 150 rows: three chunks of partial sums for dw.
+                let x = values([3, 50, 8, 1], 5, &device)
+                    .reshape([3, 50, 8])
+                    .require_grad();
+                let w = values([1, 1, 1, 8], 6, &device).reshape([8]).require_grad();
+                let b = Tensor::<1>::zeros([8], &device);
+                let y = layer_norm(x.clone(), w.clone(), b, 1e-5);
+                let ln_grads = (y * values([3, 50, 8, 1], 7, &device).reshape([3, 50, 8]))
+                    .sum()
+                    .backward();
+                let dw = w.grad(&ln_grads).unwrap().reshape([1, 1, 1, 8]);
+                let dx = x.grad(&ln_grads).unwrap().reshape([3, 50, 8, 1]);
+                [pattern, z, q.grad(&grads).unwrap(), dx, dw]
                     .map(|t| t.into_data().try_into_vec_as::<f32>().unwrap())
             })
         };
         assert_eq!(run(1), run(3));
+    }
+
+    /// TransformerLens's LayerNorm as burn composes it (the model's code before the fused op).
+    fn layer_norm_composed(x: Tensor<3>, w: Tensor<1>, b: Tensor<1>) -> Tensor<3> {
+        let centred = x.clone() - x.mean_dim(2);
+        let scale = (centred.clone().square().mean_dim(2) + 1e-5).sqrt();
+        centred / scale * w.unsqueeze() + b.unsqueeze()
+    }
+
+    #[test]
+    fn layer_norm_row_by_hand() {
+        // x = [1, 2, 3, 6]: mean 3, biased variance (4 + 1 + 0 + 9) / 4 = 3.5; w = 2, b = 1:
+        // y = 2 (x − 3) / √(3.5 + 1e-5) + 1.
+        let device = Device::flex();
+        let x = Tensor::<3>::from_floats([[[1.0, 2.0, 3.0, 6.0]]], &device);
+        let (w, b) = (
+            Tensor::<1>::full([4], 2.0, &device),
+            Tensor::<1>::ones([4], &device),
+        );
+        let y = layer_norm(x, w, b, 1e-5)
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let sd = (3.5f64 + 1e-5).sqrt();
+        for (y, x) in y.iter().zip([1.0, 2.0, 3.0, 6.0]) {
+            assert!((*y as f64 - (2.0 * (x - 3.0) / sd + 1.0)).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn layer_norm_and_its_gradient_are_burns() {
+        let device = Device::flex().autodiff();
+        let shape = [3, 5, 8];
+        let flat = |salt| values([1, 1, 1, 8], salt, &device).reshape([8]);
+        let weights = values([3, 5, 8, 1], 9, &device).reshape(shape);
+        let run = |ours: bool| {
+            let x = values([3, 5, 8, 1], 6, &device)
+                .reshape(shape)
+                .require_grad();
+            let (w, b) = (flat(7).require_grad(), flat(8).require_grad());
+            let y = if ours {
+                layer_norm(x.clone(), w.clone(), b.clone(), 1e-5)
+            } else {
+                layer_norm_composed(x.clone(), w.clone(), b.clone())
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            [
+                y.into_data(),
+                x.grad(&grads).unwrap().into_data(),
+                w.grad(&grads).unwrap().into_data(),
+                b.grad(&grads).unwrap().into_data(),
+            ]
+        };
+        for (ours, theirs) in run(true).iter().zip(run(false)) {
+            ours.assert_approx_eq::<f32>(&theirs, Tolerance::absolute(1e-5));
+        }
     }
 
     #[test]
