@@ -233,9 +233,14 @@ impl Transformer {
         }
     }
 
-    /// The [`Queries`] for a fixed set of answer positions in sequences of length `n_ctx`.
+    /// The [`Queries`] for a fixed set of answer positions in sequences of length `n_ctx`. Every position in
+    /// order (next-token tasks) is [`Queries::All`]: the same rows, without selecting them and scattering their
+    /// gradient back.
     pub fn answer_queries(&self, answers: &[usize], device: &Device) -> Queries {
         let n_ctx = self.dims.n_ctx;
+        if answers.iter().copied().eq(0..n_ctx) {
+            return Queries::All;
+        }
         let positions: Vec<i64> = answers.iter().map(|&p| p as i64).collect();
         let hidden: Vec<bool> = answers
             .iter()

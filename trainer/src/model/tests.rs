@@ -60,6 +60,20 @@ fn capture_logits_equal_plain_logits() {
 }
 
 #[test]
+fn every_position_as_answers_is_the_full_forward() {
+    // A next-token task answers at every position: no rows to select, the full forward bit for bit.
+    let device = crate::test_device();
+    for d in all_variants() {
+        let model = Transformer::new(&d, 2, &device);
+        let every: Vec<usize> = (0..d.n_ctx).collect();
+        let queries = model.answer_queries(&every, &device);
+        assert!(matches!(queries, Queries::All), "{d:?}");
+        let at = model.forward_answers(tokens(&device), &queries);
+        assert_eq!(host(&at), host(&model.forward(tokens(&device))), "{d:?}");
+    }
+}
+
+#[test]
 fn answer_forward_matches_full_forward_at_answer_positions() {
     let device = crate::test_device();
     for d in all_variants() {
