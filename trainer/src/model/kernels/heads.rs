@@ -1,10 +1,10 @@
-//! Multi-head attention over host slices, one batch row per task: scores, causal softmax and the weighted sum
+//! Multi-head attention over host slices, whole batch rows per task: scores, causal softmax and the weighted sum
 //! of values in one pass, and its gradient in another (what the flex backend runs for `attention_heads`).
 //!
 //! Queries, keys, values and `z` use the layout the projections produce, `[batch, pos, head, d_head]`, so no
 //! axis is swapped before or after; the pattern is `[batch, head, q, k]` (`hook_pattern`). The inner loops run
 //! along contiguous rows, which the compiler vectorizes, with the sums of the products held in registers; each batch
-//! row is computed by one task in a fixed order, so results do not depend on the number of threads.
+//! row is computed within one task in a fixed order, so results do not depend on the number of threads.
 
 use rayon::prelude::*;
 
