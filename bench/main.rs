@@ -127,6 +127,7 @@ struct TrainArgs {
 }
 
 fn main() {
+    formation::hold_freed_pages();
     let args = Args::parse();
     if let Err(err) = run(args) {
         eprintln!("error: {}", formation::one_sentence(&err));

@@ -67,6 +67,7 @@ enum Command {
 }
 
 fn main() {
+    formation::hold_freed_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => exit_on_usage_error(e),
