@@ -199,6 +199,7 @@ pub(super) fn at<const D: usize>(x: Tensor<D>, answers: &Queries) -> Tensor<D> {
     match answers {
         Queries::All => x,
         Queries::At { positions, .. } => x.select(1, positions.clone()),
+        &Queries::Prefix(len) => x.narrow(1, 0, len),
     }
 }
 

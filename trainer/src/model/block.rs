@@ -27,6 +27,11 @@ pub enum Queries {
         positions: Tensor<1, Int>,
         mask: Tensor<2, Bool>,
     },
+    /// The first `len` positions, under the causal mask (a next-token task that answers at all but the last).
+    /// Under the causal mask no later position reaches them, so the block runs on the sequence cut after
+    /// `len`, keys and values included: a shorter full forward, with no rows selected and no gradient scattered
+    /// back into them.
+    Prefix(usize),
 }
 
 /// Every activation of one block, TransformerLens shapes; `pos` is the number of query positions computed.
@@ -53,18 +58,26 @@ impl Block {
     ) -> BlockActs {
         let [_, n_pos, _] = resid_pre.dims();
         let attn_in = layer_norm::maybe(&self.ln1, resid_pre.clone());
-        let (x_q, resid_q, mask) = match queries {
-            Queries::All => {
-                let mask = Tensor::<2, Bool>::tril_mask([n_pos, n_pos], 0, &resid_pre.device());
-                (attn_in.clone(), resid_pre.clone(), mask)
-            }
+        let causal = |len: usize| Tensor::<2, Bool>::tril_mask([len, len], 0, &resid_pre.device());
+        let (x_q, x_kv, resid_q, mask) = match queries {
+            Queries::All => (attn_in.clone(), attn_in, resid_pre.clone(), causal(n_pos)),
             Queries::At { positions, mask } => (
                 attn_in.clone().select(1, positions.clone()),
+                attn_in,
                 resid_pre.clone().select(1, positions.clone()),
                 mask.clone(),
             ),
+            &Queries::Prefix(len) => {
+                let x = attn_in.slice(s![.., 0..len]);
+                (
+                    x.clone(),
+                    x,
+                    resid_pre.clone().slice(s![.., 0..len]),
+                    causal(len),
+                )
+            }
         };
-        let attn = self.attn.forward(x_q, attn_in, mask);
+        let attn = self.attn.forward(x_q, x_kv, mask);
         let resid_mid = resid_q + attn.out.clone();
         let (mlp_post, mlp_out, resid_post) = self.mlp_part(resid_mid.clone(), act_fn);
         BlockActs {

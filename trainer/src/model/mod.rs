@@ -234,12 +234,15 @@ impl Transformer {
     }
 
     /// The [`Queries`] for a fixed set of answer positions in sequences of length `n_ctx`. Every position in
-    /// order (next-token tasks) is [`Queries::All`]: the same rows, without selecting them and scattering their
-    /// gradient back.
+    /// order (next-token tasks) is [`Queries::All`], and the first few in order [`Queries::Prefix`]: the same
+    /// rows, without selecting them and scattering their gradient back.
     pub fn answer_queries(&self, answers: &[usize], device: &Device) -> Queries {
         let n_ctx = self.dims.n_ctx;
         if answers.iter().copied().eq(0..n_ctx) {
             return Queries::All;
+        }
+        if !answers.is_empty() && answers.iter().copied().eq(0..answers.len()) {
+            return Queries::Prefix(answers.len());
         }
         let positions: Vec<i64> = answers.iter().map(|&p| p as i64).collect();
         let hidden: Vec<bool> = answers

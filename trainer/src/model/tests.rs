@@ -74,6 +74,42 @@ fn every_position_as_answers_is_the_full_forward() {
 }
 
 #[test]
+fn answers_at_the_first_positions_are_a_shorter_full_forward() {
+    // Markov chains answer at every position but the last: the block runs on the sequence cut after them.
+    let device = crate::test_device();
+    for d in all_variants() {
+        let model = Transformer::new(&d, 2, &device);
+        let first: Vec<usize> = (0..d.n_ctx - 1).collect();
+        let queries = model.answer_queries(&first, &device);
+        assert!(
+            matches!(queries, Queries::Prefix(len) if len == d.n_ctx - 1),
+            "{d:?}"
+        );
+        let at = model.forward_answers(tokens(&device), &queries);
+        let full = model.forward(tokens(&device)).narrow(1, 0, d.n_ctx - 1);
+        assert!(max_abs_diff(&full, &at) < 1e-5, "{d:?}");
+        assert_eq!(
+            host(&model.forward_full_at(tokens(&device), &queries)),
+            host(&full),
+            "{d:?}"
+        );
+        // The same rows as selecting them one by one.
+        let listed = Queries::At {
+            positions: Tensor::from_data(
+                TensorData::new(
+                    first.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+                    [first.len()],
+                ),
+                &device,
+            ),
+            mask: Tensor::<2, Bool>::tril_mask([d.n_ctx - 1, d.n_ctx], 0, &device),
+        };
+        let selected = model.forward_answers(tokens(&device), &listed);
+        assert!(max_abs_diff(&selected, &at) < 1e-5, "{d:?}");
+    }
+}
+
+#[test]
 fn answer_forward_matches_full_forward_at_answer_positions() {
     let device = crate::test_device();
     for d in all_variants() {
