@@ -204,28 +204,52 @@ fn visible_end(
     end.div_ceil(LANES).saturating_mul(LANES).min(n_k)
 }
 
-/// out[c] = Σ_r a[r] · m[r·stride + c], each sum in order of r from 0. Blocks of [`LANES`] outputs stay in
-/// registers while r runs, where an `a·x + y` per r would store and reload them.
+/// out[c] = Σ_r a[r] · m[r·stride + c], each sum in order of r from 0. Up to [`BLOCKS`] blocks of [`LANES`]
+/// outputs stay in registers while r runs, where an `a·x + y` per r would store and reload them; several blocks
+/// at once keep that many independent chains of additions in flight (one block alone waits on each addition's
+/// latency). The blocking does not change any sum's order, so neither its bits.
 #[inline(always)]
 fn vec_mat(a: &[f32], m: &[f32], stride: usize, out: &mut [f32]) {
-    let mut blocks = out.chunks_exact_mut(LANES);
     let mut c0 = 0;
-    for block in &mut blocks {
-        let mut acc = [0.0f32; LANES];
-        for (r, &a_r) in a.iter().enumerate() {
-            let m_r: &[f32; LANES] = m[r * stride + c0..][..LANES].try_into().expect("LANES");
-            for (acc, &m) in acc.iter_mut().zip(m_r) {
-                *acc += a_r * m;
-            }
-        }
-        block.copy_from_slice(&acc);
-        c0 += LANES;
+    let mut blocks = out.chunks_exact_mut(LANES * BLOCKS);
+    for chunk in &mut blocks {
+        vec_mat_blocks::<BLOCKS>(a, m, stride, c0, chunk);
+        c0 += LANES * BLOCKS;
     }
-    for (c, out) in blocks.into_remainder().iter_mut().enumerate() {
+    let rest = blocks.into_remainder();
+    let (whole, tail) = rest.split_at_mut(rest.len() / LANES * LANES);
+    match whole.len() / LANES {
+        0 => {}
+        1 => vec_mat_blocks::<1>(a, m, stride, c0, whole),
+        2 => vec_mat_blocks::<2>(a, m, stride, c0, whole),
+        _ => vec_mat_blocks::<3>(a, m, stride, c0, whole),
+    }
+    c0 += whole.len();
+    for (c, out) in tail.iter_mut().enumerate() {
         *out = a
             .iter()
             .enumerate()
             .fold(0.0, |acc, (r, &a_r)| acc + a_r * m[r * stride + c0 + c]);
+    }
+}
+
+/// Blocks of [`LANES`] outputs computed together by [`vec_mat`].
+const BLOCKS: usize = 4;
+
+/// [`vec_mat`] for the `N · LANES` outputs `out` starting at column `c0`.
+#[inline(always)]
+fn vec_mat_blocks<const N: usize>(a: &[f32], m: &[f32], stride: usize, c0: usize, out: &mut [f32]) {
+    let mut acc = [[0.0f32; LANES]; N];
+    for (r, &a_r) in a.iter().enumerate() {
+        let m_r = &m[r * stride + c0..][..N * LANES];
+        for (acc, m) in acc.iter_mut().zip(m_r.chunks_exact(LANES)) {
+            for (acc, &m) in acc.iter_mut().zip(m) {
+                *acc += a_r * m;
+            }
+        }
+    }
+    for (out, acc) in out.chunks_exact_mut(LANES).zip(&acc) {
+        out.copy_from_slice(acc);
     }
 }
 
@@ -263,6 +287,34 @@ fn softmax_visible(row: &mut [f32], hidden: &[bool]) {
         let inv = 1.0 / sum;
         for s in row.iter_mut() {
             *s *= inv;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every output count from 0 to 5 blocks of [`BLOCKS`] · [`LANES`] (so every path: whole groups, one to
+    /// three blocks left, a tail of single outputs) gives the bits of the plain sum in order of r.
+    #[test]
+    fn vec_mat_is_the_in_order_sum() {
+        let rows = 7;
+        let stride = 5 * BLOCKS * LANES + 3;
+        let a: Vec<f32> = (0..rows).map(|r| (r as f32 * 0.37).sin() * 1.3).collect();
+        let m: Vec<f32> = (0..rows * stride)
+            .map(|i| (i as f32 * 0.113).cos())
+            .collect();
+        for n in 0..=5 * BLOCKS * LANES {
+            let mut out = vec![f32::NAN; n];
+            vec_mat(&a, &m, stride, &mut out);
+            for (c, &got) in out.iter().enumerate() {
+                let mut want = 0.0f32;
+                for (r, &a_r) in a.iter().enumerate() {
+                    want += a_r * m[r * stride + c];
+                }
+                assert_eq!(got.to_bits(), want.to_bits(), "{n} outputs, output {c}");
+            }
         }
     }
 }
