@@ -100,7 +100,7 @@ pub struct GridCapture {
 pub struct SendStats {
     /// Time blocked waiting for room in the channel (backpressure), ms.
     pub queue_ms: f64,
-    /// Messages in the channel right after the send.
+    /// Checkpoints waiting for the sidecar right after the send, this one included.
     pub queue_depth: usize,
 }
 

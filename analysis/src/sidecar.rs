@@ -111,11 +111,11 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Starts the thread, which opens its sinks from `setup`, with room for `capacity` checkpoints in the
-    /// channel; returns once the thread is ready (or with the reason it could not start).
+    /// Starts the thread, which opens its sinks from `setup`, with room for `capacity` checkpoints waiting in
+    /// the channel while it works on one; returns once the thread is ready (or with the reason it could not
+    /// start).
     pub fn spawn(setup: SidecarSetup, capacity: usize) -> Result<Self, AnalysisError> {
-        // Each checkpoint is two messages: itself and the report of its send.
-        let (sender, receiver) = bounded(2 * capacity);
+        let (sender, receiver) = channel(capacity);
         let (ready_tx, ready_rx) = bounded(1);
         let handle = std::thread::Builder::new()
             .name("formation-sidecar".into())
@@ -257,6 +257,14 @@ fn run(mut state: SidecarState, receiver: Receiver<Message>) -> Result<(), Analy
     Ok(())
 }
 
+/// The trainer-to-sidecar channel with room for `capacity` checkpoints waiting while the sidecar works on one.
+/// Each checkpoint is two messages, itself and the report of its send, and the report of the checkpoint being
+/// analyzed stays in the channel until its row is written. With room for that report too, a full channel makes
+/// the trainer wait on a checkpoint's own send, which `queue_ms` measures, and not on its report's.
+fn channel(capacity: usize) -> (Sender<Message>, Receiver<Message>) {
+    bounded(2 * capacity + 1)
+}
+
 /// Forwards, metrics, arrays, then the row: the row is the commit point of a checkpoint's analysis. The report
 /// of the checkpoint's send, right behind it in the channel, completes the row's timing.
 fn process(
@@ -374,6 +382,38 @@ mod tests {
         }
         sidecar.finish().unwrap();
         assert_eq!(rows(dir.path()), vec![0, 1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn a_full_channel_stops_the_trainer_at_a_checkpoint_not_at_its_report() {
+        let report = || {
+            Message::Sent(SendStats {
+                queue_ms: 0.0,
+                queue_depth: 0,
+            })
+        };
+        for capacity in [1, 2, 4] {
+            let (sender, receiver) = channel(capacity);
+            sender
+                .try_send(Message::Checkpoint(Box::new(message(0))))
+                .unwrap();
+            sender.try_send(report()).unwrap();
+            // The sidecar takes checkpoint 0 and works on it; its report waits in the channel.
+            assert!(matches!(receiver.recv().unwrap(), Message::Checkpoint(_)));
+            for step in 1..=capacity as u64 {
+                let checkpoint = Message::Checkpoint(Box::new(message(step)));
+                assert!(
+                    sender.try_send(checkpoint).is_ok(),
+                    "capacity {capacity}, step {step}"
+                );
+                assert!(
+                    sender.try_send(report()).is_ok(),
+                    "capacity {capacity}, step {step}"
+                );
+            }
+            let next = Message::Checkpoint(Box::new(message(capacity as u64 + 1)));
+            assert!(sender.try_send(next).is_err(), "capacity {capacity}: full");
+        }
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub struct AnalysisConfig {
     /// What `analysis/activations.h5` stores per checkpoint beyond what the dynamics always need.
     #[serde(default)]
     pub store: Vec<StoreItem>,
-    /// Capacity of the bounded channel to the sidecar, in checkpoints; the trainer waits when it is full.
+    /// Checkpoints that wait in the bounded channel while the sidecar works on one; the trainer waits when it is
+    /// full.
     #[serde(default = "default_queue")]
     pub queue: usize,
     /// What a failing analysis does to training.
@@ -77,6 +78,10 @@ fn default_probe_folds() -> usize {
 fn default_probe_alpha() -> f64 {
     1e-2
 }
+/// Four: only the log-spaced burst of early checkpoints (steps 0, 1, 2, 4, 8, …) outruns the sidecar, and with
+/// room for them the trainer never waits. One trades that wait for memory: a trainer held back there does not
+/// run beside the sidecar's busiest moments (reference config, 400 steps: peak RSS of `train --analyze`
+/// 163–165 MiB at 2 or 4, 157 at 1, for 0.13–0.25 s of trainer wait; BENCHMARKS.md).
 fn default_queue() -> usize {
     4
 }
