@@ -222,7 +222,8 @@ fn vec_mat(a: &[f32], m: &[f32], stride: usize, out: &mut [f32]) {
         0 => {}
         1 => vec_mat_blocks::<1>(a, m, stride, c0, whole),
         2 => vec_mat_blocks::<2>(a, m, stride, c0, whole),
-        _ => vec_mat_blocks::<3>(a, m, stride, c0, whole),
+        3 => vec_mat_blocks::<3>(a, m, stride, c0, whole),
+        _ => unreachable!("fewer than BLOCKS blocks remain"),
     }
     c0 += whole.len();
     for (c, out) in tail.iter_mut().enumerate() {
@@ -235,6 +236,8 @@ fn vec_mat(a: &[f32], m: &[f32], stride: usize, out: &mut [f32]) {
 
 /// Blocks of [`LANES`] outputs computed together by [`vec_mat`].
 const BLOCKS: usize = 4;
+// vec_mat's arms for the blocks left over are written for up to BLOCKS − 1 = 3.
+const _: () = assert!(BLOCKS == 4);
 
 /// [`vec_mat`] for the `N · LANES` outputs `out` starting at column `c0`.
 #[inline(always)]
