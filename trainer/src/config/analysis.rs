@@ -79,9 +79,9 @@ fn default_probe_alpha() -> f64 {
     1e-2
 }
 /// Four: only the log-spaced burst of early checkpoints (steps 0, 1, 2, 4, 8, …) outruns the sidecar, and with
-/// room for them the trainer never waits. One trades that wait for memory: a trainer held back there does not
-/// run beside the sidecar's busiest moments (reference config, 400 steps: peak RSS of `train --analyze`
-/// 163–165 MiB at 2 or 4, 157 at 1, for 0.13–0.25 s of trainer wait; BENCHMARKS.md).
+/// room for them the trainer never waits. A smaller queue only adds that wait: since the sidecar returns its
+/// freed pages after every metric family, a trainer held back in the burst no longer lowers the peak (reference
+/// config, 400 steps: peak RSS of `train --analyze` 149–150 MiB at 4, 149–151 at 1; BENCHMARKS.md).
 fn default_queue() -> usize {
     4
 }
