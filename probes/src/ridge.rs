@@ -44,7 +44,7 @@ impl RidgeProbe {
                 *s += f64::from(v) * f64::from(w);
             }
         }
-        argmax(&scores) as u32
+        argmax(scores) as u32
     }
 }
 
@@ -146,11 +146,19 @@ pub fn cross_validated_accuracy(
     for fold in 0..k {
         let (test, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| fold_of[i] == fold);
         let probes = fit(features, d, &train, label_sets, alpha)?;
+        let scores = scores(features, d, &test, &probes);
+        let mut offset = 0;
         for ((probe, set), hits) in probes.iter().zip(label_sets).zip(&mut correct) {
+            let classes = probe.bias.len();
             *hits += test
                 .iter()
-                .filter(|&&i| probe.predict(&features[i * d..(i + 1) * d]) == set.labels[i])
+                .enumerate()
+                .filter(|&(r, &i)| {
+                    let row = (0..classes).map(|c| scores[(r, offset + c)]);
+                    argmax(row) as u32 == set.labels[i]
+                })
                 .count();
+            offset += classes;
         }
     }
     Ok(correct
@@ -159,12 +167,35 @@ pub fn cross_validated_accuracy(
         .collect())
 }
 
+/// The scores x · W + b of every probe in `probes` on the examples `rows` of `features` [n, d]: one matrix
+/// product for all of them, [rows, Σ classes], each probe's classes side by side in the order of `probes`.
+/// The same numbers as [`RidgeProbe::predict`]'s, summed in another order.
+fn scores(features: &[f32], d: usize, rows: &[usize], probes: &[RidgeProbe]) -> Mat<f64> {
+    let x = Mat::<f64>::from_fn(rows.len(), d, |r, j| f64::from(features[rows[r] * d + j]));
+    let columns: Vec<(&RidgeProbe, usize)> = probes
+        .iter()
+        .flat_map(|probe| (0..probe.bias.len()).map(move |c| (probe, c)))
+        .collect();
+    let weights = Mat::<f64>::from_fn(d, columns.len(), |j, col| {
+        let (probe, c) = columns[col];
+        f64::from(probe.weights[j * probe.bias.len() + c])
+    });
+    let mut scores = x * weights;
+    for (col, (probe, c)) in columns.iter().enumerate() {
+        let bias = f64::from(probe.bias[*c]);
+        for r in 0..rows.len() {
+            scores[(r, col)] += bias;
+        }
+    }
+    scores
+}
+
 /// Index of the first largest value.
-fn argmax(values: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
+fn argmax(values: impl IntoIterator<Item = f64>) -> usize {
+    let (mut best, mut top) = (0, f64::NEG_INFINITY);
+    for (i, v) in values.into_iter().enumerate() {
+        if i == 0 || v > top {
+            (best, top) = (i, v);
         }
     }
     best
@@ -222,6 +253,48 @@ mod tests {
         let accuracy =
             cross_validated_accuracy(&features, d, &[set], &folds(n, 5, 0), 1e-3).unwrap();
         assert_eq!(accuracy, vec![1.0]);
+    }
+
+    #[test]
+    fn cross_validated_accuracy_is_each_held_out_example_predicted_one_at_a_time() {
+        // Noisy classes (accuracy well inside (0, 1)), two label vectors of different widths: the batched
+        // scores must give the predictions `RidgeProbe::predict` gives example by example.
+        let (n, d) = (300, 6);
+        let noise = gaussian(n, d, 5);
+        let a: Vec<u32> = (0..n as u32).map(|i| (i * 5) % 7).collect();
+        let b: Vec<u32> = (0..n as u32).map(|i| (i / 3) % 2).collect();
+        let features: Vec<f32> = (0..n * d)
+            .map(|idx| {
+                let (i, j) = (idx / d, idx % d);
+                noise[idx] + if j == a[i] as usize % d { 0.8 } else { 0.0 }
+            })
+            .collect();
+        let sets = [
+            Labels {
+                labels: &a,
+                n_classes: 7,
+            },
+            Labels {
+                labels: &b,
+                n_classes: 2,
+            },
+        ];
+        let fold_of = folds(n, 4, 1);
+        let batched = cross_validated_accuracy(&features, d, &sets, &fold_of, 0.05).unwrap();
+        let mut hits = [0usize; 2];
+        for fold in 0..4 {
+            let train: Vec<usize> = (0..n).filter(|&i| fold_of[i] != fold).collect();
+            let probes = fit(&features, d, &train, &sets, 0.05).unwrap();
+            for i in (0..n).filter(|&i| fold_of[i] == fold) {
+                for (s, (probe, set)) in probes.iter().zip(&sets).enumerate() {
+                    hits[s] +=
+                        usize::from(probe.predict(&features[i * d..(i + 1) * d]) == set.labels[i]);
+                }
+            }
+        }
+        let one_at_a_time = hits.map(|h| h as f64 / n as f64);
+        assert_eq!(batched, one_at_a_time.to_vec());
+        assert!(batched[0] > 0.3 && batched[0] < 0.95, "{batched:?}");
     }
 
     #[test]
