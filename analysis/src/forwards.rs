@@ -167,8 +167,9 @@ pub fn capture(
     })
 }
 
-/// Grid inputs per forward: bounds the memory of the capture over all p² inputs (12 769 at p = 113).
-const GRID_CHUNK: usize = 4096;
+/// Grid inputs per forward: bounds the memory of the capture over all p² inputs (12 769 at p = 113; 4 096 per
+/// forward peaked 16 MiB higher on the reference, BENCHMARKS.md).
+const GRID_CHUNK: usize = 1024;
 
 /// The last MLP's `hook_post` and the logits at the last position (`=` of `a b =`) over every input of the
 /// Fourier grid `tokens` [p², seq]; `None` for a model without MLPs. The last block's queries, MLP and the

@@ -273,9 +273,9 @@ fn process(
     receiver: &Receiver<Message>,
 ) -> Result<(), AnalysisError> {
     let captured = state.forwards.run(&snapshot)?;
-    let message = CheckpointMessage::new(snapshot, captured);
+    let mut message = CheckpointMessage::new(snapshot, captured);
     let start = Instant::now();
-    let mut analysis = state.analyzer.analyze(&message)?;
+    let mut analysis = state.analyzer.analyze(&mut message)?;
     // The hooks, parameters and grid are in the analysis now: free them before the store's buffers come.
     let CheckpointMessage {
         moment,
