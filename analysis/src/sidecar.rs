@@ -276,7 +276,8 @@ fn process(
     let mut message = CheckpointMessage::new(snapshot, captured);
     let start = Instant::now();
     let mut analysis = state.analyzer.analyze(&mut message)?;
-    // The hooks, parameters and grid are in the analysis now: free them before the store's buffers come.
+    // The hooks and parameters are in the analysis now (the grid is already freed): free them before the
+    // store's buffers come.
     let CheckpointMessage {
         moment,
         snapshot_ms,
