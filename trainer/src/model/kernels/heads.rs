@@ -2,9 +2,10 @@
 //! of values in one pass, and its gradient in another (what the flex backend runs for `attention_heads`).
 //!
 //! Queries, keys, values and `z` use the layout the projections produce, `[batch, pos, head, d_head]`, so no
-//! axis is swapped before or after; the pattern is `[batch, head, q, k]` (`hook_pattern`). The inner loops run
-//! along contiguous rows, which the compiler vectorizes, with the sums of the products held in registers; each batch
-//! row is computed within one task in a fixed order, so results do not depend on the number of threads.
+//! axis is swapped before or after; the pattern is `[batch, head, q, k]` (`hook_pattern`). Every product of
+//! matrices is [`mat_mul`]: tiles of outputs summed in registers along contiguous rows, which the compiler
+//! vectorizes (for AVX2 or AVX-512 where the CPU has it, [`Isa`]); each batch row is computed within one task in
+//! a fixed order, so results do not depend on the number of threads or on the instruction set.
 
 use rayon::prelude::*;
 
@@ -51,6 +52,17 @@ pub fn forward(
     hidden: &[bool],
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
+    forward_on(Isa::detect(), dims, [q, k, v], hidden, scale)
+}
+
+/// [`forward`] with the row loops compiled for `isa`.
+fn forward_on(
+    isa: Isa,
+    dims: HeadDims,
+    [q, k, v]: [&[f32]; 3],
+    hidden: &[bool],
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>) {
     let mut pattern = vec![0.0f32; dims.batch * dims.pattern_row()];
     let mut z = vec![0.0f32; dims.batch * dims.q_row()];
     pattern
@@ -64,7 +76,7 @@ pub fn forward(
                 &k[b * dims.k_row()..][..dims.k_row()],
                 &v[b * dims.k_row()..][..dims.k_row()],
             );
-            forward_row(dims, [q, k, v], hidden, scale, [pattern, z]);
+            isa.forward_row(dims, [q, k, v], hidden, scale, [pattern, z]);
         });
     (pattern, z)
 }
@@ -80,6 +92,16 @@ pub fn backward(
     v: &[f32],
     pattern: &[f32],
     dz: &[f32],
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward_on(Isa::detect(), dims, [q, k, v, pattern, dz], scale)
+}
+
+/// [`backward`] with the row loops compiled for `isa`.
+fn backward_on(
+    isa: Isa,
+    dims: HeadDims,
+    [q, k, v, pattern, dz]: [&[f32]; 5],
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut dq = vec![0.0f32; dims.batch * dims.q_row()];
@@ -98,13 +120,109 @@ pub fn backward(
                 &dz[b * dims.q_row()..][..dims.q_row()],
             );
             let pattern = &pattern[b * dims.pattern_row()..][..dims.pattern_row()];
-            backward_row(dims, [q, k, v, pattern, dz], scale, [dq, dk, dv]);
+            isa.backward_row(dims, [q, k, v, pattern, dz], scale, [dq, dk, dv]);
         });
     (dq, dk, dv)
 }
 
+/// The instruction sets the row loops are compiled for, one chosen at run time. The loops are the same code and
+/// their multiplies and adds are never fused, so every choice gives the same bits (a test checks it); AVX2 and
+/// AVX-512 only run more lanes at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Isa {
+    Baseline,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    /// The widest this CPU has.
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Self::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") {
+                return Self::Avx2;
+            }
+        }
+        Self::Baseline
+    }
+
+    fn forward_row(
+        self,
+        dims: HeadDims,
+        inputs: [&[f32]; 3],
+        hidden: &[bool],
+        scale: f32,
+        outputs: [&mut [f32]; 2],
+    ) {
+        match self {
+            Self::Baseline => forward_row(dims, inputs, hidden, scale, outputs),
+            // SAFETY (both): `detect` chose the instruction set because this CPU has it.
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => unsafe { x86::forward_row_avx2(dims, inputs, hidden, scale, outputs) },
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => unsafe {
+                x86::forward_row_avx512(dims, inputs, hidden, scale, outputs)
+            },
+        }
+    }
+
+    fn backward_row(self, dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f32]; 3]) {
+        match self {
+            Self::Baseline => backward_row(dims, inputs, scale, grads),
+            // SAFETY (both): as in `forward_row`.
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => unsafe { x86::backward_row_avx2(dims, inputs, scale, grads) },
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => unsafe { x86::backward_row_avx512(dims, inputs, scale, grads) },
+        }
+    }
+}
+
+/// [`forward_row`] and [`backward_row`] compiled for AVX2 and for AVX-512.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{HeadDims, backward_row, forward_row};
+
+    /// The two row functions with the instruction set `$feature` switched on.
+    macro_rules! compiled_for {
+        ($feature:literal, $forward:ident, $backward:ident) => {
+            #[target_feature(enable = $feature)]
+            pub(super) fn $forward(
+                dims: HeadDims,
+                inputs: [&[f32]; 3],
+                hidden: &[bool],
+                scale: f32,
+                outputs: [&mut [f32]; 2],
+            ) {
+                forward_row(dims, inputs, hidden, scale, outputs)
+            }
+
+            #[target_feature(enable = $feature)]
+            pub(super) fn $backward(
+                dims: HeadDims,
+                inputs: [&[f32]; 5],
+                scale: f32,
+                grads: [&mut [f32]; 3],
+            ) {
+                backward_row(dims, inputs, scale, grads)
+            }
+        };
+    }
+
+    compiled_for!("avx2", forward_row_avx2, backward_row_avx2);
+    compiled_for!("avx512f", forward_row_avx512, backward_row_avx512);
+}
+
 /// [`forward`] on one batch row: `inputs` are `q` [n_q, head, d_head], `k`, `v` [n_k, head, d_head] and
-/// `outputs` `pattern` [head, n_q, n_k], `z` [n_q, head, d_head].
+/// `outputs` `pattern` [head, n_q, n_k], `z` [n_q, head, d_head]. [`ROWS`] queries at a time: their scores over
+/// the keys the last of them sees, each one's softmax over its own, then their `z`.
+#[inline(always)]
 fn forward_row(
     dims: HeadDims,
     inputs: [&[f32]; 3],
@@ -118,25 +236,43 @@ fn forward_row(
         n_q, n_k, d_head, ..
     } = dims;
     let stride = dims.heads * d_head;
-    // kᵀ of one head, [d_head, n_k], and one scaled query.
+    let ends: Vec<usize> = hidden
+        .chunks_exact(n_k.max(1))
+        .map(|hidden| visible_end(hidden.iter().map(|&h| !h), n_k))
+        .collect();
+    // kᵀ of one head [d_head, n_k] and its queries, scaled [n_q, d_head].
     let mut k_t = vec![0.0f32; d_head * n_k];
-    let mut q_i = vec![0.0f32; d_head];
+    let mut q_h = vec![0.0f32; n_q * d_head];
     for h in 0..dims.heads {
-        transpose_head(dims, k, h, &mut k_t);
-        for i in 0..n_q {
-            let hidden = &hidden[i * n_k..][..n_k];
-            let end = visible_end(hidden.iter().map(|&h| !h), n_k);
-            for (scaled, &q_id) in q_i.iter_mut().zip(&q[dims.at(i, h)..][..d_head]) {
+        transpose_head(dims, k, h, n_k, &mut k_t);
+        for (i, q_h) in q_h.chunks_exact_mut(d_head.max(1)).enumerate() {
+            for (scaled, &q_id) in q_h.iter_mut().zip(&q[dims.at(i, h)..][..d_head]) {
                 *scaled = q_id * scale;
             }
-            let row = &mut pattern[(h * n_q + i) * n_k..][..end];
-            vec_mat(&q_i, &k_t, n_k, row);
-            softmax_visible(row, &hidden[..end]);
-            vec_mat(
-                row,
-                &v[dims.at(0, h)..],
-                stride,
-                &mut z[dims.at(i, h)..][..d_head],
+        }
+        let pattern = &mut pattern[h * n_q * n_k..][..n_q * n_k];
+        for i0 in (0..n_q).step_by(ROWS) {
+            let rows = ROWS.min(n_q - i0);
+            let end = ends[i0..i0 + rows].iter().copied().max().unwrap_or(0);
+            let scores = &mut pattern[i0 * n_k..];
+            mat_mul(
+                Mat::new(&q_h[i0 * d_head..], d_head),
+                Mat::new(&k_t, n_k),
+                d_head,
+                MatMut::new(scores, n_k),
+                [rows, end],
+            );
+            for (i, row) in scores.chunks_exact_mut(n_k).take(rows).enumerate() {
+                let (own, past) = row[..end].split_at_mut(ends[i0 + i]);
+                softmax_visible(own, &hidden[(i0 + i) * n_k..][..own.len()]);
+                past.fill(0.0);
+            }
+            mat_mul(
+                Mat::new(&pattern[i0 * n_k..], n_k),
+                Mat::new(&v[dims.at(0, h)..], stride),
+                end,
+                MatMut::new(&mut z[dims.at(i0, h)..], stride),
+                [rows, d_head],
             );
         }
     }
@@ -144,6 +280,11 @@ fn forward_row(
 
 /// [`backward`] on one batch row: `inputs` are `q`, `k`, `v`, `pattern`, `dz` and `grads` `dq`, `dk`, `dv`, each
 /// in [`forward_row`]'s layout.
+///
+/// Per head, [`ROWS`] queries at a time, dP, then dS (zero past the keys each query sees) and dq; then
+/// dv = Pᵀ·dz and dk = dSᵀ·q over all the queries. Every sum runs in order from the first term, as a
+/// per-query `a·x + y` would add it; the zeros added past a query's keys change no bit.
+#[inline(always)]
 fn backward_row(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f32]; 3]) {
     let HeadDims {
         n_q, n_k, d_head, ..
@@ -151,48 +292,69 @@ fn backward_row(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f
     let stride = dims.heads * d_head;
     let [q, k, v, pattern, dz] = inputs;
     let [dq, dk, dv] = grads;
-    // vᵀ of one head and the transposed gradients dkᵀ, dvᵀ [d_head, n_k].
+    // vᵀ of one head [d_head, n_k]; dS [n_q, n_k].
     let mut v_t = vec![0.0f32; d_head * n_k];
-    let mut dk_t = vec![0.0f32; d_head * n_k];
-    let mut dv_t = vec![0.0f32; d_head * n_k];
-    let mut ds = vec![0.0f32; n_k];
+    let mut ds = vec![0.0f32; n_q * n_k];
+    let mut ends = vec![0usize; n_q];
     for h in 0..dims.heads {
-        transpose_head(dims, v, h, &mut v_t);
-        dk_t.fill(0.0);
-        dv_t.fill(0.0);
-        for i in 0..n_q {
-            let p = &pattern[(h * n_q + i) * n_k..][..n_k];
-            let end = visible_end(p.iter().map(|&p| p != 0.0), n_k);
-            let (p, ds) = (&p[..end], &mut ds[..end]);
-            let dz_i = &dz[dims.at(i, h)..][..d_head];
-            vec_mat(dz_i, &v_t, n_k, ds); // dp
-            let mean: f32 = p.iter().zip(ds.iter()).map(|(p, dp)| p * dp).sum();
-            for (ds, &p) in ds.iter_mut().zip(p) {
-                *ds = p * (*ds - mean) * scale;
+        transpose_head(dims, v, h, n_k, &mut v_t);
+        let p_h = &pattern[h * n_q * n_k..][..n_q * n_k];
+        for (end, p) in ends.iter_mut().zip(p_h.chunks_exact(n_k.max(1))) {
+            *end = visible_end(p.iter().map(|&p| p != 0.0), n_k);
+        }
+        for i0 in (0..n_q).step_by(ROWS) {
+            let rows = ROWS.min(n_q - i0);
+            let end = ends[i0..i0 + rows].iter().copied().max().unwrap_or(0);
+            let ds = &mut ds[i0 * n_k..];
+            mat_mul(
+                Mat::new(&dz[dims.at(i0, h)..], stride),
+                Mat::new(&v_t, n_k),
+                d_head,
+                MatMut::new(ds, n_k),
+                [rows, end],
+            ); // dP
+            for (i, ds) in ds.chunks_exact_mut(n_k).take(rows).enumerate() {
+                let (ds, past) = ds.split_at_mut(ends[i0 + i]);
+                past.fill(0.0);
+                let p = &p_h[(i0 + i) * n_k..][..ds.len()];
+                let mean: f32 = p.iter().zip(ds.iter()).map(|(p, dp)| p * dp).sum();
+                for (ds, &p) in ds.iter_mut().zip(p) {
+                    *ds = p * (*ds - mean) * scale;
+                }
             }
-            vec_mat(
-                ds,
-                &k[dims.at(0, h)..],
-                stride,
-                &mut dq[dims.at(i, h)..][..d_head],
+            mat_mul(
+                Mat::new(ds, n_k),
+                Mat::new(&k[dims.at(0, h)..], stride),
+                end,
+                MatMut::new(&mut dq[dims.at(i0, h)..], stride),
+                [rows, d_head],
             );
-            let q_i = &q[dims.at(i, h)..][..d_head];
-            for d in 0..d_head {
-                axpy(dz_i[d], p, &mut dv_t[d * n_k..][..end]);
-                axpy(q_i[d], ds, &mut dk_t[d * n_k..][..end]);
-            }
         }
-        for j in 0..n_k {
-            for d in 0..d_head {
-                dk[dims.at(j, h) + d] = dk_t[d * n_k + j];
-                dv[dims.at(j, h) + d] = dv_t[d * n_k + j];
-            }
-        }
+        let (q, dz) = (&q[dims.at(0, h)..], &dz[dims.at(0, h)..]);
+        let (dk, dv) = (&mut dk[dims.at(0, h)..], &mut dv[dims.at(0, h)..]);
+        let dims = [n_k, d_head];
+        mat_mul(
+            Mat::transposed(p_h, n_k),
+            Mat::new(dz, stride),
+            n_q,
+            MatMut::new(dv, stride),
+            dims,
+        );
+        mat_mul(
+            Mat::transposed(&ds, n_k),
+            Mat::new(q, stride),
+            n_q,
+            MatMut::new(dk, stride),
+            dims,
+        );
     }
 }
 
-/// Outputs computed together in registers by [`vec_mat`].
+/// Outputs computed together in registers by [`mat_mul`]: [`ROWS`] rows of up to [`BLOCKS`] blocks of
+/// [`LANES`].
 const LANES: usize = 8;
+const BLOCKS: usize = 2;
+const ROWS: usize = 4;
 
 /// How many keys a row needs: through the last one that is `visible` (or has weight), rounded up to whole
 /// [`LANES`] blocks (at most `n_k`). The keys past it are a query's future: they get no score and no gradient.
@@ -204,76 +366,142 @@ fn visible_end(
     end.div_ceil(LANES).saturating_mul(LANES).min(n_k)
 }
 
-/// out[c] = Σ_r a[r] · m[r·stride + c], each sum in order of r from 0. Up to [`BLOCKS`] blocks of [`LANES`]
-/// outputs stay in registers while r runs, where an `a·x + y` per r would store and reload them; several blocks
-/// at once keep that many independent chains of additions in flight (one block alone waits on each addition's
-/// latency). The blocking does not change any sum's order, so neither its bits.
-#[inline(always)]
-fn vec_mat(a: &[f32], m: &[f32], stride: usize, out: &mut [f32]) {
-    let mut c0 = 0;
-    let mut blocks = out.chunks_exact_mut(LANES * BLOCKS);
-    for chunk in &mut blocks {
-        vec_mat_blocks::<BLOCKS>(a, m, stride, c0, chunk);
-        c0 += LANES * BLOCKS;
+/// A matrix in a slice: element (i, c) at `data[i · stride + c · step]` (`step` 1: row-major; `stride` 1: the
+/// transpose of a row-major matrix, read in place).
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    stride: usize,
+    step: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn new(data: &'a [f32], stride: usize) -> Self {
+        Self {
+            data,
+            stride,
+            step: 1,
+        }
     }
-    let rest = blocks.into_remainder();
-    let (whole, tail) = rest.split_at_mut(rest.len() / LANES * LANES);
-    match whole.len() / LANES {
-        0 => {}
-        1 => vec_mat_blocks::<1>(a, m, stride, c0, whole),
-        2 => vec_mat_blocks::<2>(a, m, stride, c0, whole),
-        3 => vec_mat_blocks::<3>(a, m, stride, c0, whole),
-        _ => unreachable!("fewer than BLOCKS blocks remain"),
-    }
-    c0 += whole.len();
-    for (c, out) in tail.iter_mut().enumerate() {
-        *out = a
-            .iter()
-            .enumerate()
-            .fold(0.0, |acc, (r, &a_r)| acc + a_r * m[r * stride + c0 + c]);
+
+    /// The transpose of the row-major matrix `data` with rows `stride` apart.
+    fn transposed(data: &'a [f32], stride: usize) -> Self {
+        Self {
+            data,
+            stride: 1,
+            step: stride,
+        }
     }
 }
 
-/// Blocks of [`LANES`] outputs computed together by [`vec_mat`].
-const BLOCKS: usize = 4;
-// vec_mat's arms for the blocks left over are written for up to BLOCKS − 1 = 3.
-const _: () = assert!(BLOCKS == 4);
+/// [`Mat`] to write.
+struct MatMut<'a> {
+    data: &'a mut [f32],
+    stride: usize,
+}
 
-/// [`vec_mat`] for the `N · LANES` outputs `out` starting at column `c0`.
+impl<'a> MatMut<'a> {
+    fn new(data: &'a mut [f32], stride: usize) -> Self {
+        Self { data, stride }
+    }
+}
+
+/// out[i][c] = Σ_{r < inner} a[i][r] · m[r][c] for the `[rows, cols]` outputs, each sum in order of r from 0
+/// (the bits of the plain loop); `m`'s rows are contiguous (`step` 1), `a` may be any [`Mat`]. [`ROWS`] × [`BLOCKS`] · [`LANES`] outputs stay in registers while r runs, each
+/// `m[r]` block loaded once for the [`ROWS`] rows: that many independent chains of additions, where one row
+/// at a time would wait on each addition's latency.
 #[inline(always)]
-fn vec_mat_blocks<const N: usize>(a: &[f32], m: &[f32], stride: usize, c0: usize, out: &mut [f32]) {
-    let mut acc = [[0.0f32; LANES]; N];
-    for (r, &a_r) in a.iter().enumerate() {
-        let m_r = &m[r * stride + c0..][..N * LANES];
-        for (acc, m) in acc.iter_mut().zip(m_r.chunks_exact(LANES)) {
-            for (acc, &m) in acc.iter_mut().zip(m) {
-                *acc += a_r * m;
+fn mat_mul(a: Mat, m: Mat, inner: usize, mut out: MatMut, [rows, cols]: [usize; 2]) {
+    let mut i0 = 0;
+    while i0 + ROWS <= rows {
+        row_block::<ROWS>(a, m, inner, &mut out, i0, cols);
+        i0 += ROWS;
+    }
+    match rows - i0 {
+        0 => {}
+        1 => row_block::<1>(a, m, inner, &mut out, i0, cols),
+        2 => row_block::<2>(a, m, inner, &mut out, i0, cols),
+        3 => row_block::<3>(a, m, inner, &mut out, i0, cols),
+        _ => unreachable!("fewer than ROWS rows remain"),
+    }
+}
+
+// mat_mul's arms for the rows left over are written for up to ROWS − 1 = 3.
+const _: () = assert!(ROWS == 4);
+
+/// [`mat_mul`] for the `R` rows from `i0`.
+#[inline(always)]
+fn row_block<const R: usize>(
+    a: Mat,
+    m: Mat,
+    inner: usize,
+    out: &mut MatMut,
+    i0: usize,
+    cols: usize,
+) {
+    let a_rows: [Mat; R] = std::array::from_fn(|i| Mat {
+        data: &a.data[(i0 + i) * a.stride..][..(inner * a.step).saturating_sub(a.step - 1)],
+        ..a
+    });
+    let mut c0 = 0;
+    while c0 + BLOCKS * LANES <= cols {
+        tile::<R, BLOCKS>(a_rows, m, inner, out, [i0, c0]);
+        c0 += BLOCKS * LANES;
+    }
+    if c0 + LANES <= cols {
+        tile::<R, 1>(a_rows, m, inner, out, [i0, c0]);
+        c0 += LANES;
+    }
+    for c in c0..cols {
+        for (i, a) in a_rows.iter().enumerate() {
+            out.data[(i0 + i) * out.stride + c] = (0..inner).fold(0.0, |acc, r| {
+                acc + a.data[r * a.step] * m.data[r * m.stride + c]
+            });
+        }
+    }
+}
+
+/// `R` rows × `N` blocks of [`LANES`] outputs from row `i0`, column `c0`; `a_rows` are the rows themselves.
+#[inline(always)]
+fn tile<const R: usize, const N: usize>(
+    a_rows: [Mat; R],
+    m: Mat,
+    inner: usize,
+    out: &mut MatMut,
+    [i0, c0]: [usize; 2],
+) {
+    let mut acc = [[[0.0f32; LANES]; N]; R];
+    for r in 0..inner {
+        let m_r = &m.data[r * m.stride + c0..][..N * LANES];
+        for (acc, a) in acc.iter_mut().zip(&a_rows) {
+            let a_r = a.data[r * a.step];
+            for (acc, m) in acc.iter_mut().zip(m_r.chunks_exact(LANES)) {
+                for (acc, &m) in acc.iter_mut().zip(m) {
+                    *acc += a_r * m;
+                }
             }
         }
     }
-    for (out, acc) in out.chunks_exact_mut(LANES).zip(&acc) {
-        out.copy_from_slice(acc);
-    }
-}
-
-/// Head `h` of one batch row of `x` [n_k, head, d_head] as `out` [d_head, n_k].
-fn transpose_head(dims: HeadDims, x: &[f32], h: usize, out: &mut [f32]) {
-    for j in 0..dims.n_k {
-        for (d, &value) in x[dims.at(j, h)..][..dims.d_head].iter().enumerate() {
-            out[d * dims.n_k + j] = value;
+    for (i, acc) in acc.iter().enumerate() {
+        let out = &mut out.data[(i0 + i) * out.stride + c0..][..N * LANES];
+        for (out, acc) in out.chunks_exact_mut(LANES).zip(acc) {
+            out.copy_from_slice(acc);
         }
     }
 }
 
-/// y ← y + a·x.
+/// Head `h` of one batch row of `x` [n, head, d_head] as `out` [d_head, n].
 #[inline(always)]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
+fn transpose_head(dims: HeadDims, x: &[f32], h: usize, n: usize, out: &mut [f32]) {
+    for j in 0..n {
+        for (d, &value) in x[dims.at(j, h)..][..dims.d_head].iter().enumerate() {
+            out[d * n + j] = value;
+        }
     }
 }
 
 /// Scores → softmax over the keys not `hidden`, in place; hidden keys get 0.
+#[inline(always)]
 fn softmax_visible(row: &mut [f32], hidden: &[bool]) {
     let max = row
         .iter()
@@ -298,25 +526,80 @@ fn softmax_visible(row: &mut [f32], hidden: &[bool]) {
 mod tests {
     use super::*;
 
-    /// Every output count from 0 to 5 blocks of [`BLOCKS`] · [`LANES`] (so every path: whole groups, one to
-    /// three blocks left, a tail of single outputs) gives the bits of the plain sum in order of r.
+    /// Every instruction set this CPU has gives the baseline's bits, forward and backward, on a causal mask
+    /// with row lengths that are not whole blocks.
     #[test]
-    fn vec_mat_is_the_in_order_sum() {
-        let rows = 7;
-        let stride = 5 * BLOCKS * LANES + 3;
-        let a: Vec<f32> = (0..rows).map(|r| (r as f32 * 0.37).sin() * 1.3).collect();
-        let m: Vec<f32> = (0..rows * stride)
+    fn same_bits_on_every_instruction_set() {
+        let dims = HeadDims {
+            batch: 3,
+            heads: 2,
+            n_q: 13,
+            n_k: 13,
+            d_head: 5,
+        };
+        let values = |seed: f32| -> Vec<f32> {
+            (0..dims.batch * dims.q_row())
+                .map(|i| (i as f32 * seed).sin() * 2.0)
+                .collect()
+        };
+        let (q, k, v, dz) = (values(0.31), values(0.17), values(0.23), values(0.41));
+        let hidden: Vec<bool> = (0..13 * 13).map(|ij| ij % 13 > ij / 13).collect();
+        let run = |isa| {
+            let (pattern, z) = forward_on(isa, dims, [&q, &k, &v], &hidden, 0.4);
+            let (dq, dk, dv) = backward_on(isa, dims, [&q, &k, &v, &pattern, &dz], 0.4);
+            [pattern, z, dq, dk, dv].map(|x| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        };
+        let baseline = run(Isa::Baseline);
+        assert!(
+            baseline[0].iter().any(|&p| p != 0),
+            "the pattern is not all zero"
+        );
+        let isa = Isa::detect();
+        assert_eq!(run(isa), baseline, "{isa:?}");
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            assert_eq!(run(Isa::Avx2), baseline, "AVX2");
+        }
+    }
+
+    /// Every output shape up to 9 rows by 5 groups of [`BLOCKS`] · [`LANES`] columns (so every path: whole
+    /// tiles, rows left over, a single block, a tail of single columns) gives the bits of the plain sum in order
+    /// of r, with strides wider than the rows.
+    #[test]
+    fn mat_mul_is_the_in_order_sum() {
+        let inner = 7;
+        let (a_stride, m_stride, out_stride) =
+            (inner + 2, 5 * BLOCKS * LANES + 3, 5 * BLOCKS * LANES + 1);
+        let a: Vec<f32> = (0..9 * a_stride)
+            .map(|i| (i as f32 * 0.37).sin() * 1.3)
+            .collect();
+        let m: Vec<f32> = (0..inner * m_stride)
             .map(|i| (i as f32 * 0.113).cos())
             .collect();
-        for n in 0..=5 * BLOCKS * LANES {
-            let mut out = vec![f32::NAN; n];
-            vec_mat(&a, &m, stride, &mut out);
-            for (c, &got) in out.iter().enumerate() {
-                let mut want = 0.0f32;
-                for (r, &a_r) in a.iter().enumerate() {
-                    want += a_r * m[r * stride + c];
+        for rows in 0..=9 {
+            for cols in 0..=5 * BLOCKS * LANES {
+                let mut out = vec![f32::NAN; rows * out_stride];
+                mat_mul(
+                    Mat::new(&a, a_stride),
+                    Mat::new(&m, m_stride),
+                    inner,
+                    MatMut::new(&mut out, out_stride),
+                    [rows, cols],
+                );
+                for i in 0..rows {
+                    for c in 0..out_stride {
+                        let got = out[i * out_stride + c];
+                        if c >= cols {
+                            assert!(got.is_nan(), "{rows}×{cols}: ({i}, {c}) written");
+                            continue;
+                        }
+                        let mut want = 0.0f32;
+                        for r in 0..inner {
+                            want += a[i * a_stride + r] * m[r * m_stride + c];
+                        }
+                        assert_eq!(got.to_bits(), want.to_bits(), "{rows}×{cols}: ({i}, {c})");
+                    }
                 }
-                assert_eq!(got.to_bits(), want.to_bits(), "{n} outputs, output {c}");
             }
         }
     }
