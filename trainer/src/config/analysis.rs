@@ -78,12 +78,13 @@ fn default_probe_folds() -> usize {
 fn default_probe_alpha() -> f64 {
     1e-2
 }
-/// Four: only the log-spaced burst of early checkpoints (steps 0, 1, 2, 4, 8, …) outruns the sidecar, and with
-/// room for them the trainer never waits. A smaller queue only adds that wait: since the sidecar returns its
-/// freed pages after every metric family, a trainer held back in the burst no longer lowers the peak (reference
-/// config, 400 steps: peak RSS of `train --analyze` 149–150 MiB at 4, 149–151 at 1; BENCHMARKS.md).
+/// Sixteen: only the log-spaced burst of early checkpoints (steps 0, 1, 2, 4, 8, …, eight or nine of them before
+/// the linear schedule's first) outruns the sidecar, and with room for all of them the trainer never waits. A
+/// waiting checkpoint is only its weights (under a megabyte on the examples), and the sidecar returns its freed
+/// pages after every metric family, so a shorter queue lowers no peak: sparse parity, 400 steps, trainer waits
+/// 14.0 → 0.1 ms per checkpoint from 4 to 16, peak RSS 171–173 → 150–168 MiB (BENCHMARKS.md).
 fn default_queue() -> usize {
-    4
+    16
 }
 
 impl Default for AnalysisConfig {
