@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use super::init;
-use super::kernels::attention_heads;
+use super::kernels::{affine, attention_heads};
 use host::rng::SplitMix64;
 
 #[derive(Module, Debug)]
@@ -78,11 +78,11 @@ impl Attention {
         // pattern [batch, head, q, k], z [batch, q, head, d_head]
         let (pattern, z) = attention_heads(q, k, v, mask, 1.0 / (d_head as f64).sqrt());
         let w_o = self.W_O.val().reshape([n_heads * d_head, d_model]);
-        let out = z
-            .clone()
-            .reshape([batch * n_q, n_heads * d_head])
-            .matmul(w_o)
-            + self.b_O.val().unsqueeze();
+        let out = affine(
+            z.clone().reshape([batch * n_q, n_heads * d_head]),
+            w_o,
+            self.b_O.val(),
+        );
         AttentionActs {
             pattern,
             z,
@@ -97,6 +97,10 @@ fn project(x: Tensor<3>, w: &Param<Tensor<3>>, b: &Param<Tensor<2>>) -> Tensor<4
     let [batch, pos, d_model] = x.dims();
     let [n_heads, _, d_head] = w.dims();
     let w = w.val().swap_dims(0, 1).reshape([d_model, n_heads * d_head]);
-    let y = x.reshape([batch * pos, d_model]).matmul(w) + b.val().reshape([1, n_heads * d_head]);
+    let y = affine(
+        x.reshape([batch * pos, d_model]),
+        w,
+        b.val().reshape([n_heads * d_head]),
+    );
     y.reshape([batch, pos, n_heads, d_head])
 }

@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu, relu};
 
 use super::init;
+use super::kernels::affine;
 use crate::config::Activation;
 use host::rng::SplitMix64;
 
@@ -37,13 +38,16 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>, act_fn: Activation) -> (Tensor<3>, Tensor<3>) {
         let [batch, pos, d_model] = x.dims();
         let d_mlp = self.b_in.dims()[0];
-        let pre =
-            x.reshape([batch * pos, d_model]).matmul(self.W_in.val()) + self.b_in.val().unsqueeze();
+        let pre = affine(
+            x.reshape([batch * pos, d_model]),
+            self.W_in.val(),
+            self.b_in.val(),
+        );
         let post = match act_fn {
             Activation::Relu => relu(pre),
             Activation::Gelu => gelu(pre),
         };
-        let out = post.clone().matmul(self.W_out.val()) + self.b_out.val().unsqueeze();
+        let out = affine(post.clone(), self.W_out.val(), self.b_out.val());
         (
             post.reshape([batch, pos, d_mlp]),
             out.reshape([batch, pos, d_model]),

@@ -166,7 +166,7 @@ impl Transformer {
     fn unembed(&self, resid: Tensor<3>) -> Tensor<3> {
         let [batch, pos, d] = resid.dims();
         let x = layer_norm::maybe(&self.ln_final, resid).reshape([batch * pos, d]);
-        let logits = x.matmul(self.unembed.W_U.val()) + self.unembed.b_U.val().unsqueeze();
+        let logits = kernels::affine(x, self.unembed.W_U.val(), self.unembed.b_U.val());
         logits.reshape([batch, pos, self.dims.d_vocab_out])
     }
 

@@ -1,10 +1,11 @@
-//! The model's two composite operations as a burn backend extension, each one node on autodiff devices where
-//! burn composes many and records each one's backward: multi-head attention (the scores, the causal softmax and
-//! the weighted sum of values; burn: about a dozen operations) and TransformerLens's LayerNorm (burn: nine).
-//! On the flex CPU backend attention runs both ways as loops over host slices ([`heads`]), one task per batch
-//! row, and LayerNorm runs flex's fused forward and our one-pass gradient ([`layer_norm`]); other backends
-//! compose burn's own operations. This is the one file besides `src/device.rs` that names backends:
-//! an extension is implemented per backend.
+//! The model's composite operations as a burn backend extension, each one node on autodiff devices where burn
+//! composes several and records each one's backward: multi-head attention (the scores, the causal softmax and
+//! the weighted sum of values; burn: about a dozen operations), TransformerLens's LayerNorm (burn: nine) and
+//! the projections x·W + b (burn: two). On the flex CPU backend attention runs both ways as loops over host
+//! slices ([`heads`]), one task per batch row; LayerNorm runs flex's fused forward and our one-pass gradient
+//! ([`layer_norm`]); a projection and its gradients are the gemm calls flex's matmul makes, written into
+//! buffers of our own ([`matmul_2d`]). Other backends compose burn's own operations. This is the one file
+//! besides `src/device.rs` that names backends: an extension is implemented per backend.
 
 mod heads;
 mod layer_norm;
@@ -84,6 +85,34 @@ pub trait ModelKernels: Backend {
         )
     }
 
+    /// `x` [rows, d_in] · `w` [d_in, d_out] + `b` [d_out] → [rows, d_out]: every projection of the model
+    /// (burn: a matrix product and a broadcast add, two nodes).
+    fn affine(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let d_out = b.shape()[0];
+        Self::float_add(
+            Self::float_matmul(x, w),
+            Self::float_reshape(b, Shape::new([1, d_out])),
+        )
+    }
+
+    /// The gradient of [`Self::affine`] given the gradient `dy` of its output: dx = dy·wᵀ, dw = xᵀ·dy and
+    /// db = Σ dy over the rows. Returns (`dx`, `dw`, `db`).
+    fn affine_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        (
+            Self::float_matmul(dy.clone(), Self::float_swap_dims(w, 0, 1)),
+            Self::float_matmul(Self::float_swap_dims(x, 0, 1), dy.clone()),
+            sum_rows::<Self>(dy),
+        )
+    }
+
     /// TransformerLens's `LayerNorm` over the last axis of `x`: (x − mean) / √(var + eps) ⊙ `w` + `b`, with the
     /// biased variance (flex: its fused row kernel).
     fn layer_norm_affine(
@@ -135,6 +164,12 @@ pub trait ModelKernels: Backend {
         let dw = over_rows(Self::float_mul(dy.clone(), x_hat));
         (dx, dw, over_rows(dy))
     }
+}
+
+/// Σ over the rows of `dy` [rows, d]: the gradient of a bias added to every row, as burn's broadcast add gives it.
+fn sum_rows<B: Backend>(dy: FloatTensor<B>) -> FloatTensor<B> {
+    let d = dy.shape()[1];
+    B::float_reshape(B::float_sum_dim(dy, 0), Shape::new([d]))
 }
 
 /// [batch, pos, head, d_head] ↔ [batch, head, pos, d_head].
@@ -201,6 +236,32 @@ impl ModelKernels for Flex {
         )
     }
 
+    fn affine(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let d_out = b.shape()[0];
+        let mut y = matmul_2d([&x, &w], [false, false]);
+        let b = b.to_contiguous();
+        for row in y.chunks_exact_mut(d_out.max(1)) {
+            for (y, &b) in row.iter_mut().zip(f32s(&b)) {
+                *y += b;
+            }
+        }
+        flex_tensor(y, [x.shape()[0], d_out])
+    }
+
+    fn affine_backward(
+        x: FlexTensor,
+        w: FlexTensor,
+        dy: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let [rows, d_out] = [dy.shape()[0], dy.shape()[1]];
+        let d_in = w.shape()[0];
+        (
+            flex_tensor(matmul_2d([&dy, &w], [false, true]), [rows, d_in]),
+            flex_tensor(matmul_2d([&x, &dy], [true, false]), [d_in, d_out]),
+            sum_rows::<Flex>(dy),
+        )
+    }
+
     fn layer_norm_affine_backward(
         x: FlexTensor,
         w: FlexTensor,
@@ -239,6 +300,61 @@ fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTenso
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// `a · b` of two 2-D tensors, each read as stored or `transposed` (a view, as burn's matmul backward passes
+/// it), by the `gemm` call flex's own matmul makes for them (so the same bits), into a buffer of our own: flex
+/// zeroes a byte buffer for every product and then copies it into an aligned one, two passes over an output
+/// the product overwrites anyway.
+fn matmul_2d([a, b]: [&FlexTensor; 2], transposed: [bool; 2]) -> Vec<f32> {
+    let [a, b] = [a, b].map(|t| t.to_contiguous());
+    // (rows, columns, row stride, column stride) of each operand as read.
+    let view = |t: &FlexTensor, transposed: bool| {
+        let [rows, cols] = [t.shape()[0], t.shape()[1]];
+        if transposed {
+            (cols, rows, 1, cols as isize)
+        } else {
+            (rows, cols, cols as isize, 1)
+        }
+    };
+    let (m, k, a_rs, a_cs) = view(&a, transposed[0]);
+    let (k_b, n, b_rs, b_cs) = view(&b, transposed[1]);
+    assert_eq!(k, k_b, "matmul_2d: inner dimensions differ");
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // flex's rule: both threads from 192³ multiply-adds up.
+    let parallelism = if m * n * k >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `out` has room for the m × n outputs (row-major: column stride 1, row stride n), which gemm
+    // writes without reading (`read_dst` false); `a` and `b` are contiguous and hold m × k and k × n elements
+    // at the strides given. After the call every output is written, so the length can be set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            f32s(&a).as_ptr(),
+            a_cs,
+            a_rs,
+            f32s(&b).as_ptr(),
+            b_cs,
+            b_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
 #[cfg(feature = "cuda")]
 impl ModelKernels for burn::backend::Cube {}
 
@@ -270,14 +386,10 @@ impl<B: Backend + ModelKernels, C: CheckpointStrategy> ModelKernels for Autodiff
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
-                let dz = grads.consume::<B>(&ops.node);
-                let (q, k, v, pattern, scale) = ops.state;
-                let (dq, dk, dv) = B::attention_heads_backward(q, k, v, pattern, dz, scale);
-                for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
-                    if let Some(node) = parent {
-                        grads.register::<B>(node.id, grad);
-                    }
-                }
+                backward_step::<B, _, 3>(ops, grads, |(q, k, v, pattern, scale), dz| {
+                    let (dq, dk, dv) = B::attention_heads_backward(q, k, v, pattern, dz, scale);
+                    [dq, dk, dv]
+                });
             }
         }
 
@@ -293,6 +405,41 @@ impl<B: Backend + ModelKernels, C: CheckpointStrategy> ModelKernels for Autodiff
             OpsKind::UnTracked(prep) => prep.finish(z),
         };
         (Self::from_inner(pattern), z)
+    }
+
+    fn affine(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        /// One node for the product and the bias, where burn records two.
+        #[derive(Debug)]
+        struct Affine;
+
+        impl<B: Backend + ModelKernels> Backward<B, 3> for Affine {
+            /// The input and the weights.
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                backward_step::<B, _, 3>(ops, grads, |(x, w), dy| {
+                    let (dx, dw, db) = B::affine_backward(x, w, dy);
+                    [dx, dw, db]
+                });
+            }
+        }
+
+        let nodes = [x.node(), w.node(), b.node()];
+        let (x, w, b) = (x.into_primitive(), w.into_primitive(), b.into_primitive());
+        let y = B::affine(x.clone(), w.clone(), b);
+        match Affine.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, w), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
     }
 
     fn layer_norm_affine(
@@ -316,14 +463,10 @@ impl<B: Backend + ModelKernels, C: CheckpointStrategy> ModelKernels for Autodiff
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
-                let dy = grads.consume::<B>(&ops.node);
-                let (x, w, eps) = ops.state;
-                let (dx, dw, db) = B::layer_norm_affine_backward(x, w, dy, eps);
-                for (parent, grad) in ops.parents.into_iter().zip([dx, dw, db]) {
-                    if let Some(node) = parent {
-                        grads.register::<B>(node.id, grad);
-                    }
-                }
+                backward_step::<B, _, 3>(ops, grads, |(x, w, eps), dy| {
+                    let (dx, dw, db) = B::layer_norm_affine_backward(x, w, dy, eps);
+                    [dx, dw, db]
+                });
             }
         }
 
@@ -337,6 +480,21 @@ impl<B: Backend + ModelKernels, C: CheckpointStrategy> ModelKernels for Autodiff
         {
             OpsKind::Tracked(prep) => prep.finish((x, w, eps), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// The backward step of one of the nodes above: the `gradients` of its inputs from its saved state and the
+/// gradient of its output, each handed to the parent that takes one.
+fn backward_step<B: Backend, S, const N: usize>(
+    ops: Ops<S, N>,
+    grads: &mut Gradients,
+    gradients: impl FnOnce(S, FloatTensor<B>) -> [FloatTensor<B>; N],
+) {
+    let d_output = grads.consume::<B>(&ops.node);
+    for (parent, grad) in ops.parents.into_iter().zip(gradients(ops.state, d_output)) {
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, grad);
         }
     }
 }
@@ -358,6 +516,15 @@ pub fn attention_heads(
         scale,
     );
     (Tensor::from_dispatch(pattern), Tensor::from_dispatch(z))
+}
+
+/// `x` [rows, d_in] · `w` [d_in, d_out] + `b` [d_out] → [rows, d_out] (see [`ModelKernels::affine`]).
+pub fn affine(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as ModelKernels>::affine(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+    ))
 }
 
 /// TransformerLens's `LayerNorm` (see [`ModelKernels::layer_norm_affine`]): `x` [batch, pos, d_model], `w`, `b`
@@ -530,6 +697,42 @@ mod tests {
         let sd = (3.5f64 + 1e-5).sqrt();
         for (y, x) in y.iter().zip([1.0, 2.0, 3.0, 6.0]) {
             assert!((*y as f64 - (2.0 * (x - 3.0) / sd + 1.0)).abs() < 1e-5);
+        }
+    }
+
+    /// The projection and its three gradients have the bits of burn's matmul + broadcast add, on a small
+    /// product and on one large enough that gemm splits it over the threads.
+    #[test]
+    fn affine_and_its_gradient_are_burns_bit_for_bit() {
+        let device = Device::flex().autodiff();
+        for [rows, d_in, d_out] in [[6, 5, 3], [600, 130, 100]] {
+            let matrix = |r, c, salt| values([1, 1, r, c], salt, &device).reshape([r, c]);
+            let weights = matrix(rows, d_out, 4);
+            let run = |ours: bool| {
+                let x = matrix(rows, d_in, 1).require_grad();
+                let w = matrix(d_in, d_out, 2).require_grad();
+                let b = matrix(1, d_out, 3).reshape([d_out]).require_grad();
+                let y = if ours {
+                    affine(x.clone(), w.clone(), b.clone())
+                } else {
+                    x.clone().matmul(w.clone()) + b.clone().unsqueeze()
+                };
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                [
+                    y.into_data(),
+                    x.grad(&grads).unwrap().into_data(),
+                    w.grad(&grads).unwrap().into_data(),
+                    b.grad(&grads).unwrap().into_data(),
+                ]
+                .map(|data| {
+                    data.try_to_vec::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                })
+            };
+            assert_eq!(run(true), run(false), "{rows}×{d_in}·{d_in}×{d_out}");
         }
     }
 
