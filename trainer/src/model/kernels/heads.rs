@@ -407,9 +407,10 @@ impl<'a> MatMut<'a> {
 }
 
 /// out[i][c] = Σ_{r < inner} a[i][r] · m[r][c] for the `[rows, cols]` outputs, each sum in order of r from 0
-/// (the bits of the plain loop); `m`'s rows are contiguous (`step` 1), `a` may be any [`Mat`]. [`ROWS`] × [`BLOCKS`] · [`LANES`] outputs stay in registers while r runs, each
-/// `m[r]` block loaded once for the [`ROWS`] rows: that many independent chains of additions, where one row
-/// at a time would wait on each addition's latency.
+/// (the bits of the plain loop); `m`'s rows are contiguous (`step` 1), `a` may be any [`Mat`].
+/// [`ROWS`] × [`BLOCKS`] · [`LANES`] outputs stay in registers while r runs, each `m[r]` block loaded once for
+/// the [`ROWS`] rows: that many independent chains of additions, where one row at a time would wait on each
+/// addition's latency.
 #[inline(always)]
 fn mat_mul(a: Mat, m: Mat, inner: usize, mut out: MatMut, [rows, cols]: [usize; 2]) {
     let mut i0 = 0;
