@@ -251,9 +251,7 @@ fn forward_row(
             }
         }
         let pattern = &mut pattern[h * n_q * n_k..][..n_q * n_k];
-        for i0 in (0..n_q).step_by(ROWS) {
-            let rows = ROWS.min(n_q - i0);
-            let end = ends[i0..i0 + rows].iter().copied().max().unwrap_or(0);
+        for (i0, rows, end) in query_groups(&ends) {
             let scores = &mut pattern[i0 * n_k..];
             mat_mul(
                 Mat::new(&q_h[i0 * d_head..], d_head),
@@ -302,9 +300,7 @@ fn backward_row(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f
         for (end, p) in ends.iter_mut().zip(p_h.chunks_exact(n_k.max(1))) {
             *end = visible_end(p.iter().map(|&p| p != 0.0), n_k);
         }
-        for i0 in (0..n_q).step_by(ROWS) {
-            let rows = ROWS.min(n_q - i0);
-            let end = ends[i0..i0 + rows].iter().copied().max().unwrap_or(0);
+        for (i0, rows, end) in query_groups(&ends) {
             let ds = &mut ds[i0 * n_k..];
             mat_mul(
                 Mat::new(&dz[dims.at(i0, h)..], stride),
@@ -332,20 +328,20 @@ fn backward_row(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f
         }
         let (q, dz) = (&q[dims.at(0, h)..], &dz[dims.at(0, h)..]);
         let (dk, dv) = (&mut dk[dims.at(0, h)..], &mut dv[dims.at(0, h)..]);
-        let dims = [n_k, d_head];
+        let shape = [n_k, d_head];
         mat_mul(
             Mat::transposed(p_h, n_k),
             Mat::new(dz, stride),
             n_q,
             MatMut::new(dv, stride),
-            dims,
+            shape,
         );
         mat_mul(
             Mat::transposed(&ds, n_k),
             Mat::new(q, stride),
             n_q,
             MatMut::new(dk, stride),
-            dims,
+            shape,
         );
     }
 }
@@ -364,6 +360,18 @@ fn visible_end(
 ) -> usize {
     let end = visible.rposition(|v| v).map_or(0, |j| j + 1);
     end.div_ceil(LANES).saturating_mul(LANES).min(n_k)
+}
+
+/// The queries [`ROWS`] at a time, given each one's [`visible_end`]: (first query, how many, the keys the
+/// group needs).
+fn query_groups(ends: &[usize]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    ends.chunks(ROWS).enumerate().map(|(g, group)| {
+        (
+            g * ROWS,
+            group.len(),
+            group.iter().copied().max().unwrap_or(0),
+        )
+    })
 }
 
 /// A matrix in a slice: element (i, c) at `data[i · stride + c · step]` (`step` 1: row-major; `stride` 1: the
@@ -413,6 +421,7 @@ impl<'a> MatMut<'a> {
 /// addition's latency.
 #[inline(always)]
 fn mat_mul(a: Mat, m: Mat, inner: usize, mut out: MatMut, [rows, cols]: [usize; 2]) {
+    debug_assert_eq!(m.step, 1, "mat_mul reads m's rows as contiguous blocks");
     let mut i0 = 0;
     while i0 + ROWS <= rows {
         row_block::<ROWS>(a, m, inner, &mut out, i0, cols);
