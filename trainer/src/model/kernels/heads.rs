@@ -7,6 +7,7 @@
 //! vectorizes (for AVX2 or AVX-512 where the CPU has it, [`Isa`]); each batch row is computed within one task in
 //! a fixed order, so results do not depend on the number of threads or on the instruction set.
 
+use super::isa::{Isa, compiled_for_isa};
 use rayon::prelude::*;
 
 /// The sizes of one attention call.
@@ -76,7 +77,7 @@ fn forward_on(
                 &k[b * dims.k_row()..][..dims.k_row()],
                 &v[b * dims.k_row()..][..dims.k_row()],
             );
-            isa.forward_row(dims, [q, k, v], hidden, scale, [pattern, z]);
+            forward_row_on(isa, dims, [q, k, v], hidden, scale, [pattern, z]);
         });
     (pattern, z)
 }
@@ -120,103 +121,25 @@ fn backward_on(
                 &dz[b * dims.q_row()..][..dims.q_row()],
             );
             let pattern = &pattern[b * dims.pattern_row()..][..dims.pattern_row()];
-            isa.backward_row(dims, [q, k, v, pattern, dz], scale, [dq, dk, dv]);
+            backward_row_on(isa, dims, [q, k, v, pattern, dz], scale, [dq, dk, dv]);
         });
     (dq, dk, dv)
 }
 
-/// The instruction sets the row loops are compiled for, one chosen at run time. The loops are the same code and
-/// their multiplies and adds are never fused, so every choice gives the same bits (a test checks it); AVX2 and
-/// AVX-512 only run more lanes at once.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Isa {
-    Baseline,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Isa {
-    /// The widest this CPU has.
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Self::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return Self::Avx2;
-            }
-        }
-        Self::Baseline
-    }
-
-    fn forward_row(
-        self,
+compiled_for_isa! {
+    /// [`forward_row`] compiled for `isa`.
+    fn forward_row_on(
         dims: HeadDims,
         inputs: [&[f32]; 3],
         hidden: &[bool],
         scale: f32,
         outputs: [&mut [f32]; 2],
-    ) {
-        match self {
-            Self::Baseline => forward_row(dims, inputs, hidden, scale, outputs),
-            // SAFETY (both): `detect` chose the instruction set because this CPU has it.
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::forward_row_avx2(dims, inputs, hidden, scale, outputs) },
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => unsafe {
-                x86::forward_row_avx512(dims, inputs, hidden, scale, outputs)
-            },
-        }
-    }
-
-    fn backward_row(self, dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f32]; 3]) {
-        match self {
-            Self::Baseline => backward_row(dims, inputs, scale, grads),
-            // SAFETY (both): as in `forward_row`.
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { x86::backward_row_avx2(dims, inputs, scale, grads) },
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => unsafe { x86::backward_row_avx512(dims, inputs, scale, grads) },
-        }
-    }
+    ) => forward_row
 }
 
-/// [`forward_row`] and [`backward_row`] compiled for AVX2 and for AVX-512.
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{HeadDims, backward_row, forward_row};
-
-    /// The two row functions with the instruction set `$feature` switched on.
-    macro_rules! compiled_for {
-        ($feature:literal, $forward:ident, $backward:ident) => {
-            #[target_feature(enable = $feature)]
-            pub(super) fn $forward(
-                dims: HeadDims,
-                inputs: [&[f32]; 3],
-                hidden: &[bool],
-                scale: f32,
-                outputs: [&mut [f32]; 2],
-            ) {
-                forward_row(dims, inputs, hidden, scale, outputs)
-            }
-
-            #[target_feature(enable = $feature)]
-            pub(super) fn $backward(
-                dims: HeadDims,
-                inputs: [&[f32]; 5],
-                scale: f32,
-                grads: [&mut [f32]; 3],
-            ) {
-                backward_row(dims, inputs, scale, grads)
-            }
-        };
-    }
-
-    compiled_for!("avx2", forward_row_avx2, backward_row_avx2);
-    compiled_for!("avx512f", forward_row_avx512, backward_row_avx512);
+compiled_for_isa! {
+    /// [`backward_row`] compiled for `isa`.
+    fn backward_row_on(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f32]; 3]) => backward_row
 }
 
 /// [`forward`] on one batch row: `inputs` are `q` [n_q, head, d_head], `k`, `v` [n_k, head, d_head] and
@@ -418,20 +341,29 @@ impl<'a> MatMut<'a> {
 /// (the bits of the plain loop); `m`'s rows are contiguous (`step` 1), `a` may be any [`Mat`].
 /// [`ROWS`] × [`BLOCKS`] · [`LANES`] outputs stay in registers while r runs, each `m[r]` block loaded once for
 /// the [`ROWS`] rows: that many independent chains of additions, where one row at a time would wait on each
-/// addition's latency.
+/// addition's latency. Columns past the last whole block are a tile too, over a zero-padded copy of theirs.
 #[inline(always)]
 fn mat_mul(a: Mat, m: Mat, inner: usize, mut out: MatMut, [rows, cols]: [usize; 2]) {
     debug_assert_eq!(m.step, 1, "mat_mul reads m's rows as contiguous blocks");
+    let whole = cols / LANES * LANES;
+    let mut tail = Vec::new();
+    if whole < cols {
+        tail = vec![0.0f32; inner * LANES];
+        for (r, tail) in tail.chunks_exact_mut(LANES).enumerate() {
+            tail[..cols - whole].copy_from_slice(&m.data[r * m.stride + whole..][..cols - whole]);
+        }
+    }
+    let tail = Mat::new(&tail, LANES);
     let mut i0 = 0;
     while i0 + ROWS <= rows {
-        row_block::<ROWS>(a, m, inner, &mut out, i0, cols);
+        row_block::<ROWS>(a, [m, tail], inner, &mut out, i0, cols);
         i0 += ROWS;
     }
     match rows - i0 {
         0 => {}
-        1 => row_block::<1>(a, m, inner, &mut out, i0, cols),
-        2 => row_block::<2>(a, m, inner, &mut out, i0, cols),
-        3 => row_block::<3>(a, m, inner, &mut out, i0, cols),
+        1 => row_block::<1>(a, [m, tail], inner, &mut out, i0, cols),
+        2 => row_block::<2>(a, [m, tail], inner, &mut out, i0, cols),
+        3 => row_block::<3>(a, [m, tail], inner, &mut out, i0, cols),
         _ => unreachable!("fewer than ROWS rows remain"),
     }
 }
@@ -439,11 +371,12 @@ fn mat_mul(a: Mat, m: Mat, inner: usize, mut out: MatMut, [rows, cols]: [usize; 
 // mat_mul's arms for the rows left over are written for up to ROWS − 1 = 3.
 const _: () = assert!(ROWS == 4);
 
-/// [`mat_mul`] for the `R` rows from `i0`.
+/// [`mat_mul`] for the `R` rows from `i0`; `tail` is `m`'s columns past the last whole block, zero-padded to
+/// one block.
 #[inline(always)]
 fn row_block<const R: usize>(
     a: Mat,
-    m: Mat,
+    [m, tail]: [Mat; 2],
     inner: usize,
     out: &mut MatMut,
     i0: usize,
@@ -455,34 +388,32 @@ fn row_block<const R: usize>(
     });
     let mut c0 = 0;
     while c0 + BLOCKS * LANES <= cols {
-        tile::<R, BLOCKS>(a_rows, m, inner, out, [i0, c0]);
+        tile::<R, BLOCKS>(a_rows, (m, c0), inner, out, [i0, c0], BLOCKS * LANES);
         c0 += BLOCKS * LANES;
     }
     if c0 + LANES <= cols {
-        tile::<R, 1>(a_rows, m, inner, out, [i0, c0]);
+        tile::<R, 1>(a_rows, (m, c0), inner, out, [i0, c0], LANES);
         c0 += LANES;
     }
-    for c in c0..cols {
-        for (i, a) in a_rows.iter().enumerate() {
-            out.data[(i0 + i) * out.stride + c] = (0..inner).fold(0.0, |acc, r| {
-                acc + a.data[r * a.step] * m.data[r * m.stride + c]
-            });
-        }
+    if c0 < cols {
+        tile::<R, 1>(a_rows, (tail, 0), inner, out, [i0, c0], cols - c0);
     }
 }
 
-/// `R` rows × `N` blocks of [`LANES`] outputs from row `i0`, column `c0`; `a_rows` are the rows themselves.
+/// `R` rows × `N` blocks of [`LANES`] outputs from row `i0`, column `c0`, of which the first `width` are
+/// written; `a_rows` are the rows themselves, `m` is read from its column `m_c0`.
 #[inline(always)]
 fn tile<const R: usize, const N: usize>(
     a_rows: [Mat; R],
-    m: Mat,
+    (m, m_c0): (Mat, usize),
     inner: usize,
     out: &mut MatMut,
     [i0, c0]: [usize; 2],
+    width: usize,
 ) {
     let mut acc = [[[0.0f32; LANES]; N]; R];
     for r in 0..inner {
-        let m_r = &m.data[r * m.stride + c0..][..N * LANES];
+        let m_r = &m.data[r * m.stride + m_c0..][..N * LANES];
         for (acc, a) in acc.iter_mut().zip(&a_rows) {
             let a_r = a.data[r * a.step];
             for (acc, m) in acc.iter_mut().zip(m_r.chunks_exact(LANES)) {
@@ -493,9 +424,9 @@ fn tile<const R: usize, const N: usize>(
         }
     }
     for (i, acc) in acc.iter().enumerate() {
-        let out = &mut out.data[(i0 + i) * out.stride + c0..][..N * LANES];
-        for (out, acc) in out.chunks_exact_mut(LANES).zip(acc) {
-            out.copy_from_slice(acc);
+        let out = &mut out.data[(i0 + i) * out.stride + c0..][..width];
+        for (out, acc) in out.iter_mut().zip(acc.as_flattened()) {
+            *out = *acc;
         }
     }
 }
@@ -564,16 +495,13 @@ mod tests {
             baseline[0].iter().any(|&p| p != 0),
             "the pattern is not all zero"
         );
-        let isa = Isa::detect();
-        assert_eq!(run(isa), baseline, "{isa:?}");
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            assert_eq!(run(Isa::Avx2), baseline, "AVX2");
+        for isa in Isa::all_available() {
+            assert_eq!(run(isa), baseline, "{isa:?}");
         }
     }
 
     /// Every output shape up to 9 rows by 5 groups of [`BLOCKS`] · [`LANES`] columns (so every path: whole
-    /// tiles, rows left over, a single block, a tail of single columns) gives the bits of the plain sum in order
+    /// tiles, rows left over, a single block, a padded tail block) gives the bits of the plain sum in order
     /// of r, with strides wider than the rows.
     #[test]
     fn mat_mul_is_the_in_order_sum() {

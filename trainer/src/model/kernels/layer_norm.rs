@@ -4,6 +4,7 @@
 //! Rows are split into fixed chunks of [`ROWS`], each one task; the chunks' partial sums for `dw` and `db` are
 //! added in chunk order, so results do not depend on the number of threads.
 
+use super::isa::{Isa, compiled_for_isa};
 use rayon::prelude::*;
 
 /// Rows per task.
@@ -14,14 +15,14 @@ const ROWS: usize = 64;
 /// dw = Σ_rows dy ⊙ x̂, db = Σ_rows dy (the variance is the biased one, as TransformerLens's `LayerNorm`).
 /// Returns (`dx` [rows, d], `dw` [d], `db` [d]).
 pub fn backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let d = w.len();
+    let (isa, d) = (Isa::detect(), w.len());
     let mut dx = vec![0.0f32; x.len()];
     let chunk = (ROWS * d).max(1);
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk))
         .zip(dy.par_chunks(chunk))
-        .map(|((dx, x), dy)| rows_backward(x, w, dy, eps, dx))
+        .map(|((dx, x), dy)| rows_backward_on(isa, x, w, dy, eps, dx))
         .collect();
     let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
     for (part_w, part_b) in partials {
@@ -31,7 +32,22 @@ pub fn backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> (Vec<f32>, Vec<f3
     (dx, dw, db)
 }
 
+compiled_for_isa! {
+    /// [`rows_backward`] compiled for `isa`.
+    fn rows_backward_on(x: &[f32], w: &[f32], dy: &[f32], eps: f32, dx: &mut [f32]) -> (Vec<f32>, Vec<f32>)
+        => rows_backward
+}
+
+/// Rows computed side by side in [`rows_backward`], one per SIMD lane.
+const LANE_ROWS: usize = 16;
+
 /// [`backward`] on consecutive rows: writes `dx`, returns this chunk's (dw, db).
+///
+/// A row's statistics are sums along it, each waiting on the one before; so [`LANE_ROWS`] rows are transposed
+/// into lanes and summed side by side, each lane doing exactly the operations of one row in order (the sums
+/// start from −0.0 like `Iterator::sum`; rows past the last are zeros and are dropped). `dw` and `db` add the
+/// rows in order.
+#[inline(always)]
 fn rows_backward(
     x: &[f32],
     w: &[f32],
@@ -39,41 +55,133 @@ fn rows_backward(
     eps: f32,
     dx: &mut [f32],
 ) -> (Vec<f32>, Vec<f32>) {
+    const L: usize = LANE_ROWS;
     let d = w.len();
     let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
-    let mut x_hat = vec![0.0f32; d];
-    let mut g = vec![0.0f32; d];
+    // x, then x̂, and g = dy ⊙ w, as [d, L]: element j of the block's row l at [j][l].
+    let mut x_t = vec![[0.0f32; L]; d];
+    let mut g_t = vec![[0.0f32; L]; d];
     for ((x, dy), dx) in x
-        .chunks_exact(d)
-        .zip(dy.chunks_exact(d))
-        .zip(dx.chunks_exact_mut(d))
+        .chunks(L * d)
+        .zip(dy.chunks(L * d))
+        .zip(dx.chunks_mut(L * d))
     {
-        let mean = x.iter().sum::<f32>() / d as f32;
-        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for (x_hat, &v) in x_hat.iter_mut().zip(x) {
-            *x_hat = (v - mean) * inv;
+        let n = x.len() / d;
+        for (j, (x_t, g_t)) in x_t.iter_mut().zip(&mut g_t).enumerate() {
+            for l in 0..L {
+                (x_t[l], g_t[l]) = if l < n {
+                    (x[l * d + j], dy[l * d + j] * w[j])
+                } else {
+                    (0.0, 0.0)
+                };
+            }
         }
-        for (g, (&dy, &w)) in g.iter_mut().zip(dy.iter().zip(w)) {
-            *g = dy * w;
+        let per_row = |sums: [f32; L]| sums.map(|s| s / d as f32);
+        let mean = per_row(lane_sum(d, |j| x_t[j]));
+        let var = per_row(lane_sum(d, |j| {
+            std::array::from_fn(|l| (x_t[j][l] - mean[l]) * (x_t[j][l] - mean[l]))
+        }));
+        let inv = var.map(|var| 1.0 / (var + eps).sqrt());
+        for x_t in x_t.iter_mut() {
+            for l in 0..L {
+                x_t[l] = (x_t[l] - mean[l]) * inv[l];
+            }
         }
-        let mean_g = g.iter().sum::<f32>() / d as f32;
-        let mean_gx = g.iter().zip(&x_hat).map(|(g, x)| g * x).sum::<f32>() / d as f32;
-        for (dx, (&g, &x_hat)) in dx.iter_mut().zip(g.iter().zip(&x_hat)) {
-            *dx = (g - mean_g - x_hat * mean_gx) * inv;
-        }
-        for ((dw, db), (&dy, &x_hat)) in dw.iter_mut().zip(db.iter_mut()).zip(dy.iter().zip(&x_hat))
-        {
-            *dw += dy * x_hat;
-            *db += dy;
+        let mean_g = per_row(lane_sum(d, |j| g_t[j]));
+        let mean_gx = per_row(lane_sum(d, |j| {
+            std::array::from_fn(|l| g_t[j][l] * x_t[j][l])
+        }));
+        for (l, (dx, dy)) in dx.chunks_exact_mut(d).zip(dy.chunks_exact(d)).enumerate() {
+            for (j, dx) in dx.iter_mut().enumerate() {
+                let (g, x_hat) = (g_t[j][l], x_t[j][l]);
+                *dx = (g - mean_g[l] - x_hat * mean_gx[l]) * inv[l];
+            }
+            for (j, ((dw, db), &dy)) in dw.iter_mut().zip(db.iter_mut()).zip(dy).enumerate() {
+                *dw += dy * x_t[j][l];
+                *db += dy;
+            }
         }
     }
     (dw, db)
+}
+
+/// Σ_{j < d} terms(j) per lane, in order of j from −0.0 (`Iterator::sum`'s order, a lane per row).
+#[inline(always)]
+fn lane_sum(d: usize, terms: impl Fn(usize) -> [f32; LANE_ROWS]) -> [f32; LANE_ROWS] {
+    let mut acc = [-0.0f32; LANE_ROWS];
+    for j in 0..d {
+        for (acc, term) in acc.iter_mut().zip(terms(j)) {
+            *acc += term;
+        }
+    }
+    acc
 }
 
 /// y ← y + x.
 fn add(y: &mut [f32], x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`rows_backward`] one row at a time, as it was written first: the reference for its bits.
+    fn by_row(x: &[f32], w: &[f32], dy: &[f32], eps: f32, dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+        let d = w.len();
+        let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
+        for ((x, dy), dx) in x
+            .chunks_exact(d)
+            .zip(dy.chunks_exact(d))
+            .zip(dx.chunks_exact_mut(d))
+        {
+            let mean = x.iter().sum::<f32>() / d as f32;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            let x_hat: Vec<f32> = x.iter().map(|&v| (v - mean) * inv).collect();
+            let g: Vec<f32> = dy.iter().zip(w).map(|(&dy, &w)| dy * w).collect();
+            let mean_g = g.iter().sum::<f32>() / d as f32;
+            let mean_gx = g.iter().zip(&x_hat).map(|(g, x)| g * x).sum::<f32>() / d as f32;
+            for (dx, (&g, &x_hat)) in dx.iter_mut().zip(g.iter().zip(&x_hat)) {
+                *dx = (g - mean_g - x_hat * mean_gx) * inv;
+            }
+            for (j, &dy) in dy.iter().enumerate() {
+                dw[j] += dy * x_hat[j];
+                db[j] += dy;
+            }
+        }
+        (dw, db)
+    }
+
+    /// Every instruction set gives the one-row-at-a-time bits, for row counts around the lane block and row
+    /// lengths that are not whole vectors, with a row of −0.0 and a constant row among them.
+    #[test]
+    fn lanes_give_the_bits_of_one_row_at_a_time() {
+        for d in [1, 5, 32, 33] {
+            for rows in [1, 15, 16, 17, 40] {
+                let mut x: Vec<f32> = (0..rows * d)
+                    .map(|i| (i as f32 * 0.37).sin() * 3.0 + 0.5)
+                    .collect();
+                x[..d].fill(-0.0);
+                if rows > 2 {
+                    x[2 * d..3 * d].fill(1.25);
+                }
+                let dy: Vec<f32> = (0..rows * d).map(|i| (i as f32 * 0.11).cos()).collect();
+                let w: Vec<f32> = (0..d).map(|j| 1.0 + j as f32 * 0.1).collect();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let mut want_dx = vec![0.0; rows * d];
+                let (want_dw, want_db) = by_row(&x, &w, &dy, 1e-5, &mut want_dx);
+                for isa in Isa::all_available() {
+                    let mut dx = vec![f32::NAN; rows * d];
+                    let (dw, db) = rows_backward_on(isa, &x, &w, &dy, 1e-5, &mut dx);
+                    let case = format!("{isa:?}, {rows} rows of {d}");
+                    assert_eq!(bits(&dx), bits(&want_dx), "dx, {case}");
+                    assert_eq!(bits(&dw), bits(&want_dw), "dw, {case}");
+                    assert_eq!(bits(&db), bits(&want_db), "db, {case}");
+                }
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! besides `src/device.rs` that names backends: an extension is implemented per backend.
 
 mod heads;
+mod isa;
 mod layer_norm;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
