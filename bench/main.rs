@@ -397,7 +397,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     println!(
-        "| config | steps | checkpoints | train s | train --analyze s | ratio | per-round ratios: median (min–max) | \
+        "| config | steps | checkpoints | train s | train --analyze s | ratio | per-round ratios: geometric mean (each round's) | \
          trainer CPU s (train → --analyze) | \
          trainer CPU ratio | sidecar CPU s | trainer-blocking ms/checkpoint \
          (weight snapshot + send) | sidecar ms/checkpoint (forwards + metrics + writes) | training ms between linear checkpoints | \
@@ -437,21 +437,20 @@ fn bench_analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         let stats = last.context("no analysis statistics")?;
         let (a, b) = (median(&mut plain), median(&mut analyzed));
         let (ca, cb) = (median(&mut plain_cpu), median(&mut analyzed_cpu));
-        let (low, high) = paired
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &r| {
-                (l.min(r), h.max(r))
-            });
+        // Over an even number of rounds each order comes up equally often, so the geometric mean cancels a
+        // bias that favours the first (or second) run of a round; this machine's per-round spread is ±10 %.
+        let geometric = (paired.iter().map(|r| r.ln()).sum::<f64>() / paired.len() as f64).exp();
+        let each: Vec<String> = paired.iter().map(|r| format!("{r:.3}")).collect();
         // Plain training time per step (checkpoint writes included) times the linear cadence.
         let between =
             a * 1e3 / config.train.steps.max(1) as f64 * config.train.checkpoints.every as f64;
         println!(
-            "| {} | {} | {} | {a:.2} | {b:.2} | {:.3} | {:.3} ({low:.3}–{high:.3}) | {ca:.2} → {cb:.2} | {:.3} | {:.2} | {:.1} | {:.1} | {between:.0} | {:.0} |",
+            "| {} | {} | {} | {a:.2} | {b:.2} | {:.3} | {geometric:.3} ({}) | {ca:.2} → {cb:.2} | {:.3} | {:.2} | {:.1} | {:.1} | {between:.0} | {:.0} |",
             path.display(),
             config.train.steps,
             stats.checkpoints,
             b / a,
-            median(&mut paired),
+            each.join(", "),
             cb / ca,
             median(&mut sidecar_cpu),
             stats.blocking_ms,

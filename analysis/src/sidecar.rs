@@ -222,15 +222,20 @@ fn background_pool() -> Result<rayon::ThreadPool, AnalysisError> {
         .map_err(|e| AnalysisError::SidecarGone(format!("cannot start its thread pool: {e}")))
 }
 
-/// Gives the calling thread the lowest CPU priority (nice 19; on Linux the nice value is per thread, see
-/// setpriority(2), "BUGS"). Raising one's own nice value needs no privilege. Elsewhere the thread keeps its
-/// priority.
+/// Gives the calling thread the lowest CPU priority: on Linux the SCHED_IDLE class (sched(7)), which runs only
+/// on a core no other thread wants and gives it up at once when a trainer thread wakes (at nice 19 alone, a
+/// waking thread could wait for the sidecar's slice); nice 19 too, for kernels without it. Both are per thread
+/// and need no privilege. Elsewhere the thread keeps its priority.
 fn lowest_priority() {
     #[cfg(target_os = "linux")]
     {
         let thread = rustix::thread::gettid();
         // A failure leaves the thread at its priority, which costs speed, never a result.
         let _ = rustix::process::setpriority_process(Some(thread), 19);
+        let idle = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `sched_setscheduler` reads the parameter it is given and changes only the calling thread
+        // (pid 0) from the normal class to SCHED_IDLE, which needs no privilege.
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
     }
 }
 
@@ -373,6 +378,18 @@ mod tests {
     fn rows(dir: &std::path::Path) -> Vec<u64> {
         let rows = crate::sinks::jsonl::existing_steps(&RunLayout::new(dir).metrics());
         rows.into_iter().collect()
+    }
+
+    /// The analysis runs in the idle class at nice 19; the thread that asked keeps its own priority.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_analysis_pool_runs_at_the_lowest_priority() {
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let (own_policy, own_nice) = (policy(), nice());
+        let pool = background_pool().unwrap();
+        assert_eq!(pool.install(|| (policy(), nice())), (libc::SCHED_IDLE, 19));
+        assert_eq!((policy(), nice()), (own_policy, own_nice));
     }
 
     #[test]
