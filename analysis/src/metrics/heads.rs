@@ -170,22 +170,39 @@ pub struct HeadInput<'a> {
     pub induction_repeat: Option<&'a [usize]>,
 }
 
+/// Where a detection pattern is 1 (the ones of a 0/1 pattern, row-major order).
+fn ones(detection: &[f32]) -> Vec<usize> {
+    debug_assert!(detection.iter().all(|&p| p == 0.0 || p == 1.0));
+    (0..detection.len())
+        .filter(|&k| detection[k] == 1.0)
+        .collect()
+}
+
+/// [`detector_score`] of a 0/1 detection pattern given by its `ones`, with ΣA computed once for all detectors:
+/// the same bits. Every term Σ(A ⊙ P) leaves out is A·0 = +0 (A ≥ 0), which does not change a sum that
+/// starts at +0, and the ones (A·1 = A) are added in the same order.
+fn detector_score_at(pattern: &[f32], total: f64, ones: &[usize]) -> f64 {
+    let hit = ones.iter().fold(0.0, |sum, &k| sum + f64::from(pattern[k]));
+    if total > 0.0 { hit / total } else { 0.0 }
+}
+
 /// Metrics of every head of one layer.
 pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
     let t = input.seq_len;
     let n = input.tokens.len() / t;
-    // Each detector's pattern per example (the previous-token pattern is the same for all).
-    let patterns: Vec<(HeadDetector, Vec<Vec<f32>>)> = input
+    // Each detector's pattern per example, as the positions of its ones (the previous-token pattern is the
+    // same for all examples).
+    let patterns: Vec<(HeadDetector, Vec<Vec<usize>>)> = input
         .detectors
         .iter()
         .map(|&d| {
             let per_example = match d {
-                HeadDetector::PreviousTokenHead => vec![previous_token_pattern(t)],
+                HeadDetector::PreviousTokenHead => vec![ones(&previous_token_pattern(t))],
                 HeadDetector::DuplicateTokenHead => (0..n)
-                    .map(|i| duplicate_token_pattern(&input.tokens[i * t..(i + 1) * t]))
+                    .map(|i| ones(&duplicate_token_pattern(&input.tokens[i * t..(i + 1) * t])))
                     .collect(),
                 HeadDetector::InductionHead => (0..n)
-                    .map(|i| induction_pattern(&input.tokens[i * t..(i + 1) * t]))
+                    .map(|i| ones(&induction_pattern(&input.tokens[i * t..(i + 1) * t])))
                     .collect(),
             };
             (d, per_example)
@@ -208,12 +225,18 @@ pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
                 }
             }
             let mut scores = std::collections::BTreeMap::new();
-            for (detector, per_example) in &patterns {
-                let detection = |i: usize| &per_example[i.min(per_example.len() - 1)];
-                scores.insert(
-                    detector.name().to_owned(),
-                    mean(&|i| detector_score(pattern(i), detection(i))),
-                );
+            if !patterns.is_empty() {
+                // ΣA of each example, the denominator of every detector's score.
+                let totals: Vec<f64> = (0..n)
+                    .map(|i| pattern(i).iter().map(|&a| f64::from(a)).sum())
+                    .collect();
+                for (detector, per_example) in &patterns {
+                    let detection = |i: usize| &per_example[i.min(per_example.len() - 1)];
+                    scores.insert(
+                        detector.name().to_owned(),
+                        mean(&|i| detector_score_at(pattern(i), totals[i], detection(i))),
+                    );
+                }
             }
             if let Some(repeat) = input.induction_repeat {
                 let olsson = |i: usize| repeat_induction_score(pattern(i), t, repeat[i]);
@@ -231,6 +254,63 @@ pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
 #[cfg(test)]
 mod aggregate_tests {
     use super::*;
+
+    /// The scores [`head_metrics`] reports carry the bits of [`detector_score`] over the dense patterns, on
+    /// causal rows of uneven weights (some exactly zero) and tokens with repeats.
+    #[test]
+    fn detector_scores_are_the_bits_of_the_dense_definition() {
+        let (n, heads, t) = (5, 3, 9);
+        let tokens: Vec<u32> = (0..n * t).map(|k| (k * k % 7 % 4) as u32).collect();
+        let mut pattern = vec![0.0f32; n * heads * t * t];
+        for (r, row) in pattern.chunks_exact_mut(t).enumerate() {
+            let q = r % t;
+            let weights: Vec<f32> = (0..=q)
+                .map(|k| {
+                    if (r + k) % 5 == 0 {
+                        0.0
+                    } else {
+                        ((r * 31 + k * 17) % 13) as f32 + 0.1
+                    }
+                })
+                .collect();
+            let total: f32 = weights.iter().sum();
+            for (a, w) in row.iter_mut().zip(&weights) {
+                *a = w / total;
+            }
+        }
+        let detectors = [
+            HeadDetector::PreviousTokenHead,
+            HeadDetector::DuplicateTokenHead,
+            HeadDetector::InductionHead,
+        ];
+        let metrics = head_metrics(&HeadInput {
+            pattern: &pattern,
+            n_heads: heads,
+            seq_len: t,
+            tokens: &tokens,
+            keys: &[],
+            detectors: &detectors,
+            induction_repeat: None,
+        });
+        for (h, metrics) in metrics.iter().enumerate() {
+            for detector in detectors {
+                let dense = (0..n)
+                    .map(|i| {
+                        let toks = &tokens[i * t..(i + 1) * t];
+                        let detection = match detector {
+                            HeadDetector::PreviousTokenHead => previous_token_pattern(t),
+                            HeadDetector::DuplicateTokenHead => duplicate_token_pattern(toks),
+                            HeadDetector::InductionHead => induction_pattern(toks),
+                        };
+                        detector_score(&pattern[(i * heads + h) * t * t..][..t * t], &detection)
+                    })
+                    .sum::<f64>()
+                    / n as f64;
+                let got = metrics.scores[detector.name()];
+                assert_eq!(got.to_bits(), dense.to_bits(), "head {h} {detector:?}");
+            }
+        }
+    }
 
     #[test]
     fn declared_detectors_score_every_head_without_a_repeat_structure() {
