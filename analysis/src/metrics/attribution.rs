@@ -9,6 +9,8 @@
 //! output) plus `unembed_bias` (the LayerNorm bias and b_U along the same direction) sum exactly to
 //! logit[c] − mean_v logit[v]; `logit_diff` is that value measured on the logits, so the sum is checkable.
 
+use faer::Mat;
+
 /// What turns a write into the residual stream into logits at the answers: the unembedding, the final
 /// LayerNorm with its frozen scale, and the correct answers. Shapes in the comments, all row-major.
 pub struct Readout<'a> {
@@ -161,13 +163,28 @@ pub fn direct_logit_attribution(input: &AttributionInput<'_>) -> Attribution {
     };
     let dirs = directions(readout);
     let weight = 1.0 / dirs.len().max(1) as f64;
-    for Direction {
-        example: i,
-        position: t,
-        target: c,
-        u,
-        bias,
-    } in &dirs
+    // Every head's W_O[h] · u for every direction, one matrix product per layer: [head · d_head, directions].
+    let u_all = Mat::<f64>::from_fn(d, dirs.len(), |j, k| dirs[k].u[j]);
+    let w_o_u: Vec<Mat<f64>> = input
+        .layers
+        .iter()
+        .map(|layer| {
+            let w_o = Mat::<f64>::from_fn(layer.n_heads * layer.d_head, d, |r, j| {
+                f64::from(layer.w_o[r * d + j])
+            });
+            w_o * &u_all
+        })
+        .collect();
+    for (
+        k,
+        Direction {
+            example: i,
+            position: t,
+            target: c,
+            u,
+            bias,
+        },
+    ) in dirs.iter().enumerate()
     {
         let (i, t, c) = (*i, *t, *c);
         let row = (i * seq + t) * d;
@@ -180,11 +197,10 @@ pub fn direct_logit_attribution(input: &AttributionInput<'_>) -> Attribution {
             let dh = layer.d_head;
             for h in 0..layer.n_heads {
                 let z = &layer.z[((i * seq + t) * layer.n_heads + h) * dh..][..dh];
-                let w_o = &layer.w_o[h * dh * d..(h + 1) * dh * d];
                 let write: f64 = z
                     .iter()
-                    .zip(w_o.chunks(d))
-                    .map(|(&ze, w_row)| f64::from(ze) * dot(w_row, u))
+                    .enumerate()
+                    .map(|(e, &ze)| f64::from(ze) * w_o_u[l][(h * dh + e, k)])
                     .sum();
                 out.heads[l][h] += weight * write;
             }
