@@ -63,6 +63,14 @@ pub fn fit(
     label_sets: &[Labels<'_>],
     alpha: f64,
 ) -> Result<Vec<RidgeProbe>, RidgeError> {
+    let part = Part::new(features, d, rows.to_vec());
+    fit_with(
+        features, d, &part.rows, &part.mean, part.gram, label_sets, alpha,
+    )
+}
+
+/// Mean of the examples `rows` of `features` [n, d].
+fn mean(features: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
     let m = rows.len().max(1) as f64;
     let mut mean = vec![0.0f64; d];
     for &i in rows {
@@ -70,10 +78,59 @@ pub fn fit(
             *mu += f64::from(v) / m;
         }
     }
-    let centred = Mat::<f64>::from_fn(rows.len(), d, |r, j| {
-        f64::from(features[rows[r] * d + j]) - mean[j]
-    });
-    let mut gram = centred.transpose() * &centred;
+    mean
+}
+
+/// Some of the examples (all of them, or one cross-validation fold): their mean and their centred Gram
+/// matrix Σ (x − μ)(x − μ)ᵀ.
+struct Part {
+    rows: Vec<usize>,
+    mean: Vec<f64>,
+    gram: Mat<f64>,
+}
+
+impl Part {
+    fn new(features: &[f32], d: usize, rows: Vec<usize>) -> Self {
+        let mean = mean(features, d, &rows);
+        let centred = Mat::<f64>::from_fn(rows.len(), d, |r, j| {
+            f64::from(features[rows[r] * d + j]) - mean[j]
+        });
+        let gram = centred.transpose() * &centred;
+        Self { rows, mean, gram }
+    }
+}
+
+/// The centred Gram matrix of the union of `parts` about its mean `mean`, from the parts' own:
+/// Σ_p [G_p + n_p (μ_p − μ)(μ_p − μ)ᵀ] (the parallel-axis theorem; the pairwise update of the scatter matrix
+/// in Chan, Golub & LeVeque, "Updating formulae and a pairwise algorithm for computing sample variances",
+/// 1979). No large uncentred sums cancel, and k-fold cross-validation forms each example's outer product once
+/// instead of once per fold that trains on it.
+fn union_gram(parts: &[&Part], mean: &[f64]) -> Mat<f64> {
+    let d = mean.len();
+    let mut gram = Mat::<f64>::zeros(d, d);
+    for part in parts {
+        let n = part.rows.len() as f64;
+        let shift: Vec<f64> = part.mean.iter().zip(mean).map(|(a, b)| a - b).collect();
+        for j in 0..d {
+            for i in 0..d {
+                gram[(i, j)] += part.gram[(i, j)] + n * shift[i] * shift[j];
+            }
+        }
+    }
+    gram
+}
+
+/// [`fit`] given the rows' mean and centred Gram matrix.
+fn fit_with(
+    features: &[f32],
+    d: usize,
+    rows: &[usize],
+    mean: &[f64],
+    mut gram: Mat<f64>,
+    label_sets: &[Labels<'_>],
+    alpha: f64,
+) -> Result<Vec<RidgeProbe>, RidgeError> {
+    let m = rows.len().max(1) as f64;
     let trace: f64 = (0..d).map(|j| gram[(j, j)]).sum();
     let lambda = (alpha * trace / d as f64).max(MIN_LAMBDA);
     for j in 0..d {
@@ -85,10 +142,10 @@ pub fn fit(
     let mut rhs = Mat::<f64>::zeros(d, total);
     let mut offset = 0;
     for set in label_sets {
-        for (r, &i) in rows.iter().enumerate() {
+        for &i in rows {
             let c = offset + set.labels[i] as usize;
             for j in 0..d {
-                rhs[(j, c)] += centred[(r, j)];
+                rhs[(j, c)] += f64::from(features[i * d + j]) - mean[j];
             }
         }
         offset += set.n_classes;
@@ -140,31 +197,88 @@ pub fn cross_validated_accuracy(
     fold_of: &[usize],
     alpha: f64,
 ) -> Result<Vec<f64>, RidgeError> {
-    let n = fold_of.len();
-    let k = fold_of.iter().max().map_or(0, |&f| f + 1);
-    let mut correct = vec![0usize; label_sets.len()];
-    for fold in 0..k {
-        let (test, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| fold_of[i] == fold);
-        let probes = fit(features, d, &train, label_sets, alpha)?;
-        let scores = scores(features, d, &test, &probes);
-        let mut offset = 0;
-        for ((probe, set), hits) in probes.iter().zip(label_sets).zip(&mut correct) {
-            let classes = probe.bias.len();
-            *hits += test
-                .iter()
-                .enumerate()
-                .filter(|&(r, &i)| {
-                    let row = (0..classes).map(|c| scores[(r, offset + c)]);
-                    argmax(row) as u32 == set.labels[i]
-                })
-                .count();
-            offset += classes;
-        }
+    Folds::new(features, d, fold_of).cross_validated_accuracy(label_sets, alpha)
+}
+
+/// One probe problem split into cross-validation folds, each fold's Gram matrix formed once: the held-out
+/// accuracies and the probe on every example then cost one pass over the examples' outer products, not k + 1.
+pub struct Folds<'a> {
+    features: &'a [f32],
+    d: usize,
+    parts: Vec<Part>,
+}
+
+impl<'a> Folds<'a> {
+    /// `features` [n, d] (row-major), `fold_of` [n] as [`folds`] deals them.
+    pub fn new(features: &'a [f32], d: usize, fold_of: &[usize]) -> Self {
+        let k = fold_of.iter().max().map_or(0, |&f| f + 1);
+        let parts = (0..k)
+            .map(|fold| {
+                let rows = (0..fold_of.len()).filter(|&i| fold_of[i] == fold).collect();
+                Part::new(features, d, rows)
+            })
+            .collect();
+        Self { features, d, parts }
     }
-    Ok(correct
-        .into_iter()
-        .map(|hits| hits as f64 / n.max(1) as f64)
-        .collect())
+
+    /// [`fit`] on the examples of every fold but `held_out` (every fold: `None`).
+    fn fit(
+        &self,
+        held_out: Option<usize>,
+        label_sets: &[Labels<'_>],
+        alpha: f64,
+    ) -> Result<Vec<RidgeProbe>, RidgeError> {
+        let parts: Vec<&Part> = (0..self.parts.len())
+            .filter(|&f| Some(f) != held_out)
+            .map(|f| &self.parts[f])
+            .collect();
+        let mut rows: Vec<usize> = parts.iter().flat_map(|p| p.rows.iter().copied()).collect();
+        rows.sort_unstable();
+        let mean = mean(self.features, self.d, &rows);
+        let gram = union_gram(&parts, &mean);
+        fit_with(self.features, self.d, &rows, &mean, gram, label_sets, alpha)
+    }
+
+    /// The probes fitted on every example.
+    pub fn fit_all(
+        &self,
+        label_sets: &[Labels<'_>],
+        alpha: f64,
+    ) -> Result<Vec<RidgeProbe>, RidgeError> {
+        self.fit(None, label_sets, alpha)
+    }
+
+    /// See [`cross_validated_accuracy`].
+    pub fn cross_validated_accuracy(
+        &self,
+        label_sets: &[Labels<'_>],
+        alpha: f64,
+    ) -> Result<Vec<f64>, RidgeError> {
+        let n: usize = self.parts.iter().map(|p| p.rows.len()).sum();
+        let mut correct = vec![0usize; label_sets.len()];
+        for (fold, part) in self.parts.iter().enumerate() {
+            let test = &part.rows;
+            let probes = self.fit(Some(fold), label_sets, alpha)?;
+            let scores = scores(self.features, self.d, test, &probes);
+            let mut offset = 0;
+            for ((probe, set), hits) in probes.iter().zip(label_sets).zip(&mut correct) {
+                let classes = probe.bias.len();
+                *hits += test
+                    .iter()
+                    .enumerate()
+                    .filter(|&(r, &i)| {
+                        let row = (0..classes).map(|c| scores[(r, offset + c)]);
+                        argmax(row) as u32 == set.labels[i]
+                    })
+                    .count();
+                offset += classes;
+            }
+        }
+        Ok(correct
+            .into_iter()
+            .map(|hits| hits as f64 / n.max(1) as f64)
+            .collect())
+    }
 }
 
 /// The scores x · W + b of every probe in `probes` on the examples `rows` of `features` [n, d]: one matrix
@@ -253,6 +367,49 @@ mod tests {
         let accuracy =
             cross_validated_accuracy(&features, d, &[set], &folds(n, 5, 0), 1e-3).unwrap();
         assert_eq!(accuracy, vec![1.0]);
+    }
+
+    /// The Gram matrix assembled from the folds' equals the one formed from all the rows directly, also when
+    /// the features sit far from the origin (a residual stream's mean can dwarf its spread).
+    #[test]
+    fn the_gram_matrix_from_the_folds_is_the_direct_one() {
+        let (n, d) = (203, 5);
+        let noise = gaussian(n, d, 9);
+        let features: Vec<f32> = noise
+            .iter()
+            .enumerate()
+            .map(|(idx, &v)| v + 1000.0 * (idx % d) as f32)
+            .collect();
+        let folds = Folds::new(&features, d, &folds(n, 5, 3));
+        let every: Vec<&Part> = folds.parts.iter().collect();
+        let all: Vec<usize> = (0..n).collect();
+        let direct = Part::new(&features, d, all.clone());
+        let assembled = union_gram(&every, &mean(&features, d, &all));
+        for i in 0..d {
+            for j in 0..d {
+                let (a, b) = (assembled[(i, j)], direct.gram[(i, j)]);
+                assert!(
+                    (a - b).abs() <= 1e-9 * direct.gram[(i, i)].max(direct.gram[(j, j)]),
+                    "({i}, {j}): {a} vs {b}"
+                );
+            }
+        }
+        // Held out: the same for the examples of every fold but one.
+        let train: Vec<usize> = (0..n)
+            .filter(|&i| !folds.parts[2].rows.contains(&i))
+            .collect();
+        let rest: Vec<&Part> = every
+            .iter()
+            .enumerate()
+            .filter(|&(f, _)| f != 2)
+            .map(|(_, p)| *p)
+            .collect();
+        let direct = Part::new(&features, d, train.clone());
+        let assembled = union_gram(&rest, &mean(&features, d, &train));
+        for i in 0..d {
+            let (a, b) = (assembled[(i, i)], direct.gram[(i, i)]);
+            assert!((a - b).abs() <= 1e-9 * b, "({i}, {i}): {a} vs {b}");
+        }
     }
 
     #[test]

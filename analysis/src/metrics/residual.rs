@@ -4,7 +4,7 @@
 //! (selectivity), and the probe fitted on every example (its weights go to HDF5 for stability tracking).
 
 use host::examples::Labeled;
-use probes::ridge::{Labels, RidgeError, RidgeProbe, cross_validated_accuracy, fit};
+use probes::ridge::{Folds, Labels, RidgeError, RidgeProbe};
 use serde::{Deserialize, Serialize};
 
 /// What stays fixed across checkpoints: labels, control labels and folds.
@@ -47,7 +47,6 @@ pub fn probe_boundary(
     targets: &ProbeTargets,
 ) -> Result<Vec<ProbeResult>, RidgeError> {
     let n = targets.folds.len();
-    let all: Vec<usize> = (0..n).collect();
     let mut out = vec![];
     for key in 0..n_keys {
         let features: Vec<f32> = (0..n)
@@ -72,21 +71,10 @@ pub fn probe_boundary(
                     }),
             )
             .collect();
-        let accuracy = cross_validated_accuracy(
-            &features,
-            d_model,
-            &label_sets,
-            &targets.folds,
-            targets.alpha,
-        )?;
+        let folds = Folds::new(&features, d_model, &targets.folds);
+        let accuracy = folds.cross_validated_accuracy(&label_sets, targets.alpha)?;
         let n_targets = targets.targets.len();
-        let probes = fit(
-            &features,
-            d_model,
-            &all,
-            &label_sets[..n_targets],
-            targets.alpha,
-        )?;
+        let probes = folds.fit_all(&label_sets[..n_targets], targets.alpha)?;
         for (target, probe) in probes.into_iter().enumerate() {
             let (acc, control) = (accuracy[target], accuracy[n_targets + target]);
             out.push(ProbeResult {
