@@ -34,6 +34,17 @@ pub struct AttentionActs {
     pub out: Tensor<3>,
 }
 
+impl AttentionActs {
+    /// The activations of the first `len` query positions.
+    pub fn first_queries(self, len: usize) -> Self {
+        Self {
+            pattern: self.pattern.narrow(2, 0, len),
+            z: self.z.narrow(1, 0, len),
+            out: self.out.narrow(1, 0, len),
+        }
+    }
+}
+
 impl Attention {
     pub fn new(
         rng: &mut SplitMix64,

@@ -235,7 +235,7 @@ impl Transformer {
 
     /// The [`Queries`] for a fixed set of answer positions in sequences of length `n_ctx`. Every position in
     /// order (next-token tasks) is [`Queries::All`], and the first few in order [`Queries::Prefix`]: the same
-    /// rows, without selecting them and scattering their gradient back.
+    /// rows, cut off instead of selected.
     pub fn answer_queries(&self, answers: &[usize], device: &Device) -> Queries {
         let n_ctx = self.dims.n_ctx;
         if answers.iter().copied().eq(0..n_ctx) {

@@ -74,8 +74,8 @@ fn every_position_as_answers_is_the_full_forward() {
 }
 
 #[test]
-fn answers_at_the_first_positions_are_a_shorter_full_forward() {
-    // Markov chains answer at every position but the last: the block runs on the sequence cut after them.
+fn answers_at_the_first_positions_are_the_full_forward_cut_after_them() {
+    // Markov chains answer at every position but the last: the last block cuts its rows after them.
     let device = crate::test_device();
     for d in all_variants() {
         let model = Transformer::new(&d, 2, &device);
