@@ -92,14 +92,22 @@ pub fn neuron_attribution(readout: &Readout<'_>, post: &[f32], w_out: &[f32]) ->
     let d_mlp = w_out.len() / d;
     let dirs = directions(readout);
     let weight = 1.0 / dirs.len().max(1) as f64;
+    let w_out_u = along_directions(w_out, d, &dirs);
     let mut out = vec![0.0; d_mlp];
-    for dir in &dirs {
+    for (i, dir) in dirs.iter().enumerate() {
         let at = (dir.example * readout.seq_len + dir.position) * d_mlp;
         for (k, o) in out.iter_mut().enumerate() {
-            *o += weight * f64::from(post[at + k]) * dot(&w_out[k * d..(k + 1) * d], &dir.u);
+            *o += weight * f64::from(post[at + k]) * w_out_u[(k, i)];
         }
     }
     out
+}
+
+/// Every row of `w` [rows, d] (row-major) dotted with every direction's u, as one matrix product:
+/// [rows, directions].
+fn along_directions(w: &[f32], d: usize, dirs: &[Direction]) -> Mat<f64> {
+    let w = Mat::<f64>::from_fn(w.len() / d.max(1), d, |r, j| f64::from(w[r * d + j]));
+    w * Mat::<f64>::from_fn(d, dirs.len(), |j, k| dirs[k].u[j])
 }
 
 fn dot(x: &[f32], u: &[f64]) -> f64 {
@@ -163,17 +171,11 @@ pub fn direct_logit_attribution(input: &AttributionInput<'_>) -> Attribution {
     };
     let dirs = directions(readout);
     let weight = 1.0 / dirs.len().max(1) as f64;
-    // Every head's W_O[h] · u for every direction, one matrix product per layer: [head · d_head, directions].
-    let u_all = Mat::<f64>::from_fn(d, dirs.len(), |j, k| dirs[k].u[j]);
+    // Every head's W_O[h] · u for every direction, per layer: [head · d_head, directions].
     let w_o_u: Vec<Mat<f64>> = input
         .layers
         .iter()
-        .map(|layer| {
-            let w_o = Mat::<f64>::from_fn(layer.n_heads * layer.d_head, d, |r, j| {
-                f64::from(layer.w_o[r * d + j])
-            });
-            w_o * &u_all
-        })
+        .map(|layer| along_directions(layer.w_o, d, &dirs))
         .collect();
     for (
         k,
