@@ -5,7 +5,7 @@
 
 // Benchmarks run with the allocator the product runs with.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: host::alloc::Routed = host::alloc::Routed;
 
 mod features;
 mod memory;
@@ -127,7 +127,7 @@ struct TrainArgs {
 }
 
 fn main() {
-    formation::hold_freed_pages();
+    host::alloc::hold_freed_pages();
     let args = Args::parse();
     if let Err(err) = run(args) {
         eprintln!("error: {}", formation::one_sentence(&err));

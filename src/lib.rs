@@ -26,24 +26,6 @@ pub fn say_line(line: std::fmt::Arguments) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
-/// mimalloc's `mi_option_purge_delay` (`mimalloc.h`, option 15 of `mi_option_e`; `libmimalloc-sys` does not
-/// name it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Lets the allocator hold freed pages for 500 ms before it hands them back to the kernel, instead of mimalloc's
-/// default 10 ms. A training step frees its buffers and allocates the same sizes again a few milliseconds later;
-/// with the default, a step longer than 10 ms got fresh pages from the kernel every time, zeroed and faulted in
-/// (8 % of the reference model's profile, and as much again in copying into them). An idle process still returns
-/// its memory within half a second, and the analysis sidecar returns its own after each checkpoint (`mi_collect`
-/// forces the purge). `MIMALLOC_PURGE_DELAY` in the environment still decides when it is set. Both binaries call
-/// this first thing in `main`.
-pub fn hold_freed_pages() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: mi_option_set takes no pointers; it stores one option value.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 500) }
-    }
-}
-
 /// The write lock of `dir` for `command`, or `None` with a note on stderr when another process is writing it
 /// (a reader then works on what is there so far).
 pub fn lock_or_note(

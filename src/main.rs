@@ -3,9 +3,10 @@
 
 use formation::commands;
 
-// burn allocates fresh buffers for every op; mimalloc reuses them instead of going back to the kernel.
+// burn allocates fresh buffers for every op; mimalloc reuses them instead of going back to the kernel. The
+// analysis sidecar's threads use the system allocator (host::alloc).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: host::alloc::Routed = host::alloc::Routed;
 
 use clap::{Parser, Subcommand};
 
@@ -67,7 +68,7 @@ enum Command {
 }
 
 fn main() {
-    formation::hold_freed_pages();
+    host::alloc::hold_freed_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => exit_on_usage_error(e),

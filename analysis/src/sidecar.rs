@@ -120,6 +120,9 @@ impl Sidecar {
         let handle = std::thread::Builder::new()
             .name("formation-sidecar".into())
             .spawn(move || {
+                // This thread and its pool's allocate with the system allocator, not the trainer's mimalloc
+                // (host::alloc says why).
+                host::alloc::use_system_allocator();
                 let pool = match background_pool() {
                     Ok(pool) => pool,
                     Err(e) => {
@@ -217,7 +220,10 @@ fn background_pool() -> Result<rayon::ThreadPool, AnalysisError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .thread_name(|_| "formation-analysis".into())
-        .start_handler(|_| lowest_priority())
+        .start_handler(|_| {
+            lowest_priority();
+            host::alloc::use_system_allocator();
+        })
         .build()
         .map_err(|e| AnalysisError::SidecarGone(format!("cannot start its thread pool: {e}")))
 }
@@ -318,22 +324,7 @@ fn process(
     if let Some(events) = &mut state.tensorboard {
         events.write(&analysis.row)?;
     }
-    drop(analysis.arrays);
-    release_free_memory();
     Ok(())
-}
-
-/// Returns the pages this thread has freed to the OS. The binaries allocate with mimalloc, whose heaps are per
-/// thread and keep freed pages for reuse: the sidecar's would otherwise stay resident beside the trainer's
-/// while training runs, though it only needs them once per checkpoint. Called after every metric family
-/// ([`Analyzer::analyze`]) and after each row, so what one family freed is not still held while the next one
-/// and the store's write run beside the trainer's busiest moments (reference config, 400 steps: peak RSS of
-/// `train --analyze` 157 → 152 MiB after each row, 163 → 149 MiB after each family too, with no change in
-/// sidecar time; BENCHMARKS.md). Where mimalloc is not the global allocator (unit tests) its heap is empty and
-/// this does nothing.
-pub(crate) fn release_free_memory() {
-    // SAFETY: mi_collect takes no pointers; it only walks the calling thread's own heap.
-    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 #[cfg(test)]
