@@ -249,23 +249,32 @@ fn backward_row(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f
                 [rows, d_head],
             );
         }
-        let (q, dz) = (&q[dims.at(0, h)..], &dz[dims.at(0, h)..]);
-        let (dk, dv) = (&mut dk[dims.at(0, h)..], &mut dv[dims.at(0, h)..]);
-        let shape = [n_k, d_head];
-        mat_mul(
-            Mat::transposed(p_h, n_k),
-            Mat::new(dz, stride),
-            n_q,
-            MatMut::new(dv, stride),
-            shape,
-        );
-        mat_mul(
-            Mat::transposed(&ds, n_k),
-            Mat::new(q, stride),
-            n_q,
-            MatMut::new(dk, stride),
-            shape,
-        );
+        // dv = Pᵀ·dz and dk = dSᵀ·q, [`ROWS`] keys at a time from the first query that sees one of them:
+        // the queries before it have p = dS = 0 on these keys, and a sum from 0 that skips such terms has the
+        // bits of one that adds them.
+        for j0 in (0..n_k).step_by(ROWS) {
+            let Some(first) = ends.iter().position(|&end| end > j0) else {
+                break;
+            };
+            let shape = [ROWS.min(n_k - j0), d_head];
+            let (q, dz) = (&q[dims.at(first, h)..], &dz[dims.at(first, h)..]);
+            let (dk, dv) = (&mut dk[dims.at(j0, h)..], &mut dv[dims.at(j0, h)..]);
+            let at = first * n_k + j0;
+            mat_mul(
+                Mat::transposed(&p_h[at..], n_k),
+                Mat::new(dz, stride),
+                n_q - first,
+                MatMut::new(dv, stride),
+                shape,
+            );
+            mat_mul(
+                Mat::transposed(&ds[at..], n_k),
+                Mat::new(q, stride),
+                n_q - first,
+                MatMut::new(dk, stride),
+                shape,
+            );
+        }
     }
 }
 
@@ -497,6 +506,70 @@ mod tests {
         );
         for isa in Isa::all_available() {
             assert_eq!(run(isa), baseline, "{isa:?}");
+        }
+    }
+
+    /// dv and dk have the bits of their definitions summed over every query in order (the kernel starts each
+    /// key's sums at the first query that sees it), on a mask where some queries see no key and some fewer
+    /// keys than a query before them.
+    #[test]
+    fn key_gradients_are_the_in_order_sums_over_every_query() {
+        let dims = HeadDims {
+            batch: 2,
+            heads: 2,
+            n_q: 19,
+            n_k: 19,
+            d_head: 5,
+        };
+        let n = 19;
+        let values = |seed: f32| -> Vec<f32> {
+            (0..dims.batch * dims.q_row())
+                .map(|i| (i as f32 * seed).sin() * 2.0)
+                .collect()
+        };
+        let (q, k, v, dz) = (values(0.31), values(0.17), values(0.23), values(0.41));
+        let sees = |i: usize, j: usize| match i {
+            0 | 1 => false,
+            11 => j < 3,
+            _ => j <= i,
+        };
+        let hidden: Vec<bool> = (0..n * n).map(|ij| !sees(ij / n, ij % n)).collect();
+        let scale = 0.4;
+        let (pattern, _) = forward(dims, &q, &k, &v, &hidden, scale);
+        let (_, dk, dv) = backward(dims, &q, &k, &v, &pattern, &dz, scale);
+        let at = |b: usize, pos: usize, h: usize| b * dims.q_row() + dims.at(pos, h);
+        for (b, h) in (0..dims.batch).flat_map(|b| (0..dims.heads).map(move |h| (b, h))) {
+            let p = |i: usize, j: usize| pattern[((b * dims.heads + h) * n + i) * n + j];
+            let ds: Vec<f32> = (0..n * n)
+                .map(|ij| {
+                    let (i, j) = (ij / n, ij % n);
+                    let dp = |j: usize| {
+                        let mut sum = 0.0f32;
+                        for d in 0..dims.d_head {
+                            sum += dz[at(b, i, h) + d] * v[at(b, j, h) + d];
+                        }
+                        sum
+                    };
+                    let mut mean = 0.0f32;
+                    for j in 0..n {
+                        mean += p(i, j) * dp(j);
+                    }
+                    p(i, j) * (dp(j) - mean) * scale
+                })
+                .collect();
+            for (j, d) in (0..n).flat_map(|j| (0..dims.d_head).map(move |d| (j, d))) {
+                let (mut want_dv, mut want_dk) = (0.0f32, 0.0f32);
+                for i in 0..n {
+                    want_dv += p(i, j) * dz[at(b, i, h) + d];
+                    want_dk += ds[i * n + j] * q[at(b, i, h) + d];
+                }
+                let got = [dv[at(b, j, h) + d], dk[at(b, j, h) + d]];
+                assert_eq!(
+                    got.map(f32::to_bits),
+                    [want_dv, want_dk].map(f32::to_bits),
+                    "key {j}"
+                );
+            }
         }
     }
 
