@@ -22,6 +22,7 @@ use burn::backend::{
 };
 use burn::prelude::*;
 use heads::HeadDims;
+use rayon::prelude::*;
 
 /// Operations the model needs faster than burn composes them.
 #[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cuda"))]
@@ -320,40 +321,65 @@ fn matmul_2d([a, b]: [&FlexTensor; 2], transposed: [bool; 2]) -> Vec<f32> {
     let (k_b, n, b_rs, b_cs) = view(&b, transposed[1]);
     assert_eq!(k, k_b, "matmul_2d: inner dimensions differ");
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    // gemm splits a product over the threads only where a block of the shared axis is worth it (its own
-    // threshold, 48·48·256 multiply-adds), and then by blocks of outputs, each summed as on one thread: the bits
-    // do not depend on the split. (Flex's own matmul asks for threads only from 192³ up, so the projections
-    // of the small models ran on one core while the other waited.)
-    let parallelism = gemm::Parallelism::Rayon(0);
-    // SAFETY: `out` has room for the m × n outputs (row-major: column stride 1, row stride n), which gemm
-    // writes without reading (`read_dst` false); `a` and `b` are contiguous and hold m × k and k × n elements
-    // at the strides given. After the call every output is written, so the length can be set.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            f32s(&a).as_ptr(),
-            a_cs,
-            a_rs,
-            f32s(&b).as_ptr(),
-            b_cs,
-            b_rs,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        out.set_len(m * n);
-    }
+    let (a, b) = (f32s(&a), f32s(&b));
+    // gemm splits a product over the threads only where a block of the shared axis (at most 512 long unless
+    // the axis is shorter) is worth it, [`GEMM_THREADING`] multiply-adds, and then by blocks of outputs, each
+    // summed as on one thread; a product over a long shared axis with few outputs (a weight gradient
+    // xᵀ·dy, [d_in, d_out] over every position) stays on one thread, so it runs here as blocks of rows, one
+    // gemm call each. Either way every output is the same sum in the same order: the bits do not depend on the
+    // split. (Flex's own matmul asks for threads only from 192³ up, which left the projections of the small
+    // models on one core.)
+    let threads = rayon::current_num_threads();
+    let rows_per_part = if m * n * k >= GEMM_THREADING && m * n * k.min(512) < GEMM_THREADING {
+        m.div_ceil(threads).next_multiple_of(16)
+    } else {
+        m
+    };
+    let parallelism = if rows_per_part < m {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
+    };
+    out.spare_capacity_mut()
+        .par_chunks_mut((rows_per_part * n).max(1))
+        .enumerate()
+        .for_each(|(part, out)| {
+            let (r0, rows) = (part * rows_per_part, out.len() / n.max(1));
+            // SAFETY: `out` has room for these `rows` × n outputs (row-major: column stride 1, row stride
+            // n), which gemm writes without reading (`read_dst` false); `a` holds m × k elements and `b`
+            // k × n at the strides given, and rows r0.. of `a` start r0 · a_rs elements in.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    n,
+                    k,
+                    out.as_mut_ptr().cast::<f32>(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr().offset(r0 as isize * a_rs),
+                    a_cs,
+                    a_rs,
+                    b.as_ptr(),
+                    b_cs,
+                    b_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        });
+    // SAFETY: the parts cover every one of the m × n outputs, and each gemm call wrote all of its own.
+    unsafe { out.set_len(m * n) };
     out
 }
+
+/// gemm's threshold for splitting a product over the threads: multiply-adds per block of the shared axis
+/// (`gemm_common::gemm::DEFAULT_THREADING_THRESHOLD`).
+const GEMM_THREADING: usize = 48 * 48 * 256;
 
 #[cfg(feature = "cuda")]
 impl ModelKernels for burn::backend::Cube {}
@@ -702,11 +728,11 @@ mod tests {
 
     /// The projection and its three gradients have the bits of burn's matmul + broadcast add: on a small
     /// product, on one that gemm splits over the threads where flex's matmul does not (so the split changes no
-    /// bit), and on one both split.
+    /// bit), on one whose weight gradient we split by rows, and on one both split.
     #[test]
     fn affine_and_its_gradient_are_burns_bit_for_bit() {
         let device = Device::flex().autodiff();
-        for [rows, d_in, d_out] in [[6, 5, 3], [1000, 40, 40], [600, 130, 100]] {
+        for [rows, d_in, d_out] in [[6, 5, 3], [1000, 40, 40], [3072, 32, 32], [600, 130, 100]] {
             let matrix = |r, c, salt| values([1, 1, r, c], salt, &device).reshape([r, c]);
             let weights = matrix(rows, d_out, 4);
             let run = |ours: bool| {
