@@ -476,6 +476,15 @@ fn softmax_visible(row: &mut [f32], hidden: &[bool]) {
 mod tests {
     use super::*;
 
+    /// `q`, `k`, `v` and `dz` for `dims`: smooth values of both signs, different in each.
+    fn inputs(dims: HeadDims) -> [Vec<f32>; 4] {
+        [0.31, 0.17, 0.23, 0.41].map(|seed: f32| {
+            (0..dims.batch * dims.q_row())
+                .map(|i| (i as f32 * seed).sin() * 2.0)
+                .collect()
+        })
+    }
+
     /// Every instruction set this CPU has gives the baseline's bits, forward and backward, on a causal mask
     /// with row lengths that are not whole blocks.
     #[test]
@@ -487,12 +496,7 @@ mod tests {
             n_k: 13,
             d_head: 5,
         };
-        let values = |seed: f32| -> Vec<f32> {
-            (0..dims.batch * dims.q_row())
-                .map(|i| (i as f32 * seed).sin() * 2.0)
-                .collect()
-        };
-        let (q, k, v, dz) = (values(0.31), values(0.17), values(0.23), values(0.41));
+        let [q, k, v, dz] = inputs(dims);
         let hidden: Vec<bool> = (0..13 * 13).map(|ij| ij % 13 > ij / 13).collect();
         let run = |isa| {
             let (pattern, z) = forward_on(isa, dims, [&q, &k, &v], &hidden, 0.4);
@@ -522,12 +526,7 @@ mod tests {
             d_head: 5,
         };
         let n = 19;
-        let values = |seed: f32| -> Vec<f32> {
-            (0..dims.batch * dims.q_row())
-                .map(|i| (i as f32 * seed).sin() * 2.0)
-                .collect()
-        };
-        let (q, k, v, dz) = (values(0.31), values(0.17), values(0.23), values(0.41));
+        let [q, k, v, dz] = inputs(dims);
         let sees = |i: usize, j: usize| match i {
             0 | 1 => false,
             11 => j < 3,

@@ -323,14 +323,17 @@ fn matmul_2d([a, b]: [&FlexTensor; 2], transposed: [bool; 2]) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let (a, b) = (f32s(&a), f32s(&b));
     // gemm splits a product over the threads only where a block of the shared axis (at most 512 long unless
-    // the axis is shorter) is worth it, [`GEMM_THREADING`] multiply-adds, and then by blocks of outputs, each
+    // the axis is shorter) is worth it (`gemm::get_threading_threshold` multiply-adds), and then by blocks of outputs, each
     // summed as on one thread; a product over a long shared axis with few outputs (a weight gradient
     // xᵀ·dy, [d_in, d_out] over every position) stays on one thread, so it runs here as blocks of rows, one
     // gemm call each. Either way every output is the same sum in the same order: the bits do not depend on the
     // split. (Flex's own matmul asks for threads only from 192³ up, which left the projections of the small
     // models on one core.)
-    let threads = rayon::current_num_threads();
-    let rows_per_part = if m * n * k >= GEMM_THREADING && m * n * k.min(512) < GEMM_THREADING {
+    let (threads, threshold) = (
+        rayon::current_num_threads(),
+        gemm::get_threading_threshold(),
+    );
+    let rows_per_part = if m * n * k >= threshold && m * n * k.min(512) < threshold {
         m.div_ceil(threads).next_multiple_of(16)
     } else {
         m
@@ -376,10 +379,6 @@ fn matmul_2d([a, b]: [&FlexTensor; 2], transposed: [bool; 2]) -> Vec<f32> {
     unsafe { out.set_len(m * n) };
     out
 }
-
-/// gemm's threshold for splitting a product over the threads: multiply-adds per block of the shared axis
-/// (`gemm_common::gemm::DEFAULT_THREADING_THRESHOLD`).
-const GEMM_THREADING: usize = 48 * 48 * 256;
 
 #[cfg(feature = "cuda")]
 impl ModelKernels for burn::backend::Cube {}
