@@ -7,8 +7,8 @@
 //! vectorizes (for AVX2 or AVX-512 where the CPU has it, [`Isa`]); each batch row is computed within one task in
 //! a fixed order, so results do not depend on the number of threads or on the instruction set.
 
+use super::chunks::par_zeroed_chunks;
 use super::isa::{Isa, compiled_for_isa};
-use rayon::prelude::*;
 
 /// The sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,21 +64,20 @@ fn forward_on(
     hidden: &[bool],
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut pattern = vec![0.0f32; dims.batch * dims.pattern_row()];
-    let mut z = vec![0.0f32; dims.batch * dims.q_row()];
-    pattern
-        .par_chunks_mut(dims.pattern_row().max(1))
-        .zip(z.par_chunks_mut(dims.q_row().max(1)))
-        .enumerate()
-        .with_min_len(dims.rows_per_task())
-        .for_each(|(b, (pattern, z))| {
+    let rows = [dims.pattern_row(), dims.q_row()];
+    let ([pattern, z], _) = par_zeroed_chunks(
+        rows.map(|row| dims.batch * row),
+        rows,
+        dims.rows_per_task(),
+        |b, [pattern, z]| {
             let (q, k, v) = (
                 &q[b * dims.q_row()..][..dims.q_row()],
                 &k[b * dims.k_row()..][..dims.k_row()],
                 &v[b * dims.k_row()..][..dims.k_row()],
             );
             forward_row_on(isa, dims, [q, k, v], hidden, scale, [pattern, z]);
-        });
+        },
+    );
     (pattern, z)
 }
 
@@ -105,15 +104,12 @@ fn backward_on(
     [q, k, v, pattern, dz]: [&[f32]; 5],
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dq = vec![0.0f32; dims.batch * dims.q_row()];
-    let mut dk = vec![0.0f32; dims.batch * dims.k_row()];
-    let mut dv = vec![0.0f32; dims.batch * dims.k_row()];
-    dq.par_chunks_mut(dims.q_row().max(1))
-        .zip(dk.par_chunks_mut(dims.k_row().max(1)))
-        .zip(dv.par_chunks_mut(dims.k_row().max(1)))
-        .enumerate()
-        .with_min_len(dims.rows_per_task())
-        .for_each(|(b, ((dq, dk), dv))| {
+    let rows = [dims.q_row(), dims.k_row(), dims.k_row()];
+    let ([dq, dk, dv], _) = par_zeroed_chunks(
+        rows.map(|row| dims.batch * row),
+        rows,
+        dims.rows_per_task(),
+        |b, [dq, dk, dv]| {
             let (q, k, v, dz) = (
                 &q[b * dims.q_row()..][..dims.q_row()],
                 &k[b * dims.k_row()..][..dims.k_row()],
@@ -122,7 +118,8 @@ fn backward_on(
             );
             let pattern = &pattern[b * dims.pattern_row()..][..dims.pattern_row()];
             backward_row_on(isa, dims, [q, k, v, pattern, dz], scale, [dq, dk, dv]);
-        });
+        },
+    );
     (dq, dk, dv)
 }
 

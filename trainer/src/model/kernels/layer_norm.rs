@@ -4,8 +4,8 @@
 //! Rows are split into fixed chunks of [`ROWS`], each one task; the chunks' partial sums for `dw` and `db` are
 //! added in chunk order, so results do not depend on the number of threads.
 
+use super::chunks::par_zeroed_chunks;
 use super::isa::{Isa, compiled_for_isa};
-use rayon::prelude::*;
 
 /// Rows per task.
 const ROWS: usize = 64;
@@ -16,14 +16,11 @@ const ROWS: usize = 64;
 /// Returns (`dx` [rows, d], `dw` [d], `db` [d]).
 pub fn backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (isa, d) = (Isa::detect(), w.len());
-    let mut dx = vec![0.0f32; x.len()];
     let chunk = (ROWS * d).max(1);
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-        .par_chunks_mut(chunk)
-        .zip(x.par_chunks(chunk))
-        .zip(dy.par_chunks(chunk))
-        .map(|((dx, x), dy)| rows_backward_on(isa, x, w, dy, eps, dx))
-        .collect();
+    let ([dx], partials) = par_zeroed_chunks([x.len()], [chunk], 1, |c, [dx]| {
+        let rows = c * chunk..c * chunk + dx.len();
+        rows_backward_on(isa, &x[rows.clone()], w, &dy[rows], eps, dx)
+    });
     let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
     for (part_w, part_b) in partials {
         add(&mut dw, &part_w);
@@ -58,7 +55,7 @@ fn rows_backward(
     const L: usize = LANE_ROWS;
     let d = w.len();
     let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
-    // x, then x̂, and g = dy ⊙ w, as [d, L]: element j of the block's row l at [j][l].
+    // x and g = dy ⊙ w as [d, L]: element j of the block's row l at [j][l].
     let mut x_t = vec![[0.0f32; L]; d];
     let mut g_t = vec![[0.0f32; L]; d];
     for ((x, dy), dx) in x
@@ -67,13 +64,21 @@ fn rows_backward(
         .zip(dx.chunks_mut(L * d))
     {
         let n = x.len() / d;
-        for (j, (x_t, g_t)) in x_t.iter_mut().zip(&mut g_t).enumerate() {
-            for l in 0..L {
-                (x_t[l], g_t[l]) = if l < n {
-                    (x[l * d + j], dy[l * d + j] * w[j])
-                } else {
-                    (0.0, 0.0)
-                };
+        if n == L {
+            for (j, (x_t, g_t)) in x_t.iter_mut().zip(&mut g_t).enumerate() {
+                for l in 0..L {
+                    (x_t[l], g_t[l]) = (x[l * d + j], dy[l * d + j] * w[j]);
+                }
+            }
+        } else {
+            for (j, (x_t, g_t)) in x_t.iter_mut().zip(&mut g_t).enumerate() {
+                for l in 0..L {
+                    (x_t[l], g_t[l]) = if l < n {
+                        (x[l * d + j], dy[l * d + j] * w[j])
+                    } else {
+                        (0.0, 0.0)
+                    };
+                }
             }
         }
         let per_row = |sums: [f32; L]| sums.map(|s| s / d as f32);
@@ -82,22 +87,29 @@ fn rows_backward(
             std::array::from_fn(|l| (x_t[j][l] - mean[l]) * (x_t[j][l] - mean[l]))
         }));
         let inv = var.map(|var| 1.0 / (var + eps).sqrt());
-        for x_t in x_t.iter_mut() {
-            for l in 0..L {
-                x_t[l] = (x_t[l] - mean[l]) * inv[l];
-            }
-        }
         let mean_g = per_row(lane_sum(d, |j| g_t[j]));
         let mean_gx = per_row(lane_sum(d, |j| {
-            std::array::from_fn(|l| g_t[j][l] * x_t[j][l])
+            std::array::from_fn(|l| g_t[j][l] * ((x_t[j][l] - mean[l]) * inv[l]))
         }));
-        for (l, (dx, dy)) in dx.chunks_exact_mut(d).zip(dy.chunks_exact(d)).enumerate() {
-            for (j, dx) in dx.iter_mut().enumerate() {
-                let (g, x_hat) = (g_t[j][l], x_t[j][l]);
-                *dx = (g - mean_g[l] - x_hat * mean_gx[l]) * inv[l];
-            }
-            for (j, ((dw, db), &dy)) in dw.iter_mut().zip(db.iter_mut()).zip(dy).enumerate() {
-                *dw += dy * x_t[j][l];
+        // Back in rows, each element's x̂ and g recomputed by the same operations (so the same bits), along
+        // contiguous rows.
+        for (l, ((dx, dy), x)) in dx
+            .chunks_exact_mut(d)
+            .zip(dy.chunks_exact(d))
+            .zip(x.chunks_exact(d))
+            .enumerate()
+        {
+            let (mean, inv, mean_g, mean_gx) = (mean[l], inv[l], mean_g[l], mean_gx[l]);
+            for ((((dx, &dy), &x), &w), (dw, db)) in dx
+                .iter_mut()
+                .zip(dy)
+                .zip(x)
+                .zip(w)
+                .zip(dw.iter_mut().zip(db.iter_mut()))
+            {
+                let x_hat = (x - mean) * inv;
+                *dx = (dy * w - mean_g - x_hat * mean_gx) * inv;
+                *dw += dy * x_hat;
                 *db += dy;
             }
         }

@@ -7,6 +7,7 @@
 //! buffers of our own ([`matmul_2d`]). Other backends compose burn's own operations. This is the one file
 //! besides `src/device.rs` that names backends: an extension is implemented per backend.
 
+mod chunks;
 mod heads;
 mod isa;
 mod layer_norm;
