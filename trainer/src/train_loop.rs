@@ -390,16 +390,27 @@ impl<'a> Stepper<'a> {
             .model
             .take()
             .expect("the model is only taken during an update");
-        let (model, loss) = train_step(
-            model,
-            optim,
-            tokens,
-            targets,
+        let (queries, full_forward, clip) = (
             &self.queries,
             self.full_forward,
-            lr,
             self.config.optim.grad_clip,
         );
+        // The step runs on one of rayon's own threads: its parallel operations (gemm, the attention and
+        // LayerNorm kernels) then split work with the other thread directly, where from this thread each one
+        // would be handed to the pool and waited for (a wake-up of both sides per operation, with three
+        // threads on the cores). Which thread runs a part changes no result.
+        let (model, loss) = rayon::scope(|_| {
+            train_step(
+                model,
+                optim,
+                tokens,
+                targets,
+                queries,
+                full_forward,
+                lr,
+                clip,
+            )
+        });
         self.model = Some(model);
         (lr, loss)
     }
