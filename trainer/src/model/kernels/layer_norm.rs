@@ -64,21 +64,13 @@ fn rows_backward(
         .zip(dx.chunks_mut(L * d))
     {
         let n = x.len() / d;
-        if n == L {
-            for (j, (x_t, g_t)) in x_t.iter_mut().zip(&mut g_t).enumerate() {
-                for l in 0..L {
-                    (x_t[l], g_t[l]) = (x[l * d + j], dy[l * d + j] * w[j]);
-                }
-            }
-        } else {
-            for (j, (x_t, g_t)) in x_t.iter_mut().zip(&mut g_t).enumerate() {
-                for l in 0..L {
-                    (x_t[l], g_t[l]) = if l < n {
-                        (x[l * d + j], dy[l * d + j] * w[j])
-                    } else {
-                        (0.0, 0.0)
-                    };
-                }
+        for (j, (x_t, g_t)) in x_t.iter_mut().zip(&mut g_t).enumerate() {
+            for l in 0..L {
+                (x_t[l], g_t[l]) = if l < n {
+                    (x[l * d + j], dy[l * d + j] * w[j])
+                } else {
+                    (0.0, 0.0)
+                };
             }
         }
         let per_row = |sums: [f32; L]| sums.map(|s| s / d as f32);
