@@ -263,8 +263,11 @@ pub fn train(
             let eval_due =
                 step == total || (config.eval.every > 0 && step % config.eval.every == 0);
             let eval = if eval_due {
-                let row =
-                    evaluate_splits(&stepper.model().valid(), task, &splits, step, &infer_device)?;
+                // On the step's thread, so that eval's buffers come from the heap the steps reuse.
+                let model = stepper.model().valid();
+                let row = on_first_pool_thread(|| {
+                    evaluate_splits(&model, task, &splits, step, &infer_device)
+                })?;
                 eval_log
                     .write(&row)
                     .map_err(|e| TrainError::at_step(step)(e.into()))?;
