@@ -8,6 +8,7 @@
 //! a fixed order, so results do not depend on the number of threads or on the instruction set.
 
 use super::chunks::par_zeroed_chunks;
+use super::exp::{MATCHES_LIBM, exp_in_place};
 use super::isa::{Isa, compiled_for_isa};
 
 /// The sizes of one attention call.
@@ -75,7 +76,8 @@ fn forward_on(
                 &k[b * dims.k_row()..][..dims.k_row()],
                 &v[b * dims.k_row()..][..dims.k_row()],
             );
-            forward_row_on(isa, dims, [q, k, v], hidden, scale, [pattern, z]);
+            let exp = Exp::for_isa(isa);
+            forward_row_on(isa, dims, [q, k, v], hidden, scale, exp, [pattern, z]);
         },
     );
     (pattern, z)
@@ -130,6 +132,7 @@ compiled_for_isa! {
         inputs: [&[f32]; 3],
         hidden: &[bool],
         scale: f32,
+        exp: Exp,
         outputs: [&mut [f32]; 2],
     ) => forward_row
 }
@@ -148,6 +151,7 @@ fn forward_row(
     inputs: [&[f32]; 3],
     hidden: &[bool],
     scale: f32,
+    exp: Exp,
     outputs: [&mut [f32]; 2],
 ) {
     let [q, k, v] = inputs;
@@ -182,7 +186,7 @@ fn forward_row(
             );
             for (i, row) in scores.chunks_exact_mut(n_k).take(rows).enumerate() {
                 let (own, past) = row[..end].split_at_mut(ends[i0 + i]);
-                softmax_visible(own, &hidden[(i0 + i) * n_k..][..own.len()]);
+                softmax_visible(own, &hidden[(i0 + i) * n_k..][..own.len()], exp);
                 past.fill(0.0);
             }
             mat_mul(
@@ -447,18 +451,47 @@ fn transpose_head(dims: HeadDims, x: &[f32], h: usize, n: usize, out: &mut [f32]
     }
 }
 
-/// Scores → softmax over the keys not `hidden`, in place; hidden keys get 0.
+/// How [`softmax_visible`] takes e^x: [`exp_in_place`]'s lanes where they have the bits of `f32::exp`, else
+/// `f32::exp` one element at a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Exp {
+    Lanes,
+    Libm,
+}
+
+impl Exp {
+    /// [`Exp::Lanes`] with AVX2 or AVX-512 (so with FMA, where glibc's `expf` is the function they repeat).
+    fn for_isa(isa: Isa) -> Self {
+        if isa != Isa::Baseline && MATCHES_LIBM {
+            Self::Lanes
+        } else {
+            Self::Libm
+        }
+    }
+}
+
+/// Scores → softmax over the keys not `hidden`, in place; hidden keys get 0. The sum runs in key order.
 #[inline(always)]
-fn softmax_visible(row: &mut [f32], hidden: &[bool]) {
+fn softmax_visible(row: &mut [f32], hidden: &[bool], exp: Exp) {
     let max = row
         .iter()
         .zip(hidden)
         .filter(|(_, h)| !**h)
         .map(|(&s, _)| s)
         .fold(f32::NEG_INFINITY, f32::max);
+    // Hidden keys go in as 0 (any finite value would do) and come out as 0.
+    for (s, &h) in row.iter_mut().zip(hidden) {
+        *s = if h { 0.0 } else { *s - max };
+    }
+    match exp {
+        Exp::Lanes => exp_in_place(row),
+        Exp::Libm => row.iter_mut().for_each(|s| *s = s.exp()),
+    }
     let mut sum = 0.0f32;
     for (s, &h) in row.iter_mut().zip(hidden) {
-        *s = if h { 0.0 } else { (*s - max).exp() };
+        if h {
+            *s = 0.0;
+        }
         sum += *s;
     }
     if sum > 0.0 {

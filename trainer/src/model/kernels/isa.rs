@@ -1,9 +1,11 @@
 //! The instruction sets the kernels' loops are compiled for, one chosen at run time ([`Isa::detect`]).
 //!
 //! A kernel's loop is written once, `#[inline(always)]`, and [`compiled_for_isa!`] compiles it again inside
-//! functions with AVX2 or AVX-512 switched on. The loops never fuse a multiply into an add and keep every sum's
-//! order, so every instruction set gives the same bits (each kernel has a test that checks it); the wider ones
-//! only run more lanes at once.
+//! functions with AVX2 or AVX-512 switched on (each with FMA, which every CPU with either has). The loops never
+//! fuse a multiply into an add themselves (Rust never contracts `a * b + c`) and keep every sum's order, so every
+//! instruction set gives the same bits (each kernel has a test that checks it); the wider ones only run more
+//! lanes at once. The one explicit fusion is `exp`'s, which repeats glibc's `__expf_fma` and is used where
+//! glibc would pick that function itself: with AVX2 and FMA.
 
 /// An instruction set a kernel's loop can run with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,7 +25,7 @@ impl Isa {
             if is_x86_feature_detected!("avx512f") {
                 return Self::Avx512;
             }
-            if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 return Self::Avx2;
             }
         }
@@ -36,7 +38,7 @@ impl Isa {
         let mut all = vec![Self::Baseline];
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 all.push(Self::Avx2);
             }
             if is_x86_feature_detected!("avx512f") {
@@ -55,11 +57,11 @@ macro_rules! compiled_for_isa {
             #[cfg(target_arch = "x86_64")]
             {
                 use $crate::model::kernels::isa::Isa;
-                #[target_feature(enable = "avx2")]
+                #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                #[target_feature(enable = "avx512f")]
+                #[target_feature(enable = "avx512f,fma")]
                 fn avx512($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }

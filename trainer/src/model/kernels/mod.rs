@@ -8,6 +8,7 @@
 //! besides `src/device.rs` that names backends: an extension is implemented per backend.
 
 mod chunks;
+mod exp;
 mod heads;
 mod isa;
 mod layer_norm;
