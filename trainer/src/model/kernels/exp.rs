@@ -14,7 +14,7 @@
 
 /// Whether [`exp_in_place`]'s lanes give the bits of `f32::exp` on this platform: glibc on x86-64, where
 /// `expf` is `__expf_fma` on a CPU with FMA and AVX2 (the instruction sets the vector kernels are compiled for).
-pub(super) const MATCHES_LIBM: bool = cfg!(all(target_arch = "x86_64", target_env = "gnu"));
+const MATCHES_LIBM: bool = cfg!(all(target_arch = "x86_64", target_env = "gnu"));
 
 /// log2(e) · N (`__exp2f_data.invln2_scaled`).
 const INV_LN2_N: f64 = f64::from_bits(0x4047_1547_652b_82fe);

@@ -8,7 +8,7 @@
 //! a fixed order, so results do not depend on the number of threads or on the instruction set.
 
 use super::chunks::par_zeroed_chunks;
-use super::exp::{MATCHES_LIBM, exp_in_place};
+use super::exp::exp_in_place;
 use super::isa::{Isa, compiled_for_isa};
 
 /// The sizes of one attention call.
@@ -66,6 +66,7 @@ fn forward_on(
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     let rows = [dims.pattern_row(), dims.q_row()];
+    let exp = Exp::for_isa(isa);
     let ([pattern, z], _) = par_zeroed_chunks(
         rows.map(|row| dims.batch * row),
         rows,
@@ -76,7 +77,6 @@ fn forward_on(
                 &k[b * dims.k_row()..][..dims.k_row()],
                 &v[b * dims.k_row()..][..dims.k_row()],
             );
-            let exp = Exp::for_isa(isa);
             forward_row_on(isa, dims, [q, k, v], hidden, scale, exp, [pattern, z]);
         },
     );
@@ -451,8 +451,8 @@ fn transpose_head(dims: HeadDims, x: &[f32], h: usize, n: usize, out: &mut [f32]
     }
 }
 
-/// How [`softmax_visible`] takes e^x: [`exp_in_place`]'s lanes where they have the bits of `f32::exp`, else
-/// `f32::exp` one element at a time.
+/// How [`softmax_visible`] takes e^x: [`exp_in_place`]'s lanes (which keep to `f32::exp` on platforms where
+/// they would not have its bits), or `f32::exp` one element at a time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Exp {
     Lanes,
@@ -462,7 +462,7 @@ enum Exp {
 impl Exp {
     /// [`Exp::Lanes`] with AVX2 or AVX-512 (so with FMA, where glibc's `expf` is the function they repeat).
     fn for_isa(isa: Isa) -> Self {
-        if isa != Isa::Baseline && MATCHES_LIBM {
+        if isa != Isa::Baseline {
             Self::Lanes
         } else {
             Self::Libm
