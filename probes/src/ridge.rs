@@ -10,8 +10,9 @@
 //!
 //! Several label vectors over the same examples (every target and its control task) share one factorization.
 
+use faer::linalg::solvers::Llt;
 use faer::prelude::Solve;
-use faer::{Mat, Side};
+use faer::{Mat, MatRef, Side};
 use host::rng::SplitMix64;
 
 /// Smallest λ, so that a constant feature matrix (XᵀX = 0) still factorizes; its probe predicts the majority
@@ -64,9 +65,10 @@ pub fn fit(
     alpha: f64,
 ) -> Result<Vec<RidgeProbe>, RidgeError> {
     let part = Part::new(features, d, rows.to_vec());
-    fit_with(
-        features, d, &part.rows, &part.mean, part.gram, label_sets, alpha,
+    Factored::new(
+        features, d, &part.rows, part.mean, part.gram, label_sets, alpha,
     )
+    .map(|fit| fit.probes(label_sets))
 }
 
 /// Mean of the examples `rows` of `features` [n, d].
@@ -120,60 +122,108 @@ fn union_gram(parts: &[&Part], mean: &[f64]) -> Mat<f64> {
     gram
 }
 
-/// [`fit`] given the rows' mean and centred Gram matrix.
-fn fit_with(
-    features: &[f32],
-    d: usize,
-    rows: &[usize],
-    mean: &[f64],
-    mut gram: Mat<f64>,
-    label_sets: &[Labels<'_>],
-    alpha: f64,
-) -> Result<Vec<RidgeProbe>, RidgeError> {
-    let m = rows.len().max(1) as f64;
-    let trace: f64 = (0..d).map(|j| gram[(j, j)]).sum();
-    let lambda = (alpha * trace / d as f64).max(MIN_LAMBDA);
-    for j in 0..d {
-        gram[(j, j)] += lambda;
-    }
-    let llt = gram.llt(Side::Lower).map_err(|_| RidgeError)?;
-    // XᵀY for one-hot Y: column c is the sum of the centred rows of class c (no dense Y needed).
-    let total: usize = label_sets.iter().map(|l| l.n_classes).sum();
-    let mut rhs = Mat::<f64>::zeros(d, total);
-    let mut offset = 0;
-    for set in label_sets {
+/// The normal equations of one fit, factorized: the Cholesky factor of XᵀX + λI for the centred design X, the
+/// right-hand sides XᵀY of every label set side by side, the rows' mean and each class's frequency.
+struct Factored {
+    llt: Llt<f64>,
+    mean: Vec<f64>,
+    /// [d, Σ classes], column-major: column `offset + c` is the sum of the centred rows of class c.
+    rhs: Vec<f64>,
+    /// [Σ classes]: the intercepts before centring is folded in.
+    frequency: Vec<f64>,
+}
+
+impl Factored {
+    /// The fit on the examples `rows` of `features` [n, d], given their mean and centred Gram matrix.
+    fn new(
+        features: &[f32],
+        d: usize,
+        rows: &[usize],
+        mean: Vec<f64>,
+        mut gram: Mat<f64>,
+        label_sets: &[Labels<'_>],
+        alpha: f64,
+    ) -> Result<Self, RidgeError> {
+        let m = rows.len().max(1) as f64;
+        let trace: f64 = (0..d).map(|j| gram[(j, j)]).sum();
+        let lambda = (alpha * trace / d as f64).max(MIN_LAMBDA);
+        for j in 0..d {
+            gram[(j, j)] += lambda;
+        }
+        let llt = gram.llt(Side::Lower).map_err(|_| RidgeError)?;
+        // XᵀY for one-hot Y: column c is the sum of the centred rows of class c (no dense Y needed).
+        let total: usize = label_sets.iter().map(|l| l.n_classes).sum();
+        let mut rhs = vec![0.0f64; d * total];
+        let mut frequency = vec![0.0f64; total];
+        let mut centred = vec![0.0f64; d];
         for &i in rows {
-            let c = offset + set.labels[i] as usize;
-            for j in 0..d {
-                rhs[(j, c)] += f64::from(features[i * d + j]) - mean[j];
+            for ((c, &x), mu) in centred.iter_mut().zip(&features[i * d..][..d]).zip(&mean) {
+                *c = f64::from(x) - mu;
+            }
+            let mut offset = 0;
+            for set in label_sets {
+                let class = offset + set.labels[i] as usize;
+                for (r, c) in rhs[class * d..][..d].iter_mut().zip(&centred) {
+                    *r += c;
+                }
+                frequency[class] += 1.0 / m;
+                offset += set.n_classes;
             }
         }
-        offset += set.n_classes;
+        Ok(Self {
+            llt,
+            mean,
+            rhs,
+            frequency,
+        })
     }
-    let solved = llt.solve(&rhs);
-    let mut probes = Vec::with_capacity(label_sets.len());
-    let mut offset = 0;
-    for set in label_sets {
-        let k = set.n_classes;
-        let mut frequency = vec![0.0f64; k];
-        for &i in rows {
-            frequency[set.labels[i] as usize] += 1.0 / m;
+
+    fn rhs(&self) -> MatRef<'_, f64> {
+        MatRef::from_column_major_slice(&self.rhs, self.mean.len(), self.frequency.len())
+    }
+
+    /// The fitted probes, one per label set.
+    fn probes(&self, label_sets: &[Labels<'_>]) -> Vec<RidgeProbe> {
+        let d = self.mean.len();
+        let solved = self.llt.solve(self.rhs());
+        let mut probes = Vec::with_capacity(label_sets.len());
+        let mut offset = 0;
+        for set in label_sets {
+            let k = set.n_classes;
+            let weights: Vec<f32> = (0..d)
+                .flat_map(|j| (0..k).map(move |c| (j, c)))
+                .map(|(j, c)| solved[(j, offset + c)] as f32)
+                .collect();
+            // Fold the centring into the intercept: (x − μ)·W + ȳ = x·W + (ȳ − μ·W).
+            let bias = (0..k)
+                .map(|c| {
+                    let shift: f64 = (0..d).map(|j| self.mean[j] * solved[(j, offset + c)]).sum();
+                    (self.frequency[offset + c] - shift) as f32
+                })
+                .collect();
+            probes.push(RidgeProbe { weights, bias });
+            offset += k;
         }
-        let weights: Vec<f32> = (0..d)
-            .flat_map(|j| (0..k).map(move |c| (j, c)))
-            .map(|(j, c)| solved[(j, offset + c)] as f32)
-            .collect();
-        // Fold the centring into the intercept: (x − μ)·W + ȳ = x·W + (ȳ − μ·W).
-        let bias = (0..k)
-            .map(|c| {
-                let shift: f64 = (0..d).map(|j| mean[j] * solved[(j, offset + c)]).sum();
-                (frequency[c] - shift) as f32
-            })
-            .collect();
-        probes.push(RidgeProbe { weights, bias });
-        offset += k;
+        probes
     }
-    Ok(probes)
+
+    /// The scores (x − μ)·W + ȳ of every label set's probe on the examples `rows`, [rows, Σ classes], computed
+    /// as ((XᵀX + λI)⁻¹ (x − μ)ᵀ)ᵀ XᵀY: the solve runs on the held-out rows, not on every class's column, which
+    /// is the cheaper side whenever a fold holds out fewer examples than there are classes in all label sets.
+    fn scores(&self, features: &[f32], rows: &[usize]) -> Mat<f64> {
+        let d = self.mean.len();
+        let held_out = Mat::<f64>::from_fn(d, rows.len(), |j, r| {
+            f64::from(features[rows[r] * d + j]) - self.mean[j]
+        });
+        let solved = self.llt.solve(&held_out);
+        let mut scores = solved.transpose() * self.rhs();
+        for (col, &frequency) in self.frequency.iter().enumerate() {
+            for r in 0..rows.len() {
+                scores[(r, col)] += frequency;
+            }
+        }
+        scores
+    }
 }
 
 /// The fold (in `0..k`) of each of `n` examples: a seeded permutation dealt round-robin, so folds differ in
@@ -221,13 +271,13 @@ impl<'a> Folds<'a> {
         Self { features, d, parts }
     }
 
-    /// [`fit`] on the examples of every fold but `held_out` (every fold: `None`).
-    fn fit(
+    /// The fit on the examples of every fold but `held_out` (every fold: `None`).
+    fn factored(
         &self,
         held_out: Option<usize>,
         label_sets: &[Labels<'_>],
         alpha: f64,
-    ) -> Result<Vec<RidgeProbe>, RidgeError> {
+    ) -> Result<Factored, RidgeError> {
         let parts: Vec<&Part> = (0..self.parts.len())
             .filter(|&f| Some(f) != held_out)
             .map(|f| &self.parts[f])
@@ -236,7 +286,7 @@ impl<'a> Folds<'a> {
         rows.sort_unstable();
         let mean = mean(self.features, self.d, &rows);
         let gram = union_gram(&parts, &mean);
-        fit_with(self.features, self.d, &rows, &mean, gram, label_sets, alpha)
+        Factored::new(self.features, self.d, &rows, mean, gram, label_sets, alpha)
     }
 
     /// The probes fitted on every example.
@@ -245,7 +295,7 @@ impl<'a> Folds<'a> {
         label_sets: &[Labels<'_>],
         alpha: f64,
     ) -> Result<Vec<RidgeProbe>, RidgeError> {
-        self.fit(None, label_sets, alpha)
+        Ok(self.factored(None, label_sets, alpha)?.probes(label_sets))
     }
 
     /// See [`cross_validated_accuracy`].
@@ -258,11 +308,12 @@ impl<'a> Folds<'a> {
         let mut correct = vec![0usize; label_sets.len()];
         for (fold, part) in self.parts.iter().enumerate() {
             let test = &part.rows;
-            let probes = self.fit(Some(fold), label_sets, alpha)?;
-            let scores = scores(self.features, self.d, test, &probes);
+            let scores = self
+                .factored(Some(fold), label_sets, alpha)?
+                .scores(self.features, test);
             let mut offset = 0;
-            for ((probe, set), hits) in probes.iter().zip(label_sets).zip(&mut correct) {
-                let classes = probe.bias.len();
+            for (set, hits) in label_sets.iter().zip(&mut correct) {
+                let classes = set.n_classes;
                 *hits += test
                     .iter()
                     .enumerate()
@@ -279,29 +330,6 @@ impl<'a> Folds<'a> {
             .map(|hits| hits as f64 / n.max(1) as f64)
             .collect())
     }
-}
-
-/// The scores x · W + b of every probe in `probes` on the examples `rows` of `features` [n, d]: one matrix
-/// product for all of them, [rows, Σ classes], each probe's classes side by side in the order of `probes`.
-/// The same numbers as [`RidgeProbe::predict`]'s, summed in another order.
-fn scores(features: &[f32], d: usize, rows: &[usize], probes: &[RidgeProbe]) -> Mat<f64> {
-    let x = Mat::<f64>::from_fn(rows.len(), d, |r, j| f64::from(features[rows[r] * d + j]));
-    let columns: Vec<(&RidgeProbe, usize)> = probes
-        .iter()
-        .flat_map(|probe| (0..probe.bias.len()).map(move |c| (probe, c)))
-        .collect();
-    let weights = Mat::<f64>::from_fn(d, columns.len(), |j, col| {
-        let (probe, c) = columns[col];
-        f64::from(probe.weights[j * probe.bias.len() + c])
-    });
-    let mut scores = x * weights;
-    for (col, (probe, c)) in columns.iter().enumerate() {
-        let bias = f64::from(probe.bias[*c]);
-        for r in 0..rows.len() {
-            scores[(r, col)] += bias;
-        }
-    }
-    scores
 }
 
 /// Index of the first largest value.
