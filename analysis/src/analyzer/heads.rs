@@ -51,7 +51,7 @@ impl Analyzer {
                     k_composition: composition.get(&id).cloned(),
                     output_norm: z
                         .zip(w_o)
-                        .map(|(z, w_o)| head_output_norms(z, w_o, h, probe)),
+                        .map(|(z, w_o)| mean_head_output_norms(z, w_o, h, probe)),
                     scores: m.scores,
                 };
                 out.insert(id, row);
@@ -103,7 +103,7 @@ pub(super) fn k_composition_row(
 }
 
 /// Mean ‖z_h W_O[h]‖ of head `h` at each key position; `z` is [n, pos, head, d_head], `w_o` [head, d_head, d_model].
-pub(super) fn head_output_norms(
+pub(super) fn mean_head_output_norms(
     z: &HostArray,
     w_o: &HostArray,
     h: usize,
@@ -111,7 +111,22 @@ pub(super) fn head_output_norms(
 ) -> BTreeMap<String, f64> {
     let (seq, heads, d_head) = (z.shape[1], z.shape[2], z.shape[3]);
     let w = &w_o.data[h * d_head * w_o.shape[2]..][..d_head * w_o.shape[2]];
-    mean_at_keys(probe, |i, t| {
-        head_output_norm(&z.data[((i * seq + t) * heads + h) * d_head..][..d_head], w)
-    })
+    probe
+        .key_positions
+        .iter()
+        .map(|key| {
+            let at_key: Vec<f32> = key
+                .values
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &t)| {
+                    &z.data[((i * seq + t as usize) * heads + h) * d_head..][..d_head]
+                })
+                .copied()
+                .collect();
+            let norms = head_output_norms(&at_key, d_head, w);
+            let mean = norms.iter().sum::<f64>() / norms.len().max(1) as f64;
+            (key.name.clone(), mean)
+        })
+        .collect()
 }

@@ -46,7 +46,7 @@ use crate::metrics::dynamics::{
     cosine, frobenius_norm, js_divergence, linear_cka, output_projection, relative_update,
 };
 use crate::metrics::heads::{HeadInput, head_metrics};
-use crate::metrics::mlp::{active_fraction, head_output_norm, norm};
+use crate::metrics::mlp::{active_fraction, head_output_norms, norm};
 use crate::metrics::progress::{ProgressInput, progress};
 use crate::metrics::residual::{ProbeScore, ProbeTargets, probe_boundary};
 use crate::row::{Dla, Dynamics, HeadRow, MlpRow, Residual, Row, SCHEMA_VERSION, Timing};

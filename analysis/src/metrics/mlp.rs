@@ -1,6 +1,8 @@
 //! MLP-block metrics (SPEC §5D) that need no ablation: output norm and fraction of active neurons, at the key
 //! positions. Also the per-head output norm of §5C, which has the same shape of computation.
 
+use faer::Mat;
+
 /// Euclidean norm ‖x‖₂.
 pub fn norm(x: &[f32]) -> f64 {
     x.iter()
@@ -15,17 +17,23 @@ pub fn active_fraction(post: &[f32]) -> f64 {
     post.iter().filter(|&&v| v > 0.0).count() as f64 / post.len().max(1) as f64
 }
 
-/// Norm of one head's write into the residual stream, ‖z_h W_O[h]‖₂, for `z` [d_head] and `w_o` [d_head, d_model]
-/// (the TransformerLens `result` of that head without the shared bias b_O).
-pub fn head_output_norm(z: &[f32], w_o: &[f32]) -> f64 {
-    let d_model = w_o.len() / z.len();
-    let mut out = vec![0.0f64; d_model];
-    for (e, &z_e) in z.iter().enumerate() {
-        for (m, o) in out.iter_mut().enumerate() {
-            *o += f64::from(z_e) * f64::from(w_o[e * d_model + m]);
-        }
-    }
-    out.iter().map(|v| v * v).sum::<f64>().sqrt()
+/// Norms of one head's writes into the residual stream, ‖z_i W_O[h]‖₂ for every row z_i of `z` [rows, d_head],
+/// with `w_o` [d_head, d_model] (the TransformerLens `result` of that head without the shared bias b_O): one
+/// matrix product in f64 for all rows.
+pub fn head_output_norms(z: &[f32], d_head: usize, w_o: &[f32]) -> Vec<f64> {
+    let rows = z.len() / d_head;
+    let d_model = w_o.len() / d_head;
+    let z = Mat::<f64>::from_fn(rows, d_head, |i, e| f64::from(z[i * d_head + e]));
+    let w_o = Mat::<f64>::from_fn(d_head, d_model, |e, m| f64::from(w_o[e * d_model + m]));
+    let out = z * w_o;
+    (0..rows)
+        .map(|i| {
+            (0..d_model)
+                .map(|m| out[(i, m)] * out[(i, m)])
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -44,11 +52,19 @@ mod tests {
 
     #[test]
     fn head_output_norm_is_the_norm_of_z_times_w_o() {
-        // z = [1, 2], W_O = [[1, 0, 0], [0, 1, 1]] → z W_O = [1, 2, 2], norm 3.
+        // W_O = [[1, 0, 0], [0, 1, 1]]. z = [1, 2] → z W_O = [1, 2, 2], norm 3; z = [3, 0] → [3, 0, 0], norm 3;
+        // z = [0, 1] → [0, 1, 1], norm √2.
+        let w_o = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0];
+        let norms = head_output_norms(&[1.0, 2.0, 3.0, 0.0, 0.0, 1.0], 2, &w_o);
+        let expected = [3.0, 3.0, 2f64.sqrt()];
         assert!(
-            (head_output_norm(&[1.0, 2.0], &[1.0, 0.0, 0.0, 0.0, 1.0, 1.0]) - 3.0).abs() < 1e-12
+            norms
+                .iter()
+                .zip(expected)
+                .all(|(a, b)| (a - b).abs() < 1e-12),
+            "{norms:?}"
         );
         // A zero W_O writes nothing.
-        assert_eq!(head_output_norm(&[1.0, 2.0], &[0.0; 6]), 0.0);
+        assert_eq!(head_output_norms(&[1.0, 2.0], 2, &[0.0; 6]), [0.0]);
     }
 }
