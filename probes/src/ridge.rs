@@ -71,34 +71,52 @@ pub fn fit(
     .map(|fit| fit.probes(label_sets))
 }
 
-/// Mean of the examples `rows` of `features` [n, d].
-fn mean(features: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
-    let m = rows.len().max(1) as f64;
-    let mut mean = vec![0.0f64; d];
+/// Sum of the examples `rows` of `features` [n, d], in f64.
+fn sum(features: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
+    let mut sum = vec![0.0f64; d];
     for &i in rows {
-        for (mu, &v) in mean.iter_mut().zip(&features[i * d..(i + 1) * d]) {
-            *mu += f64::from(v) / m;
+        for (s, &v) in sum.iter_mut().zip(&features[i * d..(i + 1) * d]) {
+            *s += f64::from(v);
         }
     }
-    mean
+    sum
 }
 
-/// Some of the examples (all of them, or one cross-validation fold): their mean and their centred Gram
-/// matrix Σ (x − μ)(x − μ)ᵀ.
+/// `sum` / `count` (0 rows: the zero vector).
+fn divided(sum: &[f64], count: usize) -> Vec<f64> {
+    let m = count.max(1) as f64;
+    sum.iter().map(|s| s / m).collect()
+}
+
+/// Mean of the examples `rows` of `features` [n, d].
+#[cfg(test)]
+fn mean(features: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
+    divided(&sum(features, d, rows), rows.len())
+}
+
+/// Some of the examples (all of them, or one cross-validation fold): their sum, mean and centred Gram matrix
+/// Σ (x − μ)(x − μ)ᵀ.
 struct Part {
     rows: Vec<usize>,
+    sum: Vec<f64>,
     mean: Vec<f64>,
     gram: Mat<f64>,
 }
 
 impl Part {
     fn new(features: &[f32], d: usize, rows: Vec<usize>) -> Self {
-        let mean = mean(features, d, &rows);
+        let sum = sum(features, d, &rows);
+        let mean = divided(&sum, rows.len());
         let centred = Mat::<f64>::from_fn(rows.len(), d, |r, j| {
             f64::from(features[rows[r] * d + j]) - mean[j]
         });
         let gram = centred.transpose() * &centred;
-        Self { rows, mean, gram }
+        Self {
+            rows,
+            sum,
+            mean,
+            gram,
+        }
     }
 }
 
@@ -114,8 +132,10 @@ fn union_gram(parts: &[&Part], mean: &[f64]) -> Mat<f64> {
         let n = part.rows.len() as f64;
         let shift: Vec<f64> = part.mean.iter().zip(mean).map(|(a, b)| a - b).collect();
         for j in 0..d {
-            for i in 0..d {
-                gram[(i, j)] += part.gram[(i, j)] + n * shift[i] * shift[j];
+            let scaled = n * shift[j];
+            let into = gram.col_as_slice_mut(j);
+            for ((g, &p), &s) in into.iter_mut().zip(part.gram.col_as_slice(j)).zip(&shift) {
+                *g += p + scaled * s;
             }
         }
     }
@@ -207,19 +227,20 @@ impl Factored {
         probes
     }
 
-    /// The scores (x − μ)·W + ȳ of every label set's probe on the examples `rows`, [rows, Σ classes], computed
-    /// as ((XᵀX + λI)⁻¹ (x − μ)ᵀ)ᵀ XᵀY: the solve runs on the held-out rows, not on every class's column, which
-    /// is the cheaper side whenever a fold holds out fewer examples than there are classes in all label sets.
+    /// The scores (x − μ)·W + ȳ of every label set's probe on the examples `rows`, [Σ classes, rows] (column r:
+    /// example r's scores, contiguous), computed as XᵀYᵀ (XᵀX + λI)⁻¹ (x − μ)ᵀ: the solve runs on the held-out
+    /// rows, not on every class's column, which is the cheaper side whenever a fold holds out fewer examples
+    /// than there are classes in all label sets.
     fn scores(&self, features: &[f32], rows: &[usize]) -> Mat<f64> {
         let d = self.mean.len();
         let held_out = Mat::<f64>::from_fn(d, rows.len(), |j, r| {
             f64::from(features[rows[r] * d + j]) - self.mean[j]
         });
         let solved = self.llt.solve(&held_out);
-        let mut scores = solved.transpose() * self.rhs();
-        for (col, &frequency) in self.frequency.iter().enumerate() {
-            for r in 0..rows.len() {
-                scores[(r, col)] += frequency;
+        let mut scores = self.rhs().transpose() * solved;
+        for r in 0..rows.len() {
+            for (s, f) in scores.col_as_slice_mut(r).iter_mut().zip(&self.frequency) {
+                *s += f;
             }
         }
         scores
@@ -284,7 +305,13 @@ impl<'a> Folds<'a> {
             .collect();
         let mut rows: Vec<usize> = parts.iter().flat_map(|p| p.rows.iter().copied()).collect();
         rows.sort_unstable();
-        let mean = mean(self.features, self.d, &rows);
+        let mut total = vec![0.0f64; self.d];
+        for part in &parts {
+            for (t, s) in total.iter_mut().zip(&part.sum) {
+                *t += s;
+            }
+        }
+        let mean = divided(&total, rows.len());
         let gram = union_gram(&parts, &mean);
         Factored::new(self.features, self.d, &rows, mean, gram, label_sets, alpha)
     }
@@ -311,18 +338,13 @@ impl<'a> Folds<'a> {
             let scores = self
                 .factored(Some(fold), label_sets, alpha)?
                 .scores(self.features, test);
-            let mut offset = 0;
-            for (set, hits) in label_sets.iter().zip(&mut correct) {
-                let classes = set.n_classes;
-                *hits += test
-                    .iter()
-                    .enumerate()
-                    .filter(|&(r, &i)| {
-                        let row = (0..classes).map(|c| scores[(r, offset + c)]);
-                        argmax(row) as u32 == set.labels[i]
-                    })
-                    .count();
-                offset += classes;
+            for (r, &i) in test.iter().enumerate() {
+                let mut rest = scores.col_as_slice(r);
+                for (set, hits) in label_sets.iter().zip(&mut correct) {
+                    let (own, next) = rest.split_at(set.n_classes);
+                    *hits += usize::from(argmax(own.iter().copied()) as u32 == set.labels[i]);
+                    rest = next;
+                }
             }
         }
         Ok(correct
