@@ -67,7 +67,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// Number of coordinates of the output projection.
 pub const PROJECTION_DIM: usize = 32;
 // One draw of 64 bits gives every coordinate's sign, eight at a time.
-const _: () = assert!(PROJECTION_DIM % 8 == 0 && PROJECTION_DIM <= 64);
+const _: () = assert!(PROJECTION_DIM.is_multiple_of(8) && PROJECTION_DIM <= 64);
 
 /// The signs of [`output_projection`] for each byte of a draw: entry b, sign k is +1 where bit k of b is set.
 static SIGNS: [[f64; 8]; 256] = {
