@@ -6,7 +6,7 @@
 //! groups), rewritten the same way after every checkpoint. A kill therefore loses at most the checkpoint
 //! being written, never a completed one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayViewD, IxDyn};
@@ -98,13 +98,20 @@ impl ActivationStore {
         let file = hdf5::File::create(path)?;
         self.write_file_attrs(&file)?;
         file.new_attr::<u64>().create("step")?.write_scalar(&step)?;
+        // Each group opened once per file, not once per array in it.
+        let mut groups: HashMap<String, hdf5::Group> = HashMap::new();
         for stored in arrays {
             let shape = &stored.array.shape;
             let view = ArrayViewD::from_shape(IxDyn(shape), &stored.array.data)
                 .map_err(|e| hdf5::Error::from(e.to_string()))?;
             let path = stored.name.to_string();
             let (parent, leaf) = match path.rsplit_once('/') {
-                Some((groups, leaf)) => (ensure_group(&file, groups)?, leaf),
+                Some((group, leaf)) => {
+                    if !groups.contains_key(group) {
+                        groups.insert(group.to_owned(), ensure_group(&file, group)?);
+                    }
+                    (groups[group].clone(), leaf)
+                }
                 None => ((*file).clone(), path.as_str()),
             };
             let mut builder = parent.new_dataset_builder().obj_track_times(false);
