@@ -228,7 +228,7 @@ impl Factored {
     }
 
     /// The scores (x − μ)·W + ȳ of every label set's probe on the examples `rows`, [Σ classes, rows] (column r:
-    /// example r's scores, contiguous), computed as XᵀYᵀ (XᵀX + λI)⁻¹ (x − μ)ᵀ: the solve runs on the held-out
+    /// example r's scores, contiguous), computed as (XᵀY)ᵀ (XᵀX + λI)⁻¹ (x − μ)ᵀ: the solve runs on the held-out
     /// rows, not on every class's column, which is the cheaper side whenever a fold holds out fewer examples
     /// than there are classes in all label sets.
     fn scores(&self, features: &[f32], rows: &[usize]) -> Mat<f64> {
