@@ -34,7 +34,7 @@ impl Analyzer {
                 seq_len: pattern.shape[2],
                 tokens: &probe.examples.tokens,
                 keys: &keys,
-                detectors: &self.head_detectors,
+                detections: &self.head_detections,
                 induction_repeat: self.induction_repeat.as_deref(),
             });
             let z = hook(&message.hooks, HookName::Z(layer));

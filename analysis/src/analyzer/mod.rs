@@ -25,7 +25,7 @@ use host::names::{AttnWeight, Component, ParamName};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use trainer::tasks::{Declared, HeadDetector, ProgressMeasure};
+use trainer::tasks::{Declared, ProgressMeasure};
 
 use probes::ProbeSet;
 use probes::control_task::control_labels;
@@ -45,7 +45,7 @@ use crate::metrics::composition::{circuit, k_composition};
 use crate::metrics::dynamics::{
     cosine, frobenius_norm, js_divergence, linear_cka, output_projection, relative_update,
 };
-use crate::metrics::heads::{HeadInput, head_metrics};
+use crate::metrics::heads::{Detections, HeadInput, head_metrics};
 use crate::metrics::mlp::{active_fraction, head_output_norms, norm};
 use crate::metrics::progress::{ProgressInput, progress};
 use crate::metrics::residual::{ProbeScore, ProbeTargets, probe_boundary};
@@ -66,7 +66,8 @@ pub struct Analyzer {
     run_id: String,
     probe: Arc<ProbeSet>,
     induction_repeat: Option<Vec<usize>>,
-    head_detectors: Vec<HeadDetector>,
+    /// The declared head detectors' patterns on the probe set.
+    head_detections: Detections,
     progress_measures: Vec<ProgressMeasure>,
     /// The Fourier grid's size and train inputs, for the grid capture's progress measures.
     fourier: Option<(usize, Vec<usize>)>,
@@ -113,6 +114,11 @@ impl Analyzer {
                     .collect()
             })
             .collect();
+        let head_detections = Detections::new(
+            &declared.head_detectors,
+            &probe.examples.tokens,
+            probe.examples.seq_len,
+        );
         let probe_targets = ProbeTargets {
             key_names: probe.key_positions.iter().map(|k| k.name.clone()).collect(),
             targets: probe.targets.clone(),
@@ -124,7 +130,7 @@ impl Analyzer {
             run_id,
             probe,
             induction_repeat,
-            head_detectors: declared.head_detectors.clone(),
+            head_detections,
             progress_measures: declared.progress_measures.clone(),
             fourier: declared
                 .fourier_grid

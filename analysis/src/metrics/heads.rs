@@ -156,6 +156,35 @@ pub struct HeadMetrics {
     pub scores: std::collections::BTreeMap<String, f64>,
 }
 
+/// Each detector's pattern on every example of a probe set, as the positions of its ones (the previous-token
+/// pattern, the same for all examples, once): they depend on the tokens only, so a run computes them once.
+pub struct Detections(Vec<(HeadDetector, Vec<Vec<usize>>)>);
+
+impl Detections {
+    /// The patterns of `detectors` on `tokens` [n, seq_len].
+    pub fn new(detectors: &[HeadDetector], tokens: &[u32], seq_len: usize) -> Self {
+        let t = seq_len.max(1);
+        let examples = || tokens.chunks_exact(t);
+        Self(
+            detectors
+                .iter()
+                .map(|&d| {
+                    let per_example = match d {
+                        HeadDetector::PreviousTokenHead => vec![ones(&previous_token_pattern(t))],
+                        HeadDetector::DuplicateTokenHead => examples()
+                            .map(|toks| ones(&duplicate_token_pattern(toks)))
+                            .collect(),
+                        HeadDetector::InductionHead => examples()
+                            .map(|toks| ones(&induction_pattern(toks)))
+                            .collect(),
+                    };
+                    (d, per_example)
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Inputs of [`head_metrics`]: one layer's patterns `[n, head, T, T]` and the probe set's tokens `[n, T]`.
 pub struct HeadInput<'a> {
     pub pattern: &'a [f32],
@@ -164,8 +193,8 @@ pub struct HeadInput<'a> {
     pub tokens: &'a [u32],
     /// Named key positions, one value per example.
     pub keys: &'a [(&'a str, &'a [u32])],
-    /// The TransformerLens detector patterns to score every head against.
-    pub detectors: &'a [HeadDetector],
+    /// The TransformerLens detector patterns to score every head against, on these tokens.
+    pub detections: &'a Detections,
     /// For induction, each example's repeat length (enables Olsson et al.'s induction score).
     pub induction_repeat: Option<&'a [usize]>,
 }
@@ -190,24 +219,7 @@ fn detector_score_at(pattern: &[f32], total: f64, ones: &[usize]) -> f64 {
 pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
     let t = input.seq_len;
     let n = input.tokens.len() / t;
-    // Each detector's pattern per example, as the positions of its ones (the previous-token pattern is the
-    // same for all examples).
-    let patterns: Vec<(HeadDetector, Vec<Vec<usize>>)> = input
-        .detectors
-        .iter()
-        .map(|&d| {
-            let per_example = match d {
-                HeadDetector::PreviousTokenHead => vec![ones(&previous_token_pattern(t))],
-                HeadDetector::DuplicateTokenHead => (0..n)
-                    .map(|i| ones(&duplicate_token_pattern(&input.tokens[i * t..(i + 1) * t])))
-                    .collect(),
-                HeadDetector::InductionHead => (0..n)
-                    .map(|i| ones(&induction_pattern(&input.tokens[i * t..(i + 1) * t])))
-                    .collect(),
-            };
-            (d, per_example)
-        })
-        .collect();
+    let patterns = &input.detections.0;
     (0..input.n_heads)
         .map(|h| {
             let pattern = |i: usize| &input.pattern[(i * input.n_heads + h) * t * t..][..t * t];
@@ -230,7 +242,7 @@ pub fn head_metrics(input: &HeadInput<'_>) -> Vec<HeadMetrics> {
                 let totals: Vec<f64> = (0..n)
                     .map(|i| pattern(i).iter().map(|&a| f64::from(a)).sum())
                     .collect();
-                for (detector, per_example) in &patterns {
+                for (detector, per_example) in patterns {
                     let detection = |i: usize| &per_example[i.min(per_example.len() - 1)];
                     scores.insert(
                         detector.name().to_owned(),
@@ -289,7 +301,7 @@ mod aggregate_tests {
             seq_len: t,
             tokens: &tokens,
             keys: &[],
-            detectors: &detectors,
+            detections: &Detections::new(&detectors, &tokens, t),
             induction_repeat: None,
         });
         for (h, metrics) in metrics.iter().enumerate() {
@@ -322,10 +334,14 @@ mod aggregate_tests {
             seq_len: 3,
             tokens: &[5, 6, 5],
             keys: &[],
-            detectors: &[
-                HeadDetector::PreviousTokenHead,
-                HeadDetector::DuplicateTokenHead,
-            ],
+            detections: &Detections::new(
+                &[
+                    HeadDetector::PreviousTokenHead,
+                    HeadDetector::DuplicateTokenHead,
+                ],
+                &[5, 6, 5],
+                3,
+            ),
             induction_repeat: None,
         });
         let scores = &metrics[0].scores;
@@ -346,7 +362,7 @@ mod aggregate_tests {
             seq_len: 2,
             tokens: &[3, 4],
             keys: &[("a", &[0]), ("eq", &[1])],
-            detectors: &[],
+            detections: &Detections::new(&[], &[3, 4], 2),
             induction_repeat: None,
         });
         assert_eq!(metrics[0].attn["eq_to_a"], 1.0);
