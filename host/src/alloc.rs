@@ -47,8 +47,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// analysis: by default glibc maps blocks from 128 KiB up afresh until its threshold adapts, and hands the top
 /// of a thread's heap back as soon as 128 KiB–32 MiB of it is free, so every checkpoint faulted its capture's
 /// activations in again, zeroed (15 % of the sidecar's profile on sparse parity, 230 000 minor faults in a
-/// 28-checkpoint sweep). Blocks up to 32 MiB now come from the heap and up to 64 MiB of its free top is kept:
-/// 16 000 faults, the capture forward 46 → 29 ms per checkpoint, peak RSS of that sweep 94 → 99 MB.
+/// 28-checkpoint sweep). Blocks up to 16 MiB now come from the heap and up to 32 MiB of its free top is kept:
+/// 16 000 faults, the capture forward 46 → 29 ms per checkpoint, peak RSS of that sweep 94 → 97 MB. Larger
+/// blocks (the Fourier grid's 26 MB arrays on the reference) are still mapped and returned at once: with 32 /
+/// 64 MiB, `train --analyze` of the reference with `fourier_progress` peaked at 194–204 MB against 183–194 MB
+/// with glibc's defaults; with 16 / 32 MiB at 180–190 MB.
 /// `GLIBC_TUNABLES` in the environment still decides when it is set. Both binaries call this first thing in
 /// `main`.
 pub fn hold_freed_pages() {
@@ -61,8 +64,8 @@ pub fn hold_freed_pages() {
         // SAFETY: mallopt takes no pointers; it sets two of the allocator's parameters, before any other
         // thread exists.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
         }
     }
 }
