@@ -48,7 +48,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// of a thread's heap back as soon as 128 KiB–32 MiB of it is free, so every checkpoint faulted its capture's
 /// activations in again, zeroed (15 % of the sidecar's profile on sparse parity, 230 000 minor faults in a
 /// 28-checkpoint sweep). Blocks up to 16 MiB now come from the heap and up to 32 MiB of its free top is kept:
-/// 16 000 faults, the capture forward 46 → 29 ms per checkpoint, peak RSS of that sweep 94 → 97 MB. Larger
+/// 16 000 faults, the capture forward 46 → 29 ms per checkpoint, peak RSS of that sweep 94 → 97–99 MB. Larger
 /// blocks (the Fourier grid's 26 MB arrays on the reference) are still mapped and returned at once: with 32 /
 /// 64 MiB, `train --analyze` of the reference with `fourier_progress` peaked at 194–204 MB against 183–194 MB
 /// with glibc's defaults; with 16 / 32 MiB at 180–190 MB.
