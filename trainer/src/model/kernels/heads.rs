@@ -8,7 +8,7 @@
 //! a fixed order, so results do not depend on the number of threads or on the instruction set.
 
 use super::chunks::par_zeroed_chunks;
-use super::exp::exp_in_place;
+use super::exp::{Lookup, exp_in_place};
 use super::isa::{Isa, compiled_for_isa};
 
 /// The sizes of one attention call.
@@ -186,9 +186,10 @@ fn forward_row(
             );
             for (i, row) in scores.chunks_exact_mut(n_k).take(rows).enumerate() {
                 let (own, past) = row[..end].split_at_mut(ends[i0 + i]);
-                softmax_visible(own, &hidden[(i0 + i) * n_k..][..own.len()], exp);
+                exp_visible(own, &hidden[(i0 + i) * n_k..][..own.len()], exp);
                 past.fill(0.0);
             }
+            normalize_rows(&mut scores[..rows * n_k], n_k, end);
             mat_mul(
                 Mat::new(&pattern[i0 * n_k..], n_k),
                 Mat::new(&v[dims.at(0, h)..], stride),
@@ -392,29 +393,29 @@ fn row_block<const R: usize>(
     i0: usize,
     cols: usize,
 ) {
-    let a_rows: [Mat; R] = std::array::from_fn(|i| Mat {
-        data: &a.data[(i0 + i) * a.stride..][..(inner * a.step).saturating_sub(a.step - 1)],
+    let a = Mat {
+        data: &a.data[i0 * a.stride..],
         ..a
-    });
+    };
     let mut c0 = 0;
     while c0 + BLOCKS * LANES <= cols {
-        tile::<R, BLOCKS>(a_rows, (m, c0), inner, out, [i0, c0], BLOCKS * LANES);
+        tile::<R, BLOCKS>(a, (m, c0), inner, out, [i0, c0], BLOCKS * LANES);
         c0 += BLOCKS * LANES;
     }
     if c0 + LANES <= cols {
-        tile::<R, 1>(a_rows, (m, c0), inner, out, [i0, c0], LANES);
+        tile::<R, 1>(a, (m, c0), inner, out, [i0, c0], LANES);
         c0 += LANES;
     }
     if c0 < cols {
-        tile::<R, 1>(a_rows, (tail, 0), inner, out, [i0, c0], cols - c0);
+        tile::<R, 1>(a, (tail, 0), inner, out, [i0, c0], cols - c0);
     }
 }
 
 /// `R` rows × `N` blocks of [`LANES`] outputs from row `i0`, column `c0`, of which the first `width` are
-/// written; `a_rows` are the rows themselves, `m` is read from its column `m_c0`.
+/// written; `a`'s first `R` rows are the tile's, `m` is read from its column `m_c0`.
 #[inline(always)]
 fn tile<const R: usize, const N: usize>(
-    a_rows: [Mat; R],
+    a: Mat,
     (m, m_c0): (Mat, usize),
     inner: usize,
     out: &mut MatMut,
@@ -422,13 +423,22 @@ fn tile<const R: usize, const N: usize>(
     width: usize,
 ) {
     let mut acc = [[[0.0f32; LANES]; N]; R];
-    for r in 0..inner {
-        let m_r = &m.data[r * m.stride + m_c0..][..N * LANES];
-        for (acc, a) in acc.iter_mut().zip(&a_rows) {
-            let a_r = a.data[r * a.step];
-            for (acc, m) in acc.iter_mut().zip(m_r.chunks_exact(LANES)) {
-                for (acc, &m) in acc.iter_mut().zip(m) {
-                    *acc += a_r * m;
+    if inner > 0 {
+        // Every read below is in bounds: the furthest ones are checked here, once, instead of in the loop
+        // (where the checks and the rows' slices held in memory made the tile wait on loads).
+        assert!((R - 1) * a.stride + (inner - 1) * a.step < a.data.len());
+        assert!((inner - 1) * m.stride + m_c0 + N * LANES <= m.data.len());
+        let (a_data, m_data) = (a.data.as_ptr(), m.data.as_ptr());
+        for r in 0..inner {
+            // SAFETY: r < inner, so these are within the bounds asserted above.
+            let m_r = unsafe { &*m_data.add(r * m.stride + m_c0).cast::<[[f32; LANES]; N]>() };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: i < R and r < inner, within the bound asserted above.
+                let a_r = unsafe { *a_data.add(i * a.stride + r * a.step) };
+                for (acc, m) in acc.iter_mut().zip(m_r) {
+                    for (acc, &m) in acc.iter_mut().zip(m) {
+                        *acc += a_r * m;
+                    }
                 }
             }
         }
@@ -444,18 +454,21 @@ fn tile<const R: usize, const N: usize>(
 /// Head `h` of one batch row of `x` [n, head, d_head] as `out` [d_head, n].
 #[inline(always)]
 fn transpose_head(dims: HeadDims, x: &[f32], h: usize, n: usize, out: &mut [f32]) {
-    for j in 0..n {
-        for (d, &value) in x[dims.at(j, h)..][..dims.d_head].iter().enumerate() {
-            out[d * n + j] = value;
+    let stride = dims.heads * dims.d_head;
+    let x = &x[dims.at(0, h)..];
+    for (d, out) in out.chunks_exact_mut(n).take(dims.d_head).enumerate() {
+        for (out, &value) in out.iter_mut().zip(x[d..].iter().step_by(stride)) {
+            *out = value;
         }
     }
 }
 
-/// How [`softmax_visible`] takes e^x: [`exp_in_place`]'s lanes (which keep to `f32::exp` on platforms where
-/// they would not have its bits), or `f32::exp` one element at a time.
+/// How [`exp_visible`] takes e^x: [`exp_in_place`]'s lanes (which keep to `f32::exp` on platforms where they
+/// would not have its bits), reading its table as the instruction set allows, or `f32::exp` one element at a
+/// time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Exp {
-    Lanes,
+    Lanes(Lookup),
     Libm,
 }
 
@@ -463,41 +476,72 @@ impl Exp {
     /// [`Exp::Lanes`] with AVX2 or AVX-512 (so with FMA, where glibc's `expf` is the function they repeat).
     fn for_isa(isa: Isa) -> Self {
         if isa != Isa::Baseline {
-            Self::Lanes
+            Self::Lanes(Lookup::for_isa(isa))
         } else {
             Self::Libm
         }
     }
 }
 
-/// Scores → softmax over the keys not `hidden`, in place; hidden keys get 0. The sum runs in key order.
+/// Scores → e^(score − max) over the keys not `hidden` (the max over those keys), in place; hidden keys get 0.
+/// [`normalize_rows`] then divides by the sums: together, the softmax over the visible keys.
 #[inline(always)]
-fn softmax_visible(row: &mut [f32], hidden: &[bool], exp: Exp) {
-    let max = row
-        .iter()
-        .zip(hidden)
-        .filter(|(_, h)| !**h)
-        .map(|(&s, _)| s)
-        .fold(f32::NEG_INFINITY, f32::max);
+fn exp_visible(row: &mut [f32], hidden: &[bool], exp: Exp) {
+    // The max does not depend on the order it is taken in (NaNs are skipped either way, and the sign of a zero
+    // max changes no e^(s − max)), so LANES running maxima.
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for (s, h) in row.chunks(LANES).zip(hidden.chunks(LANES)) {
+        for ((m, &s), &h) in lanes.iter_mut().zip(s).zip(h) {
+            *m = m.max(if h { f32::NEG_INFINITY } else { s });
+        }
+    }
+    let max = lanes.into_iter().fold(f32::NEG_INFINITY, f32::max);
     // Hidden keys go in as 0 (any finite value would do) and come out as 0.
     for (s, &h) in row.iter_mut().zip(hidden) {
         *s = if h { 0.0 } else { *s - max };
     }
     match exp {
-        Exp::Lanes => exp_in_place(row),
+        Exp::Lanes(lookup) => exp_in_place(row, lookup),
         Exp::Libm => row.iter_mut().for_each(|s| *s = s.exp()),
     }
-    let mut sum = 0.0f32;
     for (s, &h) in row.iter_mut().zip(hidden) {
         if h {
             *s = 0.0;
         }
-        sum += *s;
     }
-    if sum > 0.0 {
-        let inv = 1.0 / sum;
-        for s in row.iter_mut() {
-            *s *= inv;
+}
+
+/// Each row of `rows` [_, n_k] divided by its sum over its first `end` keys (left as it is where that sum is 0).
+/// Each sum runs in key order; the rows' sums run side by side, [`ROWS`] independent chains of additions.
+#[inline(always)]
+fn normalize_rows(rows: &mut [f32], n_k: usize, end: usize) {
+    let mut groups = rows.chunks_exact_mut(n_k * ROWS);
+    for group in &mut groups {
+        normalize_group::<ROWS>(group, n_k, end);
+    }
+    for row in groups.into_remainder().chunks_exact_mut(n_k) {
+        normalize_group::<1>(row, n_k, end);
+    }
+}
+
+/// [`normalize_rows`] on `R` rows.
+#[inline(always)]
+fn normalize_group<const R: usize>(rows: &mut [f32], n_k: usize, end: usize) {
+    let mut sums = [0.0f32; R];
+    {
+        let rows: [&[f32]; R] = std::array::from_fn(|r| &rows[r * n_k..][..end]);
+        for j in 0..end {
+            for (sum, row) in sums.iter_mut().zip(&rows) {
+                *sum += row[j];
+            }
+        }
+    }
+    for (row, sum) in rows.chunks_exact_mut(n_k).zip(sums) {
+        if sum > 0.0 {
+            let inv = 1.0 / sum;
+            for s in &mut row[..end] {
+                *s *= inv;
+            }
         }
     }
 }

@@ -5,7 +5,8 @@
 //! fuse a multiply into an add themselves (Rust never contracts `a * b + c`) and keep every sum's order, so every
 //! instruction set gives the same bits (each kernel has a test that checks it); the wider ones only run more
 //! lanes at once. The one explicit fusion is `exp`'s, which repeats glibc's `__expf_fma` and is used where
-//! glibc would pick that function itself: with AVX2 and FMA.
+//! glibc would pick that function itself: with AVX2 and FMA; and the one explicit instruction is `exp`'s table
+//! lookup with AVX-512 (`vpermt2q`, where the compiler would gather from memory).
 
 /// An instruction set a kernel's loop can run with.
 #[derive(Debug, Clone, Copy, PartialEq)]
