@@ -162,7 +162,7 @@ fn forward_row(
     let stride = dims.heads * d_head;
     let ends: Vec<usize> = hidden
         .chunks_exact(n_k.max(1))
-        .map(|hidden| visible_end(hidden.iter().map(|&h| !h), n_k))
+        .map(|hidden| visible_end(hidden, |h: bool| !h))
         .collect();
     // kᵀ of one head [d_head, n_k] and its queries, scaled [n_q, d_head].
     let mut k_t = vec![0.0f32; d_head * n_k];
@@ -223,7 +223,7 @@ fn backward_row(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f
         transpose_head(dims, v, h, n_k, &mut v_t);
         let p_h = &pattern[h * n_q * n_k..][..n_q * n_k];
         for (end, p) in ends.iter_mut().zip(p_h.chunks_exact(n_k.max(1))) {
-            *end = visible_end(p.iter().map(|&p| p != 0.0), n_k);
+            *end = visible_end(p, |p: f32| p != 0.0);
         }
         for (i0, rows, end) in query_groups(&ends) {
             let ds = &mut ds[i0 * n_k..];
@@ -287,13 +287,13 @@ const BLOCKS: usize = 2;
 const ROWS: usize = 4;
 
 /// How many keys a row needs: through the last one that is `visible` (or has weight), rounded up to whole
-/// [`LANES`] blocks (at most `n_k`). The keys past it are a query's future: they get no score and no gradient.
-fn visible_end(
-    mut visible: impl DoubleEndedIterator<Item = bool> + ExactSizeIterator,
-    n_k: usize,
-) -> usize {
-    let end = visible.rposition(|v| v).map_or(0, |j| j + 1);
-    end.div_ceil(LANES).saturating_mul(LANES).min(n_k)
+/// [`LANES`] blocks (at most the row's length). The keys past it are a query's future: they get no score and
+/// no gradient. Whole blocks are tested at once, from the last.
+#[inline(always)]
+fn visible_end<T: Copy>(row: &[T], visible: impl Fn(T) -> bool) -> usize {
+    row.chunks(LANES)
+        .rposition(|block| block.iter().fold(false, |any, &x| any | visible(x)))
+        .map_or(0, |b| ((b + 1) * LANES).min(row.len()))
 }
 
 /// The queries [`ROWS`] at a time, given each one's [`visible_end`]: (first query, how many, the keys the
