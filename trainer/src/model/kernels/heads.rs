@@ -424,17 +424,22 @@ fn tile<const R: usize, const N: usize>(
 ) {
     let mut acc = [[[0.0f32; LANES]; N]; R];
     if inner > 0 {
-        // Every read below is in bounds: the furthest ones are checked here, once, instead of in the loop
-        // (where the checks and the rows' slices held in memory made the tile wait on loads).
+        // Every read below is in bounds: the furthest ones are checked here, once, instead of at every
+        // element in the loop (where the checks made the tile wait).
         assert!((R - 1) * a.stride + (inner - 1) * a.step < a.data.len());
         assert!((inner - 1) * m.stride + m_c0 + N * LANES <= m.data.len());
-        let (a_data, m_data) = (a.data.as_ptr(), m.data.as_ptr());
+        let a_rows: [&[f32]; R] = std::array::from_fn(|i| &a.data[i * a.stride..]);
         for r in 0..inner {
-            // SAFETY: r < inner, so these are within the bounds asserted above.
-            let m_r = unsafe { &*m_data.add(r * m.stride + m_c0).cast::<[[f32; LANES]; N]>() };
-            for (i, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: i < R and r < inner, within the bound asserted above.
-                let a_r = unsafe { *a_data.add(i * a.stride + r * a.step) };
+            // SAFETY: r < inner: within the bound asserted above.
+            let m_r = unsafe {
+                &*m.data
+                    .as_ptr()
+                    .add(r * m.stride + m_c0)
+                    .cast::<[[f32; LANES]; N]>()
+            };
+            for (acc, a_row) in acc.iter_mut().zip(&a_rows) {
+                // SAFETY: r < inner and the row is one of the first R: within the bound asserted above.
+                let a_r = unsafe { *a_row.get_unchecked(r * a.step) };
                 for (acc, m) in acc.iter_mut().zip(m_r) {
                     for (acc, &m) in acc.iter_mut().zip(m) {
                         *acc += a_r * m;
