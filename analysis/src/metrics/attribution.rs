@@ -110,8 +110,24 @@ fn along_directions(w: &[f32], d: usize, dirs: &[Direction]) -> Mat<f64> {
     w * Mat::<f64>::from_fn(d, dirs.len(), |j, k| dirs[k].u[j])
 }
 
+/// Σ_j x_j · u_j in f64, as four partial sums over j mod 4 (each in order of j) added at the end: four
+/// independent chains of additions where one would wait on each addition (the attribution's loop over every
+/// example × answer was bound by that). It differs from the in-order sum in the last bits only.
 fn dot(x: &[f32], u: &[f64]) -> f64 {
-    x.iter().zip(u).map(|(&a, b)| f64::from(a) * b).sum()
+    let mut partial = [0.0f64; 4];
+    let (mut x4, mut u4) = (x.chunks_exact(4), u.chunks_exact(4));
+    for (x4, u4) in (&mut x4).zip(&mut u4) {
+        for ((sum, &x), u) in partial.iter_mut().zip(x4).zip(u4) {
+            *sum += f64::from(x) * u;
+        }
+    }
+    let rest: f64 = x4
+        .remainder()
+        .iter()
+        .zip(u4.remainder())
+        .map(|(&x, u)| f64::from(x) * u)
+        .sum();
+    (partial[0] + partial[1]) + (partial[2] + partial[3]) + rest
 }
 
 /// Host arrays of one checkpoint that attribution reads; shapes in the comments, all row-major.
@@ -199,11 +215,7 @@ pub fn direct_logit_attribution(input: &AttributionInput<'_>) -> Attribution {
             let dh = layer.d_head;
             for h in 0..layer.n_heads {
                 let z = &layer.z[((i * seq + t) * layer.n_heads + h) * dh..][..dh];
-                let write: f64 = z
-                    .iter()
-                    .enumerate()
-                    .map(|(e, &ze)| f64::from(ze) * w_o_u[l][(h * dh + e, k)])
-                    .sum();
+                let write = dot(z, &w_o_u[l].col_as_slice(k)[h * dh..][..dh]);
                 out.heads[l][h] += weight * write;
             }
             out.attn_bias[l] += weight * dot(layer.b_o, u);
@@ -251,6 +263,17 @@ mod tests {
     use host::names::{AttnWeight, ParamName};
     use trainer::config::{Activation, Normalization};
     use trainer::model::{HookName, HostArray, ModelDims, Transformer, int_tensor};
+
+    /// The four partial sums and the remainder add up to the dot product: 1·1 + 2·0.5 + … worked by hand.
+    #[test]
+    fn dot_adds_every_product_once() {
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let u = [1.0, 0.5, -1.0, 0.25, 2.0, -0.5];
+        // 1 + 1 − 3 + 1 + 10 − 3 = 7
+        assert_eq!(dot(&x, &u), 7.0);
+        assert_eq!(dot(&x[..3], &u[..3]), -1.0);
+        assert_eq!(dot(&[], &[]), 0.0);
+    }
 
     /// Every component's attribution, from a real capture of a random 2-layer model, sums to the measured
     /// logit[c] − mean logit: the decomposition is complete, with and without LayerNorm.
