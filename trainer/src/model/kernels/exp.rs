@@ -64,37 +64,52 @@ const TABLE: [u64; 32] = [
     0x3fefd0765b6e4540,
 ];
 
-/// How [`exp_in_place`]'s lanes read 2^(k/N) from [`TABLE`]: by index (the compiler gathers the lanes' entries
-/// from memory), or by permuting the table held in four AVX-512 registers, two permutes and a blend per eight
-/// lanes (on the Zen 4 the gather was most of the forward's e^x). The same entries either way, so the same bits.
+/// How [`exp_in_place`] takes e^x on an instruction set: `f32::exp` one element at a time, or the lanes with
+/// their table read as that instruction set allows ([`Lookup`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Lookup {
-    Indexed,
-    /// Only where the CPU has AVX-512F ([`Lookup::for_isa`]).
-    #[cfg(target_arch = "x86_64")]
-    Permuted,
+pub(super) enum Exp {
+    Libm,
+    Lanes(Lookup),
 }
 
-impl Lookup {
-    /// [`Lookup::Permuted`] with AVX-512, else [`Lookup::Indexed`].
+impl Exp {
+    /// [`Exp::Lanes`] with AVX2 or AVX-512 (so with FMA, where glibc's `expf` is the function they repeat), the
+    /// table permuted with AVX-512; [`Exp::Libm`] on the baseline.
     pub(super) fn for_isa(isa: Isa) -> Self {
         match isa {
+            Isa::Baseline => Self::Libm,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => Self::Permuted,
-            _ => Self::Indexed,
+            Isa::Avx2 => Self::Lanes(Lookup::Indexed),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Self::Lanes(Lookup::Permuted),
         }
     }
 }
 
-/// e^x of every element of `xs`, in place, with the bits of `f32::exp` where [`MATCHES_LIBM`] (elsewhere it is
-/// `f32::exp`). Inline into a function compiled with FMA, or each fused multiply-add is a call; `lookup` must
-/// be one [`Lookup::for_isa`] allows for the instruction set that function is compiled for.
+/// How the lanes read 2^(k/N) from [`TABLE`]: by index (the compiler gathers the lanes' entries from memory),
+/// or by permuting the table held in four AVX-512 registers, two permutes and a blend per eight lanes (on the
+/// Zen 4 the gather was most of the forward's e^x). The same entries either way, so the same bits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Lookup {
+    Indexed,
+    /// Only where the CPU has AVX-512F ([`Exp::for_isa`]).
+    #[cfg(target_arch = "x86_64")]
+    Permuted,
+}
+
+/// e^x of every element of `xs`, in place, `exp`'s way: the lanes have the bits of `f32::exp` where
+/// [`MATCHES_LIBM`] (elsewhere they are `f32::exp`). Inline into a function compiled with FMA, or each fused
+/// multiply-add is a call; `exp` must be one [`Exp::for_isa`] allows for the instruction set that function is
+/// compiled for ([`Lookup::Permuted`] only with AVX-512).
 #[inline(always)]
-pub(super) fn exp_in_place(xs: &mut [f32], lookup: Lookup) {
-    if !MATCHES_LIBM {
-        xs.iter_mut().for_each(|x| *x = x.exp());
-        return;
-    }
+pub(super) fn exp_in_place(xs: &mut [f32], exp: Exp) {
+    let lookup = match exp {
+        Exp::Lanes(lookup) if MATCHES_LIBM => lookup,
+        _ => {
+            xs.iter_mut().for_each(|x| *x = x.exp());
+            return;
+        }
+    };
     let mut chunks = xs.chunks_exact_mut(LANES);
     for chunk in &mut chunks {
         let chunk: &mut [f32; LANES] = chunk.try_into().expect("chunks_exact gives LANES");
@@ -140,7 +155,7 @@ fn lanes<const W: usize>(xs: [f32; W], lookup: Lookup) -> [f32; W] {
             }
             entries
         }
-        // SAFETY: `Lookup::for_isa` gives `Permuted` only for AVX-512, which `Isa::detect` found on this CPU.
+        // SAFETY: `Exp::for_isa` gives `Permuted` only for AVX-512, which `Isa::detect` found on this CPU.
         #[cfg(target_arch = "x86_64")]
         Lookup::Permuted => unsafe { permuted(&ki) },
     };
@@ -230,7 +245,7 @@ mod tests {
 
     compiled_for_isa! {
         /// [`exp_in_place`] compiled for `isa`.
-        fn exp_on(xs: &mut [f32], lookup: Lookup) => exp_in_place
+        fn exp_on(xs: &mut [f32], exp: Exp) => exp_in_place
     }
 
     /// Whether glibc's `expf` here is `__expf_fma`, the function [`exp_in_place`] repeats (and so the ISAs
@@ -257,26 +272,27 @@ mod tests {
 
     fn check(inputs: &[f32]) {
         let expected: Vec<f32> = inputs.iter().map(|x| x.exp()).collect();
+        // The lanes on every instruction set (the baseline's too), and what each one uses.
         let runs = Isa::all_available().into_iter().flat_map(|isa| {
-            let mut lookups = vec![Lookup::Indexed, Lookup::for_isa(isa)];
-            lookups.dedup();
-            lookups.into_iter().map(move |lookup| (isa, lookup))
+            let mut ways = vec![Exp::Lanes(Lookup::Indexed), Exp::for_isa(isa)];
+            ways.dedup();
+            ways.into_iter().map(move |exp| (isa, exp))
         });
-        for (isa, lookup) in runs {
+        for (isa, exp) in runs {
             let mut got = inputs.to_vec();
             for piece in got.chunks_mut(1 << 12) {
                 for (start, len) in [(0, 1), (1, 15), (16, 17)] {
                     if start + len <= piece.len() {
-                        exp_on(isa, &mut piece[start..][..len], lookup);
+                        exp_on(isa, &mut piece[start..][..len], exp);
                     }
                 }
                 let done = 33.min(piece.len());
-                exp_on(isa, &mut piece[done..], lookup);
+                exp_on(isa, &mut piece[done..], exp);
             }
             for ((x, e), g) in inputs.iter().zip(&expected).zip(&got) {
                 assert!(
                     e.to_bits() == g.to_bits() || (e.is_nan() && g.is_nan()),
-                    "{isa:?}, {lookup:?}: exp({x:e} = {:#010x}) = {e:e} by libm, {g:e} here",
+                    "{isa:?}, {exp:?}: exp({x:e} = {:#010x}) = {e:e} by libm, {g:e} here",
                     x.to_bits()
                 );
             }
@@ -327,10 +343,10 @@ mod tests {
             -7.25,
         ];
         let expected = xs.map(f32::exp);
-        exp_in_place(&mut xs, Lookup::Indexed);
+        exp_in_place(&mut xs, Exp::Lanes(Lookup::Indexed));
         assert_eq!(xs.map(f32::to_bits), expected.map(f32::to_bits));
         let mut nan = [f32::NAN; 3];
-        exp_in_place(&mut nan, Lookup::Indexed);
+        exp_in_place(&mut nan, Exp::Lanes(Lookup::Indexed));
         assert!(nan.iter().all(|x| x.is_nan()));
     }
 }

@@ -8,7 +8,7 @@
 //! a fixed order, so results do not depend on the number of threads or on the instruction set.
 
 use super::chunks::par_zeroed_chunks;
-use super::exp::{Lookup, exp_in_place};
+use super::exp::{Exp, exp_in_place};
 use super::isa::{Isa, compiled_for_isa};
 
 /// The sizes of one attention call.
@@ -468,26 +468,6 @@ fn transpose_head(dims: HeadDims, x: &[f32], h: usize, n: usize, out: &mut [f32]
     }
 }
 
-/// How [`exp_visible`] takes e^x: [`exp_in_place`]'s lanes (which keep to `f32::exp` on platforms where they
-/// would not have its bits), reading its table as the instruction set allows, or `f32::exp` one element at a
-/// time.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Exp {
-    Lanes(Lookup),
-    Libm,
-}
-
-impl Exp {
-    /// [`Exp::Lanes`] with AVX2 or AVX-512 (so with FMA, where glibc's `expf` is the function they repeat).
-    fn for_isa(isa: Isa) -> Self {
-        if isa != Isa::Baseline {
-            Self::Lanes(Lookup::for_isa(isa))
-        } else {
-            Self::Libm
-        }
-    }
-}
-
 /// Scores → e^(score − max) over the keys not `hidden` (the max over those keys), in place; hidden keys get 0.
 /// [`normalize_rows`] then divides by the sums: together, the softmax over the visible keys.
 #[inline(always)]
@@ -505,10 +485,7 @@ fn exp_visible(row: &mut [f32], hidden: &[bool], exp: Exp) {
     for (s, &h) in row.iter_mut().zip(hidden) {
         *s = if h { 0.0 } else { *s - max };
     }
-    match exp {
-        Exp::Lanes(lookup) => exp_in_place(row, lookup),
-        Exp::Libm => row.iter_mut().for_each(|s| *s = s.exp()),
-    }
+    exp_in_place(row, exp);
     for (s, &h) in row.iter_mut().zip(hidden) {
         if h {
             *s = 0.0;
