@@ -244,8 +244,9 @@ impl ModelKernels for Flex {
         let d_out = b.shape()[0];
         let mut y = matmul_2d([&x, &w], [false, false]);
         let b = b.to_contiguous();
+        let b = f32s(&b);
         for row in y.chunks_exact_mut(d_out.max(1)) {
-            for (y, &b) in row.iter_mut().zip(f32s(&b)) {
+            for (y, &b) in row.iter_mut().zip(b) {
                 *y += b;
             }
         }
