@@ -244,7 +244,7 @@ impl ModelKernels for Flex {
     fn affine(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
         let d_out = b.shape()[0];
         let b = b.to_contiguous();
-        let y = matmul_2d([&x, &w], [false, false], Some(f32s(&b)));
+        let (y, _) = matmul_2d([&x, &w], [false, false], Fused::Bias(f32s(&b)));
         flex_tensor(y, [x.shape()[0], d_out])
     }
 
@@ -255,10 +255,12 @@ impl ModelKernels for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let [rows, d_out] = [dy.shape()[0], dy.shape()[1]];
         let d_in = w.shape()[0];
+        let (dx, db) = matmul_2d([&dy, &w], [false, true], Fused::SumOfRows);
+        let (dw, _) = matmul_2d([&x, &dy], [true, false], Fused::Nothing);
         (
-            flex_tensor(matmul_2d([&dy, &w], [false, true], None), [rows, d_in]),
-            flex_tensor(matmul_2d([&x, &dy], [true, false], None), [d_in, d_out]),
-            sum_rows::<Flex>(dy),
+            flex_tensor(dx, [rows, d_in]),
+            flex_tensor(dw, [d_in, d_out]),
+            flex_tensor(db, [d_out]),
         )
     }
 
@@ -300,14 +302,33 @@ fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTenso
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// What each of [`matmul_2d`]'s tasks does besides its gemm call.
+#[derive(Clone, Copy)]
+enum Fused<'a> {
+    Nothing,
+    /// Adds this bias [n] to every row of the product that the task wrote, while the rows are still in that
+    /// core's cache.
+    Bias(&'a [f32]),
+    /// Sums the rows of the left operand `a` (read as stored, [m, k]): a projection's bias gradient Σ dy, from
+    /// the `dy` its input gradient dy·wᵀ reads anyway. Each task sums its share of the k columns over every
+    /// row, in row order from +0.0, as flex's `sum_dim(0)` does (so the same bits).
+    SumOfRows,
+}
+
 /// `a · b` of two 2-D tensors, each read as stored or `transposed` (a view, as burn's matmul backward passes
 /// it), by the `gemm` call flex's own matmul makes for them (so the same bits), into a buffer of our own: flex
 /// zeroes a byte buffer for every product and then copies it into an aligned one, two passes over an output
-/// the product overwrites anyway. A `bias` [n] is added to every row of the product by the task that wrote
-/// the row, while it is still in that core's cache (products with a bias are always split into blocks of rows,
-/// below): after gemm on the calling thread alone this was ~3 % of Markov chains' step, and the product plus
-/// bias at its projection's size (3 072 × 32 × 32) 96 → 50 µs.
-fn matmul_2d([a, b]: [&FlexTensor; 2], transposed: [bool; 2], bias: Option<&[f32]>) -> Vec<f32> {
+/// the product overwrites anyway. Returns the product [m, n] and, under [`Fused::SumOfRows`], the sums [k].
+///
+/// What is [`Fused`] runs in the tasks that run gemm (products with something fused are always split into
+/// blocks of rows, below), not afterwards on the calling thread alone: a bias added there was ~3 % of Markov
+/// chains' step (the product plus bias at its projection's size, 3 072 × 32 × 32, 96 → 50 µs), and flex's
+/// serial `sum_dim` for the bias gradient ~2 % of the thread that runs the step.
+fn matmul_2d(
+    [a, b]: [&FlexTensor; 2],
+    transposed: [bool; 2],
+    fused: Fused,
+) -> (Vec<f32>, Vec<f32>) {
     let [a, b] = [a, b].map(|t| t.to_contiguous());
     // (rows, columns, row stride, column stride) of each operand as read.
     let view = |t: &FlexTensor, transposed: bool| {
@@ -329,26 +350,50 @@ fn matmul_2d([a, b]: [&FlexTensor; 2], transposed: [bool; 2], bias: Option<&[f32
     // xᵀ·dy, [d_in, d_out] over every position) stays on one thread, so it runs here as blocks of rows, one
     // gemm call each. Either way every output is the same sum in the same order: the bits do not depend on the
     // split. (Flex's own matmul asks for threads only from 192³ up, which left the projections of the small
-    // models on one core.) A product with a bias is split into blocks of rows whenever it is worth threads.
+    // models on one core.) A product with something fused is split into blocks of rows whenever it is worth
+    // threads.
     let (threads, threshold) = (
         rayon::current_num_threads(),
         gemm::get_threading_threshold(),
     );
-    let split = m * n * k >= threshold && (bias.is_some() || m * n * k.min(512) < threshold);
+    let fuses = !matches!(fused, Fused::Nothing);
+    let split = m * n * k >= threshold && (fuses || m * n * k.min(512) < threshold);
     let rows_per_part = if split {
         m.div_ceil(threads).next_multiple_of(16)
     } else {
         m
     };
+    let parts = m.div_ceil(rows_per_part.max(1)).max(1);
+    // Under `Fused::SumOfRows`, task p sums columns p · cols_per_part.. of `a` (padded with empty shares so
+    // that every task has one).
+    let mut sums = match fused {
+        Fused::SumOfRows => {
+            assert!(
+                !transposed[0],
+                "matmul_2d: sums of the rows of a transposed view"
+            );
+            vec![0.0f32; k]
+        }
+        _ => Vec::new(),
+    };
+    let cols_per_part = k.div_ceil(parts).max(1);
+    let mut shares: Vec<(usize, &mut [f32])> = sums
+        .chunks_mut(cols_per_part)
+        .enumerate()
+        .map(|(p, share)| (p * cols_per_part, share))
+        .collect();
+    shares.resize_with(parts, || (0, &mut []));
     let parallelism = if rows_per_part < m {
         gemm::Parallelism::None
     } else {
         gemm::Parallelism::Rayon(0)
     };
-    out.spare_capacity_mut()
+    let isa = Isa::detect();
+    out.spare_capacity_mut()[..m * n]
         .par_chunks_mut((rows_per_part * n).max(1))
+        .zip(shares)
         .enumerate()
-        .for_each(|(part, out)| {
+        .for_each(|(part, (out, (c0, sums)))| {
             let (r0, rows) = (part * rows_per_part, out.len() / n.max(1));
             // SAFETY: `out` has room for these `rows` × n outputs (row-major: column stride 1, row stride
             // n), which gemm writes without reading (`read_dst` false); `a` holds m × k elements and `b`
@@ -376,15 +421,22 @@ fn matmul_2d([a, b]: [&FlexTensor; 2], transposed: [bool; 2], bias: Option<&[f32
                     parallelism,
                 );
             }
-            if let Some(bias) = bias {
-                // SAFETY: gemm has just written every element of `out`.
-                let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) };
-                add_to_rows_on(Isa::detect(), out, bias);
+            match fused {
+                Fused::Nothing => {}
+                Fused::Bias(bias) => {
+                    // SAFETY: gemm has just written every element of `out`.
+                    let out = unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) };
+                    add_to_rows_on(isa, out, bias);
+                }
+                Fused::SumOfRows => add_rows_on(isa, a, k, c0, sums),
             }
         });
+    if m * n == 0 && !sums.is_empty() {
+        add_rows_serially(a, k, 0, &mut sums); // no tasks ran
+    }
     // SAFETY: the parts cover every one of the m × n outputs, and each gemm call wrote all of its own.
     unsafe { out.set_len(m * n) };
-    out
+    (out, sums)
 }
 
 compiled_for_isa! {
@@ -398,6 +450,24 @@ fn add_to_rows_serially(y: &mut [f32], b: &[f32]) {
     for row in y.chunks_exact_mut(b.len().max(1)) {
         for (y, &b) in row.iter_mut().zip(b) {
             *y += b;
+        }
+    }
+}
+
+compiled_for_isa! {
+    /// [`add_rows_serially`] compiled for `isa`.
+    fn add_rows_on(a: &[f32], k: usize, c0: usize, sums: &mut [f32]) => add_rows_serially
+}
+
+/// Adds columns `c0..c0 + sums.len()` of every row of `a` [rows, k] to `sums`, row by row.
+#[inline(always)]
+fn add_rows_serially(a: &[f32], k: usize, c0: usize, sums: &mut [f32]) {
+    if sums.is_empty() {
+        return;
+    }
+    for row in a.chunks_exact(k) {
+        for (sum, &x) in sums.iter_mut().zip(&row[c0..]) {
+            *sum += x;
         }
     }
 }
@@ -760,6 +830,7 @@ mod tests {
             [3072, 32, 32],
             [600, 130, 100],
             [1100, 530, 24],
+            [5000, 200, 1],
         ];
         for [rows, d_in, d_out] in shapes {
             let matrix = |r, c, salt| values([1, 1, r, c], salt, &device).reshape([r, c]);
