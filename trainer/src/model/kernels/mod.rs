@@ -459,14 +459,30 @@ compiled_for_isa! {
     fn add_rows_on(a: &[f32], k: usize, c0: usize, sums: &mut [f32]) => add_rows_serially
 }
 
-/// Adds columns `c0..c0 + sums.len()` of every row of `a` [rows, k] to `sums`, row by row.
+/// Adds columns `c0..c0 + sums.len()` of every row of `a` [rows, k] to `sums`, row by row: each block of 16
+/// columns kept in a register over all the rows, then the columns left over.
 #[inline(always)]
 fn add_rows_serially(a: &[f32], k: usize, c0: usize, sums: &mut [f32]) {
+    const W: usize = 16;
     if sums.is_empty() {
         return;
     }
+    let (sums_len, full) = (sums.len(), sums.len() / W * W);
+    let (blocks, rest) = sums.split_at_mut(full);
+    for (b, block) in blocks.chunks_exact_mut(W).enumerate() {
+        let c = c0 + b * W;
+        let mut acc: [f32; W] = (&*block).try_into().expect("a block of W columns");
+        for row in a.chunks_exact(k) {
+            let x: &[f32; W] = row[c..c + W].try_into().expect("a block of W columns");
+            for (acc, &x) in acc.iter_mut().zip(x) {
+                *acc += x;
+            }
+        }
+        block.copy_from_slice(&acc);
+    }
+    let columns = c0 + full..c0 + sums_len;
     for row in a.chunks_exact(k) {
-        for (sum, &x) in sums.iter_mut().zip(&row[c0..]) {
+        for (sum, &x) in rest.iter_mut().zip(&row[columns.clone()]) {
             *sum += x;
         }
     }
