@@ -50,6 +50,23 @@ pub struct BlockActs {
     pub resid_post: Tensor<3>,
 }
 
+impl BlockActs {
+    /// The activations of the first `len` query positions (`resid_pre` stays whole).
+    pub fn first_queries(self, len: usize) -> Self {
+        let cut = |x: Tensor<3>| x.narrow(1, 0, len);
+        Self {
+            resid_pre: self.resid_pre,
+            pattern: self.pattern.narrow(2, 0, len),
+            z: self.z.narrow(1, 0, len),
+            attn_out: cut(self.attn_out),
+            resid_mid: cut(self.resid_mid),
+            mlp_post: self.mlp_post.map(cut),
+            mlp_out: self.mlp_out.map(cut),
+            resid_post: cut(self.resid_post),
+        }
+    }
+}
+
 impl Block {
     /// `resid_pre` [batch, pos, d_model] → this block's activations.
     pub fn forward(

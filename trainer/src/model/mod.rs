@@ -203,6 +203,19 @@ impl Transformer {
                 .forward(resid, &Queries::All, self.dims.act_fn)
                 .resid_post;
         }
+        if let (&Queries::Prefix(len), None) = (answers, &last.mlp) {
+            // An attention-only block under `Prefix` computes every position anyway (see `Queries::Prefix`),
+            // so cutting its residual saves nothing and costs a copy each way (the cut's gradient is zeros and
+            // a copy): the cut moves past the block, to the narrower of the residual and the logits (Markov
+            // chains: 3 logits against 32 dimensions, 3.6 → 3.4 ms per step).
+            let acts = last.forward(resid, &Queries::All, self.dims.act_fn);
+            let logits = if self.dims.d_vocab_out <= self.dims.d_model {
+                self.unembed(acts.resid_post.clone()).narrow(1, 0, len)
+            } else {
+                self.unembed(acts.resid_post.clone().narrow(1, 0, len))
+            };
+            return (acts.first_queries(len), logits);
+        }
         let acts = last.forward(resid, answers, self.dims.act_fn);
         let logits = self.unembed(acts.resid_post.clone());
         (acts, logits)

@@ -75,9 +75,12 @@ fn every_position_as_answers_is_the_full_forward() {
 
 #[test]
 fn answers_at_the_first_positions_are_the_full_forward_cut_after_them() {
-    // Markov chains answer at every position but the last: the last block cuts its rows after them.
+    // Markov chains answer at every position but the last: the last block cuts its rows after them (an
+    // attention-only one: its residual, or its logits where they are the narrower).
     let device = crate::test_device();
-    for d in all_variants() {
+    let mut wide_vocab = dims(Normalization::Ln, true, 2);
+    wide_vocab.d_vocab_out = 3 * wide_vocab.d_model;
+    for d in all_variants().into_iter().chain([wide_vocab]) {
         let model = Transformer::new(&d, 2, &device);
         let first: Vec<usize> = (0..d.n_ctx - 1).collect();
         let queries = model.answer_queries(&first, &device);
@@ -88,6 +91,9 @@ fn answers_at_the_first_positions_are_the_full_forward_cut_after_them() {
         let at = model.forward_answers(tokens(&device), &queries);
         let full = model.forward(tokens(&device)).narrow(1, 0, d.n_ctx - 1);
         assert!(max_abs_diff(&full, &at) < 1e-5, "{d:?}");
+        if d.attn_only && d.d_vocab_out <= d.d_model {
+            assert_eq!(host(&at), host(&full), "the logits cut: {d:?}");
+        }
         assert_eq!(
             host(&model.forward_full_at(tokens(&device), &queries)),
             host(&full),
