@@ -11,6 +11,7 @@ use crate::error::ForwardError;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use super::block::select_positions;
 use super::{Capture, Queries, Transformer};
 use host::hook::HookName;
 
@@ -198,7 +199,7 @@ impl Transformer {
 pub(super) fn at<const D: usize>(x: Tensor<D>, answers: &Queries) -> Tensor<D> {
     match answers {
         Queries::All => x,
-        Queries::At { positions, .. } => x.select(1, positions.clone()),
+        Queries::At { positions, .. } => select_positions(x, positions),
         &Queries::Prefix(len) => x.narrow(1, 0, len),
     }
 }

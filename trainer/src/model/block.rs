@@ -36,6 +36,24 @@ pub enum Queries {
     Prefix(usize),
 }
 
+/// `x` [batch, pos, …] at `positions` [n] of its second axis → [batch, n, …]: `x.select(1, positions)` bit for
+/// bit, taken as rows of `x` [batch · pos, …]. Flex selects (and adds a selection's gradient) along the first
+/// axis of a matrix row by row, along the second of three axes element by element through an index
+/// decomposition: induction's selections at its answers took 3.8 % of the step's thread that way. Each row of
+/// the gradient is one selected row's plus zeros, in either order, so the bits do not change.
+pub fn select_positions<const D: usize>(x: Tensor<D>, positions: &Tensor<1, Int>) -> Tensor<D> {
+    let dims = x.dims();
+    let [batch, pos, n] = [dims[0], dims[1], positions.dims()[0]];
+    let starts = Tensor::<1, Int>::arange(0..batch as i64, &x.device()).mul_scalar(pos as i64);
+    let rows = starts.unsqueeze_dim::<2>(1).expand([batch, n])
+        + positions.clone().unsqueeze::<2>().expand([batch, n]);
+    let mut out = dims;
+    out[1] = n;
+    x.reshape([batch * pos, dims[2..].iter().product()])
+        .select(0, rows.reshape([batch * n]))
+        .reshape(out)
+}
+
 /// Every activation of one block, TransformerLens shapes; `pos` is the number of query positions computed.
 #[derive(Clone)]
 pub struct BlockActs {
@@ -85,11 +103,11 @@ impl Block {
             ),
             Queries::At { positions, mask } => (
                 self.attn.forward(
-                    attn_in.clone().select(1, positions.clone()),
+                    select_positions(attn_in.clone(), positions),
                     attn_in,
                     mask.clone(),
                 ),
-                resid_pre.clone().select(1, positions.clone()),
+                select_positions(resid_pre.clone(), positions),
             ),
             &Queries::Prefix(len) => (
                 self.attn

@@ -568,3 +568,34 @@ fn path_patching_to_the_logits_is_activation_patching_in_one_layer_and_a_silent_
     });
     assert!(moved);
 }
+
+#[test]
+fn selecting_positions_as_rows_is_select_bit_for_bit() {
+    // Values and gradients of `select_positions` against burn's `select(1, …)`, on three and four axes.
+    let device = Device::flex().autodiff();
+    let positions = Tensor::<1, Int>::from_data(TensorData::new(vec![4i64, 0, 2], [3]), &device);
+    let values = |n: usize, salt: u64| -> Vec<f32> {
+        let mut rng = SplitMix64::new(salt);
+        (0..n).map(|_| rng.normal() as f32).collect()
+    };
+    let run = |ours: bool, shape: [usize; 4]| {
+        let n: usize = shape.iter().product();
+        let x =
+            Tensor::<4>::from_data(TensorData::new(values(n, 1), shape), &device).require_grad();
+        let picked = if ours {
+            block::select_positions(x.clone(), &positions)
+        } else {
+            x.clone().select(1, positions.clone())
+        };
+        let [b, _, c, d] = shape;
+        let weights = Tensor::<4>::from_data(
+            TensorData::new(values(b * 3 * c * d, 2), [b, 3, c, d]),
+            &device,
+        );
+        let grads = (picked.clone() * weights).sum().backward();
+        (host(&picked), host(&x.grad(&grads).unwrap()))
+    };
+    for shape in [[2, 5, 3, 1], [3, 6, 2, 4]] {
+        assert_eq!(run(true, shape), run(false, shape), "{shape:?}");
+    }
+}
