@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use super::init;
-use super::kernels::{affine, attention_heads};
+use super::kernels::{affine, attention_heads, swap_first_axes};
 use host::rng::SplitMix64;
 
 #[derive(Module, Debug)]
@@ -107,7 +107,7 @@ impl Attention {
 fn project(x: Tensor<3>, w: &Param<Tensor<3>>, b: &Param<Tensor<2>>) -> Tensor<4> {
     let [batch, pos, d_model] = x.dims();
     let [n_heads, _, d_head] = w.dims();
-    let w = w.val().swap_dims(0, 1).reshape([d_model, n_heads * d_head]);
+    let w = swap_first_axes(w.val()).reshape([d_model, n_heads * d_head]);
     let y = affine(
         x.reshape([batch * pos, d_model]),
         w,
