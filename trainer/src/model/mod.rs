@@ -33,7 +33,6 @@ pub use patching::{Channel, PatchingEffects};
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 use crate::config::{Activation, Config, Normalization};
 use crate::tasks::Task;
@@ -271,11 +270,11 @@ impl Transformer {
 
 /// Mean cross-entropy of `logits` [batch, answers, vocab] against `targets` [batch, answers].
 pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
-    let log_probs = log_softmax(logits, 2);
-    log_probs
-        .gather(2, targets.unsqueeze_dim::<3>(2))
-        .mean()
-        .neg()
+    let [batch, answers, vocab] = logits.dims();
+    kernels::cross_entropy(
+        logits.reshape([batch * answers, vocab]),
+        targets.reshape([batch * answers]),
+    )
 }
 
 /// Token ids as a device tensor [n, len].

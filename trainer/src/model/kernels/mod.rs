@@ -8,6 +8,7 @@
 //! besides `src/device.rs` that names backends: an extension is implemented per backend.
 
 mod chunks;
+mod cross_entropy;
 mod exp;
 mod heads;
 mod isa;
@@ -18,7 +19,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::{BoolTensor, FloatTensor};
+use burn::backend::tensor::{BoolTensor, FloatTensor, IndexingUpdateOp, IntTensor};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Flex, Scalar, TensorMetadata, backend_extension,
 };
@@ -115,6 +116,44 @@ pub trait ModelKernels: Backend {
             Self::float_matmul(dy.clone(), Self::float_swap_dims(w, 0, 1)),
             Self::float_matmul(Self::float_swap_dims(x, 0, 1), dy.clone()),
             sum_rows::<Self>(dy),
+        )
+    }
+
+    /// Mean cross-entropy of `logits` [rows, vocab] against the classes `targets` [rows]:
+    /// −mean log softmax(row)[target] (burn: a log-softmax of six operations, a gather and a mean). Returns
+    /// the mean [1] and the softmax [rows, vocab], which the gradient reads.
+    fn cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let rows = targets.shape()[0];
+        let log_probs = Self::log_softmax(logits, 1);
+        let targets = Self::int_reshape(targets, Shape::new([rows, 1]));
+        let picked = Self::float_gather(1, log_probs.clone(), targets);
+        (
+            Self::float_neg(Self::float_mean(picked)),
+            Self::float_exp(log_probs),
+        )
+    }
+
+    /// The gradient of [`Self::cross_entropy`]'s mean given its gradient `d_loss` [1], from the softmax `probs`
+    /// it returned: d_loss / rows · (softmax − one-hot of the target).
+    fn cross_entropy_backward(
+        probs: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        d_loss: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let rows = targets.shape()[0];
+        let targets = Self::int_reshape(targets, Shape::new([rows, 1]));
+        let picked = Self::float_gather(1, probs.clone(), targets.clone());
+        let minus_one = Self::float_add_scalar(
+            Self::float_mul_scalar(picked, Scalar::Float(0.0)),
+            Scalar::Float(-1.0),
+        );
+        let diff = Self::float_scatter(1, probs, targets, minus_one, IndexingUpdateOp::Add);
+        Self::float_div_scalar(
+            Self::float_mul(diff, Self::float_reshape(d_loss, Shape::new([1, 1]))),
+            Scalar::Float(rows as f64),
         )
     }
 
@@ -256,6 +295,27 @@ impl ModelKernels for Flex {
         flex_tensor(y, [x.shape()[0], d_out])
     }
 
+    fn cross_entropy(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let logits = logits.to_contiguous();
+        let [rows, vocab] = [logits.shape()[0], logits.shape()[1]];
+        let (loss, probs) = cross_entropy::forward(f32s(&logits), &classes(targets), vocab);
+        (
+            flex_tensor(vec![loss], [1]),
+            flex_tensor(probs, [rows, vocab]),
+        )
+    }
+
+    fn cross_entropy_backward(
+        probs: FlexTensor,
+        targets: FlexTensor,
+        d_loss: FlexTensor,
+    ) -> FlexTensor {
+        let [rows, vocab] = [probs.shape()[0], probs.shape()[1]];
+        let d_loss = f32s(&d_loss.to_contiguous())[0];
+        let grad = cross_entropy::backward(f32s(&probs), &classes(targets), vocab, d_loss);
+        flex_tensor(grad, [rows, vocab])
+    }
+
     fn swap_first_axes(x: FlexTensor) -> FlexTensor {
         <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_swap_dims(x, 0, 1).to_contiguous()
     }
@@ -302,6 +362,15 @@ fn head_dims(q: &FlexTensor, k: &FlexTensor) -> HeadDims {
         n_k: k.shape()[1],
         d_head,
     }
+}
+
+/// The class indices of an integer tensor.
+fn classes(targets: FlexTensor) -> Vec<usize> {
+    targets
+        .into_data()
+        .iter::<i64>()
+        .map(|t| usize::try_from(t).expect("a class index is not negative"))
+        .collect()
 }
 
 /// A contiguous f32 tensor's elements.
@@ -587,6 +656,39 @@ impl<B: Backend + ModelKernels, C: CheckpointStrategy> ModelKernels for Autodiff
         }
     }
 
+    fn cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        /// One node for the loss, where burn records nine; the softmax leaves the graph.
+        #[derive(Debug)]
+        struct CrossEntropy;
+
+        impl<B: Backend + ModelKernels> Backward<B, 1> for CrossEntropy {
+            /// The softmax and the targets.
+            type State = (FloatTensor<B>, IntTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                backward_step::<B, _, 1>(ops, grads, |(probs, targets), d_loss| {
+                    [B::cross_entropy_backward(probs, targets, d_loss)]
+                });
+            }
+        }
+
+        let nodes = [logits.node()];
+        let (loss, probs) = B::cross_entropy(logits.into_primitive(), targets.clone());
+        let loss = match CrossEntropy.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((probs.clone(), targets), loss),
+            OpsKind::UnTracked(prep) => prep.finish(loss),
+        };
+        (loss, Self::from_inner(probs))
+    }
+
     fn swap_first_axes(x: FloatTensor<Self>) -> FloatTensor<Self> {
         /// The swap, whose gradient is the swap of the output's.
         #[derive(Debug)]
@@ -696,6 +798,16 @@ pub fn affine(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
         w.into_dispatch(),
         b.into_dispatch(),
     ))
+}
+
+/// Mean cross-entropy of `logits` [rows, vocab] against the classes `targets` [rows] → [1] (see
+/// [`ModelKernels::cross_entropy`]).
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let (loss, _) = <burn::backend::Dispatch as ModelKernels>::cross_entropy(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+    );
+    Tensor::from_dispatch(loss)
 }
 
 /// `x` [a, b, c] → [b, a, c] (see [`ModelKernels::swap_first_axes`]).
@@ -950,6 +1062,36 @@ mod tests {
         };
         for (ours, theirs) in run(true).iter().zip(run(false)) {
             ours.assert_approx_eq::<f32>(&theirs, Tolerance::absolute(1e-5));
+        }
+    }
+
+    #[test]
+    fn cross_entropy_and_its_gradient_are_burns() {
+        // burn's composition (log-softmax, gather, mean), as the model took the loss before; a loss scaled by
+        // 3 so that the incoming gradient is not 1.
+        let device = Device::flex().autodiff();
+        for [rows, vocab] in [[7, 3], [300, 113], [2, 1]] {
+            let targets: Vec<i64> = (0..rows).map(|r| ((r * 5) % vocab) as i64).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [rows]), &device);
+            let run = |ours: bool| {
+                let logits = values([1, 1, rows, vocab], 5, &device)
+                    .reshape([rows, vocab])
+                    .mul_scalar(4.0)
+                    .require_grad();
+                let loss = if ours {
+                    cross_entropy(logits.clone(), targets.clone())
+                } else {
+                    burn::tensor::activation::log_softmax(logits.clone(), 1)
+                        .gather(1, targets.clone().unsqueeze_dim(1))
+                        .mean()
+                        .neg()
+                };
+                let grads = loss.clone().mul_scalar(3.0).sum().backward();
+                [loss.into_data(), logits.grad(&grads).unwrap().into_data()]
+            };
+            for (ours, theirs) in run(true).iter().zip(run(false)) {
+                ours.assert_approx_eq::<f32>(&theirs, Tolerance::absolute(1e-6));
+            }
         }
     }
 
