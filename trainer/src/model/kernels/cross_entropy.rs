@@ -139,11 +139,7 @@ mod tests {
             .collect();
         let targets: Vec<usize> = (0..rows).map(|r| (r * 31) % vocab).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            super::super::on_threads(threads, || {
                 let (loss, probs) = forward(&logits, &targets, vocab);
                 (loss.to_bits(), backward(&probs, &targets, vocab, 1.0))
             })

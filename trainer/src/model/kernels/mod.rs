@@ -379,6 +379,16 @@ fn f32s(x: &FlexTensor) -> &[f32] {
         .expect("the model's activations are contiguous f32 tensors")
 }
 
+/// `f` run in a rayon pool of `threads` threads (the kernels' tests that the bits do not depend on it).
+#[cfg(test)]
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool for the test");
+    pool.install(f)
+}
+
 fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
@@ -928,11 +938,7 @@ mod tests {
     fn same_bits_on_one_thread_and_on_three() {
         // Each task's rows are fixed and summed in a fixed order, so the pool's size cannot change a bit.
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 let device = Device::flex().autodiff();
                 let q = values([7, 4, 2, 5], 1, &device).require_grad();
                 let (k, v) = (
