@@ -124,6 +124,18 @@ struct TrainArgs {
     /// Python interpreter with torch installed.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Time only one of our two forwards (e.g. to profile it); the other's columns print "-".
+    #[arg(long, value_enum)]
+    only: Option<Forward>,
+}
+
+/// Our two ways of running a training step's forward.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Forward {
+    /// The answer-only forward training uses.
+    Answer,
+    /// Every position of every block, then the answer rows (like for like with PyTorch).
+    Full,
 }
 
 fn main() {
@@ -286,22 +298,33 @@ fn bench_train(args: TrainArgs) -> anyhow::Result<()> {
         let config = Config::load(config_path)?;
         let (mut answers, mut full, mut theirs) = (vec![], vec![], vec![]);
         for _ in 0..args.rounds {
-            answers.extend(time_ours(&config, false, args.warmup, args.steps)?);
-            full.extend(time_ours(&config, true, args.warmup, args.steps)?);
+            if args.only != Some(Forward::Full) {
+                answers.extend(time_ours(&config, false, args.warmup, args.steps)?);
+            }
+            if args.only != Some(Forward::Answer) {
+                full.extend(time_ours(&config, true, args.warmup, args.steps)?);
+            }
             if !args.no_torch {
                 theirs.extend(time_torch(&args, config_path, &config)?);
             }
         }
-        let (a, f) = (median(&mut answers), median(&mut full));
-        let (b, ratios) = if theirs.is_empty() {
-            ("-".to_owned(), "- | -".to_owned())
-        } else {
-            let b = median(&mut theirs);
-            (format!("{b:.1}"), format!("{:.2} | {:.2}", a / b, f / b))
+        let (a, f, b) = (median(&mut answers), median(&mut full), median(&mut theirs));
+        // A side not timed (`--no-torch`, `--only`) is NaN here and prints as "-".
+        let shown = |v: f64, digits: usize| {
+            if v.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{v:.digits$}")
+            }
         };
         println!(
-            "| {} | {a:.1} | {f:.1} | {b} | {ratios} |",
-            config_path.display()
+            "| {} | {} | {} | {} | {} | {} |",
+            config_path.display(),
+            shown(a, 1),
+            shown(f, 1),
+            shown(b, 1),
+            shown(a / b, 2),
+            shown(f / b, 2),
         );
     }
     Ok(())
