@@ -66,18 +66,20 @@ fn forward_on(
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     let rows = [dims.pattern_row(), dims.q_row()];
-    let exp = Exp::for_isa(isa);
+    let (exp, per_task) = (Exp::for_isa(isa), dims.rows_per_task());
     let ([pattern, z], _) = par_zeroed_chunks(
         rows.map(|row| dims.batch * row),
-        rows,
-        dims.rows_per_task(),
-        |b, [pattern, z]| {
+        rows.map(|row| row * per_task),
+        1,
+        |t, [pattern, z]| {
+            let batch_rows = t * per_task..((t + 1) * per_task).min(dims.batch);
+            let of = |x, row| batch_rows_of(x, &batch_rows, row);
             let (q, k, v) = (
-                &q[b * dims.q_row()..][..dims.q_row()],
-                &k[b * dims.k_row()..][..dims.k_row()],
-                &v[b * dims.k_row()..][..dims.k_row()],
+                of(q, dims.q_row()),
+                of(k, dims.k_row()),
+                of(v, dims.k_row()),
             );
-            forward_row_on(isa, dims, [q, k, v], hidden, scale, exp, [pattern, z]);
+            forward_rows_on(isa, dims, [q, k, v], hidden, scale, exp, [pattern, z]);
         },
     );
     (pattern, z)
@@ -107,39 +109,96 @@ fn backward_on(
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = [dims.q_row(), dims.k_row(), dims.k_row()];
+    let per_task = dims.rows_per_task();
     let ([dq, dk, dv], _) = par_zeroed_chunks(
         rows.map(|row| dims.batch * row),
-        rows,
-        dims.rows_per_task(),
-        |b, [dq, dk, dv]| {
+        rows.map(|row| row * per_task),
+        1,
+        |t, [dq, dk, dv]| {
+            let batch_rows = t * per_task..((t + 1) * per_task).min(dims.batch);
+            let of = |x, row| batch_rows_of(x, &batch_rows, row);
             let (q, k, v, dz) = (
-                &q[b * dims.q_row()..][..dims.q_row()],
-                &k[b * dims.k_row()..][..dims.k_row()],
-                &v[b * dims.k_row()..][..dims.k_row()],
-                &dz[b * dims.q_row()..][..dims.q_row()],
+                of(q, dims.q_row()),
+                of(k, dims.k_row()),
+                of(v, dims.k_row()),
+                of(dz, dims.q_row()),
             );
-            let pattern = &pattern[b * dims.pattern_row()..][..dims.pattern_row()];
-            backward_row_on(isa, dims, [q, k, v, pattern, dz], scale, [dq, dk, dv]);
+            let pattern = of(pattern, dims.pattern_row());
+            backward_rows_on(isa, dims, [q, k, v, pattern, dz], scale, [dq, dk, dv]);
         },
     );
     (dq, dk, dv)
 }
 
+/// The batch rows `rows` of `x`, whose batch rows are `row` floats long.
+fn batch_rows_of<'a>(x: &'a [f32], rows: &std::ops::Range<usize>, row: usize) -> &'a [f32] {
+    &x[rows.start * row..rows.end * row]
+}
+
 compiled_for_isa! {
-    /// [`forward_row`] compiled for `isa`.
-    fn forward_row_on(
+    /// [`forward_rows`] compiled for `isa`.
+    fn forward_rows_on(
         dims: HeadDims,
         inputs: [&[f32]; 3],
         hidden: &[bool],
         scale: f32,
         exp: Exp,
         outputs: [&mut [f32]; 2],
-    ) => forward_row
+    ) => forward_rows
 }
 
 compiled_for_isa! {
-    /// [`backward_row`] compiled for `isa`.
-    fn backward_row_on(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f32]; 3]) => backward_row
+    /// [`backward_rows`] compiled for `isa`.
+    fn backward_rows_on(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f32]; 3]) => backward_rows
+}
+
+/// [`forward_row`] on consecutive batch rows (a task's), with one set of scratch buffers for all of them.
+#[inline(always)]
+fn forward_rows(
+    dims: HeadDims,
+    [q, k, v]: [&[f32]; 3],
+    hidden: &[bool],
+    scale: f32,
+    exp: Exp,
+    [pattern, z]: [&mut [f32]; 2],
+) {
+    let mut scratch = ForwardScratch {
+        ends: hidden
+            .chunks_exact(dims.n_k.max(1))
+            .map(|hidden| visible_end(hidden, |h: bool| !h))
+            .collect(),
+        // A block of slack after kᵀ, so `mat_mul` reads a row's last keys in place.
+        k_t: vec![0.0f32; dims.d_head * dims.n_k + LANES],
+        q_h: vec![0.0f32; dims.n_q * dims.d_head],
+    };
+    let rows = z.len().checked_div(dims.q_row()).unwrap_or(0);
+    let (q_row, k_row, p_row) = (dims.q_row(), dims.k_row(), dims.pattern_row());
+    for b in 0..rows {
+        forward_row(
+            dims,
+            [
+                &q[b * q_row..][..q_row],
+                &k[b * k_row..][..k_row],
+                &v[b * k_row..][..k_row],
+            ],
+            hidden,
+            scale,
+            exp,
+            [
+                &mut pattern[b * p_row..][..p_row],
+                &mut z[b * q_row..][..q_row],
+            ],
+            &mut scratch,
+        );
+    }
+}
+
+/// What [`forward_row`] computes into and reuses from one batch row to the next: each query's
+/// [`visible_end`], kᵀ of one head [d_head, n_k] and its queries, scaled [n_q, d_head].
+struct ForwardScratch {
+    ends: Vec<usize>,
+    k_t: Vec<f32>,
+    q_h: Vec<f32>,
 }
 
 /// [`forward`] on one batch row: `inputs` are `q` [n_q, head, d_head], `k`, `v` [n_k, head, d_head] and
@@ -153,6 +212,7 @@ fn forward_row(
     scale: f32,
     exp: Exp,
     outputs: [&mut [f32]; 2],
+    scratch: &mut ForwardScratch,
 ) {
     let [q, k, v] = inputs;
     let [pattern, z] = outputs;
@@ -160,26 +220,20 @@ fn forward_row(
         n_q, n_k, d_head, ..
     } = dims;
     let stride = dims.heads * d_head;
-    let ends: Vec<usize> = hidden
-        .chunks_exact(n_k.max(1))
-        .map(|hidden| visible_end(hidden, |h: bool| !h))
-        .collect();
-    // kᵀ of one head [d_head, n_k] and its queries, scaled [n_q, d_head].
-    let mut k_t = vec![0.0f32; d_head * n_k];
-    let mut q_h = vec![0.0f32; n_q * d_head];
+    let ForwardScratch { ends, k_t, q_h } = scratch;
     for h in 0..dims.heads {
-        transpose_head(dims, k, h, n_k, &mut k_t);
+        transpose_head(dims, k, h, n_k, k_t);
         for (i, q_h) in q_h.chunks_exact_mut(d_head.max(1)).enumerate() {
             for (scaled, &q_id) in q_h.iter_mut().zip(&q[dims.at(i, h)..][..d_head]) {
                 *scaled = q_id * scale;
             }
         }
         let pattern = &mut pattern[h * n_q * n_k..][..n_q * n_k];
-        for (i0, rows, end) in query_groups(&ends) {
+        for (i0, rows, end) in query_groups(ends) {
             let scores = &mut pattern[i0 * n_k..];
             mat_mul(
                 Mat::new(&q_h[i0 * d_head..], d_head),
-                Mat::new(&k_t, n_k),
+                Mat::new(k_t, n_k),
                 d_head,
                 MatMut::new(scores, n_k),
                 [rows, end],
@@ -201,6 +255,48 @@ fn forward_row(
     }
 }
 
+/// [`backward_row`] on consecutive batch rows (a task's), with one set of scratch buffers for all of them.
+#[inline(always)]
+fn backward_rows(
+    dims: HeadDims,
+    [q, k, v, pattern, dz]: [&[f32]; 5],
+    scale: f32,
+    [dq, dk, dv]: [&mut [f32]; 3],
+) {
+    let mut scratch = BackwardScratch {
+        // A block of slack after vᵀ, as after [`forward_row`]'s kᵀ.
+        v_t: vec![0.0f32; dims.d_head * dims.n_k + LANES],
+        ds: vec![0.0f32; dims.n_q * dims.n_k],
+        ends: vec![0usize; dims.n_q],
+    };
+    let rows = dq.len().checked_div(dims.q_row()).unwrap_or(0);
+    let (q_row, k_row, p_row) = (dims.q_row(), dims.k_row(), dims.pattern_row());
+    for b in 0..rows {
+        let (q, dz) = (&q[b * q_row..][..q_row], &dz[b * q_row..][..q_row]);
+        let (k, v) = (&k[b * k_row..][..k_row], &v[b * k_row..][..k_row]);
+        let pattern = &pattern[b * p_row..][..p_row];
+        backward_row(
+            dims,
+            [q, k, v, pattern, dz],
+            scale,
+            [
+                &mut dq[b * q_row..][..q_row],
+                &mut dk[b * k_row..][..k_row],
+                &mut dv[b * k_row..][..k_row],
+            ],
+            &mut scratch,
+        );
+    }
+}
+
+/// What [`backward_row`] computes into, reused from one batch row to the next: vᵀ of one head [d_head, n_k],
+/// dS [n_q, n_k] and each query's [`visible_end`] by its weights.
+struct BackwardScratch {
+    v_t: Vec<f32>,
+    ds: Vec<f32>,
+    ends: Vec<usize>,
+}
+
 /// [`backward`] on one batch row: `inputs` are `q`, `k`, `v`, `pattern`, `dz` and `grads` `dq`, `dk`, `dv`, each
 /// in [`forward_row`]'s layout.
 ///
@@ -208,28 +304,31 @@ fn forward_row(
 /// dv = Pᵀ·dz and dk = dSᵀ·q over all the queries. Every sum runs in order from the first term, as a
 /// per-query `a·x + y` would add it; the zeros added past a query's keys change no bit.
 #[inline(always)]
-fn backward_row(dims: HeadDims, inputs: [&[f32]; 5], scale: f32, grads: [&mut [f32]; 3]) {
+fn backward_row(
+    dims: HeadDims,
+    inputs: [&[f32]; 5],
+    scale: f32,
+    grads: [&mut [f32]; 3],
+    scratch: &mut BackwardScratch,
+) {
     let HeadDims {
         n_q, n_k, d_head, ..
     } = dims;
     let stride = dims.heads * d_head;
     let [q, k, v, pattern, dz] = inputs;
     let [dq, dk, dv] = grads;
-    // vᵀ of one head [d_head, n_k]; dS [n_q, n_k].
-    let mut v_t = vec![0.0f32; d_head * n_k];
-    let mut ds = vec![0.0f32; n_q * n_k];
-    let mut ends = vec![0usize; n_q];
+    let BackwardScratch { v_t, ds, ends } = scratch;
     for h in 0..dims.heads {
-        transpose_head(dims, v, h, n_k, &mut v_t);
+        transpose_head(dims, v, h, n_k, v_t);
         let p_h = &pattern[h * n_q * n_k..][..n_q * n_k];
         for (end, p) in ends.iter_mut().zip(p_h.chunks_exact(n_k.max(1))) {
             *end = visible_end(p, |p: f32| p != 0.0);
         }
-        for (i0, rows, end) in query_groups(&ends) {
+        for (i0, rows, end) in query_groups(ends) {
             let ds = &mut ds[i0 * n_k..];
             mat_mul(
                 Mat::new(&dz[dims.at(i0, h)..], stride),
-                Mat::new(&v_t, n_k),
+                Mat::new(v_t, n_k),
                 d_head,
                 MatMut::new(ds, n_k),
                 [rows, end],
@@ -352,29 +451,40 @@ impl<'a> MatMut<'a> {
 /// (the bits of the plain loop); `m`'s rows are contiguous (`step` 1), `a` may be any [`Mat`].
 /// [`ROWS`] × [`BLOCKS`] · [`LANES`] outputs stay in registers while r runs, each `m[r]` block loaded once for
 /// the [`ROWS`] rows: that many independent chains of additions, where one row at a time would wait on each
-/// addition's latency. Columns past the last whole block are a tile too, over a zero-padded copy of theirs.
+/// addition's latency. Columns past the last whole block are a tile too: read from `m` itself where its
+/// data reaches a whole block past them (the lanes past `cols` are computed and dropped; each lane's sum is its
+/// own, so the kept ones have the same bits), else from a zero-padded copy of theirs.
 #[inline(always)]
 fn mat_mul(a: Mat, m: Mat, inner: usize, mut out: MatMut, [rows, cols]: [usize; 2]) {
     debug_assert_eq!(m.step, 1, "mat_mul reads m's rows as contiguous blocks");
     let whole = cols / LANES * LANES;
-    let mut tail = Vec::new();
-    if whole < cols {
-        tail = vec![0.0f32; inner * LANES];
-        for (r, tail) in tail.chunks_exact_mut(LANES).enumerate() {
-            tail[..cols - whole].copy_from_slice(&m.data[r * m.stride + whole..][..cols - whole]);
-        }
-    }
-    let tail = Mat::new(&tail, LANES);
+    let copy: Vec<f32>;
+    let tail =
+        if whole == cols || inner == 0 || (inner - 1) * m.stride + whole + LANES <= m.data.len() {
+            (m, whole)
+        } else {
+            let mut padded = vec![0.0f32; inner * LANES];
+            for (r, padded) in padded.chunks_exact_mut(LANES).enumerate() {
+                for (padded, &m) in padded
+                    .iter_mut()
+                    .zip(&m.data[r * m.stride + whole..][..cols - whole])
+                {
+                    *padded = m;
+                }
+            }
+            copy = padded;
+            (Mat::new(&copy, LANES), 0)
+        };
     let mut i0 = 0;
     while i0 + ROWS <= rows {
-        row_block::<ROWS>(a, [m, tail], inner, &mut out, i0, cols);
+        row_block::<ROWS>(a, (m, tail), inner, &mut out, i0, cols);
         i0 += ROWS;
     }
     match rows - i0 {
         0 => {}
-        1 => row_block::<1>(a, [m, tail], inner, &mut out, i0, cols),
-        2 => row_block::<2>(a, [m, tail], inner, &mut out, i0, cols),
-        3 => row_block::<3>(a, [m, tail], inner, &mut out, i0, cols),
+        1 => row_block::<1>(a, (m, tail), inner, &mut out, i0, cols),
+        2 => row_block::<2>(a, (m, tail), inner, &mut out, i0, cols),
+        3 => row_block::<3>(a, (m, tail), inner, &mut out, i0, cols),
         _ => unreachable!("fewer than ROWS rows remain"),
     }
 }
@@ -382,12 +492,12 @@ fn mat_mul(a: Mat, m: Mat, inner: usize, mut out: MatMut, [rows, cols]: [usize; 
 // mat_mul's arms for the rows left over are written for up to ROWS − 1 = 3.
 const _: () = assert!(ROWS == 4);
 
-/// [`mat_mul`] for the `R` rows from `i0`; `tail` is `m`'s columns past the last whole block, zero-padded to
-/// one block.
+/// [`mat_mul`] for the `R` rows from `i0`; `tail` is where the columns past the last whole block are read (a
+/// matrix and its column).
 #[inline(always)]
 fn row_block<const R: usize>(
     a: Mat,
-    [m, tail]: [Mat; 2],
+    (m, tail): (Mat, (Mat, usize)),
     inner: usize,
     out: &mut MatMut,
     i0: usize,
@@ -407,7 +517,7 @@ fn row_block<const R: usize>(
         c0 += LANES;
     }
     if c0 < cols {
-        tile::<R, 1>(a, (tail, 0), inner, out, [i0, c0], cols - c0);
+        tile::<R, 1>(a, tail, inner, out, [i0, c0], cols - c0);
     }
 }
 
@@ -629,8 +739,8 @@ mod tests {
     }
 
     /// Every output shape up to 9 rows by 5 groups of [`BLOCKS`] · [`LANES`] columns (so every path: whole
-    /// tiles, rows left over, a single block, a padded tail block) gives the bits of the plain sum in order
-    /// of r, with strides wider than the rows.
+    /// tiles, rows left over, a single block, a tail block read in place or from a padded copy) gives the
+    /// bits of the plain sum in order of r, with strides wider than the rows.
     #[test]
     fn mat_mul_is_the_in_order_sum() {
         let inner = 7;
@@ -643,11 +753,17 @@ mod tests {
             .map(|i| (i as f32 * 0.113).cos())
             .collect();
         for rows in 0..=9 {
-            for cols in 0..=5 * BLOCKS * LANES {
+            for (cols, in_place) in (0..=5 * BLOCKS * LANES).flat_map(|c| [(c, false), (c, true)]) {
+                // `m` ending at its last element read (the tail copied), or with the rows' slack after it.
+                let m_end = if in_place {
+                    m.len()
+                } else {
+                    (inner - 1) * m_stride + cols
+                };
                 let mut out = vec![f32::NAN; rows * out_stride];
                 mat_mul(
                     Mat::new(&a, a_stride),
-                    Mat::new(&m, m_stride),
+                    Mat::new(&m[..m_end], m_stride),
                     inner,
                     MatMut::new(&mut out, out_stride),
                     [rows, cols],
