@@ -64,13 +64,18 @@ fn rows_backward(
         .zip(dx.chunks_mut(L * d))
     {
         let n = x.len() / d;
-        for (j, (x_t, g_t)) in x_t.iter_mut().zip(&mut g_t).enumerate() {
-            for l in 0..L {
-                (x_t[l], g_t[l]) = if l < n {
-                    (x[l * d + j], dy[l * d + j] * w[j])
-                } else {
-                    (0.0, 0.0)
-                };
+        // Row by row: contiguous reads, one store each (element by element with a branch per lane, the
+        // transpose was most of the kernel's time).
+        for (l, (x, dy)) in x.chunks_exact(d).zip(dy.chunks_exact(d)).enumerate() {
+            for ((((x_t, g_t), &x), &dy), &w) in x_t.iter_mut().zip(&mut g_t).zip(x).zip(dy).zip(w)
+            {
+                (x_t[l], g_t[l]) = (x, dy * w);
+            }
+        }
+        if n < L {
+            for (x_t, g_t) in x_t.iter_mut().zip(&mut g_t) {
+                x_t[n..].fill(0.0);
+                g_t[n..].fill(0.0);
             }
         }
         let per_row = |sums: [f32; L]| sums.map(|s| s / d as f32);
