@@ -79,10 +79,8 @@ fn rows_backward(
         .zip(dx.chunks_mut(L * d))
     {
         let n = x.len() / d;
-        if avx && n == L && transposed_in_registers([x, dy], w, [&mut x_t, &mut g_t]) {
-            // Done in registers.
-        } else {
-            // Row by row: contiguous reads, one store each.
+        // In registers where the CPU and the block's shape allow, else row by row.
+        if !(avx && transposed_in_registers([x, dy], w, [&mut x_t, &mut g_t])) {
             transpose_rows([x, dy], w, [&mut x_t, &mut g_t]);
         }
         if n < L {
