@@ -134,12 +134,29 @@ pub fn fourier_gap(inputs: &[u64], outputs: &[f64], n_bits: usize, subset: &[usi
         .zip(outputs)
         .map(|(&x, &f)| f - target * chi(x, target_mask))
         .collect();
-    let mut best_other = 0.0f64;
+    let mut others = vec![];
     for_each_subset(n_bits, subset.len(), &mut |mask| {
         if mask != target_mask {
-            best_other = best_other.max(coefficient(&residual, mask).abs());
+            others.push(mask);
         }
     });
+    // `coefficient` of the residual for SUBSETS masks at once: each sum is still taken over the examples in
+    // order (the same additions, so the same bits), but the masks' independent sums overlap instead of each
+    // waiting on its own chain, and χ's sign is flipped without a branch (the 2 023 other 3-subsets of 24
+    // bits over 512 examples took ~7 ms a checkpoint, branch misses and one addition chain at a time).
+    const SUBSETS: usize = 8;
+    let mut best_other = 0.0f64;
+    for masks in others.chunks(SUBSETS) {
+        let mut sums = [-0.0f64; SUBSETS];
+        for (&x, &f) in inputs.iter().zip(&residual) {
+            for (sum, &mask) in sums.iter_mut().zip(masks) {
+                *sum += times_chi(f, x & mask);
+            }
+        }
+        for sum in &sums[..masks.len()] {
+            best_other = best_other.max((sum / n).abs());
+        }
+    }
     FourierGap {
         target: target.abs(),
         best_other,
@@ -185,6 +202,13 @@ pub fn chi(x: u64, subset: u64) -> f64 {
     } else {
         -1.0
     }
+}
+
+/// `f · χ_T(x)` from `x & T` (`in_subset`): `f` with its sign flipped when an odd number of the subset's bits
+/// are set, which is exactly what multiplying by [`chi`]'s ±1 gives.
+fn times_chi(f: f64, in_subset: u64) -> f64 {
+    let odd = u64::from(in_subset.count_ones() & 1);
+    f64::from_bits(f.to_bits() ^ (odd << 63))
 }
 
 /// Calls `visit` with the mask of every subset of size `k` of `n` bits.
@@ -253,6 +277,48 @@ mod tests {
             (gap.target - 1.0).abs() < 1e-12 && gap.best_other.abs() < 1e-12,
             "{gap:?}"
         );
+    }
+
+    #[test]
+    fn the_best_other_coefficient_equals_one_subset_at_a_time_bit_for_bit() {
+        // 512 random 24-bit inputs and outputs, S = {3, 9, 17}: the batched sums against the definition,
+        // each 3-subset's coefficient of the residual summed alone in example order.
+        let mut rng = host::rng::SplitMix64::new(7);
+        let inputs: Vec<u64> = (0..512).map(|_| rng.next_u64() & 0xff_ffff).collect();
+        let outputs: Vec<f64> = (0..512).map(|_| rng.normal()).collect();
+        let subset = [3, 9, 17];
+        let gap = fourier_gap(&inputs, &outputs, 24, &subset);
+        let target_mask = (1 << 3) | (1 << 9) | (1 << 17);
+        let n = inputs.len() as f64;
+        let target: f64 = inputs
+            .iter()
+            .zip(&outputs)
+            .map(|(&x, &f)| f * chi(x, target_mask))
+            .sum::<f64>()
+            / n;
+        let residual: Vec<f64> = inputs
+            .iter()
+            .zip(&outputs)
+            .map(|(&x, &f)| f - target * chi(x, target_mask))
+            .collect();
+        let mut best_other = 0.0f64;
+        let mut visited = 0;
+        for_each_subset(24, 3, &mut |mask| {
+            if mask != target_mask {
+                visited += 1;
+                let c = inputs
+                    .iter()
+                    .zip(&residual)
+                    .map(|(&x, &f)| f * chi(x, mask))
+                    .sum::<f64>()
+                    / n;
+                best_other = best_other.max(c.abs());
+            }
+        });
+        assert_eq!(visited, 2023);
+        assert!(best_other > 0.0);
+        assert_eq!(gap.best_other.to_bits(), best_other.to_bits());
+        assert_eq!(gap.target.to_bits(), target.abs().to_bits());
     }
 
     #[test]
