@@ -5,14 +5,14 @@ use super::*;
 
 impl Analyzer {
     /// Everything compared with the previous checkpoint, plus this checkpoint's own parameter norms and output
-    /// projection.
+    /// projection; and the CKA self-products of this checkpoint's residuals, for the next comparison.
     pub(super) fn dynamics(
         &self,
         message: &CheckpointMessage,
         arrays: &[StoredArray],
         headline: &BTreeMap<String, f64>,
         projection: Vec<f64>,
-    ) -> Dynamics {
+    ) -> (Dynamics, BTreeMap<(StoredName, usize), f64>) {
         let mut out = Dynamics {
             param_norm: message
                 .params
@@ -22,8 +22,9 @@ impl Analyzer {
             output_projection: projection,
             ..Dynamics::default()
         };
+        let mut cka_self = BTreeMap::new();
         let Some(previous) = &self.previous else {
-            return out;
+            return (out, cka_self);
         };
         let before = |name: &StoredName| previous.arrays.get(name);
         let mut relative = BTreeMap::new();
@@ -46,8 +47,15 @@ impl Analyzer {
                         continue;
                     };
                     for (k, key) in self.probe_targets.key_names.iter().enumerate() {
-                        let score =
-                            linear_cka(&key_column(&array.array, k), d, &key_column(old, k), d);
+                        let known = previous.cka_self.get(&(array.name.clone(), k)).copied();
+                        let (score, own) = linear_cka_reusing(
+                            &key_column(&array.array, k),
+                            d,
+                            &key_column(old, k),
+                            d,
+                            known,
+                        );
+                        cka_self.insert((array.name.clone(), k), own);
                         cka.entry(boundary.to_string())
                             .or_default()
                             .insert(key.clone(), score);
@@ -101,7 +109,7 @@ impl Analyzer {
         out.cka = Some(cka);
         out.probe_cosine = Some(probe_cosine);
         out.pattern_js = Some(js_drift);
-        out
+        (out, cka_self)
     }
 }
 

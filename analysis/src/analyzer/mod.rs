@@ -43,7 +43,7 @@ use crate::metrics::attribution::{
 use crate::metrics::behavior::{BehaviorInput, behavior};
 use crate::metrics::composition::{circuit, k_composition};
 use crate::metrics::dynamics::{
-    cosine, frobenius_norm, js_divergence, linear_cka, output_projection, relative_update,
+    cosine, frobenius_norm, js_divergence, linear_cka_reusing, output_projection, relative_update,
 };
 use crate::metrics::heads::{Detections, HeadInput, head_metrics};
 use crate::metrics::mlp::{active_fraction, head_output_norms, norm};
@@ -59,6 +59,9 @@ pub struct Previous {
     pub arrays: BTreeMap<StoredName, HostArray>,
     /// The numeric leaves of the previous row's behavior, residual, heads and mlp, by dotted path.
     pub headline: BTreeMap<String, f64>,
+    /// ‖XᵀX‖²_F of each residual at a key position (by stored array and key index), as the comparison with the
+    /// checkpoint before computed it: the next linear CKA's other side (empty after a resume: computed again).
+    pub cka_self: BTreeMap<(StoredName, usize), f64>,
 }
 
 /// The analysis of one run: the fixed inputs and the previous checkpoint.
@@ -267,7 +270,8 @@ impl Analyzer {
             timing: Timing::default(),
         };
         let headline = headline(&row);
-        row.dynamics = self.dynamics(message, &arrays, &headline, projection);
+        let (dynamics, cka_self) = self.dynamics(message, &arrays, &headline, projection);
+        row.dynamics = dynamics;
         lap("dynamics", &mut families);
         // Dropped before its successor is copied, so that only one is held at a time.
         self.previous = None;
@@ -279,6 +283,7 @@ impl Analyzer {
                 .map(|a| (a.name.clone(), a.array.clone()))
                 .collect(),
             headline,
+            cka_self,
         });
         Ok(Analysis {
             row,
@@ -326,6 +331,7 @@ impl Previous {
                 .filter(|(name, _)| name.is_dynamics_input())
                 .collect(),
             headline: headline(row),
+            cka_self: BTreeMap::new(),
         }
     }
 }

@@ -17,14 +17,30 @@ pub fn frobenius_norm(values: &[f32]) -> f64 {
 /// representations; invariant to orthogonal transforms and isotropic scaling. 0 if either side is constant.
 /// The Gram products run in f64 through faer.
 pub fn linear_cka(x: &[f32], d1: usize, y: &[f32], d2: usize) -> f64 {
+    linear_cka_reusing(x, d1, y, d2, None).0
+}
+
+/// [`linear_cka`] given `y`'s own ‖YᵀY‖²_F when it is known (`y_self`, as this function returned it for `y`
+/// as its `x`): returns the CKA and `x`'s ‖XᵀX‖²_F. A trajectory compares each checkpoint with the one before,
+/// so each side's product is formed once instead of twice; the value is the same computation's, so the result
+/// has the same bits as [`linear_cka`]'s.
+pub fn linear_cka_reusing(
+    x: &[f32],
+    d1: usize,
+    y: &[f32],
+    d2: usize,
+    y_self: Option<f64>,
+) -> (f64, f64) {
     let (x, y) = (centred(x, d1), centred(y, d2));
     let cross = |a: &Mat<f64>, b: &Mat<f64>| (a.transpose() * b).squared_norm_l2();
-    let denominator = (cross(&x, &x) * cross(&y, &y)).sqrt();
-    if denominator > 0.0 {
+    let x_self = cross(&x, &x);
+    let denominator = (x_self * y_self.unwrap_or_else(|| cross(&y, &y))).sqrt();
+    let cka = if denominator > 0.0 {
         cross(&y, &x) / denominator
     } else {
         0.0
-    }
+    };
+    (cka, x_self)
 }
 
 /// `m` [n, d] row-major as an f64 matrix with every column's mean subtracted.
@@ -133,6 +149,18 @@ mod tests {
     fn random(n: usize, d: usize, seed: u64) -> Vec<f32> {
         let mut rng = SplitMix64::new(seed);
         (0..n * d).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn reusing_the_previous_self_product_gives_the_same_bits() {
+        // A trajectory a → b → c: the self-product returned for b when it was compared with a is the one the
+        // comparison of c with b reuses.
+        let (a, b, c) = (random(40, 6, 1), random(40, 6, 2), random(40, 6, 3));
+        let (ab, b_self) = linear_cka_reusing(&b, 6, &a, 6, None);
+        let (bc, _) = linear_cka_reusing(&c, 6, &b, 6, Some(b_self));
+        assert_eq!(ab.to_bits(), linear_cka(&b, 6, &a, 6).to_bits());
+        assert_eq!(bc.to_bits(), linear_cka(&c, 6, &b, 6).to_bits());
+        assert!(bc > 0.0 && bc < 1.0, "{bc}");
     }
 
     #[test]
