@@ -6,6 +6,8 @@
 
 use super::chunks::par_zeroed_chunks;
 use super::isa::{Isa, compiled_for_isa};
+#[cfg(target_arch = "x86_64")]
+use super::transpose::transpose_8x8;
 
 /// Rows per task.
 const ROWS: usize = 64;
@@ -162,13 +164,19 @@ fn transposed_in_registers(
                 // SAFETY: the caller only asks where the CPU has AVX; the shapes were checked above, so
                 // every read (rows l0..l0 + 8, columns j0..j0 + 8) and write is in bounds.
                 unsafe {
-                    transpose_8x8(&x[l0 * d + j0..], d, None, &mut x_t[j0..j0 + 8], l0);
+                    transpose_8x8(
+                        &x[l0 * d + j0..],
+                        d,
+                        None,
+                        &mut x_t[j0..j0 + 8].as_flattened_mut()[l0..],
+                        LANE_ROWS,
+                    );
                     transpose_8x8(
                         &dy[l0 * d + j0..],
                         d,
                         Some(&w[j0..j0 + 8]),
-                        &mut g_t[j0..j0 + 8],
-                        l0,
+                        &mut g_t[j0..j0 + 8].as_flattened_mut()[l0..],
+                        LANE_ROWS,
                     );
                 }
             }
@@ -177,79 +185,6 @@ fn transposed_in_registers(
     }
     let _ = (x, dy, w, x_t, g_t, d);
     false
-}
-
-/// `out[c][lane + r] = src[r · stride + c]` (times `scale[c]` where given) for r, c < 8: rows paired by
-/// unpacking, pairs by shuffling, halves by a lane permute.
-///
-/// # Safety
-/// The CPU has AVX; `src` holds 7 · stride + 8 elements, `out` 8 rows and `lane + 8 ≤ LANE_ROWS`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn transpose_8x8(
-    src: &[f32],
-    stride: usize,
-    scale: Option<&[f32]>,
-    out: &mut [[f32; LANE_ROWS]],
-    lane: usize,
-) {
-    use std::arch::x86_64::*;
-    debug_assert!(src.len() >= 7 * stride + 8 && out.len() == 8 && lane + 8 <= LANE_ROWS);
-    let p = src.as_ptr();
-    // SAFETY: within `src` (the caller's contract).
-    let r = unsafe {
-        [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(stride)),
-            _mm256_loadu_ps(p.add(2 * stride)),
-            _mm256_loadu_ps(p.add(3 * stride)),
-            _mm256_loadu_ps(p.add(4 * stride)),
-            _mm256_loadu_ps(p.add(5 * stride)),
-            _mm256_loadu_ps(p.add(6 * stride)),
-            _mm256_loadu_ps(p.add(7 * stride)),
-        ]
-    };
-    // t: rows 2i and 2i + 1 interleaved (elements 0, 1 | 4, 5 of each, then 2, 3 | 6, 7).
-    let t = [
-        _mm256_unpacklo_ps(r[0], r[1]),
-        _mm256_unpackhi_ps(r[0], r[1]),
-        _mm256_unpacklo_ps(r[2], r[3]),
-        _mm256_unpackhi_ps(r[2], r[3]),
-        _mm256_unpacklo_ps(r[4], r[5]),
-        _mm256_unpackhi_ps(r[4], r[5]),
-        _mm256_unpacklo_ps(r[6], r[7]),
-        _mm256_unpackhi_ps(r[6], r[7]),
-    ];
-    // s[k] (k < 4): column k of rows 0–3 in its low half and column k + 4 in its high half; s[k + 4] the
-    // same of rows 4–7.
-    let s = [
-        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-    ];
-    let columns = [
-        _mm256_permute2f128_ps::<0x20>(s[0], s[4]),
-        _mm256_permute2f128_ps::<0x20>(s[1], s[5]),
-        _mm256_permute2f128_ps::<0x20>(s[2], s[6]),
-        _mm256_permute2f128_ps::<0x20>(s[3], s[7]),
-        _mm256_permute2f128_ps::<0x31>(s[0], s[4]),
-        _mm256_permute2f128_ps::<0x31>(s[1], s[5]),
-        _mm256_permute2f128_ps::<0x31>(s[2], s[6]),
-        _mm256_permute2f128_ps::<0x31>(s[3], s[7]),
-    ];
-    for (c, (column, out)) in columns.into_iter().zip(out.iter_mut()).enumerate() {
-        let column = match scale {
-            Some(scale) => _mm256_mul_ps(column, _mm256_set1_ps(scale[c])),
-            None => column,
-        };
-        // SAFETY: lanes lane..lane + 8 of a row of LANE_ROWS (the caller's contract).
-        unsafe { _mm256_storeu_ps(out[lane..lane + 8].as_mut_ptr(), column) };
-    }
 }
 
 /// Σ_{j < d} terms(j) per lane, in order of j from −0.0 (`Iterator::sum`'s order, a lane per row).

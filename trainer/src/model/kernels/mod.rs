@@ -13,6 +13,7 @@ mod exp;
 mod heads;
 mod isa;
 mod layer_norm;
+mod transpose;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
