@@ -11,6 +11,7 @@
 /// The CPU has AVX; `src` holds 7 · stride + 8 elements, `out` 7 · out_stride + 8.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
+#[inline]
 pub(super) unsafe fn transpose_8x8(
     src: &[f32],
     stride: usize,
