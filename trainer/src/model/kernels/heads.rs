@@ -66,7 +66,7 @@ fn forward_on(
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     let rows = [dims.pattern_row(), dims.q_row()];
-    let (exp, per_task) = (Exp::for_isa(isa), dims.rows_per_task());
+    let (exp, per_task, avx) = (Exp::for_isa(isa), dims.rows_per_task(), isa.has_avx());
     let ([pattern, z], _) = par_zeroed_chunks(
         rows.map(|row| dims.batch * row),
         rows.map(|row| row * per_task),
@@ -79,7 +79,6 @@ fn forward_on(
                 of(k, dims.k_row()),
                 of(v, dims.k_row()),
             );
-            let avx = isa != Isa::Baseline;
             forward_rows_on(isa, dims, [q, k, v], hidden, scale, exp, [pattern, z], avx);
         },
     );
@@ -110,7 +109,7 @@ fn backward_on(
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = [dims.q_row(), dims.k_row(), dims.k_row()];
-    let per_task = dims.rows_per_task();
+    let (per_task, avx) = (dims.rows_per_task(), isa.has_avx());
     let ([dq, dk, dv], _) = par_zeroed_chunks(
         rows.map(|row| dims.batch * row),
         rows.map(|row| row * per_task),
@@ -125,7 +124,6 @@ fn backward_on(
                 of(dz, dims.q_row()),
             );
             let pattern = of(pattern, dims.pattern_row());
-            let avx = isa != Isa::Baseline;
             backward_rows_on(isa, dims, [q, k, v, pattern, dz], scale, [dq, dk, dv], avx);
         },
     );

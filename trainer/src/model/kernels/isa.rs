@@ -33,6 +33,12 @@ impl Isa {
         Self::Baseline
     }
 
+    /// Whether the CPU has AVX, which every instruction set above the baseline implies: where the 8 × 8
+    /// transposes in registers (`transpose.rs`) may run.
+    pub(super) fn has_avx(self) -> bool {
+        self != Self::Baseline
+    }
+
     /// Every instruction set this CPU has, the baseline first (for the tests that compare their bits).
     #[cfg(test)]
     pub(super) fn all_available() -> Vec<Self> {

@@ -21,15 +21,7 @@ pub fn backward(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> (Vec<f32>, Vec<f3
     let chunk = (ROWS * d).max(1);
     let ([dx], partials) = par_zeroed_chunks([x.len()], [chunk], 1, |c, [dx]| {
         let rows = c * chunk..c * chunk + dx.len();
-        rows_backward_on(
-            isa,
-            &x[rows.clone()],
-            w,
-            &dy[rows],
-            eps,
-            dx,
-            isa != Isa::Baseline,
-        )
+        rows_backward_on(isa, &x[rows.clone()], w, &dy[rows], eps, dx, isa.has_avx())
     });
     let (mut dw, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
     for (part_w, part_b) in partials {
@@ -259,7 +251,7 @@ mod tests {
                 let paths = Isa::all_available().into_iter().flat_map(|isa| {
                     [(isa, false), (isa, true)]
                         .into_iter()
-                        .filter(move |&(isa, avx)| !avx || isa != Isa::Baseline)
+                        .filter(move |&(isa, avx)| !avx || isa.has_avx())
                 });
                 for (isa, avx) in paths {
                     let mut dx = vec![f32::NAN; rows * d];
