@@ -6,15 +6,16 @@
 //! groups), rewritten the same way after every checkpoint. A kill therefore loses at most the checkpoint
 //! being written, never a completed one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+mod datasets;
 
-use ndarray::{ArrayViewD, IxDyn};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use host::h5::{read_str_attr, write_str_attr};
 use host::layout::RunLayout;
 use trainer::model::HostArray;
 
+use self::datasets::ArrayWriter;
 use crate::error::AnalysisError;
 use crate::message::StoredArray;
 use crate::row::SCHEMA_VERSION;
@@ -98,41 +99,28 @@ impl ActivationStore {
         let file = hdf5::File::create(path)?;
         self.write_file_attrs(&file)?;
         file.new_attr::<u64>().create("step")?.write_scalar(&step)?;
-        // Each group opened once per file, not once per array in it.
-        let mut groups: HashMap<String, hdf5::Group> = HashMap::new();
+        let writer = ArrayWriter::new()?;
         for stored in arrays {
             let shape = &stored.array.shape;
-            let view = ArrayViewD::from_shape(IxDyn(shape), &stored.array.data)
-                .map_err(|e| hdf5::Error::from(e.to_string()))?;
-            let path = stored.name.to_string();
-            let (parent, leaf) = match path.rsplit_once('/') {
-                Some((group, leaf)) => {
-                    if !groups.contains_key(group) {
-                        groups.insert(group.to_owned(), ensure_group(&file, group)?);
-                    }
-                    (groups[group].clone(), leaf)
-                }
-                None => ((*file).clone(), path.as_str()),
-            };
-            let mut builder = parent.new_dataset_builder().obj_track_times(false);
             // LZF: a fraction of deflate's CPU cost (the sidecar shares two cores with training), and h5py
             // decompresses it out of the box. Small arrays are stored contiguous and raw: a chunked dataset's
             // chunk index costs ~2.4 KB, more than LZF saves on a 16 KB weight matrix (~6 %), and the filter
             // pipeline's CPU buys nothing there.
-            if stored.array.data.len() * size_of::<f32>() >= COMPRESS_FROM_BYTES
-                && hdf5::filters::lzf_available()
-            {
+            let chunk = (stored.array.data.len() * size_of::<f32>() >= COMPRESS_FROM_BYTES
+                && hdf5::filters::lzf_available())
+            .then(|| {
                 let mut chunk = shape.clone();
                 chunk[0] = chunk[0].clamp(1, CHUNK_EXAMPLES);
-                builder = builder.chunk(chunk).shuffle().lzf();
-            }
-            let ds = builder.with_data(&view).create(leaf)?;
-            write_str_attr(&ds, "axes", &stored.axes)?;
-            let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-            ds.new_attr::<u64>()
-                .shape(dims.len())
-                .create("shape")?
-                .write_raw(&dims)?;
+                chunk
+            });
+            writer.write(
+                &file,
+                &stored.name.to_string(),
+                shape,
+                &stored.array.data,
+                &stored.axes,
+                chunk.as_deref(),
+            )?;
         }
         file.flush()?;
         Ok(())
@@ -256,19 +244,6 @@ pub fn stored_step_readable(activations_dir: &Path, step: u64) -> bool {
 /// A stored step's file in `activations_dir` (`analysis/activations/step_000100.h5`).
 fn stored_step_file(activations_dir: &Path, step: u64) -> PathBuf {
     activations_dir.join(format!("{}.h5", group_name(step)))
-}
-
-/// The group at `path` (`a/b/c`) under `file`, created with its parents where missing.
-fn ensure_group(file: &hdf5::File, path: &str) -> hdf5::Result<hdf5::Group> {
-    let mut group: hdf5::Group = (**file).clone();
-    for part in path.split('/') {
-        group = if group.link_exists(part) {
-            group.group(part)?
-        } else {
-            group.create_group(part)?
-        };
-    }
-    Ok(group)
 }
 
 /// `step_000100`, the same name as the step's checkpoint directory.
