@@ -65,10 +65,8 @@ pub fn fit(
     alpha: f64,
 ) -> Result<Vec<RidgeProbe>, RidgeError> {
     let part = Part::new(features, d, rows.to_vec());
-    Factored::new(
-        features, d, &part.rows, part.mean, part.gram, label_sets, alpha,
-    )
-    .map(|fit| fit.probes(label_sets))
+    let sums = part.class_sums(features, d, label_sets);
+    Factored::new(&[(&part, &sums)], alpha).map(|fit| fit.probes(label_sets))
 }
 
 /// Sum of the examples `rows` of `features` [n, d], in f64.
@@ -125,7 +123,7 @@ impl Part {
 /// in Chan, Golub & LeVeque, "Updating formulae and a pairwise algorithm for computing sample variances",
 /// 1979). No large uncentred sums cancel, and k-fold cross-validation forms each example's outer product once
 /// instead of once per fold that trains on it.
-fn union_gram(parts: &[&Part], mean: &[f64]) -> Mat<f64> {
+fn union_gram<'p>(parts: impl Iterator<Item = &'p Part>, mean: &[f64]) -> Mat<f64> {
     let d = mean.len();
     let mut gram = Mat::<f64>::zeros(d, d);
     for part in parts {
@@ -142,6 +140,72 @@ fn union_gram(parts: &[&Part], mean: &[f64]) -> Mat<f64> {
     gram
 }
 
+/// One part's rows summed by class, centred about the part's own mean: for each label set and class c,
+/// Σ (x − μ_p) over the part's rows of class c, and how many rows that is.
+struct ClassSums {
+    /// [Σ classes, d]: row `offset + c` for class c of the label set at `offset`.
+    sums: Vec<f64>,
+    /// [Σ classes]
+    counts: Vec<usize>,
+}
+
+impl Part {
+    /// The part's [`ClassSums`] for `label_sets`: one pass over its rows.
+    fn class_sums(&self, features: &[f32], d: usize, label_sets: &[Labels<'_>]) -> ClassSums {
+        let total: usize = label_sets.iter().map(|l| l.n_classes).sum();
+        let mut sums = vec![0.0f64; total * d];
+        let mut counts = vec![0usize; total];
+        let mut centred = vec![0.0f64; d];
+        for &i in &self.rows {
+            for ((c, &x), mu) in centred
+                .iter_mut()
+                .zip(&features[i * d..][..d])
+                .zip(&self.mean)
+            {
+                *c = f64::from(x) - mu;
+            }
+            let mut offset = 0;
+            for set in label_sets {
+                let class = offset + set.labels[i] as usize;
+                for (sum, c) in sums[class * d..][..d].iter_mut().zip(&centred) {
+                    *sum += c;
+                }
+                counts[class] += 1;
+                offset += set.n_classes;
+            }
+        }
+        ClassSums { sums, counts }
+    }
+}
+
+/// XᵀY for the centred union of `parts` about its mean `mean` and one-hot Y, from the parts' [`ClassSums`]:
+/// column c is Σ_p [S_{p,c} + n_{p,c} (μ_p − μ)], the parallel-axis shift of [`union_gram`] applied to a sum.
+/// Returns it [d, Σ classes] column-major, and each class's share of the union's rows.
+fn union_rhs(parts: &[(&Part, &ClassSums)], mean: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let d = mean.len();
+    let total = parts.first().map_or(0, |(_, sums)| sums.counts.len());
+    let mut rhs = vec![0.0f64; d * total];
+    let mut counts = vec![0usize; total];
+    for (part, sums) in parts {
+        let shift: Vec<f64> = part.mean.iter().zip(mean).map(|(a, b)| a - b).collect();
+        for (class, count) in sums.counts.iter().enumerate() {
+            let n = *count as f64;
+            let column = rhs[class * d..][..d].iter_mut();
+            for ((r, &s), &shift) in column.zip(&sums.sums[class * d..][..d]).zip(&shift) {
+                *r += s + n * shift;
+            }
+            counts[class] += count;
+        }
+    }
+    let m = parts
+        .iter()
+        .map(|(p, _)| p.rows.len())
+        .sum::<usize>()
+        .max(1) as f64;
+    let frequency = counts.iter().map(|&c| c as f64 / m).collect();
+    (rhs, frequency)
+}
+
 /// The normal equations of one fit, factorized: the Cholesky factor of XᵀX + λI for the centred design X, the
 /// right-hand sides XᵀY of every label set side by side, the rows' mean and each class's frequency.
 struct Factored {
@@ -154,48 +218,37 @@ struct Factored {
 }
 
 impl Factored {
-    /// The fit on the examples `rows` of `features` [n, d], given their mean and centred Gram matrix.
-    fn new(
-        features: &[f32],
-        d: usize,
-        rows: &[usize],
-        mean: Vec<f64>,
-        mut gram: Mat<f64>,
-        label_sets: &[Labels<'_>],
-        alpha: f64,
-    ) -> Result<Self, RidgeError> {
-        let m = rows.len().max(1) as f64;
+    /// The fit on the union of `parts` (each with its [`ClassSums`] for the label sets to fit).
+    fn new(parts: &[(&Part, &ClassSums)], alpha: f64) -> Result<Self, RidgeError> {
+        let d = parts.first().map_or(0, |(p, _)| p.mean.len());
+        let n: usize = parts.iter().map(|(p, _)| p.rows.len()).sum();
+        let mut total = vec![0.0f64; d];
+        for (part, _) in parts {
+            for (t, s) in total.iter_mut().zip(&part.sum) {
+                *t += s;
+            }
+        }
+        let mean = divided(&total, n);
+        let mut gram = union_gram(parts.iter().map(|(p, _)| *p), &mean);
         let trace: f64 = (0..d).map(|j| gram[(j, j)]).sum();
         let lambda = (alpha * trace / d as f64).max(MIN_LAMBDA);
         for j in 0..d {
             gram[(j, j)] += lambda;
         }
         let llt = gram.llt(Side::Lower).map_err(|_| RidgeError)?;
-        // XᵀY for one-hot Y: column c is the sum of the centred rows of class c (no dense Y needed).
-        let total: usize = label_sets.iter().map(|l| l.n_classes).sum();
-        let mut rhs = vec![0.0f64; d * total];
-        let mut frequency = vec![0.0f64; total];
-        let mut centred = vec![0.0f64; d];
-        for &i in rows {
-            for ((c, &x), mu) in centred.iter_mut().zip(&features[i * d..][..d]).zip(&mean) {
-                *c = f64::from(x) - mu;
-            }
-            let mut offset = 0;
-            for set in label_sets {
-                let class = offset + set.labels[i] as usize;
-                for (r, c) in rhs[class * d..][..d].iter_mut().zip(&centred) {
-                    *r += c;
-                }
-                frequency[class] += 1.0 / m;
-                offset += set.n_classes;
-            }
-        }
+        let (rhs, frequency) = union_rhs(parts, &mean);
         Ok(Self {
             llt,
             mean,
             rhs,
             frequency,
         })
+    }
+
+    /// Drops the right-hand sides past the first `classes` columns (label sets whose probes are not needed).
+    fn keep_classes(&mut self, classes: usize) {
+        self.rhs.truncate(self.mean.len() * classes);
+        self.frequency.truncate(classes);
     }
 
     fn rhs(&self) -> MatRef<'_, f64> {
@@ -292,37 +345,45 @@ impl<'a> Folds<'a> {
         Self { features, d, parts }
     }
 
-    /// The fit on the examples of every fold but `held_out` (every fold: `None`).
+    /// Every fold's [`ClassSums`] for `label_sets`.
+    fn class_sums(&self, label_sets: &[Labels<'_>]) -> Vec<ClassSums> {
+        self.parts
+            .iter()
+            .map(|part| part.class_sums(self.features, self.d, label_sets))
+            .collect()
+    }
+
+    /// The fit on the examples of every fold but `held_out` (every fold: `None`), given the folds' `sums`.
     fn factored(
         &self,
         held_out: Option<usize>,
-        label_sets: &[Labels<'_>],
+        sums: &[ClassSums],
         alpha: f64,
     ) -> Result<Factored, RidgeError> {
-        let parts: Vec<&Part> = (0..self.parts.len())
-            .filter(|&f| Some(f) != held_out)
-            .map(|f| &self.parts[f])
+        let parts: Vec<(&Part, &ClassSums)> = self
+            .parts
+            .iter()
+            .zip(sums)
+            .enumerate()
+            .filter(|&(f, _)| Some(f) != held_out)
+            .map(|(_, part)| part)
             .collect();
-        let mut rows: Vec<usize> = parts.iter().flat_map(|p| p.rows.iter().copied()).collect();
-        rows.sort_unstable();
-        let mut total = vec![0.0f64; self.d];
-        for part in &parts {
-            for (t, s) in total.iter_mut().zip(&part.sum) {
-                *t += s;
-            }
-        }
-        let mean = divided(&total, rows.len());
-        let gram = union_gram(&parts, &mean);
-        Factored::new(self.features, self.d, &rows, mean, gram, label_sets, alpha)
+        Factored::new(&parts, alpha)
     }
 
-    /// The probes fitted on every example.
-    pub fn fit_all(
+    /// Every label set's held-out accuracy (as [`cross_validated_accuracy`]) and the probes of the first
+    /// `fitted` label sets fitted on every example: the folds' class sums taken once for both.
+    pub fn cross_validate_and_fit(
         &self,
         label_sets: &[Labels<'_>],
+        fitted: usize,
         alpha: f64,
-    ) -> Result<Vec<RidgeProbe>, RidgeError> {
-        Ok(self.factored(None, label_sets, alpha)?.probes(label_sets))
+    ) -> Result<(Vec<f64>, Vec<RidgeProbe>), RidgeError> {
+        let sums = self.class_sums(label_sets);
+        let accuracy = self.held_out_accuracy(label_sets, &sums, alpha)?;
+        let mut all = self.factored(None, &sums, alpha)?;
+        all.keep_classes(label_sets[..fitted].iter().map(|l| l.n_classes).sum());
+        Ok((accuracy, all.probes(&label_sets[..fitted])))
     }
 
     /// See [`cross_validated_accuracy`].
@@ -331,12 +392,22 @@ impl<'a> Folds<'a> {
         label_sets: &[Labels<'_>],
         alpha: f64,
     ) -> Result<Vec<f64>, RidgeError> {
+        self.held_out_accuracy(label_sets, &self.class_sums(label_sets), alpha)
+    }
+
+    /// [`cross_validated_accuracy`], given the folds' class sums for `label_sets`.
+    fn held_out_accuracy(
+        &self,
+        label_sets: &[Labels<'_>],
+        sums: &[ClassSums],
+        alpha: f64,
+    ) -> Result<Vec<f64>, RidgeError> {
         let n: usize = self.parts.iter().map(|p| p.rows.len()).sum();
         let mut correct = vec![0usize; label_sets.len()];
         for (fold, part) in self.parts.iter().enumerate() {
             let test = &part.rows;
             let scores = self
-                .factored(Some(fold), label_sets, alpha)?
+                .factored(Some(fold), sums, alpha)?
                 .scores(self.features, test);
             for (r, &i) in test.iter().enumerate() {
                 let mut rest = scores.col_as_slice(r);
@@ -434,7 +505,7 @@ mod tests {
         let every: Vec<&Part> = folds.parts.iter().collect();
         let all: Vec<usize> = (0..n).collect();
         let direct = Part::new(&features, d, all.clone());
-        let assembled = union_gram(&every, &mean(&features, d, &all));
+        let assembled = union_gram(every.iter().copied(), &mean(&features, d, &all));
         for i in 0..d {
             for j in 0..d {
                 let (a, b) = (assembled[(i, j)], direct.gram[(i, j)]);
@@ -455,10 +526,72 @@ mod tests {
             .map(|(_, p)| *p)
             .collect();
         let direct = Part::new(&features, d, train.clone());
-        let assembled = union_gram(&rest, &mean(&features, d, &train));
+        let assembled = union_gram(rest.iter().copied(), &mean(&features, d, &train));
         for i in 0..d {
             let (a, b) = (assembled[(i, i)], direct.gram[(i, i)]);
             assert!((a - b).abs() <= 1e-9 * b, "({i}, {i}): {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn the_class_sums_from_the_folds_are_the_direct_ones() {
+        // Features far from 0 (a large mean the centring must not lose), two label vectors; the union of every
+        // fold but one against the centred sums taken directly over its rows.
+        let (n, d) = (203, 4);
+        let features: Vec<f32> = gaussian(n, d, 5)
+            .iter()
+            .enumerate()
+            .map(|(idx, &v)| v + 500.0 * (idx % d) as f32)
+            .collect();
+        let three: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+        let two: Vec<u32> = (0..n as u32).map(|i| (i / 7) % 2).collect();
+        let sets = [
+            Labels {
+                labels: &three,
+                n_classes: 3,
+            },
+            Labels {
+                labels: &two,
+                n_classes: 2,
+            },
+        ];
+        let folds = Folds::new(&features, d, &folds(n, 5, 3));
+        let sums = folds.class_sums(&sets);
+        let rest: Vec<(&Part, &ClassSums)> = folds
+            .parts
+            .iter()
+            .zip(&sums)
+            .enumerate()
+            .filter(|&(f, _)| f != 1)
+            .map(|(_, part)| part)
+            .collect();
+        let train: Vec<usize> = (0..n)
+            .filter(|&i| !folds.parts[1].rows.contains(&i))
+            .collect();
+        let mu = mean(&features, d, &train);
+        let (rhs, frequency) = union_rhs(&rest, &mu);
+        let mut offset = 0;
+        for set in &sets {
+            for c in 0..set.n_classes {
+                let rows: Vec<usize> = train
+                    .iter()
+                    .copied()
+                    .filter(|&i| set.labels[i] == c as u32)
+                    .collect();
+                for j in 0..d {
+                    let direct: f64 = rows
+                        .iter()
+                        .map(|&i| f64::from(features[i * d + j]) - mu[j])
+                        .sum();
+                    let assembled = rhs[(offset + c) * d + j];
+                    assert!((assembled - direct).abs() < 1e-9, "{assembled} vs {direct}");
+                }
+                assert_eq!(
+                    frequency[offset + c],
+                    rows.len() as f64 / train.len() as f64
+                );
+            }
+            offset += set.n_classes;
         }
     }
 
@@ -568,5 +701,37 @@ mod tests {
         let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-5);
         assert!(close(&together[1].weights, &alone[0].weights));
         assert!(close(&together[1].bias, &alone[0].bias));
+    }
+
+    #[test]
+    fn one_pass_gives_the_held_out_accuracies_and_the_probes_of_the_first_label_sets() {
+        let (n, d) = (90, 4);
+        let features = gaussian(n, d, 6);
+        let a: Vec<u32> = (0..n).map(|i| u32::from(features[i * d] > 0.0)).collect();
+        let b: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+        let sets = [
+            Labels {
+                labels: &a,
+                n_classes: 2,
+            },
+            Labels {
+                labels: &b,
+                n_classes: 3,
+            },
+        ];
+        let folds = Folds::new(&features, d, &folds(n, 5, 1));
+        let (accuracy, probes) = folds.cross_validate_and_fit(&sets, 1, 0.1).unwrap();
+        assert_eq!(
+            accuracy,
+            folds.cross_validated_accuracy(&sets, 0.1).unwrap()
+        );
+        // Only the first label set's probe, the one fitted on all rows directly (the folds' sums agree with
+        // the direct ones to rounding).
+        let rows: Vec<usize> = (0..n).collect();
+        let direct = fit(&features, d, &rows, &sets[..1], 0.1).unwrap();
+        assert_eq!(probes.len(), 1);
+        let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-5);
+        assert!(close(&probes[0].weights, &direct[0].weights));
+        assert!(close(&probes[0].bias, &direct[0].bias));
     }
 }
