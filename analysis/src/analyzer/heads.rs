@@ -115,15 +115,12 @@ pub(super) fn mean_head_output_norms(
         .key_positions
         .iter()
         .map(|key| {
-            let at_key: Vec<f32> = key
-                .values
-                .iter()
-                .enumerate()
-                .flat_map(|(i, &t)| {
-                    &z.data[((i * seq + t as usize) * heads + h) * d_head..][..d_head]
-                })
-                .copied()
-                .collect();
+            let mut at_key = Vec::with_capacity(key.values.len() * d_head);
+            for (i, &t) in key.values.iter().enumerate() {
+                at_key.extend_from_slice(
+                    &z.data[((i * seq + t as usize) * heads + h) * d_head..][..d_head],
+                );
+            }
             let norms = head_output_norms(&at_key, d_head, w);
             let mean = norms.iter().sum::<f64>() / norms.len().max(1) as f64;
             (key.name.clone(), mean)

@@ -26,14 +26,14 @@ pub fn head_output_norms(z: &[f32], d_head: usize, w_o: &[f32]) -> Vec<f64> {
     let z = Mat::<f64>::from_fn(rows, d_head, |i, e| f64::from(z[i * d_head + e]));
     let w_o = Mat::<f64>::from_fn(d_head, d_model, |e, m| f64::from(w_o[e * d_model + m]));
     let out = z * w_o;
-    (0..rows)
-        .map(|i| {
-            (0..d_model)
-                .map(|m| out[(i, m)] * out[(i, m)])
-                .sum::<f64>()
-                .sqrt()
-        })
-        .collect()
+    // Column by column (faer stores columns contiguously); each row's squares still add up in column order.
+    let mut squares = vec![0.0f64; rows];
+    for m in 0..d_model {
+        for (sum, &v) in squares.iter_mut().zip(out.col_as_slice(m)) {
+            *sum += v * v;
+        }
+    }
+    squares.into_iter().map(f64::sqrt).collect()
 }
 
 #[cfg(test)]
