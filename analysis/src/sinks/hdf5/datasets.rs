@@ -1,7 +1,7 @@
 //! Float32 datasets, each with its `axes` and `shape` attributes, written through HDF5's C API with one set of
-//! property lists and types per file: the hdf5 crate's builder builds and closes four property lists, two types
-//! and a dataspace per dataset and checks every handle, about half of a checkpoint file's write time when most of
-//! its ~100 datasets are small (the probe weights).
+//! property lists and types per file. The hdf5 crate's builder builds and closes four property lists, two types
+//! and a dataspace per dataset and checks every handle: a third to a half of a checkpoint file's write time
+//! when most of its ~100 datasets are small (the probe weights).
 
 use hdf5::Location;
 use hdf5_sys::h5::herr_t;
