@@ -15,7 +15,7 @@ use trainer::tasks::Declared;
 
 use crate::error::AnalysisError;
 use crate::message::{GridCapture, Snapshot};
-use crate::selection::needed;
+use crate::selection::{needed, tail_positions};
 
 /// Every parameter of `model` by its TransformerLens state-dict name, as host arrays: the snapshot the trainer
 /// hands over.
@@ -51,9 +51,14 @@ impl Forwards {
             .as_ref()
             .filter(|_| config.fourier_progress)
             .map(|g| int_tensor(&g.inputs, g.p * g.p, g.seq_len, device));
+        let mut inputs = ProbeInputs::new(probe, config.ablation_size, device);
+        // Worth it at half the positions or fewer: each kept row is gathered before the MLP half and scattered
+        // back after the copy to host, each skipped one saves its share of the MLP's and unembedding's products.
+        inputs.tail = tail_positions(probe, declared, &config.store)
+            .filter(|tail| 2 * tail.len() <= probe.examples.seq_len);
         Self {
             device: device.clone(),
-            inputs: ProbeInputs::new(probe, config.ablation_size, device),
+            inputs,
             grid,
             store: config.store.clone(),
             model: None,
@@ -90,6 +95,9 @@ pub struct ProbeInputs {
     answers: Vec<usize>,
     /// The examples the ablation losses are measured on (`None`: all).
     ablation_rows: Option<Tensor<1, Int>>,
+    /// The positions the capture runs the last block's MLP half and the unembedding at (`None`: all; see
+    /// [`tail_positions`]).
+    pub tail: Option<Vec<usize>>,
 }
 
 impl ProbeInputs {
@@ -107,6 +115,7 @@ impl ProbeInputs {
             targets: int_tensor(&e.targets, e.n, e.n_answers, &device),
             answers: probe.answer_positions.clone(),
             ablation_rows,
+            tail: None,
         }
     }
 }
@@ -133,7 +142,7 @@ pub fn capture(
 ) -> Result<Captured, AnalysisError> {
     let start = Instant::now();
     let model = model.valid();
-    let capture = model.capture(inputs.tokens.clone());
+    let capture = model.capture_at(inputs.tokens.clone(), inputs.tail.as_deref());
     let capture_ms = start.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
     let answers = model.answer_queries(&inputs.answers, &inputs.tokens.device());
@@ -208,4 +217,114 @@ pub(crate) fn grid_capture(
         }
     }
     Ok(Some(GridCapture { mlp_post, logits }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use trainer::config::Config;
+    use trainer::model::ModelDims;
+    use trainer::tasks::build;
+
+    use super::*;
+    use crate::analyzer::{Analysis, Analyzer};
+    use crate::message::test_message;
+
+    /// Every number of two checkpoints' rows and stored arrays, from a capture at the tail positions and from
+    /// a full one, on the example tasks (a NaN read anywhere would show as a difference; the sidecar uses a
+    /// tail only where it is half the positions or fewer, sparse parity among these, but every tail the
+    /// analysis reads must be enough).
+    #[test]
+    fn the_analysis_of_a_capture_at_tail_positions_is_the_analysis_of_the_full_capture() {
+        let device = Device::flex();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut with_tail = 0;
+        for name in [
+            "sparse-parity",
+            "associative-recall",
+            "modular-addition-small",
+            "markov-chains",
+            "group-composition",
+        ] {
+            let config = Config::load(&examples.join(format!("{name}.toml"))).unwrap();
+            let task = build(&config.task, 0).unwrap();
+            let probe = Arc::new(ProbeSet::generate(task.as_ref(), 64, 0));
+            let declared = task.declared();
+            let dims = ModelDims::new(&config, task.as_ref());
+            let tail = tail_positions(&probe, &declared, &[]);
+            with_tail += usize::from(tail.is_some());
+            let analyses = |tail: Option<Vec<usize>>| -> Vec<Analysis> {
+                let mut inputs = ProbeInputs::new(&probe, None, &device);
+                inputs.tail = tail;
+                let mut analyzer = Analyzer::new(
+                    "r".into(),
+                    probe.clone(),
+                    &AnalysisConfig::default(),
+                    &declared,
+                    None,
+                );
+                (0..2)
+                    .map(|seed| {
+                        let model = Transformer::new(&dims, seed, &device);
+                        let captured = capture(&model, &inputs, &[], true, seed).unwrap();
+                        analyzer.analyze(&mut test_message(seed, captured)).unwrap()
+                    })
+                    .collect()
+            };
+            for (full, at) in analyses(None).iter().zip(&analyses(tail.clone())) {
+                let json = |row: &crate::row::Row| {
+                    let mut value = serde_json::to_value(row).unwrap();
+                    value.as_object_mut().unwrap().remove("timing");
+                    value
+                };
+                assert_close(&json(&full.row), &json(&at.row), name);
+                assert_eq!(full.arrays.len(), at.arrays.len(), "{name}");
+                for (a, b) in full.arrays.iter().zip(&at.arrays) {
+                    assert_eq!(
+                        (&a.name, &a.array.shape),
+                        (&b.name, &b.array.shape),
+                        "{name}"
+                    );
+                    for (x, y) in a.array.data.iter().zip(&b.array.data) {
+                        assert!(
+                            (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                            "{name} {}: {x} vs {y}",
+                            a.name
+                        );
+                    }
+                }
+            }
+        }
+        // Sparse parity (its answer, bits and subset among 25 positions), associative recall, Markov chains.
+        assert_eq!(with_tail, 3);
+    }
+
+    fn assert_close(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                assert_eq!(
+                    x.keys().collect::<Vec<_>>(),
+                    y.keys().collect::<Vec<_>>(),
+                    "{at}"
+                );
+                for (key, value) in x {
+                    assert_close(value, &y[key], &format!("{at}.{key}"));
+                }
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                assert_eq!(x.len(), y.len(), "{at}");
+                for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                    assert_close(x, y, &format!("{at}[{i}]"));
+                }
+            }
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{at}: {x} vs {y}");
+            }
+            _ => assert_eq!(a, b, "{at}"),
+        }
+    }
 }

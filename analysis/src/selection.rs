@@ -1,9 +1,12 @@
 //! Which hooks the trainer copies, and host-side selections of them (pure functions, run on the sidecar so the
 //! trainer thread only copies).
 
+use std::collections::BTreeSet;
+
+use probes::ProbeSet;
 use trainer::config::StoreItem;
 use trainer::model::{HookName, HostArray};
-use trainer::tasks::Labeled;
+use trainer::tasks::{Declared, Labeled, ProgressMeasure};
 
 /// `array` [n, seq, d] at each example's key positions → [n, keys, d].
 pub fn at_key_positions(array: &HostArray, keys: &[Labeled]) -> HostArray {
@@ -75,6 +78,41 @@ pub fn needed(store: &[StoreItem], name: HookName, n_layers: usize) -> bool {
                 | HookName::ResidMid(_)
         )
         || name == HookName::ResidPost(n_layers.saturating_sub(1))
+}
+
+/// Where the analysis reads the last block's MLP half (`mlp.hook_post`, `hook_mlp_out`, `hook_resid_post`) and
+/// the logits: the answer positions first, in order, then every position any example has a key at, ascending,
+/// then a progress measure's own answer position. `None` when that is every position, when `store` keeps every
+/// hook whole, or when the task's in-context score reads the logits along the whole repeated block. The
+/// capture forward computes those hooks only there ([`trainer::model::Transformer::capture_at`]).
+pub fn tail_positions(
+    probe: &ProbeSet,
+    declared: &Declared,
+    store: &[StoreItem],
+) -> Option<Vec<usize>> {
+    if store.contains(&StoreItem::AllHooks) || declared.repeat_keys.is_some() {
+        return None;
+    }
+    let mut positions = probe.answer_positions.clone();
+    let keys: BTreeSet<usize> = probe
+        .key_positions
+        .iter()
+        .flat_map(|key| key.values.iter().map(|&t| t as usize))
+        .chain(
+            declared
+                .progress_measures
+                .iter()
+                .filter_map(|measure| match measure {
+                    ProgressMeasure::ParityFourier { answer, .. } => Some(*answer),
+                    ProgressMeasure::MarkovOracles { .. } => None,
+                }),
+        )
+        .collect();
+    positions.extend(
+        keys.into_iter()
+            .filter(|t| !probe.answer_positions.contains(t)),
+    );
+    (positions.len() < probe.examples.seq_len).then_some(positions)
 }
 
 /// The layer boundaries of SPEC §5B among the copied hooks, in forward order: `hook_resid_pre` and

@@ -27,7 +27,8 @@ pub struct AblationLosses {
 impl Transformer {
     /// Mean-ablation Δloss of every head and MLP block on the captured batch; `targets` [batch, answers] are the
     /// correct tokens at the positions `answers` selects. The means are taken over the whole batch; the losses
-    /// over the examples `rows` only, if given (a cheaper estimate on a large probe set).
+    /// over the examples `rows` only, if given (a cheaper estimate on a large probe set). A capture at
+    /// [`Capture::tail`] positions must list the answer positions first, in order.
     pub fn mean_ablation(
         &self,
         capture: &Capture,
@@ -88,8 +89,14 @@ impl Transformer {
             }
             out.heads.push(heads);
             if let Some(mlp_out) = &acts.mlp_out {
-                let mean_out = at(mlp_out.clone(), here).mean_dim(0);
-                let clean = self.logits_after_post(l, some(acts.resid_post.clone(), here), after);
+                // The last block's MLP half of a capture at tail positions is [batch, tail, …], answers first.
+                let here_mlp = match &capture.tail {
+                    Some(_) if l + 1 == n_blocks => &Queries::Prefix(targets.dims()[1]),
+                    _ => here,
+                };
+                let mean_out = at(mlp_out.clone(), here_mlp).mean_dim(0);
+                let clean =
+                    self.logits_after_post(l, some(acts.resid_post.clone(), here_mlp), after);
                 let ablated = self.logits_after_post(l, resid_mid + mean_out, after);
                 let (clean, ablated) = (loss(clean)?, loss(ablated)?);
                 out.mlp.push(ablated - clean);

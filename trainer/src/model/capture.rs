@@ -19,6 +19,10 @@ pub struct Capture {
     /// `logits` [batch, pos, d_vocab_out]
     pub logits: Tensor<3>,
     pub attn_only: bool,
+    /// The positions the last block's MLP half and the unembedding ran at ([`super::Transformer::capture_at`]),
+    /// or `None`: every position. With positions, the last block's `mlp_post`, `mlp_out`, `resid_post` and
+    /// `logits` are [batch, tail, …], rows in this order.
+    pub tail: Option<Vec<usize>>,
 }
 
 /// Copies a device tensor to host memory.
@@ -80,19 +84,53 @@ impl Capture {
 
     /// Host copies of the hook points `keep` selects, in forward order, consuming the capture: each device
     /// tensor is freed once its copy is made, so the capture and its host copy are never both held whole.
+    /// Every copy has its hook's whole TransformerLens shape: the rows a capture at [`Self::tail`] positions
+    /// did not compute are NaN, so that a reader of one of them gets NaN, never a plausible number.
     pub fn into_host(
         self,
         keep: impl Fn(&HookName) -> bool,
     ) -> Result<Vec<(HookName, HostArray)>, ForwardError> {
+        let seq = self.embed.dims()[1];
+        let last = self.blocks.len().checked_sub(1);
+        let tail = self.tail.clone();
+        let in_tail = |name: &HookName| match name {
+            HookName::Logits => true,
+            HookName::MlpPost(l) | HookName::MlpOut(l) | HookName::ResidPost(l) => Some(*l) == last,
+            _ => false,
+        };
         self.into_hooks()
             .into_iter()
             .filter(|(name, _)| keep(name))
-            .map(|(name, t)| Ok((name, t.into_host()?)))
+            .map(|(name, t)| {
+                let array = t.into_host()?;
+                let array = match &tail {
+                    Some(positions) if in_tail(&name) => at_positions_of(array, positions, seq),
+                    _ => array,
+                };
+                Ok((name, array))
+            })
             .collect()
     }
 
     /// Host copies of every hook point.
     pub fn to_host(&self) -> Result<Vec<(HookName, HostArray)>, ForwardError> {
         self.clone().into_host(|_| true)
+    }
+}
+
+/// `rows` [batch, positions, d] computed at `positions` of a sequence of `seq` → [batch, seq, d], NaN at every
+/// other position.
+fn at_positions_of(rows: HostArray, positions: &[usize], seq: usize) -> HostArray {
+    let (batch, d) = (rows.shape[0], rows.shape[2]);
+    let mut data = vec![f32::NAN; batch * seq * d];
+    for (i, example) in rows.data.chunks_exact(positions.len() * d).enumerate() {
+        for (&t, row) in positions.iter().zip(example.chunks_exact(d)) {
+            data[(i * seq + t) * d..][..d].copy_from_slice(row);
+        }
+    }
+    debug_assert_eq!(rows.data.len(), batch * positions.len() * d);
+    HostArray {
+        shape: vec![batch, seq, d],
+        data,
     }
 }

@@ -228,11 +228,28 @@ impl Transformer {
 
     /// Every hook point of SPEC §4 under its TransformerLens name (see [`Capture`]).
     pub fn capture(&self, tokens: Tensor<2, Int>) -> Capture {
+        self.capture_at(tokens, None)
+    }
+
+    /// As [`Self::capture`], with the last block's MLP half and the unembedding only at the positions `tail`
+    /// (distinct, any order), if given: its `mlp.hook_post`, `hook_mlp_out`, `hook_resid_post` and the logits
+    /// are then [batch, tail, …], rows in `tail`'s order ([`Capture::tail`]); every other hook is whole. An
+    /// analysis that reads those four only at a few positions (the answers and key positions of a long
+    /// sequence) skips the rest of the largest matrix products of the forward.
+    pub fn capture_at(&self, tokens: Tensor<2, Int>, tail: Option<&[usize]>) -> Capture {
+        let device = tokens.device();
+        let n = self.blocks.len();
+        let tail = tail.filter(|positions| n > 0 && !positions.is_empty());
         let (embed, pos_embed) = self.embed(tokens);
         let mut resid = embed.clone() + pos_embed.clone();
-        let mut blocks = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let acts = block.forward(resid, &Queries::All, self.dims.act_fn);
+        let tail_rows = tail.map(|positions| {
+            let rows: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(rows, [positions.len()]), &device)
+        });
+        let mut blocks = Vec::with_capacity(n);
+        for (l, block) in self.blocks.iter().enumerate() {
+            let mlp_at = tail_rows.as_ref().filter(|_| l + 1 == n);
+            let acts = block.forward_mlp_at(resid, &Queries::All, mlp_at, self.dims.act_fn);
             resid = acts.resid_post.clone();
             blocks.push(acts);
         }
@@ -242,6 +259,7 @@ impl Transformer {
             logits: self.unembed(resid),
             blocks,
             attn_only: self.dims.attn_only,
+            tail: tail.map(<[usize]>::to_vec),
         }
     }
 

@@ -259,6 +259,80 @@ fn consuming_host_copies_are_the_selected_hooks_in_forward_order() {
     }
 }
 
+/// A capture with the last block's MLP half and unembedding at a few positions (answers first) has every hook
+/// of the full capture: the same values at those positions (up to float rounding), NaN at the others, whole
+/// shapes; and the mean-ablation losses computed from it are the full capture's.
+#[test]
+fn a_capture_at_tail_positions_is_the_full_capture_there_and_nan_elsewhere() {
+    let device = crate::test_device();
+    let tail = [3, 5, 0];
+    for d in all_variants() {
+        let model = Transformer::new(&d, 4, &device);
+        let full = model.capture(tokens(&device)).to_host().unwrap();
+        let at = model
+            .capture_at(tokens(&device), Some(&tail))
+            .to_host()
+            .unwrap();
+        let last = d.n_layers - 1;
+        let restricted = |name: &HookName| match name {
+            HookName::Logits => true,
+            HookName::MlpPost(l) | HookName::MlpOut(l) | HookName::ResidPost(l) => *l == last,
+            _ => false,
+        };
+        assert_eq!(full.len(), at.len());
+        let mut seen = 0;
+        for ((name, a), (name_at, b)) in full.iter().zip(&at) {
+            assert_eq!((name, &a.shape), (name_at, &b.shape), "{d:?}");
+            if !restricted(name) {
+                assert_eq!(a, b, "{name} {d:?}");
+                continue;
+            }
+            seen += 1;
+            let [n, seq, width] = [a.shape[0], a.shape[1], a.shape[2]];
+            for i in 0..n {
+                for t in 0..seq {
+                    let (x, y) = (
+                        &a.data[(i * seq + t) * width..][..width],
+                        &b.data[(i * seq + t) * width..][..width],
+                    );
+                    if tail.contains(&t) {
+                        let diff = x
+                            .iter()
+                            .zip(y)
+                            .map(|(x, y)| (x - y).abs())
+                            .fold(0.0, f32::max);
+                        assert!(diff < 1e-5, "{name} at {t}: {diff} {d:?}");
+                    } else {
+                        assert!(y.iter().all(|v| v.is_nan()), "{name} at {t} {d:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, if d.attn_only { 2 } else { 4 }, "{d:?}");
+
+        let answers = model.answer_queries(&tail[..2], &device);
+        let ablate = |capture: &Capture| {
+            model
+                .mean_ablation(capture, &targets(&device), &answers, None)
+                .unwrap()
+        };
+        let (a, b) = (
+            ablate(&model.capture(tokens(&device))),
+            ablate(&model.capture_at(tokens(&device), Some(&tail))),
+        );
+        for (x, y) in a
+            .heads
+            .iter()
+            .flatten()
+            .chain(&a.mlp)
+            .zip(b.heads.iter().flatten().chain(&b.mlp))
+        {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y} {d:?}");
+        }
+        assert_eq!(a.mlp.len(), b.mlp.len());
+    }
+}
+
 #[test]
 fn same_seed_same_weights() {
     let device = crate::test_device();
