@@ -11,7 +11,7 @@ use crate::metrics::residual::ProbeScore;
 use host::hook::HookName;
 
 /// Version of the row schema and of the analysis file layout.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,18 +15,10 @@ pub enum StoredName {
     Pattern(HookName),
     /// `params/{name}`: a parameter by its state-dict name.
     Param(String),
-    /// `probe_weights/{boundary}/{key}/{target}` [d_model, class]
-    ProbeWeights {
-        boundary: HookName,
-        key: String,
-        target: String,
-    },
-    /// `probe_bias/{boundary}/{key}/{target}` [class]
-    ProbeBias {
-        boundary: HookName,
-        key: String,
-        target: String,
-    },
+    /// `probe_weights/{boundary}/{target}` [key_position, d_model, class]: the probe of every key position.
+    ProbeWeights { boundary: HookName, target: String },
+    /// `probe_bias/{boundary}/{target}` [key_position, class]
+    ProbeBias { boundary: HookName, target: String },
     /// `output_projection` [component]: the fixed random projection of the answer logits.
     OutputProjection,
     /// `logits_at_answers` [example, answer, d_vocab_out] (`analysis.store`).
@@ -67,16 +59,12 @@ impl fmt::Display for StoredName {
             StoredName::ResidAtKeys(b) => write!(f, "{}/{b}", Self::RESID_GROUP),
             StoredName::Pattern(h) => write!(f, "{}/{h}", Self::PATTERN_GROUP),
             StoredName::Param(p) => write!(f, "{}/{p}", Self::PARAM_GROUP),
-            StoredName::ProbeWeights {
-                boundary,
-                key,
-                target,
-            } => write!(f, "{}/{boundary}/{key}/{target}", Self::PROBE_GROUP),
-            StoredName::ProbeBias {
-                boundary,
-                key,
-                target,
-            } => write!(f, "{}/{boundary}/{key}/{target}", Self::PROBE_BIAS_GROUP),
+            StoredName::ProbeWeights { boundary, target } => {
+                write!(f, "{}/{boundary}/{target}", Self::PROBE_GROUP)
+            }
+            StoredName::ProbeBias { boundary, target } => {
+                write!(f, "{}/{boundary}/{target}", Self::PROBE_BIAS_GROUP)
+            }
             StoredName::OutputProjection => f.write_str("output_projection"),
             StoredName::LogitsAtAnswers => f.write_str("logits_at_answers"),
             StoredName::Hook(h) => write!(f, "{h}"),
@@ -96,10 +84,9 @@ impl FromStr for StoredName {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let unknown = || UnknownStoredName(text.to_owned());
         let hook = |s: &str| s.parse::<HookName>().map_err(|_| unknown());
-        let probe = |rest: &str| -> Result<(HookName, String, String), UnknownStoredName> {
-            let mut parts = rest.split('/');
-            match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some(b), Some(k), Some(t), None) => Ok((hook(b)?, k.to_owned(), t.to_owned())),
+        let probe = |rest: &str| -> Result<(HookName, String), UnknownStoredName> {
+            match rest.split_once('/') {
+                Some((b, t)) if !t.is_empty() && !t.contains('/') => Ok((hook(b)?, t.to_owned())),
                 _ => Err(unknown()),
             }
         };
@@ -109,20 +96,12 @@ impl FromStr for StoredName {
             Self::PATTERN_GROUP => StoredName::Pattern(hook(rest)?),
             Self::PARAM_GROUP if !rest.is_empty() => StoredName::Param(rest.to_owned()),
             Self::PROBE_GROUP => {
-                let (boundary, key, target) = probe(rest)?;
-                StoredName::ProbeWeights {
-                    boundary,
-                    key,
-                    target,
-                }
+                let (boundary, target) = probe(rest)?;
+                StoredName::ProbeWeights { boundary, target }
             }
             Self::PROBE_BIAS_GROUP => {
-                let (boundary, key, target) = probe(rest)?;
-                StoredName::ProbeBias {
-                    boundary,
-                    key,
-                    target,
-                }
+                let (boundary, target) = probe(rest)?;
+                StoredName::ProbeBias { boundary, target }
             }
             "output_projection" if rest.is_empty() => StoredName::OutputProjection,
             "logits_at_answers" if rest.is_empty() => StoredName::LogitsAtAnswers,
@@ -143,12 +122,10 @@ mod tests {
             StoredName::Param("blocks.0.attn.W_O".into()),
             StoredName::ProbeWeights {
                 boundary: HookName::ResidPost(1),
-                key: "eq".into(),
                 target: "sum".into(),
             },
             StoredName::ProbeBias {
                 boundary: HookName::ResidMid(0),
-                key: "a".into(),
                 target: "a".into(),
             },
             StoredName::OutputProjection,
@@ -161,15 +138,16 @@ mod tests {
         assert_eq!(
             StoredName::ProbeWeights {
                 boundary: HookName::ResidPre(0),
-                key: "eq".into(),
                 target: "sum".into()
             }
             .to_string(),
-            "probe_weights/blocks.0.hook_resid_pre/eq/sum"
+            "probe_weights/blocks.0.hook_resid_pre/sum"
         );
+        // The layout before schema version 2 (one array per key position) is not a stored name any more.
         for bad in [
             "params",
-            "probe_weights/blocks.0.hook_resid_pre/eq",
+            "probe_weights/blocks.0.hook_resid_pre",
+            "probe_weights/blocks.0.hook_resid_pre/eq/sum",
             "nonsense",
         ] {
             assert!(bad.parse::<StoredName>().is_err(), "{bad}");

@@ -197,7 +197,7 @@ fn every_row_of_real_runs_matches_the_documented_schema() {
                     );
                 }
             }
-            assert_eq!(row["schema_version"], 1);
+            assert_eq!(row["schema_version"], 2);
         }
     }
     for field in ["behavior.in_context_score", "eval.{split}.loss"] {

@@ -61,17 +61,23 @@ impl Analyzer {
                             .insert(key.clone(), score);
                     }
                 }
-                StoredName::ProbeWeights {
-                    boundary,
-                    key,
-                    target,
-                } => {
-                    probe_cosine
-                        .entry(boundary.to_string())
-                        .or_default()
-                        .entry(key.clone())
-                        .or_default()
-                        .insert(target.clone(), cosine(&array.array.data, &old.data));
+                StoredName::ProbeWeights { boundary, target } => {
+                    let keys = &self.probe_targets.key_names;
+                    let per_key = array.array.data.len() / keys.len().max(1);
+                    if per_key == 0 || old.data.len() != array.array.data.len() {
+                        continue;
+                    }
+                    let by_key = probe_cosine.entry(boundary.to_string()).or_default();
+                    for ((key, now), old) in keys
+                        .iter()
+                        .zip(array.array.data.chunks_exact(per_key))
+                        .zip(old.data.chunks_exact(per_key))
+                    {
+                        by_key
+                            .entry(key.clone())
+                            .or_default()
+                            .insert(target.clone(), cosine(now, old));
+                    }
                 }
                 StoredName::Pattern(HookName::Pattern(layer)) => {
                     let layer = *layer;

@@ -23,6 +23,11 @@ impl Analyzer {
                     message: format!("{name}: {e}"),
                 })?;
             let mut by_key: BTreeMap<String, BTreeMap<String, ProbeScore>> = BTreeMap::new();
+            // One array per target with the key positions stacked, as `resid_at_keys` stacks them: a
+            // dataset per probe cost the store more than its bytes (120 of sparse parity's 147 datasets).
+            let n_targets = self.probe_targets.targets.len();
+            let mut weights: Vec<Vec<f32>> = vec![vec![]; n_targets];
+            let mut biases: Vec<Vec<f32>> = vec![vec![]; n_targets];
             for result in results {
                 let key = &self.probe_targets.key_names[result.key];
                 let target = &self.probe_targets.targets[result.target];
@@ -30,30 +35,33 @@ impl Analyzer {
                     .entry(key.clone())
                     .or_default()
                     .insert(target.name.clone(), result.score);
-                arrays.push(stored(
-                    StoredName::ProbeWeights {
-                        boundary: name,
-                        key: key.clone(),
-                        target: target.name.clone(),
-                    },
-                    "d_model,class",
-                    HostArray {
-                        shape: vec![d_model, target.n_classes],
-                        data: result.probe.weights,
-                    },
+                weights[result.target].extend(result.probe.weights);
+                biases[result.target].extend(result.probe.bias);
+            }
+            for ((target, weights), bias) in
+                self.probe_targets.targets.iter().zip(weights).zip(biases)
+            {
+                let stored_as = |data: Vec<f32>, shape: Vec<usize>, bias: bool| {
+                    let (boundary, target) = (name, target.name.clone());
+                    let (stored_name, axes) = if bias {
+                        (
+                            StoredName::ProbeBias { boundary, target },
+                            "key_position,class",
+                        )
+                    } else {
+                        (
+                            StoredName::ProbeWeights { boundary, target },
+                            "key_position,d_model,class",
+                        )
+                    };
+                    stored(stored_name, axes, HostArray { shape, data })
+                };
+                arrays.push(stored_as(
+                    weights,
+                    vec![n_keys, d_model, target.n_classes],
+                    false,
                 ));
-                arrays.push(stored(
-                    StoredName::ProbeBias {
-                        boundary: name,
-                        key: key.clone(),
-                        target: target.name.clone(),
-                    },
-                    "class",
-                    HostArray {
-                        shape: vec![target.n_classes],
-                        data: result.probe.bias,
-                    },
-                ));
+                arrays.push(stored_as(bias, vec![n_keys, target.n_classes], true));
             }
             residual.insert(name, by_key);
             arrays.push(stored(

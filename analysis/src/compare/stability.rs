@@ -137,16 +137,26 @@ fn compare_steps(
                     (min_cka, min_cka_at) = (score, format!("{boundary} @ {key}"));
                 }
             }
-        } else if let StoredName::ProbeWeights {
-            boundary,
-            key,
-            target,
-        } = &stored
-            && selective
-                .iter()
-                .any(|s| *s == format!("{boundary}/{key}/{target}"))
+        } else if let StoredName::ProbeWeights { boundary, target } = &stored
+            && let [keys, ..] = late.shape[..]
+            && !late.data.is_empty()
+            && early.data.len() == late.data.len()
         {
-            cosines.push(cosine(&early.data, &late.data));
+            let per_key = late.data.len() / keys.max(1);
+            for (k, (early, late)) in early
+                .data
+                .chunks_exact(per_key)
+                .zip(late.data.chunks_exact(per_key))
+                .enumerate()
+            {
+                let key = key_names
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| format!("key {k}"));
+                if selective.contains(&format!("{boundary}/{key}/{target}")) {
+                    cosines.push(cosine(early, late));
+                }
+            }
         }
     }
     cosines.sort_by(f64::total_cmp);
@@ -211,6 +221,44 @@ mod tests {
         );
         assert_eq!(mechanism.cka_compared, 1);
         assert!((mechanism.min_cka - 1.0).abs() < 1e-6, "{mechanism:?}");
+    }
+
+    #[test]
+    fn probe_cosines_are_taken_per_key_position_of_the_stacked_weights_and_only_where_selective() {
+        // Weights [key_position 2, d_model 2, class 2]: `cur` unchanged (cosine 1), `after_prev` turned by 90°.
+        let boundary = "blocks.0.hook_resid_post";
+        let name = StoredName::ProbeWeights {
+            boundary: boundary.parse().unwrap(),
+            target: "next_token".into(),
+        }
+        .to_string();
+        let array = |data: [f32; 8]| HostArray {
+            shape: vec![2, 2, 2],
+            data: data.to_vec(),
+        };
+        let from = BTreeMap::from([(name.clone(), array([1., 2., 3., 4., 1., 0., 0., 0.]))]);
+        let to = BTreeMap::from([(name, array([1., 2., 3., 4., 0., 1., 0., 0.]))]);
+        let keys = ["cur".to_string(), "after_prev".to_string()];
+        let selective = |keys: &[&str]| -> Vec<String> {
+            keys.iter()
+                .map(|k| format!("{boundary}/{k}/next_token"))
+                .collect()
+        };
+        let one = compare_steps((10, &from), (20, &to), &keys, &selective(&["cur"]));
+        assert_eq!(one.probes_compared, 1);
+        assert!(
+            (one.median_probe_cosine.unwrap() - 1.0).abs() < 1e-9,
+            "{one:?}"
+        );
+        let both = compare_steps(
+            (10, &from),
+            (20, &to),
+            &keys,
+            &selective(&["cur", "after_prev"]),
+        );
+        assert_eq!(both.probes_compared, 2);
+        // The lower of two: the 90° turn.
+        assert!(both.median_probe_cosine.unwrap().abs() < 1e-9, "{both:?}");
     }
 
     #[test]

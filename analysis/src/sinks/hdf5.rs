@@ -276,8 +276,8 @@ mod tests {
                 5,
                 &[
                     array("params/embed.W_E", 1.0),
-                    array("probe_weights/blocks.0.hook_resid_pre/eq/sum", 2.0),
-                    array("probe_weights/blocks.0.hook_resid_pre/eq/a", 3.0),
+                    array("probe_weights/blocks.0.hook_resid_pre/sum", 2.0),
+                    array("probe_weights/blocks.0.hook_resid_pre/a", 3.0),
                     array("logits_at_answers", 4.0),
                 ],
             )
@@ -288,12 +288,12 @@ mod tests {
             names,
             [
                 "params/embed.W_E",
-                "probe_weights/blocks.0.hook_resid_pre/eq/a",
-                "probe_weights/blocks.0.hook_resid_pre/eq/sum"
+                "probe_weights/blocks.0.hook_resid_pre/a",
+                "probe_weights/blocks.0.hook_resid_pre/sum"
             ]
         );
         assert_eq!(
-            read["probe_weights/blocks.0.hook_resid_pre/eq/sum"].data,
+            read["probe_weights/blocks.0.hook_resid_pre/sum"].data,
             vec![2.0; 6]
         );
         assert_eq!(read["params/embed.W_E"].shape, vec![3, 2]);
