@@ -52,8 +52,8 @@ impl Forwards {
             .filter(|_| config.fourier_progress)
             .map(|g| int_tensor(&g.inputs, g.p * g.p, g.seq_len, device));
         let mut inputs = ProbeInputs::new(probe, config.ablation_size, device);
-        // Worth it at half the positions or fewer: each kept row is gathered before the MLP half and scattered
-        // back after the copy to host, each skipped one saves its share of the MLP's and unembedding's products.
+        // Worth it at half the positions or fewer: each kept row is gathered before the last block and
+        // scattered back after the copy to host, each skipped one saves its share of the block's work.
         inputs.tail = tail_positions(probe, declared, &config.store)
             .filter(|tail| 2 * tail.len() <= probe.examples.seq_len);
         Self {
@@ -95,7 +95,7 @@ pub struct ProbeInputs {
     answers: Vec<usize>,
     /// The examples the ablation losses are measured on (`None`: all).
     ablation_rows: Option<Tensor<1, Int>>,
-    /// The positions the capture runs the last block's MLP half and the unembedding at (`None`: all; see
+    /// The query positions the capture runs the last block and the unembedding at (`None`: all; see
     /// [`tail_positions`]).
     pub tail: Option<Vec<usize>>,
 }
@@ -234,8 +234,8 @@ mod tests {
 
     /// Every number of two checkpoints' rows and stored arrays, from a capture at the tail positions and from
     /// a full one, on the example tasks (a NaN read anywhere would show as a difference; the sidecar uses a
-    /// tail only where it is half the positions or fewer, sparse parity among these, but every tail the
-    /// analysis reads must be enough).
+    /// tail only where it is half the positions or fewer, sparse parity among these, but every tail must hold
+    /// what the analysis reads).
     #[test]
     fn the_analysis_of_a_capture_at_tail_positions_is_the_analysis_of_the_full_capture() {
         let device = Device::flex();
@@ -251,7 +251,12 @@ mod tests {
             let config = Config::load(&examples.join(format!("{name}.toml"))).unwrap();
             let task = build(&config.task, 0).unwrap();
             let probe = Arc::new(ProbeSet::generate(task.as_ref(), 64, 0));
-            let declared = task.declared();
+            // Without head detectors (they score whole patterns, so a task that has them gets no tail), so
+            // that the tasks with detectors check every other reader too.
+            let declared = Declared {
+                head_detectors: vec![],
+                ..task.declared()
+            };
             let dims = ModelDims::new(&config, task.as_ref());
             let tail = tail_positions(&probe, &declared, &[]);
             with_tail += usize::from(tail.is_some());

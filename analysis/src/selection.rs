@@ -80,17 +80,21 @@ pub fn needed(store: &[StoreItem], name: HookName, n_layers: usize) -> bool {
         || name == HookName::ResidPost(n_layers.saturating_sub(1))
 }
 
-/// Where the analysis reads the last block's MLP half (`mlp.hook_post`, `hook_mlp_out`, `hook_resid_post`) and
-/// the logits: the answer positions first, in order, then every position any example has a key at, ascending,
-/// then a progress measure's own answer position. `None` when that is every position, when `store` keeps every
-/// hook whole, or when the task's in-context score reads the logits along the whole repeated block. The
-/// capture forward computes those hooks only there ([`trainer::model::Transformer::capture_at`]).
+/// The query positions the analysis reads the last block's activations and the logits at: the answer
+/// positions first, in order, then every position any example has a key at, ascending, then a progress
+/// measure's own answer position. `None` when that is every position, when `store` keeps every hook whole, when
+/// a head detector scores the whole attention pattern, or when the task's in-context score reads the logits
+/// along the whole repeated block. The capture forward runs the last block only there
+/// ([`trainer::model::Transformer::capture_at`]).
 pub fn tail_positions(
     probe: &ProbeSet,
     declared: &Declared,
     store: &[StoreItem],
 ) -> Option<Vec<usize>> {
-    if store.contains(&StoreItem::AllHooks) || declared.repeat_keys.is_some() {
+    if store.contains(&StoreItem::AllHooks)
+        || declared.repeat_keys.is_some()
+        || !declared.head_detectors.is_empty()
+    {
         return None;
     }
     let mut positions = probe.answer_positions.clone();

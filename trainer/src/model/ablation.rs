@@ -53,10 +53,12 @@ impl Transformer {
         let loss = |logits: Tensor<3>| copy_losses(logits, targets, 1).map(|losses| losses[0]);
         let mut out = AblationLosses::default();
         for (l, acts) in capture.blocks.iter().enumerate() {
-            let (here, after) = if l + 1 == n_blocks {
-                (answers, &Queries::All)
-            } else {
-                (&Queries::All, answers)
+            // The last block of a capture at tail positions ran there alone, answers first.
+            let in_tail = &Queries::Prefix(targets.dims()[1]);
+            let (here, after) = match (l + 1 == n_blocks, &capture.tail) {
+                (true, Some(_)) => (in_tail, &Queries::All),
+                (true, None) => (answers, &Queries::All),
+                (false, _) => (&Queries::All, answers),
             };
             let z_all = at(acts.z.clone(), here);
             let z = match rows {
@@ -89,14 +91,8 @@ impl Transformer {
             }
             out.heads.push(heads);
             if let Some(mlp_out) = &acts.mlp_out {
-                // The last block's MLP half of a capture at tail positions is [batch, tail, …], answers first.
-                let here_mlp = match &capture.tail {
-                    Some(_) if l + 1 == n_blocks => &Queries::Prefix(targets.dims()[1]),
-                    _ => here,
-                };
-                let mean_out = at(mlp_out.clone(), here_mlp).mean_dim(0);
-                let clean =
-                    self.logits_after_post(l, some(acts.resid_post.clone(), here_mlp), after);
+                let mean_out = at(mlp_out.clone(), here).mean_dim(0);
+                let clean = self.logits_after_post(l, some(acts.resid_post.clone(), here), after);
                 let ablated = self.logits_after_post(l, resid_mid + mean_out, after);
                 let (clean, ablated) = (loss(clean)?, loss(ablated)?);
                 out.mlp.push(ablated - clean);

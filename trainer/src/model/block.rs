@@ -93,20 +93,6 @@ impl Block {
         queries: &Queries,
         act_fn: Activation,
     ) -> BlockActs {
-        self.forward_mlp_at(resid_pre, queries, None, act_fn)
-    }
-
-    /// As [`Self::forward`], with the MLP half only at `mlp_at` [m] of the query positions, if given:
-    /// `mlp_post`, `mlp_out` and `resid_post` are then [batch, m, …] (rows in `mlp_at`'s order), the attention's
-    /// activations and `resid_mid` those of every query position. Each row of the MLP half depends on its
-    /// own position only, so the rows it computes are the full block's up to float rounding.
-    pub fn forward_mlp_at(
-        &self,
-        resid_pre: Tensor<3>,
-        queries: &Queries,
-        mlp_at: Option<&Tensor<1, Int>>,
-        act_fn: Activation,
-    ) -> BlockActs {
         let [_, n_pos, _] = resid_pre.dims();
         let attn_in = layer_norm::maybe(&self.ln1, resid_pre.clone());
         let causal = || Tensor::<2, Bool>::tril_mask([n_pos, n_pos], 0, &resid_pre.device());
@@ -131,11 +117,7 @@ impl Block {
             ),
         };
         let resid_mid = resid_q + attn.out.clone();
-        let mlp_in = match mlp_at {
-            Some(positions) => select_positions(resid_mid.clone(), positions),
-            None => resid_mid.clone(),
-        };
-        let (mlp_post, mlp_out, resid_post) = self.mlp_part(mlp_in, act_fn);
+        let (mlp_post, mlp_out, resid_post) = self.mlp_part(resid_mid.clone(), act_fn);
         BlockActs {
             resid_pre,
             pattern: attn.pattern,

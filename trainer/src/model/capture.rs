@@ -19,9 +19,9 @@ pub struct Capture {
     /// `logits` [batch, pos, d_vocab_out]
     pub logits: Tensor<3>,
     pub attn_only: bool,
-    /// The positions the last block's MLP half and the unembedding ran at ([`super::Transformer::capture_at`]),
-    /// or `None`: every position. With positions, the last block's `mlp_post`, `mlp_out`, `resid_post` and
-    /// `logits` are [batch, tail, …], rows in this order.
+    /// The query positions the last block and the unembedding ran at ([`super::Transformer::capture_at`]), or
+    /// `None`: every position. With positions, the last block's activations (`resid_pre` aside) and the logits
+    /// have them on their query axis, in this order.
     pub tail: Option<Vec<usize>>,
 }
 
@@ -93,18 +93,29 @@ impl Capture {
         let seq = self.embed.dims()[1];
         let last = self.blocks.len().checked_sub(1);
         let tail = self.tail.clone();
-        let in_tail = |name: &HookName| match name {
-            HookName::Logits => true,
-            HookName::MlpPost(l) | HookName::MlpOut(l) | HookName::ResidPost(l) => Some(*l) == last,
-            _ => false,
+        // The query axis of the hooks a capture at tail positions restricts.
+        let tail_axis = |name: &HookName| match *name {
+            HookName::Logits => Some(1),
+            HookName::Pattern(l) if Some(l) == last => Some(2),
+            HookName::Z(l)
+            | HookName::AttnOut(l)
+            | HookName::ResidMid(l)
+            | HookName::MlpPost(l)
+            | HookName::MlpOut(l)
+            | HookName::ResidPost(l)
+                if Some(l) == last =>
+            {
+                Some(1)
+            }
+            _ => None,
         };
         self.into_hooks()
             .into_iter()
             .filter(|(name, _)| keep(name))
             .map(|(name, t)| {
                 let array = t.into_host()?;
-                let array = match &tail {
-                    Some(positions) if in_tail(&name) => at_positions_of(array, positions, seq),
+                let array = match (&tail, tail_axis(&name)) {
+                    (Some(positions), Some(axis)) => at_positions_of(array, axis, positions, seq),
                     _ => array,
                 };
                 Ok((name, array))
@@ -118,19 +129,19 @@ impl Capture {
     }
 }
 
-/// `rows` [batch, positions, d] computed at `positions` of a sequence of `seq` → [batch, seq, d], NaN at every
-/// other position.
-fn at_positions_of(rows: HostArray, positions: &[usize], seq: usize) -> HostArray {
-    let (batch, d) = (rows.shape[0], rows.shape[2]);
-    let mut data = vec![f32::NAN; batch * seq * d];
-    for (i, example) in rows.data.chunks_exact(positions.len() * d).enumerate() {
-        for (&t, row) in positions.iter().zip(example.chunks_exact(d)) {
-            data[(i * seq + t) * d..][..d].copy_from_slice(row);
+/// `rows` computed at `positions` along `axis` (of a sequence of `seq`) → the same array with the whole
+/// sequence on that axis, NaN at every other position.
+fn at_positions_of(rows: HostArray, axis: usize, positions: &[usize], seq: usize) -> HostArray {
+    let outer: usize = rows.shape[..axis].iter().product();
+    let inner: usize = rows.shape[axis + 1..].iter().product();
+    let mut data = vec![f32::NAN; outer * seq * inner];
+    for (o, block) in rows.data.chunks_exact(positions.len() * inner).enumerate() {
+        for (&t, row) in positions.iter().zip(block.chunks_exact(inner)) {
+            data[(o * seq + t) * inner..][..inner].copy_from_slice(row);
         }
     }
-    debug_assert_eq!(rows.data.len(), batch * positions.len() * d);
-    HostArray {
-        shape: vec![batch, seq, d],
-        data,
-    }
+    debug_assert_eq!(rows.data.len(), outer * positions.len() * inner);
+    let mut shape = rows.shape;
+    shape[axis] = seq;
+    HostArray { shape, data }
 }

@@ -231,25 +231,27 @@ impl Transformer {
         self.capture_at(tokens, None)
     }
 
-    /// As [`Self::capture`], with the last block's MLP half and the unembedding only at the positions `tail`
-    /// (distinct, any order), if given: its `mlp.hook_post`, `hook_mlp_out`, `hook_resid_post` and the logits
-    /// are then [batch, tail, …], rows in `tail`'s order ([`Capture::tail`]); every other hook is whole. An
-    /// analysis that reads those four only at a few positions (the answers and key positions of a long
-    /// sequence) skips the rest of the largest matrix products of the forward.
+    /// As [`Self::capture`], with the last block only at the query positions `tail` (distinct, any order), if
+    /// given: its queries, MLP half and the unembedding run there alone (keys and values still come from every
+    /// position), so its `attn.hook_pattern` is [batch, head, tail, pos], and its `attn.hook_z`,
+    /// `hook_attn_out`, `hook_resid_mid`, `mlp.hook_post`, `hook_mlp_out`, `hook_resid_post` and the logits are
+    /// [batch, tail, …], rows in `tail`'s order ([`Capture::tail`]); every earlier hook is whole. An analysis
+    /// that reads the last block only at a few positions (the answers and key positions of a long sequence)
+    /// skips the rest of its work, as training's [`Self::forward_answers`] does.
     pub fn capture_at(&self, tokens: Tensor<2, Int>, tail: Option<&[usize]>) -> Capture {
         let device = tokens.device();
         let n = self.blocks.len();
         let tail = tail.filter(|positions| n > 0 && !positions.is_empty());
+        let last = tail.map(|positions| self.answer_queries(positions, &device));
         let (embed, pos_embed) = self.embed(tokens);
         let mut resid = embed.clone() + pos_embed.clone();
-        let tail_rows = tail.map(|positions| {
-            let rows: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
-            Tensor::<1, Int>::from_data(TensorData::new(rows, [positions.len()]), &device)
-        });
         let mut blocks = Vec::with_capacity(n);
         for (l, block) in self.blocks.iter().enumerate() {
-            let mlp_at = tail_rows.as_ref().filter(|_| l + 1 == n);
-            let acts = block.forward_mlp_at(resid, &Queries::All, mlp_at, self.dims.act_fn);
+            let queries = last
+                .as_ref()
+                .filter(|_| l + 1 == n)
+                .unwrap_or(&Queries::All);
+            let acts = block.forward(resid, queries, self.dims.act_fn);
             resid = acts.resid_post.clone();
             blocks.push(acts);
         }

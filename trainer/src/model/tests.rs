@@ -259,7 +259,7 @@ fn consuming_host_copies_are_the_selected_hooks_in_forward_order() {
     }
 }
 
-/// A capture with the last block's MLP half and unembedding at a few positions (answers first) has every hook
+/// A capture with the last block and the unembedding at a few query positions (answers first) has every hook
 /// of the full capture: the same values at those positions (up to float rounding), NaN at the others, whole
 /// shapes; and the mean-ablation losses computed from it are the full capture's.
 #[test]
@@ -274,22 +274,31 @@ fn a_capture_at_tail_positions_is_the_full_capture_there_and_nan_elsewhere() {
             .to_host()
             .unwrap();
         let last = d.n_layers - 1;
-        let restricted = |name: &HookName| match name {
-            HookName::Logits => true,
-            HookName::MlpPost(l) | HookName::MlpOut(l) | HookName::ResidPost(l) => *l == last,
-            _ => false,
+        // The query axis of each restricted hook.
+        let restricted = |name: &HookName| match *name {
+            HookName::Logits => Some(1),
+            HookName::Pattern(l) if l == last => Some(2),
+            HookName::ResidPre(_) | HookName::Embed | HookName::PosEmbed => None,
+            HookName::Z(l)
+            | HookName::AttnOut(l)
+            | HookName::ResidMid(l)
+            | HookName::MlpPost(l)
+            | HookName::MlpOut(l)
+            | HookName::ResidPost(l) => (l == last).then_some(1),
+            _ => None,
         };
         assert_eq!(full.len(), at.len());
         let mut seen = 0;
         for ((name, a), (name_at, b)) in full.iter().zip(&at) {
             assert_eq!((name, &a.shape), (name_at, &b.shape), "{d:?}");
-            if !restricted(name) {
+            let Some(axis) = restricted(name) else {
                 assert_eq!(a, b, "{name} {d:?}");
                 continue;
-            }
+            };
             seen += 1;
-            let [n, seq, width] = [a.shape[0], a.shape[1], a.shape[2]];
-            for i in 0..n {
+            let outer: usize = a.shape[..axis].iter().product();
+            let (seq, width) = (a.shape[axis], a.shape[axis + 1..].iter().product::<usize>());
+            for i in 0..outer {
                 for t in 0..seq {
                     let (x, y) = (
                         &a.data[(i * seq + t) * width..][..width],
@@ -308,7 +317,8 @@ fn a_capture_at_tail_positions_is_the_full_capture_there_and_nan_elsewhere() {
                 }
             }
         }
-        assert_eq!(seen, if d.attn_only { 2 } else { 4 }, "{d:?}");
+        // pattern, z, attn_out, resid_post, logits; resid_mid and the MLP's two with an MLP.
+        assert_eq!(seen, if d.attn_only { 5 } else { 8 }, "{d:?}");
 
         let answers = model.answer_queries(&tail[..2], &device);
         let ablate = |capture: &Capture| {
