@@ -25,7 +25,7 @@ use host::names::{AttnWeight, Component, ParamName};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use trainer::tasks::{Declared, ProgressMeasure};
+use trainer::tasks::Declared;
 
 use probes::ProbeSet;
 use probes::control_task::control_labels;
@@ -47,7 +47,7 @@ use crate::metrics::dynamics::{
 };
 use crate::metrics::heads::{Detections, HeadInput, head_metrics};
 use crate::metrics::mlp::{active_fraction, head_output_norms, norm};
-use crate::metrics::progress::{ProgressInput, progress};
+use crate::metrics::progress::{PreparedMeasure, ProgressInput, progress};
 use crate::metrics::residual::{ProbeScore, ProbeTargets, probe_boundary};
 use crate::row::{Dla, Dynamics, HeadRow, MlpRow, Residual, Row, SCHEMA_VERSION, Timing};
 use crate::selection::{at_key_positions, at_key_queries, at_positions, boundaries, hook_axes};
@@ -71,7 +71,7 @@ pub struct Analyzer {
     induction_repeat: Option<Vec<usize>>,
     /// The declared head detectors' patterns on the probe set.
     head_detections: Detections,
-    progress_measures: Vec<ProgressMeasure>,
+    progress_measures: Vec<PreparedMeasure>,
     /// The Fourier grid's size and train inputs, for the grid capture's progress measures.
     fourier: Option<(usize, Vec<usize>)>,
     store_items: Vec<StoreItem>,
@@ -129,12 +129,24 @@ impl Analyzer {
             folds: folds(probe.len(), config.probe_folds, probe.seed),
             alpha: config.probe_alpha,
         };
+        let progress_measures = declared
+            .progress_measures
+            .iter()
+            .map(|measure| {
+                PreparedMeasure::new(
+                    measure.clone(),
+                    &probe.examples.tokens,
+                    probe.examples.seq_len,
+                    &probe.answer_positions,
+                )
+            })
+            .collect();
         Self {
             run_id,
             probe,
             induction_repeat,
             head_detections,
-            progress_measures: declared.progress_measures.clone(),
+            progress_measures,
             fourier: declared
                 .fourier_grid
                 .as_ref()

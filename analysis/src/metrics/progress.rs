@@ -15,9 +15,46 @@ pub struct ProgressInput<'a> {
     pub patterns: &'a [&'a HostArray],
 }
 
+/// A declared measure with what it reads of the probe tokens alone, computed once per run: for
+/// [`ProgressMeasure::MarkovOracles`], the three in-context predictors at every example's answer positions
+/// (counting them again at every checkpoint was half of the measure's time).
+pub struct PreparedMeasure {
+    measure: ProgressMeasure,
+    /// [example, answer, predictor, state], flattened; empty for the other measures.
+    oracles: Vec<f64>,
+}
+
+impl PreparedMeasure {
+    /// `tokens` `[n, seq_len]` are the probe set's.
+    pub fn new(
+        measure: ProgressMeasure,
+        tokens: &[u32],
+        seq_len: usize,
+        answer_positions: &[usize],
+    ) -> Self {
+        let oracles = match &measure {
+            ProgressMeasure::MarkovOracles {
+                states,
+                pseudo_count,
+            } => tokens
+                .chunks_exact(seq_len.max(1))
+                .flat_map(|tokens| {
+                    answer_positions
+                        .iter()
+                        .flat_map(|&t| markov_oracles(&tokens[..=t], *states, *pseudo_count))
+                })
+                .flatten()
+                .collect(),
+            ProgressMeasure::ParityFourier { .. } => vec![],
+        };
+        Self { measure, oracles }
+    }
+}
+
 /// The named values of one declared measure, in the order they are documented in `docs/schema.md`.
-pub fn progress(measure: &ProgressMeasure, input: &ProgressInput<'_>) -> Vec<(&'static str, f64)> {
+pub fn progress(prepared: &PreparedMeasure, input: &ProgressInput<'_>) -> Vec<(&'static str, f64)> {
     let n = input.tokens.len() / input.seq_len.max(1);
+    let measure = &prepared.measure;
     let row =
         |i: usize, t: usize| &input.logits[(i * input.seq_len + t) * input.vocab..][..input.vocab];
     match measure {
@@ -61,18 +98,18 @@ pub fn progress(measure: &ProgressMeasure, input: &ProgressInput<'_>) -> Vec<(&'
             values.extend(attention.map(|a| ("relevant_attention", a)));
             values
         }
-        ProgressMeasure::MarkovOracles {
-            states,
-            pseudo_count,
-        } => {
+        ProgressMeasure::MarkovOracles { states, .. } => {
             let mut totals = [0.0; 3];
             let mut count = 0usize;
+            // Each answer's three predictors, in the order of the loop below.
+            let mut oracles = prepared.oracles.chunks_exact(3 * states);
             for i in 0..n {
-                let tokens = &input.tokens[i * input.seq_len..][..input.seq_len];
                 for &t in input.answer_positions {
                     let model = softmax(row(i, t));
-                    let oracles = markov_oracles(&tokens[..=t], *states, *pseudo_count);
-                    for (total, oracle) in totals.iter_mut().zip(&oracles) {
+                    let three = oracles
+                        .next()
+                        .expect("prepared for every example and answer");
+                    for (total, oracle) in totals.iter_mut().zip(three.chunks_exact(*states)) {
                         *total += kl_divergence(oracle, &model);
                     }
                     count += 1;
@@ -364,10 +401,15 @@ mod tests {
         // bigram from 0: 0→0 once → (2/3, 1/3), KL = (2/3) ln(4/3) + (1/3) ln(2/3) = 0.056633.
         // Position 2 (context 0 0 1): unigram KL 0.020136 (above), bigram (1/2, 1/2) KL 0.
         let values = progress(
-            &ProgressMeasure::MarkovOracles {
-                states: 2,
-                pseudo_count: 1.0,
-            },
+            &PreparedMeasure::new(
+                ProgressMeasure::MarkovOracles {
+                    states: 2,
+                    pseudo_count: 1.0,
+                },
+                &[0, 0, 1],
+                3,
+                &[1, 2],
+            ),
             &ProgressInput {
                 logits: &[0.0; 6],
                 vocab: 2,
@@ -400,13 +442,18 @@ mod tests {
             });
         }
         let values = progress(
-            &ProgressMeasure::ParityFourier {
-                bits: vec![0, 1],
-                subset: vec![1],
-                answer: 2,
-                zero: 0,
-                one: 1,
-            },
+            &PreparedMeasure::new(
+                ProgressMeasure::ParityFourier {
+                    bits: vec![0, 1],
+                    subset: vec![1],
+                    answer: 2,
+                    zero: 0,
+                    one: 1,
+                },
+                &tokens,
+                3,
+                &[2],
+            ),
             &ProgressInput {
                 logits: &logits,
                 vocab: 3,
