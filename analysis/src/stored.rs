@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use host::array::HostArray;
 use host::hook::HookName;
 
 /// The path of one stored array.
@@ -70,6 +71,14 @@ impl fmt::Display for StoredName {
             StoredName::Hook(h) => write!(f, "{h}"),
         }
     }
+}
+
+/// A stacked probe array (`probe_weights` [key_position, d_model, class], `probe_bias` [key_position, class]),
+/// one key position's slice at a time; `None` for an empty array.
+pub fn key_slices(array: &HostArray) -> Option<std::slice::ChunksExact<'_, f32>> {
+    let keys = *array.shape.first()?;
+    let per_key = array.data.len() / keys.max(1);
+    (per_key > 0).then(|| array.data.chunks_exact(per_key))
 }
 
 /// A path that is not a stored array's.

@@ -62,16 +62,16 @@ impl Analyzer {
                     }
                 }
                 StoredName::ProbeWeights { boundary, target } => {
-                    let keys = &self.probe_targets.key_names;
-                    let per_key = array.array.data.len() / keys.len().max(1);
-                    if per_key == 0 || old.data.len() != array.array.data.len() {
+                    let (Some(now), Some(before)) = (key_slices(&array.array), key_slices(old))
+                    else {
+                        continue;
+                    };
+                    if old.shape != array.array.shape {
                         continue;
                     }
                     let by_key = probe_cosine.entry(boundary.to_string()).or_default();
-                    for ((key, now), old) in keys
-                        .iter()
-                        .zip(array.array.data.chunks_exact(per_key))
-                        .zip(old.data.chunks_exact(per_key))
+                    for ((key, now), old) in
+                        self.probe_targets.key_names.iter().zip(now).zip(before)
                     {
                         by_key
                             .entry(key.clone())

@@ -15,7 +15,7 @@ mod heads;
 mod mlp;
 mod residual;
 
-use crate::stored::StoredName;
+use crate::stored::{StoredName, key_slices};
 use attribution::logit_attribution;
 pub use attribution::readout;
 use dynamics::headline;

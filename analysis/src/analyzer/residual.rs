@@ -41,27 +41,29 @@ impl Analyzer {
             for ((target, weights), bias) in
                 self.probe_targets.targets.iter().zip(weights).zip(biases)
             {
-                let stored_as = |data: Vec<f32>, shape: Vec<usize>, bias: bool| {
-                    let (boundary, target) = (name, target.name.clone());
-                    let (stored_name, axes) = if bias {
-                        (
-                            StoredName::ProbeBias { boundary, target },
-                            "key_position,class",
-                        )
-                    } else {
-                        (
-                            StoredName::ProbeWeights { boundary, target },
-                            "key_position,d_model,class",
-                        )
-                    };
-                    stored(stored_name, axes, HostArray { shape, data })
-                };
-                arrays.push(stored_as(
-                    weights,
-                    vec![n_keys, d_model, target.n_classes],
-                    false,
+                let (boundary, target_name) = (name, target.name.clone());
+                arrays.push(stored(
+                    StoredName::ProbeWeights {
+                        boundary,
+                        target: target_name.clone(),
+                    },
+                    "key_position,d_model,class",
+                    HostArray {
+                        shape: vec![n_keys, d_model, target.n_classes],
+                        data: weights,
+                    },
                 ));
-                arrays.push(stored_as(bias, vec![n_keys, target.n_classes], true));
+                arrays.push(stored(
+                    StoredName::ProbeBias {
+                        boundary,
+                        target: target_name,
+                    },
+                    "key_position,class",
+                    HostArray {
+                        shape: vec![n_keys, target.n_classes],
+                        data: bias,
+                    },
+                ));
             }
             residual.insert(name, by_key);
             arrays.push(stored(

@@ -17,7 +17,7 @@ use crate::analyzer::key_column;
 use crate::error::AnalysisError;
 use crate::metrics::dynamics::{cosine, linear_cka};
 use crate::sinks::hdf5::{read_stored_step, stored_key_positions};
-use crate::stored::StoredName;
+use crate::stored::{StoredName, key_slices};
 
 /// CKA and probe-direction cosine from one checkpoint (or the worst of several) to the last.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -138,17 +138,10 @@ fn compare_steps(
                 }
             }
         } else if let StoredName::ProbeWeights { boundary, target } = &stored
-            && let [keys, ..] = late.shape[..]
-            && !late.data.is_empty()
-            && early.data.len() == late.data.len()
+            && early.shape == late.shape
+            && let (Some(early), Some(late)) = (key_slices(early), key_slices(late))
         {
-            let per_key = late.data.len() / keys.max(1);
-            for (k, (early, late)) in early
-                .data
-                .chunks_exact(per_key)
-                .zip(late.data.chunks_exact(per_key))
-                .enumerate()
-            {
+            for (k, (early, late)) in early.zip(late).enumerate() {
                 let key = key_names
                     .get(k)
                     .cloned()
