@@ -38,7 +38,7 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<()> {
         lr: 3e-3,
         seed: 0,
     };
-    let (device, _) = formation::device::pick();
+    let (device, _) = trainer::device::pick();
     let started = Instant::now();
     let dictionary = train_sae(&x, args.d_model, &config, None, &device)?;
     let seconds = started.elapsed().as_secs_f64();

@@ -338,7 +338,7 @@ fn time_ours(
     warmup: usize,
     steps: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let (device, _) = formation::device::pick();
+    let (device, _) = trainer::device::pick();
     let device = device.autodiff();
     let task = tasks::build(&config.task, config.train.seed)?;
     let dims = ModelDims::new(config, task.as_ref());
@@ -552,7 +552,7 @@ fn scratch_dir(round: usize, what: &str) -> PathBuf {
 fn train_into(config: &Config, dir: &std::path::Path, analyze: bool) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     let run = host::layout::RunLayout::new(dir);
-    let (device, device_name) = formation::device::pick();
+    let (device, device_name) = trainer::device::pick();
     let task = trainer::tasks::build(&config.task, config.train.seed)?;
     let (mut plugin, hash): (Box<dyn trainer::plugin::CheckpointPlugin>, _) = if analyze {
         let (plugin, hash) = formation::commands::train::analyze_plugin(

@@ -1,10 +1,9 @@
-//! The `formation` command line as a library: one module per subcommand ([`commands`]), the device choice
-//! ([`device`]), the progress display, and the error and lock helpers the subcommands share. The `formation`
-//! binary (`src/main.rs`) parses the command line and calls into it; the `formation-bench` binary
+//! The `formation` command line as a library: one module per subcommand ([`commands`]), the progress display,
+//! and the error and lock helpers the subcommands share (the device choice is `trainer::device`). The
+//! `formation` binary (`src/main.rs`) parses the command line and calls into it; the `formation-bench` binary
 //! (`bench/main.rs`) measures it.
 
 pub mod commands;
-pub mod device;
 pub mod progress;
 mod study_runner;
 

@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             available
         );
     }
-    let (device, _) = crate::device::pick();
+    let (device, _) = trainer::device::pick();
     let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
     let out = args.out.unwrap_or_else(|| run.export(args.step));
     // A few test-split examples (or train, for tasks without a test split) with our logits on them.

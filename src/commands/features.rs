@@ -90,7 +90,7 @@ pub(crate) fn features_across(
 ) -> anyhow::Result<(PathBuf, usize, usize)> {
     let probe = super::intervene::pinned_probe_set(run)?;
     let task = tasks::build(&config.task, config.train.seed)?;
-    let (device, _) = crate::device::pick();
+    let (device, _) = trainer::device::pick();
     let dims = ModelDims::new(config, task.as_ref());
     let mut previous: Option<Dictionary> = None;
     let mut last_report = Value::Null;

@@ -78,7 +78,7 @@ pub fn intervene(
         );
     }
     let task = tasks::build(&config.task, config.train.seed)?;
-    let (device, _) = crate::device::pick();
+    let (device, _) = trainer::device::pick();
     let dims = ModelDims::new(&config, task.as_ref());
     let (model, _) = checkpoint::load_model(&dir, Transformer::new(&dims, 0, &device))?;
     let report = run_intervention(kind, &model, task.as_ref(), &config, &probe, step, &device)?;

@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     let _lock = DirLock::acquire(&run.root, "formation llc")?;
     let task = tasks::build(&config.task, config.train.seed)?;
-    let (device, _) = crate::device::pick();
+    let (device, _) = trainer::device::pick();
     let loaded = Loaded {
         config,
         task,

@@ -77,7 +77,7 @@ pub(crate) fn replay_window(
     let dest = run.window(name);
     let lock = prepare(run, &dest, &plan, &format!("{}-{name}", manifest.run_id))?;
 
-    let (device, device_name) = crate::device::pick();
+    let (device, device_name) = trainer::device::pick();
     let (mut plugin, _) = analyze_plugin(&config, task.as_ref(), &dest, true, &device)?;
     display.watch_queue(plugin.queue_depth());
     let job = TrainJob {

@@ -47,7 +47,7 @@ pub fn sweep(run: &RunLayout, progress: &mut dyn FnMut(Progress)) -> anyhow::Res
     let mut manifest = run.read_manifest()?;
     let lock = DirLock::acquire(&run.root, "formation sweep")?;
     let config = run.read_config()?;
-    let (device, _) = crate::device::pick();
+    let (device, _) = trainer::device::pick();
     // A run trained without --analyze gets its probe set now, pinned in run.json like train would have: the
     // file first, then its hash (a kill in between leaves an unpinned file that the next sweep rewrites).
     let pinned = manifest.probe_set_sha256.is_some();

@@ -59,7 +59,7 @@ pub(crate) fn run_with(args: Args, display: &mut Display) -> anyhow::Result<()> 
         .transpose()?;
     // Read (and, for a data-defined task, validated) before anything is created.
     let task = tasks::build(&config.task, config.train.seed)?;
-    let (device, device_name) = crate::device::pick();
+    let (device, device_name) = trainer::device::pick();
     let (mut plugin, probe_set_sha256) = if args.analyze {
         let (analyze, hash) = analyze_plugin(&config, task.as_ref(), &run, resume, &device)?;
         display.watch_queue(analyze.queue_depth());

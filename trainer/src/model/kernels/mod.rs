@@ -5,7 +5,7 @@
 //! slices ([`heads`]), one task per batch row; LayerNorm runs flex's fused forward and our one-pass gradient
 //! ([`layer_norm`]); a projection and its gradients are the gemm calls flex's matmul makes, written into
 //! buffers of our own ([`matmul_2d`]). Other backends compose burn's own operations. This is the one file
-//! besides `src/device.rs` that names backends: an extension is implemented per backend.
+//! besides [`crate::device`] that names backends: an extension is implemented per backend.
 
 mod chunks;
 mod cross_entropy;

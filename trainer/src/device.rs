@@ -1,4 +1,6 @@
 //! The one place that picks the compute device: burn-cuda with the `cuda` feature, else burn's flex CPU backend.
+//! It lives here, beside the only other cuda-gated code (the model's kernel extension), so type-checking the
+//! `cuda` feature needs this crate alone (`scripts/test.sh`).
 
 use burn::prelude::Device;
 
