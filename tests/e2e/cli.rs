@@ -90,26 +90,6 @@ fn a_closed_output_pipe_is_not_an_error() {
 }
 
 #[test]
-fn small_modular_addition_reaches_train_accuracy_099() {
-    let tmp = tempfile::tempdir().unwrap();
-    ok(formation(
-        &[
-            "train",
-            &example("modular-addition-small.toml"),
-            "--out",
-            "run",
-        ],
-        tmp.path(),
-    ));
-    let evals = jsonl(&tmp.path().join("run/metrics/eval.jsonl"));
-    let last = evals.last().unwrap();
-    let train = last["train"]["accuracy"].as_f64().unwrap();
-    let test = last["test"]["accuracy"].as_f64().unwrap();
-    eprintln!("final train accuracy {train}, test accuracy {test}");
-    assert!(train >= 0.99, "train accuracy {train}");
-}
-
-#[test]
 fn invalid_configs_fail_with_one_clear_error_and_create_nothing() {
     let ci = std::fs::read_to_string(example("ci.toml")).unwrap();
     let cases = [
