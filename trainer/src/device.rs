@@ -15,3 +15,51 @@ pub fn pick() -> (Device, &'static str) {
         (Device::flex(), "cpu-flex")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// Every `.rs` file under `dir`.
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// CI type-checks the `cuda` feature on this crate alone, which covers the feature only while no other crate
+    /// has cuda-gated code: this fails when one gets some.
+    #[test]
+    fn no_other_crate_has_cuda_gated_code() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut files = Vec::new();
+        for dir in [
+            "src", "bench", "tests", "host", "probes", "analysis", "study",
+        ] {
+            sources(&root.join(dir), &mut files);
+        }
+        assert!(
+            files.len() > 50,
+            "{} sources under {}",
+            files.len(),
+            root.display()
+        );
+        let gated: Vec<_> = files
+            .iter()
+            .filter(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .contains("feature = \"cuda\"")
+            })
+            .collect();
+        assert!(
+            gated.is_empty(),
+            "cuda-gated code outside trainer: {gated:?}"
+        );
+    }
+}
